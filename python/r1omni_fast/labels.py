@@ -1,0 +1,84 @@
+"""Emotion label sets and the inflections that map onto them.
+
+The single source of truth for label names: the data reader validates records against these
+sets, the robust accuracy reward maps free-text answers onto them (the native scorer receives
+them as arguments), and evaluation orders its confusion matrix by them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+#: DFEW's seven classes, in the order R1-Omni lists them.
+DFEW: tuple[str, ...] = ("happy", "surprise", "neutral", "angry", "disgust", "sad", "fear")
+
+#: MAFW's eleven classes: DFEW's seven plus four compound emotions.
+MAFW: tuple[str, ...] = DFEW + ("contemptuous", "disappointed", "helpless", "anxious")
+
+#: RAVDESS's eight classes after mapping its names onto DFEW's (fearful -> fear,
+#: surprised -> surprise); calm has no DFEW counterpart and stays a class of its own.
+RAVDESS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fear", "disgust", "surprise")
+
+#: Dataset names accepted wherever a label set is chosen by name.
+BUILTIN: Mapping[str, tuple[str, ...]] = {"dfew": DFEW, "mafw": MAFW, "ravdess": RAVDESS}
+
+#: Common inflections and synonyms -> canonical label. Applied after lower-casing and trimming
+#: punctuation; a word maps only if its target is in the label set in use.
+ALIASES: Mapping[str, str] = {
+    "happiness": "happy", "joy": "happy", "joyful": "happy", "glad": "happy",
+    "surprised": "surprise", "surprising": "surprise", "astonished": "surprise",
+    "neutrality": "neutral",
+    "anger": "angry", "angered": "angry", "mad": "angry",
+    "disgusted": "disgust", "disgusting": "disgust",
+    "sadness": "sad", "unhappy": "sad", "sorrow": "sad",
+    "fearful": "fear", "afraid": "fear", "scared": "fear", "frightened": "fear",
+    "contempt": "contemptuous",
+    "disappointment": "disappointed",
+    "helplessness": "helpless",
+    "anxiety": "anxious",
+    "calmness": "calm",
+}
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """An ordered set of class names plus the aliases that map onto them."""
+
+    labels: tuple[str, ...]
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.labels:
+            raise ValueError("a label set needs at least one label")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"duplicate labels in {list(self.labels)}")
+
+    def canonical(self, word: str) -> str | None:
+        """The label ``word`` names (exact, lower-cased, or via an alias), else None."""
+        w = word.strip().lower()
+        if w in self.labels:
+            return w
+        target = self.aliases.get(w)
+        return target if target in self.labels else None
+
+
+def resolve(spec: str | Sequence[str] | LabelSet | None, default: str = "dfew") -> LabelSet:
+    """A LabelSet from a dataset name ("dfew", "mafw", "ravdess"), a list of labels, or a LabelSet.
+
+    Raises ValueError naming the unknown dataset and the accepted names.
+    """
+    if isinstance(spec, LabelSet):
+        return spec
+    if spec is None:
+        spec = default
+    if isinstance(spec, str):
+        try:
+            labels = BUILTIN[spec.lower()]
+        except KeyError:
+            raise ValueError(
+                f"unknown label set {spec!r}: use one of {sorted(BUILTIN)} or a list of labels"
+            ) from None
+        return LabelSet(labels, ALIASES)
+    labels = tuple(str(x).strip().lower() for x in spec)
+    return LabelSet(labels, ALIASES)

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up of everything r1omni-fast needs on a Debian machine:
+#   1. system packages (FFmpeg -dev libraries, pkg-config, libclang, a C toolchain) via apt-get;
+#   2. a Python virtual environment OUTSIDE the clone, in a cache folder keyed by a hash of the
+#      dependency specification, so an unchanged dependency list is never installed twice;
+#   3. the native extension, built in release mode and installed into that environment.
+# A second run with nothing changed takes seconds. Without root or apt-get it prints exactly
+# what must be installed by hand and stops.
+#
+# Environment: R1OMNI_CACHE (default ~/.cache/r1omni-fast), PYTHON (default python3).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${R1OMNI_CACHE:-$HOME/.cache/r1omni-fast}
+PYTHON=${PYTHON:-python3}
+APT_PACKAGES=(pkg-config clang libclang-dev build-essential ffmpeg
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+  libavfilter-dev libavdevice-dev patchelf)
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+# --- 1. system packages -------------------------------------------------------------
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    say "installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "missing system packages: ${missing[*]}"
+    say "install them with:  sudo apt-get update && sudo apt-get install -y ${missing[*]}"
+    exit 1
+  fi
+fi
+if ! command -v cargo >/dev/null; then
+  say "cargo (Rust >= 1.75) is required to build the native extension: install it with rustup"
+  exit 1
+fi
+if ! command -v "$PYTHON" >/dev/null; then
+  say "$PYTHON not found: set PYTHON to a CPython >= 3.9 interpreter"
+  exit 1
+fi
+
+# --- 2. the virtual environment -------------------------------------------------------
+# The key covers the interpreter version and every dependency line of pyproject.toml.
+spec=$("$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
+import sys, json, platform
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
+with open(sys.argv[1], "rb") as f:
+    project = tomllib.load(f)["project"]
+deps = list(project["dependencies"])
+for extra in ("test", "bench"):
+    deps += project.get("optional-dependencies", {}).get(extra, [])
+deps.append("maturin>=1.7,<2")
+print(json.dumps({"python": platform.python_version(), "deps": deps}))
+PY
+)
+key=$(printf '%s' "$spec" | sha256sum | cut -c1-16)
+VENV="$CACHE/venv-$key"
+if [[ ! -f "$VENV/.complete" ]]; then
+  say "creating $VENV (first run downloads torch: several minutes)"
+  rm -rf "$VENV"
+  mkdir -p "$CACHE"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$PYTHON" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])["deps"]))' "$spec" > "$VENV/requirements.txt"
+  "$VENV/bin/python" -m pip install -q -r "$VENV/requirements.txt"
+  touch "$VENV/.complete"
+else
+  say "reusing $VENV"
+fi
+ln -sfn "$VENV" "$CACHE/venv"
+
+# --- 3. the native extension ------------------------------------------------------------
+export CARGO_TARGET_DIR="$CACHE/target"
+cd "$ROOT"
+say "building the native extension (release)"
+log="$CACHE/build.log"
+if ! VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  say "building the native extension failed (full log: $log)"
+  exit 1
+fi
+say "ready: $CACHE/venv/bin/r1omni-fast"

@@ -1,0 +1,84 @@
+"""The wheel: built into a temporary folder, installed into a fresh virtual environment, used
+from outside the source tree. The fresh environment sees the cached dependencies through a
+.pth file, so nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _maturin() -> str:
+    exe = Path(sys.executable).parent / "maturin"
+    found = str(exe) if exe.exists() else shutil.which("maturin")
+    if found is None:
+        pytest.fail("maturin is not installed in the test environment: run scripts/setup.sh")
+    return found
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    dist = tmp / "dist"
+    subprocess.run([_maturin(), "build", "--release", "-q", "-o", str(dist)], cwd=ROOT,
+                   check=True)
+    wheels = list(dist.glob("r1omni_fast-*.whl"))
+    assert len(wheels) == 1, wheels
+    env_dir = tmp / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    py = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    # The cached dependencies, behind the new environment's own site-packages.
+    (Path(purelib) / "cached_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # pip --python installs into the new environment, console script included.
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
+                    "--no-deps", str(wheels[0])], check=True)
+    return wheels[0], env_dir, Path(purelib)
+
+
+def _run(env_dir: Path, *args: str, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    out = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_wheel_ships_stub_and_marker(installed_wheel):
+    wheel, _, purelib = installed_wheel
+    assert "abi3" in wheel.name, "one wheel must serve every CPython >= 3.9"
+    pkg = purelib / "r1omni_fast"
+    assert (pkg / "py.typed").exists()
+    assert (pkg / "_native.pyi").exists()
+    assert list(pkg.glob("_native*.so"))
+
+
+def test_installed_package_imports_native_from_outside_the_tree(installed_wheel, tmp_path):
+    _, env_dir, purelib = installed_wheel
+    code = ("import r1omni_fast, r1omni_fast._native as n; "
+            "print(r1omni_fast.__file__); print(n.__version__); print(n.build_info()['profile'])")
+    lines = _run(env_dir, str(env_dir / "bin" / "python"), "-c", code, cwd=tmp_path).splitlines()
+    assert Path(lines[0]).is_relative_to(purelib), f"imported from {lines[0]}, not the wheel"
+    assert lines[2] == "release"
+
+
+def test_console_script_version_and_env(installed_wheel, tmp_path):
+    _, env_dir, _ = installed_wheel
+    script = env_dir / "bin" / "r1omni-fast"
+    assert script.exists(), "the wheel must declare the r1omni-fast console script"
+    version = _run(env_dir, str(script), "--version", cwd=tmp_path)
+    assert version.startswith("r1omni-fast, version ")
+    env_out = _run(env_dir, str(script), "env", cwd=tmp_path)
+    lines = dict(line.split(None, 1) for line in env_out.strip().splitlines())
+    assert lines["native.profile"] == "release"
+    assert str(env_dir) in lines["python"], "the console script must run the new environment"
