@@ -1,0 +1,1 @@
+"""Evaluation: WAR/UAR, confusion matrices, predictions with their reasoning traces."""
