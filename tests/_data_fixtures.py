@@ -64,10 +64,11 @@ def decode_audio_16k(path: str) -> Optional[np.ndarray]:
 
 
 def _spectrogram(samples: np.ndarray, n_mels: int) -> np.ndarray:
-    """(n_mels, 3000) log10 power of a 400/160 Hann STFT over 30 s, pooled into n_mels bands."""
+    """(n_mels, 3000) log10 power of a centred 400/160 Hann STFT over 30 s, pooled into n_mels bands."""
     padded = np.zeros(480000, np.float32)
     padded[: min(len(samples), 480000)] = samples[:480000]
-    frames = np.lib.stride_tricks.sliding_window_view(padded, 400)[::160][:3000]
+    centred = np.pad(padded, 200, mode="reflect")  # 3001 windows; the last is dropped
+    frames = np.lib.stride_tricks.sliding_window_view(centred, 400)[::160][:3000]
     power = np.abs(np.fft.rfft(frames * np.hanning(400), axis=1)) ** 2  # (3000, 201)
     bands = np.array_split(np.arange(power.shape[1]), n_mels)
     pooled = np.stack([power[:, b].mean(axis=1) for b in bands])
