@@ -235,8 +235,11 @@ class GRPOConfig(_TrainConfig):
     stage = "grpo"
 
     def __post_init__(self) -> None:
-        if isinstance(self.scale_rewards, bool):  # TRL's older boolean form
-            self.scale_rewards = "group" if self.scale_rewards else "none"
+        flag = self.scale_rewards  # TRL's older boolean form: true = group, false = none
+        if isinstance(flag, str) and flag.strip().lower() in _TRUE | _FALSE:
+            flag = flag.strip().lower() in _TRUE
+        if isinstance(flag, bool):
+            self.scale_rewards = "group" if flag else "none"
         super().__post_init__()
 
     def _validate(self) -> None:
