@@ -187,6 +187,9 @@ def test_kind_sft_requires_reasoning_and_kind_label_requires_bare_labels(folder)
 def test_unreadable_file_and_bad_options_raise_clear_errors(tmp_path):
     with pytest.raises(DataError, match="nothing.json: cannot read data file"):
         read_data(tmp_path / "nothing.json")
+    (tmp_path / "obj.json").write_text(json.dumps({"data": [rec()]}, indent=1))
+    with pytest.raises(DataError, match="obj.json: the file holds a single JSON object; expected a JSON list"):
+        read_data(tmp_path / "obj.json")
     (tmp_path / "x.json").write_text("[]")
     assert len(read_data(tmp_path / "x.json")) == 0
     with pytest.raises(ValueError, match="on_error must be 'skip' or 'raise'"):

@@ -1,5 +1,7 @@
-"""Data: R1-Omni JSON/JSONL reading and validation, the clip collator, the synthetic dataset."""
+"""Data: R1-Omni JSON/JSONL reading and validation, batching with background prefetch, and the
+synthetic dataset (``r1omni_fast.data.synthetic``)."""
 
+from r1omni_fast.data.collate import Batch, ClipCollator, epoch_batches, prefetch
 from r1omni_fast.data.reader import (
     FORMAT_SUFFIX,
     INSTRUCTION,
@@ -14,10 +16,14 @@ from r1omni_fast.data.reader import (
 __all__ = [
     "FORMAT_SUFFIX",
     "INSTRUCTION",
+    "Batch",
+    "ClipCollator",
     "DataError",
     "DataFile",
     "RecordProblem",
     "Sample",
+    "epoch_batches",
+    "prefetch",
     "read_data",
     "solution_for",
 ]

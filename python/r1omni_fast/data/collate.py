@@ -82,6 +82,8 @@ class ClipCollator:
     reported with the sample id and skipped (``on_error="skip"``) or raised as :class:`DataError`
     (``on_error="raise"``). Samples with a separate audio file pass ``audio_paths`` to the loader.
     ``text_fn(samples)``, when given, runs in the same background worker (e.g. tokenisation).
+    ``n_mels=None`` loads no audio (``audio=False`` to the loader; ``Batch.mel`` is None).
+    ``loader_kwargs`` go to the loader as they are (e.g. ``threads``, ``mean``, ``std``).
     """
 
     def __init__(

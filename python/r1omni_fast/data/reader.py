@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -169,7 +169,7 @@ def read_data(
         n = seen_ids.get(sample.id, 0)
         seen_ids[sample.id] = n + 1
         if n:  # the same clip listed twice keeps both records, under distinct ids
-            sample = _replace_id(sample, f"{sample.id}#{n + 1}")
+            sample = replace(sample, id=f"{sample.id}#{n + 1}")
         samples.append(sample)
 
     if problems:
@@ -187,18 +187,20 @@ class _BadRecord(Exception):
     pass
 
 
-def _replace_id(sample: Sample, new_id: str) -> Sample:
-    from dataclasses import replace
-
-    return replace(sample, id=new_id)
-
-
 def _iter_records(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[str]]]:
     """Yield (line, record, parse_error) for a JSON list or a JSONL file."""
     stripped = text.lstrip()
     if path.suffix.lower() != ".jsonl" and stripped.startswith("["):
         yield from _iter_json_list(path, text)
         return
+    if stripped.startswith("{") and "\n" in stripped.rstrip():
+        try:  # a pretty-printed single object would otherwise fail line by line
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None
+        if isinstance(whole, dict):
+            raise DataError(f"{path}: the file holds a single JSON object; expected a JSON list of "
+                            "records or JSONL (one record per line)")
     for lineno, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
