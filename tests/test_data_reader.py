@@ -6,6 +6,8 @@ import json
 import logging
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from r1omni_fast.data import FORMAT_SUFFIX, INSTRUCTION, DataError, read_data
 
@@ -196,3 +198,26 @@ def test_unreadable_file_and_bad_options_raise_clear_errors(tmp_path):
         read_data(tmp_path / "x.json", on_error="ignore")
     with pytest.raises(ValueError, match="unknown label set 'affectnet'"):
         read_data(tmp_path / "x.json", labels="affectnet")
+
+
+@given(layout=st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.sampled_from(["sad", "bored", 5])),
+                       min_size=1, max_size=8))
+def test_json_list_line_of_each_record_for_any_layout(tmp_path_factory, layout):
+    """Records written with random blank lines and one-line / multi-line bodies: every good record
+    and every problem carries the line where its object starts."""
+    folder = tmp_path_factory.mktemp("layout")
+    (folder / "a.mp4").write_bytes(b"x")
+    lines, starts = ["["], []
+    for i, (blank, pretty, gpt) in enumerate(layout):
+        lines.extend([""] * blank)
+        starts.append(len(lines) + 1)
+        body = json.dumps(rec("a.mp4", gpt) if gpt != 5 else 5, indent=2 if pretty else None)
+        lines.extend((body + ("," if i < len(layout) - 1 else "")).splitlines())
+    lines.append("]")
+    path = folder / "layout.json"
+    path.write_text("\n".join(lines))
+    data = read_data(path)
+    good = [s for s, (_, _, gpt) in zip(starts, layout) if gpt == "sad"]
+    bad = [s for s, (_, _, gpt) in zip(starts, layout) if gpt != "sad"]
+    assert [s.source for s in data] == [f"{path}:{n}" for n in good]
+    assert [p.line for p in data.problems] == bad

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import typing
 from dataclasses import dataclass, field
@@ -365,6 +366,7 @@ def field_help(stage: str) -> List[tuple]:
 # ----------------------------------------------------------------------------------- internals
 
 
+@functools.lru_cache(maxsize=None)
 def _hints(cls: type) -> Dict[str, Any]:
     return typing.get_type_hints(cls)
 
