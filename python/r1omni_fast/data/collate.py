@@ -129,7 +129,7 @@ class ClipCollator:
             )
         kept, clips, skipped = [], [], []
         for sample, clip in zip(samples, results):
-            if isinstance(clip, BaseException):
+            if isinstance(clip, Exception):
                 reason = str(clip)
                 if self.on_error == "raise":
                     raise DataError(
@@ -166,8 +166,9 @@ def prefetch(
 ) -> Iterator[Batch]:
     """Yield ``collate(batch, i)`` for every input batch, in input order, computed ahead.
 
-    At most ``depth`` batches are loading or waiting at any time (a bounded queue): ``workers``
-    background threads run the collator, and the consumer takes results in order. The native
+    Besides the batch the consumer holds, at most ``depth`` batches are loading or waiting (a
+    bounded queue): ``workers`` background threads run the collator, and the consumer takes
+    results in order. The native
     loader releases the GIL, so threads decode truly in parallel with the training step. An
     exception raised by ``collate`` is re-raised at that batch's position. Closing the generator
     (or breaking out of the loop) cancels the batches not yet started.
