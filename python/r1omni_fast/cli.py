@@ -24,5 +24,57 @@ def env() -> None:
         click.echo(f"{key:<{width}}  {value}")
 
 
+# --- data (r1omni_fast.data) --------------------------------------------------------------------
+
+
+@main.group()
+def data() -> None:
+    """Synthetic data and data-file checks."""
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--n", "n", default=64, show_default=True, help="number of clips")
+@click.option("--seed", default=0, show_default=True, help="same seed, byte-identical files")
+@click.option("--labels", default="happy,sad,angry,neutral", show_default=True,
+              help="comma-separated classes to draw")
+@click.option("--test-fraction", default=0.25, show_default=True, help="held-out share per class")
+def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float) -> None:
+    """Write synthetic clips and OUT/sft.json, OUT/train.json, OUT/test.json."""
+    from r1omni_fast.data.synthetic import generate
+
+    try:
+        ds = generate(out, n=n, seed=seed, labels=[x for x in labels.split(",") if x.strip()],
+                      test_fraction=test_fraction)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"wrote {len(ds.clips)} clips to {ds.root / 'clips'}")
+    for path in (ds.sft, ds.train, ds.test, ds.manifest):
+        click.echo(f"  {path}")
+
+
+@data.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--labels", default="dfew", show_default=True,
+              help="label set: dfew, mafw, ravdess, or comma-separated labels")
+@click.option("--kind", type=click.Choice(["auto", "sft", "label"]), default="auto",
+              show_default=True, help="sft: reasoning targets required; label: bare labels required")
+def data_check(file: str, labels: str, kind: str) -> None:
+    """Validate a data file and print a summary; exit status 1 if any record is bad."""
+    from r1omni_fast.data import DataError
+    from r1omni_fast.data.check import format_summary, label_spec_from_text, summarize
+
+    try:
+        summary = summarize(file, labels=label_spec_from_text(labels), kind=kind)
+    except (DataError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_summary(summary))
+    if not summary.ok:
+        raise SystemExit(1)
+
+
+# --- end data ------------------------------------------------------------------------------------
+
+
 if __name__ == "__main__":
     main()

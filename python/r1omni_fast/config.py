@@ -1,0 +1,517 @@
+"""Run configuration: one dataclass per stage, loaded from YAML and overridden by flags.
+
+Every field is at once a keyword argument, a YAML key and a ``--flag`` (``--max-steps`` and
+``--max_steps`` both work; flags win over the YAML). Field names follow TRL where TRL has one
+(DESIGN.md §7). Values are converted from their annotation (int, float, bool, str, lists,
+Optional), so ``learning_rate: 2e-5`` in YAML (a string to PyYAML) is a float here. Validation in
+``__post_init__`` raises :class:`ConfigError` with a one-line message naming the field and what to
+set instead. A ``stage:`` key picks the dataclass: ``sft`` -> :class:`SFTConfig`, ``grpo`` ->
+:class:`GRPOConfig`, ``eval`` -> :class:`EvalConfig`.
+
+In GRPO, ``per_device_train_batch_size`` counts prompts; each prompt is sampled
+``num_generations`` times (TRL counts completions and requires divisibility).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Type, Union
+
+import yaml
+
+from r1omni_fast import labels as label_sets
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NONE = {"none", "null", "~", ""}
+
+#: Parts of the omni model that training can update; the rest is frozen.
+MODEL_PARTS = ("vision_tower", "audio_tower", "projectors", "language_model")
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+ASPECTS = ("pad", "resize")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key; the message is one line naming the field."""
+
+
+def _f(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
+    """A dataclass field carrying its help text (shown by ``r1omni-fast train --help``)."""
+    if isinstance(default, list):
+        value = list(default)
+        return field(default_factory=lambda: list(value), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class _RunConfig:
+    """Fields shared by every stage."""
+
+    model_name_or_path: Optional[str] = _f(None, "checkpoint folder to start from (e.g. the tiny model from `r1omni-fast model tiny OUT`)")
+    data_file: Optional[str] = _f(None, "R1-Omni JSON/JSONL training data (media paths relative to it)")
+    eval_file: Optional[str] = _f(None, "held-out data evaluated every eval_steps")
+    output_dir: str = _f("outputs", "run folder: checkpoints, metrics.jsonl, plots")
+    label_set: Union[str, List[str]] = _f("dfew", "dfew, mafw, ravdess, or a list of labels")
+    on_bad_record: str = _f("skip", "skip bad data records (each reported with file:line) or raise")
+    seed: int = _f(42, "seed of every RNG (data order, dropout, sampling)")
+    # media
+    num_frames: int = _f(8, "frames sampled per clip")
+    image_size: Optional[int] = _f(None, "frame side in pixels; None = the model's preprocessor config")
+    image_aspect_ratio: str = _f("pad", "pad (grey square, HumanOmni training) or resize (squash)")
+    n_mels: Optional[int] = _f(None, "log-mel bins (128 large-v3, 80); None = the model's config")
+    # precision and loading
+    bf16: Optional[bool] = _f(None, "bfloat16 autocast; None = on with CUDA, off on CPU")
+    dataloader_num_workers: int = _f(1, "background threads decoding batches")
+    dataloader_prefetch_factor: int = _f(2, "batches decoded ahead of the training step")
+
+    stage = ""  # set by each subclass; not a field
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _convert(f.name, getattr(self, f.name), _hints(type(self))[f.name]))
+        self._validate()
+
+    # --- validation helpers -------------------------------------------------------------------
+    def _validate(self) -> None:
+        _choice(self, "on_bad_record", ("skip", "raise"))
+        _choice(self, "image_aspect_ratio", ASPECTS)
+        _at_least(self, "num_frames", 1)
+        _at_least(self, "dataloader_num_workers", 1)
+        _at_least(self, "dataloader_prefetch_factor", 1)
+        if self.image_size is not None:
+            _at_least(self, "image_size", 8)
+        if self.n_mels is not None:
+            _at_least(self, "n_mels", 1)
+        try:
+            label_sets.resolve(self.label_set)
+        except ValueError as exc:
+            raise ConfigError(f"label_set: {exc}") from None
+
+    def require(self, *names: str) -> None:
+        """Raise ConfigError for the first of ``names`` that is unset (None or empty)."""
+        for name in names:
+            if getattr(self, name) in (None, ""):
+                raise ConfigError(
+                    f"{name} is required: set '{name}:' in the YAML or pass --{name.replace('_', '-')} VALUE")
+
+    # --- saving -------------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """``{"stage": ..., field: value, ...}`` in field order; loads back with from_dict."""
+        out: Dict[str, Any] = {"stage": self.stage}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, (list, tuple)) else value
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], *, source: str = "config") -> "_RunConfig":
+        """Build from a mapping of field names (a ``stage`` key must match, if present)."""
+        values = dict(values)
+        stage = values.pop("stage", cls.stage)
+        if stage != cls.stage:
+            raise ConfigError(f"{source}: stage {stage!r} does not match {cls.__name__} ({cls.stage!r})")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                raise ConfigError(_unknown_message(key, names, cls.stage, source))
+        return cls(**values)
+
+
+@dataclass
+class _TrainConfig(_RunConfig):
+    """Optimisation, schedule, checkpointing and logging (TRL's names)."""
+
+    max_steps: int = _f(-1, "optimizer steps to run; -1 = num_train_epochs over data_file")
+    num_train_epochs: float = _f(1.0, "passes over data_file when max_steps is -1")
+    learning_rate: float = _f(2e-5, "peak AdamW learning rate")
+    lr_scheduler_type: str = _f("cosine", "constant, constant_with_warmup, linear or cosine")
+    warmup_ratio: float = _f(0.03, "fraction of the steps spent warming up linearly from 0")
+    weight_decay: float = _f(0.0, "AdamW decoupled weight decay")
+    adam_beta1: float = _f(0.9, "AdamW beta1")
+    adam_beta2: float = _f(0.999, "AdamW beta2")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon")
+    per_device_train_batch_size: int = _f(1, "samples per micro-batch")
+    gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
+    max_grad_norm: float = _f(1.0, "clip the global gradient norm to this; 0 = no clipping")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
+    tunable_parts: List[str] = _f(["projectors", "language_model"],
+                                  "parts trained (others frozen): vision_tower, audio_tower, projectors, language_model")
+    logging_steps: int = _f(1, "write metrics.jsonl and the progress bar every N steps")
+    save_steps: int = _f(500, "write OUT/checkpoint-N every N steps (and at the end)")
+    save_total_limit: Optional[int] = _f(3, "keep only the newest K checkpoints; None = keep all")
+    eval_steps: Optional[int] = _f(None, "evaluate eval_file every N steps; None = only at the end")
+    eval_max_new_tokens: int = _f(256, "generation length when evaluating eval_file")
+    per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
+    resume: bool = _f(False, "continue from the newest complete checkpoint in output_dir")
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"max_steps must be > 0, or -1 to use num_train_epochs; got {self.max_steps}")
+        if self.max_steps == -1:
+            _positive(self, "num_train_epochs")
+        _positive(self, "learning_rate")
+        _choice(self, "lr_scheduler_type", SCHEDULERS)
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _at_least(self, "weight_decay", 0.0)
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        _positive(self, "adam_epsilon")
+        _at_least(self, "per_device_train_batch_size", 1)
+        _at_least(self, "gradient_accumulation_steps", 1)
+        _at_least(self, "max_grad_norm", 0.0)
+        bad = [p for p in self.tunable_parts if p not in MODEL_PARTS]
+        if bad:
+            raise ConfigError(
+                f"tunable_parts has unknown part(s) {bad}: choose from {', '.join(MODEL_PARTS)}")
+        if not self.tunable_parts:
+            raise ConfigError(f"tunable_parts is empty: name at least one of {', '.join(MODEL_PARTS)}")
+        _at_least(self, "logging_steps", 1)
+        _at_least(self, "save_steps", 1)
+        if self.save_total_limit is not None:
+            _at_least(self, "save_total_limit", 1)
+        if self.eval_steps is not None:
+            _at_least(self, "eval_steps", 1)
+        _at_least(self, "eval_max_new_tokens", 1)
+        _at_least(self, "per_device_eval_batch_size", 1)
+
+
+@dataclass
+class SFTConfig(_TrainConfig):
+    """Cold-start SFT (R1-Omni's defaults: lr 2e-5, cosine, warmup 0.03, 8 frames, frozen towers).
+
+    The loss covers the assistant tokens only.
+    """
+
+    max_length: int = _f(1024, "truncate prompt + target to this many tokens")
+
+    stage = "sft"
+
+    def _validate(self) -> None:
+        super()._validate()
+        _at_least(self, "max_length", 16)
+
+
+@dataclass
+class GRPOConfig(_TrainConfig):
+    """GRPO with verifiable rewards (DESIGN.md §4).
+
+    ``per_device_train_batch_size`` counts prompts, each sampled ``num_generations`` times.
+    """
+
+    learning_rate: float = _f(1e-6, "peak AdamW learning rate")
+    warmup_ratio: float = _f(0.0, "fraction of the steps spent warming up linearly from 0")
+    num_generations: int = _f(8, "completions sampled per prompt (the group size G)")
+    max_prompt_length: Optional[int] = _f(512, "truncate prompts (left) to this many tokens; None = no limit")
+    max_completion_length: int = _f(512, "most tokens generated per completion")
+    temperature: float = _f(1.0, "sampling temperature")
+    top_p: float = _f(1.0, "nucleus sampling mass")
+    top_k: Optional[int] = _f(None, "sample among the k most likely tokens; None = all")
+    beta: float = _f(0.04, "KL coefficient against the reference model; 0 = no reference model")
+    epsilon: float = _f(0.2, "lower clip range of the importance ratio")
+    epsilon_high: Optional[float] = _f(None, "upper clip range; None = epsilon")
+    delta: Optional[float] = _f(None, "two-sided clipping bound of the ratio; None = off")
+    loss_type: str = _f("grpo", "grpo (R1-Omni), bnpo, dr_grpo or dapo")
+    importance_sampling_level: str = _f("token", "token or sequence (GSPO) importance ratios")
+    num_iterations: int = _f(1, "updates per generated batch (old log-probs kept when > 1)")
+    scale_rewards: str = _f("group", "divide advantages by the std of the group, the batch, or none")
+    reward_funcs: List[str] = _f(["accuracy", "format"],
+                                 "built-in rewards (accuracy, format) or dotted paths to callables")
+    reward_weights: Optional[List[float]] = _f(None, "one weight per reward function; None = all 1")
+    reward_mode: str = _f("robust", "robust (label aliases, whitespace) or r1omni (exact R1-Omni parsing)")
+    sync_ref_model: bool = _f(False, "periodically copy the policy into the reference model")
+    ref_model_sync_steps: int = _f(512, "steps between reference syncs (when sync_ref_model)")
+    ref_model_mixup_alpha: float = _f(0.6, "ref <- alpha*policy + (1-alpha)*ref at each sync")
+
+    stage = "grpo"
+
+    def __post_init__(self) -> None:
+        flag = self.scale_rewards  # TRL's older boolean form: true = group, false = none
+        if isinstance(flag, str) and flag.strip().lower() in _TRUE | _FALSE:
+            flag = flag.strip().lower() in _TRUE
+        if isinstance(flag, bool):
+            self.scale_rewards = "group" if flag else "none"
+        super().__post_init__()
+
+    def _validate(self) -> None:
+        super()._validate()
+        _at_least(self, "num_generations", 2)
+        if self.max_prompt_length is not None:
+            _at_least(self, "max_prompt_length", 1)
+        _at_least(self, "max_completion_length", 1)
+        _positive(self, "temperature")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None:
+            _at_least(self, "top_k", 0)
+        _at_least(self, "beta", 0.0)
+        _positive(self, "epsilon")
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ConfigError(
+                f"epsilon_high must be >= epsilon ({self.epsilon}), got {self.epsilon_high}")
+        if self.delta is not None and self.delta <= 1.0 + (self.epsilon_high or self.epsilon):
+            raise ConfigError(
+                f"delta must exceed 1 + epsilon_high (the upper clip), got {self.delta}; "
+                "set delta: null to turn two-sided clipping off")
+        _choice(self, "loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
+        _choice(self, "importance_sampling_level", ("token", "sequence"))
+        _at_least(self, "num_iterations", 1)
+        _choice(self, "scale_rewards", ("group", "batch", "none"))
+        if not self.reward_funcs:
+            raise ConfigError("reward_funcs is empty: use e.g. [accuracy, format]")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ConfigError(
+                f"reward_weights has {len(self.reward_weights)} values for "
+                f"{len(self.reward_funcs)} reward_funcs: give one weight per function")
+        _choice(self, "reward_mode", ("robust", "r1omni"))
+        _at_least(self, "ref_model_sync_steps", 1)
+        if not 0.0 <= self.ref_model_mixup_alpha <= 1.0:
+            raise ConfigError(
+                f"ref_model_mixup_alpha must be in [0, 1], got {self.ref_model_mixup_alpha}")
+
+
+@dataclass
+class EvalConfig(_RunConfig):
+    """Evaluation (``r1omni-fast eval``): WAR, UAR, format rate; frames squashed as HumanOmni's eval."""
+
+    image_aspect_ratio: str = _f("resize", "pad (grey square) or resize (squash, HumanOmni eval)")
+    output_dir: str = _f("eval", "folder for metrics.json, predictions.jsonl, confusion_matrix.png")
+    modalities: List[str] = _f(["video", "audio"], "inputs given to the model: video, audio, or both")
+    per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
+    max_new_tokens: int = _f(512, "most tokens generated per answer")
+    temperature: float = _f(0.0, "0 = greedy decoding")
+    reward_mode: str = _f("robust", "answer parsing: robust or r1omni")
+
+    stage = "eval"
+
+    def _validate(self) -> None:
+        super()._validate()
+        bad = [m for m in self.modalities if m not in ("video", "audio")]
+        if bad or not self.modalities:
+            raise ConfigError(f"modalities must be a non-empty subset of video, audio; got {self.modalities}")
+        _at_least(self, "per_device_eval_batch_size", 1)
+        _at_least(self, "max_new_tokens", 1)
+        _at_least(self, "temperature", 0.0)
+        _choice(self, "reward_mode", ("robust", "r1omni"))
+
+
+STAGES: Dict[str, Type[_RunConfig]] = {"sft": SFTConfig, "grpo": GRPOConfig, "eval": EvalConfig}
+AnyConfig = Union[SFTConfig, GRPOConfig, EvalConfig]
+
+
+def load_config(path: Optional[Union[str, os.PathLike]], overrides: Sequence[str] = ()) -> AnyConfig:
+    """Read a YAML config (``stage:`` picks the dataclass), apply ``--field value`` overrides.
+
+    Overrides: ``--field value``, ``--field=value``, a bare ``--flag`` for a bool field (True),
+    ``--no-flag`` (False); dashes and underscores are interchangeable. ``--stage`` may pick the
+    stage when there is no file. Raises :class:`ConfigError` with a one-line message.
+    """
+    values: Dict[str, Any] = {}
+    source = "flags"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {source}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise ConfigError(f"{source}{where}: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: expected a mapping of field: value, got a {type(loaded).__name__}")
+        values.update(loaded)
+
+    flag_values = _parse_overrides(overrides)
+    stage = flag_values.pop("stage", None) or values.pop("stage", None)
+    values.pop("stage", None)
+    if stage is None:
+        raise ConfigError(f"{source}: no stage given: add 'stage: sft' (or grpo, eval) or pass --stage")
+    cls = STAGES.get(str(stage))
+    if cls is None:
+        raise ConfigError(f"{source}: unknown stage {stage!r}: use one of {', '.join(STAGES)}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in flag_values:
+        if key not in names:
+            raise ConfigError(_unknown_message(key, names, cls.stage, "flags", flag=True))
+    return cls.from_dict({**values, **flag_values}, source=source)  # flags win
+
+
+def field_help(stage: str) -> List[tuple]:
+    """(flag, type, default, help) for every field of a stage, for ``--help`` listings."""
+    cls = STAGES[stage]
+    hints = _hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        rows.append((f"--{f.name.replace('_', '-')}", _type_name(hints[f.name]), default,
+                     f.metadata.get("help", "")))
+    return rows
+
+
+# ----------------------------------------------------------------------------------- internals
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _parse_overrides(args: Sequence[str]) -> Dict[str, Any]:
+    """``["--max-steps", "10", "--bf16", "--lr=1"]`` -> {"max_steps": "10", "bf16": True, ...}.
+
+    Values stay strings; the dataclass converts them by annotation. A flag with no value (next
+    token is another flag, or the end) means True; ``--no-x`` means False.
+    """
+    out: Dict[str, Any] = {}
+    i = 0
+    args = list(args)
+    while i < len(args):
+        token = args[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise ConfigError(f"unexpected argument {token!r}: overrides look like --field value")
+        body = token[2:]
+        if "=" in body:
+            name, value = body.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not _looks_like_flag(args[i + 1]):
+            name, value = body, args[i + 1]
+            i += 2
+        else:
+            name, value = body, True
+            if name.startswith("no-") or name.startswith("no_"):
+                name, value = name[3:], False
+            i += 1
+        out[name.replace("-", "_")] = value
+    return out
+
+
+def _looks_like_flag(token: str) -> bool:
+    if not token.startswith("--"):
+        return False
+    try:  # "--1" is not a flag name but could not be a value either; treat names only as flags
+        float(token)
+        return False
+    except ValueError:
+        return True
+
+
+def _unknown_message(key: str, names, stage: str, source: str, flag: bool = False) -> str:
+    shown = f"--{key.replace('_', '-')}" if flag else repr(key)
+    close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.6)
+    hint = (f"; did you mean {', '.join(close)}?" if close
+            else f"; see `r1omni-fast train --help` for the {stage} fields")
+    return f"{source}: unknown field {shown} for stage {stage}{hint}"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, List):
+        return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _convert(name: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (from YAML or a flag string) to the annotation ``tp`` or raise ConfigError."""
+    try:
+        return _coerce(value, tp)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be {_type_name(tp)}, got {value!r} ({exc})") from None
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
+            return None
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return _coerce(value, rest[0])
+        # Union[str, List[str]] (label_set): a list, or a string with commas, is the list form.
+        list_arm = next((a for a in rest if typing.get_origin(a) in (list, List)), None)
+        if list_arm is not None and (isinstance(value, (list, tuple)) or
+                                     (isinstance(value, str) and ("," in value or value.strip().startswith("[")))):
+            return _coerce(value, list_arm)
+        for arm in rest:
+            try:
+                return _coerce(value, arm)
+            except (TypeError, ValueError):
+                continue
+        raise ValueError("no matching type")
+    if origin in (list, List):
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                value = yaml.safe_load(text)
+            else:
+                value = [v.strip() for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"expected a list, got a {type(value).__name__}")
+        return [_coerce(v, item) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError("expected true or false")
+    if tp is int:
+        if isinstance(value, bool):
+            raise TypeError("expected an integer, got a boolean")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip())
+        raise TypeError(f"expected an integer, got a {type(value).__name__}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise TypeError("expected a number, got a boolean")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value.strip())
+        raise TypeError(f"expected a number, got a {type(value).__name__}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise TypeError(f"expected a string, got a {type(value).__name__}")
+    raise TypeError(f"unsupported field type {tp!r}")
+
+
+def _choice(cfg: Any, name: str, choices: Sequence[str]) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _at_least(cfg: Any, name: str, low: float) -> None:
+    value = getattr(cfg, name)
+    if value < low:
+        raise ConfigError(f"{name} must be >= {low}, got {value}")
+
+
+def _positive(cfg: Any, name: str) -> None:
+    value = getattr(cfg, name)
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")

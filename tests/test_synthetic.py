@@ -1,0 +1,158 @@
+"""The synthetic dataset: determinism, decodability, and cues that really carry the label."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from _data_fixtures import decode_audio_16k, decode_rgb, make_synth
+from r1omni_fast.data import read_data
+from r1omni_fast.data.synthetic import CLASS_CUES
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return make_synth(tmp_path_factory.mktemp("synth"), n=16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def manifest(synth):
+    return json.loads(synth.manifest.read_text())
+
+
+def file_hashes(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_files_and_decoded_content(tmp_path):
+    a = make_synth(tmp_path / "a", n=8, seed=11)
+    b = make_synth(tmp_path / "b", n=8, seed=11)
+    c = make_synth(tmp_path / "c", n=8, seed=12)
+    assert file_hashes(a.root) == file_hashes(b.root)
+    for pa, pb in zip(a.clips, b.clips):
+        np.testing.assert_array_equal(decode_rgb(str(pa)), decode_rgb(str(pb)))
+        np.testing.assert_array_equal(decode_audio_16k(str(pa)), decode_audio_16k(str(pb)))
+    assert file_hashes(a.root) != file_hashes(c.root)
+    changed = [not np.array_equal(decode_rgb(str(pa)), decode_rgb(str(pc)))
+               for pa, pc in zip(a.clips, c.clips)]
+    assert any(changed)
+
+
+def test_clips_are_short_h264_or_mpeg4_with_aac_mono_16k(synth, manifest):
+    import av
+
+    assert manifest["video_codec"] in ("libx264", "mpeg4")
+    for path in synth.clips:
+        with av.open(str(path)) as container:
+            v = container.streams.video[0]
+            a = container.streams.audio[0]
+            assert v.codec_context.name in ("h264", "mpeg4")
+            assert (v.width, v.height) == (96, 96)
+            assert float(v.average_rate) == 8.0
+            assert a.codec_context.name == "aac" and a.rate == 16000
+            assert a.layout.name == "mono"
+            assert container.duration / av.time_base == pytest.approx(1.5, abs=0.1)
+        assert len(decode_rgb(str(path))) == 12
+
+
+def test_json_files_hold_the_split_and_read_back_cleanly(synth, manifest):
+    clips = manifest["clips"]
+    sft, train, test = (read_data(p, labels=manifest["labels"], on_error="raise")
+                        for p in (synth.sft, synth.train, synth.test))
+    train_ids = {c["id"] for c in clips if c["split"] == "train"}
+    test_ids = {c["id"] for c in clips if c["split"] == "test"}
+    assert {s.id for s in sft} == {s.id for s in train} == train_ids
+    assert {s.id for s in test} == test_ids
+    assert train_ids.isdisjoint(test_ids) and len(train_ids | test_ids) == 16
+    assert all(s.is_reasoning for s in sft) and not any(s.is_reasoning for s in train)
+    by_id = {c["id"]: c for c in clips}
+    for s in list(sft) + list(train) + list(test):
+        assert s.label == by_id[s.id]["label"]
+        assert s.extra["cue"] == by_id[s.id]["cue"]
+    # balanced labels, every class held out at least once
+    assert sorted(c["label"] for c in clips) == sorted(["happy", "sad", "angry", "neutral"] * 4)
+    assert {s.label for s in test} == {"happy", "sad", "angry", "neutral"}
+    assert {c["cue"] for c in clips} == {"video", "audio", "both"}
+
+
+def face_colour(rgb: np.ndarray, params: dict) -> np.ndarray:
+    """Mean colour of a cheek patch (inside the face, away from eyes, brows and mouth)."""
+    x = int(round(params["cx"] - 0.55 * params["radius"]))
+    y = int(round(params["cy"] + 0.05 * params["radius"]))
+    return rgb[:, y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).mean(axis=0)
+
+
+def dominant_hz(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * 16000 / len(samples))
+
+
+def test_the_recorded_cue_is_what_the_clip_contains(synth, manifest):
+    for clip in manifest["clips"]:
+        path = str(synth.root / clip["video"])
+        rgb, audio = decode_rgb(path), decode_audio_16k(path)
+        cues, p = CLASS_CUES[clip["label"]], clip["params"]
+        if clip["cue"] in ("video", "both"):
+            np.testing.assert_allclose(face_colour(rgb, p), cues.colour, atol=14)
+        else:  # no face: a plain screen at the background shade
+            assert rgb.astype(float).std() < 3.0
+            assert abs(rgb.astype(float).mean() - p["background"]) < 3.0
+        rms = float(np.sqrt(np.mean(audio**2)))
+        if clip["cue"] in ("audio", "both"):
+            assert rms > 0.05
+            if cues.glide == 1.0:
+                expected = cues.f0 * p["pitch_scale"] * (1 + np.argmax(cues.harmonics))
+                assert dominant_hz(audio[2000:22000]) == pytest.approx(expected, rel=0.03)
+        else:
+            assert rms < 1e-3
+
+
+def test_reasoning_mentions_only_the_cues_present(synth, manifest):
+    cue_of = {c["id"]: c["cue"] for c in manifest["clips"]}
+    for s in read_data(synth.sft, labels=manifest["labels"]):
+        cues = CLASS_CUES[s.label]
+        think = s.target.split("</think>")[0]
+        assert s.target.endswith(f"</think>\n<answer>{s.label}</answer>")
+        assert (cues.colour_name in think) == (cue_of[s.id] != "audio")
+        assert (cues.voice_words in think) == (cue_of[s.id] != "video")
+        assert ("silent" in think) == (cue_of[s.id] == "video")
+
+
+def test_every_drawable_class_has_distinct_cues(tmp_path):
+    labels = sorted(CLASS_CUES)
+    ds = make_synth(tmp_path, n=len(labels), seed=0, labels=labels, test_fraction=0.0)
+    assert len(read_data(ds.train, labels=labels, on_error="raise")) == len(labels)
+    assert len({c.colour for c in CLASS_CUES.values()}) == len(CLASS_CUES)
+    assert len({(c.f0, c.glide, c.pulses_per_second, c.tremolo_hz) for c in CLASS_CUES.values()}) == len(CLASS_CUES)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"labels": ["happy", "contemptuous"]}, "cannot draw ['contemptuous']"),
+    ({"labels": ["happy"]}, "at least two distinct classes"),
+    ({"n": 2}, "n must be at least the number of labels (4)"),
+    ({"test_fraction": 1.0}, "test_fraction must be in [0, 1)"),
+    ({"size": 33}, "size must be an even number >= 32"),
+])
+def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
+    with pytest.raises(ValueError) as info:
+        make_synth(tmp_path, **kwargs)
+    assert message in str(info.value)
+
+
+def test_clips_decode_with_r1omni_fast_media(synth, manifest):
+    media = pytest.importorskip("r1omni_fast.media")
+    clip_info = manifest["clips"][0]
+    clip = media.load_clip(str(synth.root / clip_info["video"]), num_frames=8, image_size=96,
+                           aspect="resize", n_mels=128)
+    assert clip.frames.shape == (8, 3, 96, 96)
+    assert clip.num_video_frames == 12 and clip.fps == pytest.approx(8.0)
+    assert clip.has_audio and clip.mel.shape == (128, 3000)
+    assert clip.audio_seconds == pytest.approx(1.5, abs=0.1)
+    # exact RGB of the decoded frames, then the documented normalisation (mean = std = 0.5)
+    rgb = media.decode_frames(str(synth.root / clip_info["video"]), clip.frame_indices)
+    np.testing.assert_array_equal(rgb, decode_rgb(str(synth.root / clip_info["video"]))[clip.frame_indices])
+    np.testing.assert_allclose(clip.frames, (rgb.transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.5, atol=1e-5)
