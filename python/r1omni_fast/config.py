@@ -31,7 +31,10 @@ _FALSE = {"false", "no", "off", "0"}
 _NONE = {"none", "null", "~", ""}
 
 #: Parts of the omni model that training can update; the rest is frozen.
-MODEL_PARTS = ("vision_tower", "audio_tower", "projectors", "language_model")
+#: HumanOmni's ``mm_tunable_parts`` names (the keys of ``r1omni_fast.model.TUNABLE_PARTS``; a test
+#: keeps the two in step without this module importing the model).
+MODEL_PARTS = ("mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_gate",
+               "mm_vision_tower", "mm_audio_tower", "bert_model")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 ASPECTS = ("pad", "resize")
 
@@ -142,8 +145,10 @@ class _TrainConfig(_RunConfig):
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
     max_grad_norm: float = _f(1.0, "clip the global gradient norm to this; 0 = no clipping")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
-    tunable_parts: List[str] = _f(["projectors", "language_model"],
-                                  "parts trained (others frozen): vision_tower, audio_tower, projectors, language_model")
+    tunable_parts: List[str] = _f(["mm_language_model", "mm_mlp_adapter", "audio_projector"],
+                                  "parts trained, others frozen (HumanOmni's mm_tunable_parts): "
+                                  "mm_language_model, mm_mlp_adapter, audio_projector, bert_gate, "
+                                  "mm_vision_tower, mm_audio_tower, bert_model")
     logging_steps: int = _f(1, "write metrics.jsonl and the progress bar every N steps")
     save_steps: int = _f(500, "write OUT/checkpoint-N every N steps (and at the end)")
     save_total_limit: Optional[int] = _f(3, "keep only the newest K checkpoints; None = keep all")
