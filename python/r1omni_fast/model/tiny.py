@@ -66,17 +66,23 @@ def build_llm_tokenizer(vocab_size: int = 640) -> PreTrainedTokenizerFast:
                                    chat_template=CHAT_TEMPLATE, model_max_length=32768)
 
 
-def build_bert_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+def build_bert_tokenizer() -> PreTrainedTokenizerFast:
+    """WordPiece tokenizer over the corpus: specials, then every character (and its ``##`` form),
+    then every whole word, each group sorted (built directly so the vocab is deterministic)."""
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words = sorted({w for line in corpus() for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(line))})
+    chars = sorted({c for w in words for c in w})
+    vocab = {tok: i for i, tok in enumerate(specials + chars + [f"##{c}" for c in chars] +
+                                           [w for w in words if len(w) > 1])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = splitter
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(corpus(), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                               show_progress=False))
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                                    sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
 
@@ -91,7 +97,8 @@ def tiny_config(vocab_size: int, bert_vocab_size: int) -> OmniConfig:
                                 image_size=224, patch_size=16, layer_norm_eps=1e-6)
     audio = WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=128,
-                          max_source_positions=1500, vocab_size=64, classifier_proj_size=16, num_labels=2)
+                          max_source_positions=1500, vocab_size=64, classifier_proj_size=16, num_labels=2,
+                          pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)
     bert = BertConfig(vocab_size=bert_vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=64, max_position_embeddings=128)
     return OmniConfig(llm, vision=vision, audio=audio, bert=bert, mm_hidden_size=32, audio_hidden_size=32,
