@@ -2,9 +2,9 @@
 
 One prompt of ~930 positions (8 frames -> 392 video tokens, 30 s audio -> 500 audio tokens, plus
 the chat-templated instruction), G completions of exactly N new tokens (EOS disabled so both
-paths do the same work; the media are encoded once in both). "duplicated" prefills the LLM prompt G
-times, as a generate() over a
-batch of G copies does; "prefix-shared" prefills it once and copies its KV cache.
+paths do the same work; the media are encoded once in both). "duplicated" prefills the LLM
+prompt G times, as a generate() over a batch of G copies does; "prefix-shared" prefills it once
+and copies its KV cache to the G rows.
 
     PYTHONPATH=python python bench/generate.py [--num-generations 8] [--max-new-tokens 64] [--repeats 3]
 """

@@ -364,3 +364,20 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_ckpt):
         model(**batch).loss.backward()
         grads.append(model.llm.model.layers[0].mlp.up_proj.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_sharded_checkpoint_with_saved_lm_head_loads_strictly(tiny_ckpt, tiny_model, tmp_path):
+    """HumanOmni files hold lm_head.weight even with tied embeddings, and big ones are sharded."""
+    ckpt = _copy(tiny_ckpt, tmp_path / "ck")
+    weights = load_file(ckpt / "model.safetensors")
+    weights["lm_head.weight"] = weights["model.embed_tokens.weight"].clone()
+    names = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for file, keys in shards.items():
+        save_file({k: weights[k] for k in keys}, ckpt / file)
+    (ckpt / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+    model = OmniModel.from_pretrained(ckpt)
+    assert model.load_report == {"missing": [], "unexpected": []}
+    assert torch.equal(_logits(model), _logits(tiny_model))
