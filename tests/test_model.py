@@ -381,3 +381,26 @@ def test_sharded_checkpoint_with_saved_lm_head_loads_strictly(tiny_ckpt, tiny_mo
     model = OmniModel.from_pretrained(ckpt)
     assert model.load_report == {"missing": [], "unexpected": []}
     assert torch.equal(_logits(model), _logits(tiny_model))
+
+
+def test_projector_token_order_and_temporal_window(tiny_model):
+    """Tokens are ordered (frame, row, col), 49 per frame; the video/body Conv3d sees frames
+    j-1 and j (front padding, last step dropped); the face branch is per frame."""
+    proj = tiny_model.mm_projector
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 196, 32, generator=g)
+    y = x.clone()
+    y[0, 5] += torch.randn(196, 32, generator=g)
+    with torch.no_grad():
+        before, after = proj(x), proj(y)
+    for branch, changed_frames in (("video", {5, 6}), ("body", {5, 6}), ("face", {5})):
+        b, a = (t.reshape(8, 49, -1) for t in (before[("video", "body", "face").index(branch)],
+                                                after[("video", "body", "face").index(branch)]))
+        moved = {f for f in range(8) if not torch.allclose(b[f], a[f], rtol=0, atol=1e-6)}
+        assert moved == changed_frames, branch
+    # face branch: patch (row 3, col 8) of frame 2 lands in token (1, 4) of that frame only
+    z = x.clone()
+    z[0, 2, 3 * 14 + 8] += 1.0
+    with torch.no_grad():
+        diff = (proj(z)[2] - before[2]).abs().sum(-1)[0]
+    assert (diff > 1e-6).nonzero().flatten().tolist() == [2 * 49 + 1 * 7 + 4]
