@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -404,3 +406,27 @@ def test_projector_token_order_and_temporal_window(tiny_model):
     with torch.no_grad():
         diff = (proj(z)[2] - before[2]).abs().sum(-1)[0]
     assert (diff > 1e-6).nonzero().flatten().tolist() == [2 * 49 + 1 * 7 + 4]
+
+
+@given(st.lists(st.integers(-50, 50), min_size=2, max_size=12, unique=True), st.integers(0, 12), st.floats(0.05, 1.0))
+def test_sampling_stays_in_top_k_and_nucleus(tenths, top_k, top_p):
+    from r1omni_fast.model.generation import sample_next
+
+    values = [t / 10 for t in tenths]  # distinct in float32 too
+    logits = torch.tensor(values, dtype=torch.float64)
+    allowed = list(range(len(values)))
+    if 0 < top_k < len(values):
+        allowed = sorted(allowed, key=lambda i: -values[i])[:top_k]
+    probs = torch.softmax(logits[allowed], 0).tolist()
+    ranked = sorted(zip(probs, allowed), reverse=True)
+    cumulative, nucleus = 0.0, []
+    for p, i in ranked:
+        assume(abs(cumulative - top_p) > 1e-4)
+        if cumulative >= top_p:
+            break
+        nucleus.append(i)
+        cumulative += p
+    gen = torch.Generator().manual_seed(0)
+    drawn = sample_next(logits.float()[None].repeat(64, 1), do_sample=True, temperature=1.0, top_k=top_k,
+                        top_p=top_p, generator=gen)
+    assert set(drawn.tolist()) <= set(nucleus)
