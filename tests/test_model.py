@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
-import torch
 from safetensors.torch import load_file, save_file
 
 from r1omni_fast.model import (
