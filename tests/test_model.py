@@ -429,3 +429,27 @@ def test_sampling_stays_in_top_k_and_nucleus(tenths, top_k, top_p):
     drawn = sample_next(logits.float()[None].repeat(64, 1), do_sample=True, temperature=1.0, top_k=top_k,
                         top_p=top_p, generator=gen)
     assert set(drawn.tolist()) <= set(nucleus)
+
+
+def test_humanomni_config_json_round_trip():
+    """A HumanOmni 0.5B config.json (as written by transformers 4.49) reads into the 0.5B sizes;
+    unknown fields survive; tunable parts this architecture lacks are skipped."""
+    data = {"architectures": ["HumanOmniQwen2ForCausalLM"], "model_type": "HumanOmni_qwen2", "hidden_size": 896,
+            "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+            "vocab_size": 151936, "rope_theta": 1000000.0, "rope_scaling": None, "tie_word_embeddings": True,
+            "mm_vision_tower": "/mnt/data/siglip-base-patch16-224", "mm_audio_tower": "/mnt/data/whisper-large-v3",
+            "mm_projector_type": "all_in_one_small", "mm_hidden_size": 768, "audio_hidden_size": 1280,
+            "mm_tunable_parts": "mm_mlp_adapter,audio_projector,mm_language_model,mm_vision_resampler",
+            "tokenizer_padding_side": "right", "torch_dtype": "bfloat16", "transformers_version": "4.49.0"}
+    config = OmniConfig.from_dict(data)
+    assert config.llm.rope_parameters["rope_theta"] == 1e6 and config.llm.num_key_value_heads == 2
+    assert config.extra == {"tokenizer_padding_side": "right", "torch_dtype": "bfloat16"}
+    out = config.to_dict()
+    assert out["rope_theta"] == 1e6 and out["model_type"] == "HumanOmni_qwen2" and out["torch_dtype"] == "bfloat16"
+    reference = OmniConfig.humanomni_0_5b()
+    config.vision, config.audio, config.bert = reference.vision, reference.audio, reference.bert
+    with torch.device("meta"):
+        model = OmniModel(config)
+    assert model.trainable_parts() == ["mm_language_model", "mm_mlp_adapter", "audio_projector"]
+    with pytest.raises(ValueError, match="model_type"):
+        OmniConfig.from_dict({**data, "model_type": "llava"})

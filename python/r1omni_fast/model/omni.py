@@ -100,7 +100,9 @@ class OmniModel(nn.Module):
         self.load_report: dict[str, list[str]] | None = None
         #: Prompt rows that went through an LLM prefill in `generate` (one per prompt when shared).
         self.prefill_rows = 0
-        self.set_trainable_parts(config.mm_tunable_parts)
+        # A checkpoint may name parts this architecture does not have (e.g. a resampler): skip them.
+        listed = config.mm_tunable_parts.split(",") if isinstance(config.mm_tunable_parts, str) else config.mm_tunable_parts
+        self.set_trainable_parts([p.strip() for p in listed if p.strip() in TUNABLE_PARTS])
 
     # ------------------------------------------------------------ trainable parts
     def set_trainable_parts(self, parts: str | Iterable[str]) -> None:
