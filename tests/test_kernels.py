@@ -88,7 +88,7 @@ def oracle(logits, ids, adv, mask, old, ref, *, beta, eps_low, eps_high, delta, 
     return loss.detach(), metrics, x.grad
 
 
-def make_case(B=4, L=7, V=200, dtype=torch.float32, scale=2.0, seed=0, ragged=True, temperature=1.0):
+def make_case(B=4, L=6, V=160, dtype=torch.float32, scale=2.0, seed=0, ragged=True, temperature=1.0):
     """Logits, ids (-100 where masked), ragged mask with a fully masked sequence, advantages with an
     exact 0, and old/ref log-probs near the truth so that both clip sides trigger."""
     g = torch.Generator().manual_seed(seed)
@@ -151,7 +151,8 @@ def assert_matches(ours, want, dtype, mask, fwd_rtol=FWD_RTOL, logp_atol=None, g
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_matches_oracle(backend_name, dtype_name, temperature, level, loss_type):
     dtype = DTYPES[dtype_name]
-    logits, ids, adv, mask, old, ref = make_case(dtype=dtype, temperature=temperature, seed=["grpo", "bnpo", "dr_grpo", "dapo"].index(loss_type))
+    seed = ["grpo", "bnpo", "dr_grpo", "dapo"].index(loss_type)
+    logits, ids, adv, mask, old, ref = make_case(dtype=dtype, temperature=temperature, seed=seed)
     kw = dict(beta=0.04, eps_low=0.2, eps_high=0.28, delta=None, temperature=temperature, loss_type=loss_type)
     ours = run(backend_name, logits, ids, adv, mask, old, ref, importance_sampling_level=level, **kw)
     want = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
@@ -164,7 +165,10 @@ def test_matches_oracle(backend_name, dtype_name, temperature, level, loss_type)
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_delta_on_policy_and_normaliser_arguments(backend_name, level):
-    logits, ids, adv, mask, old, ref = make_case(seed=3)
+    logits, ids, adv, mask, old, ref = make_case(seed=3, temperature=0.7)
+    ratio = torch.exp(oracle(logits, ids, adv, mask, old, ref, beta=0.0, eps_low=0.2, eps_high=0.2, delta=None,
+                             temperature=0.7, loss_type="grpo", level="token")[1]["logp"] - old)  # fmt: skip
+    assert ((ratio > 1.25) & (mask != 0) & (adv[:, None] < 0)).any(), "the case must reach the delta cap"
     cases = [
         dict(loss_type="dapo", delta=1.25, num_items_in_batch=37),
         dict(loss_type="dr_grpo", delta=1.1, max_completion_length=11),
@@ -250,7 +254,7 @@ def test_ties(backend_name):
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_inplace_grad_and_grad_output_scaling(level):
-    logits, ids, adv, mask, old, ref = make_case(seed=9)
+    logits, ids, adv, mask, old, ref = make_case(seed=9, temperature=0.7)
     kw = dict(beta=0.04, eps_low=0.2, eps_high=0.2, delta=None, temperature=0.7, loss_type="grpo")
     want = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
     for inplace in (True, False):
@@ -297,8 +301,8 @@ def test_token_level_backward_twice_is_refused():
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_strided_logits_view(level):
     # The caller drops the last position of (B, L + 1, V) logits: a non-contiguous view.
-    full, ids, adv, mask, old, ref = make_case(L=8, seed=12)
-    ids, mask, old, ref = ids[:, :7], mask[:, :7], old[:, :7], ref[:, :7]
+    full, ids, adv, mask, old, ref = make_case(L=7, seed=12)
+    ids, mask, old, ref = ids[:, :6], mask[:, :6], old[:, :6], ref[:, :6]
     kw = dict(beta=0.04, eps_low=0.2, eps_high=0.2, delta=None, temperature=1.0, loss_type="bnpo")
     leaf = full.clone().requires_grad_(True)
     with backend("triton"):
@@ -322,7 +326,7 @@ def test_no_grad_forward_leaves_logits_intact():
 
 
 def test_module_wrapper_matches_function():
-    logits, ids, adv, mask, old, ref = make_case(seed=14)
+    logits, ids, adv, mask, old, ref = make_case(seed=14, temperature=0.7)
     module = GRPOLoss(beta=0.1, loss_type="dapo", importance_sampling_level="sequence", temperature=0.7)
     assert "dapo" in repr(module)
     got, _ = module(logits.clone(), ids, adv, mask=mask, old_logp=old, ref_logp=ref)
