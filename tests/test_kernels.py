@@ -444,15 +444,34 @@ def test_gpu_matches_oracle(dtype_name, level, loss_type):
         kw = dict(beta=0.04, eps_low=0.2, eps_high=0.28, delta=None, temperature=temperature, loss_type=loss_type)
         ours = run("auto", logits, ids, adv, mask, old, ref, importance_sampling_level=level, **kw)
         want = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
-        assert_matches(tuple(x.cpu() if torch.is_tensor(x) else x for x in ours[::2])[:1] + (
-            {k: v.cpu() for k, v in ours[1].items()}, ours[2].cpu()),
-            (want[0].cpu(), {k: v.cpu() for k, v in want[1].items()}, want[2].cpu()), dtype, mask.cpu())
+        assert_matches(_to_cpu(ours), _to_cpu(want), dtype, mask.cpu())
+
+
+def _to_cpu(result):
+    loss, metrics, grad = result
+    return loss.cpu(), {k: v.cpu() for k, v in metrics.items()}, grad.cpu()
 
 
 @pytest.mark.gpu
-def test_gpu_selective_logprobs_and_scaling():
+def test_gpu_selective_logprobs():
     logits = torch.randn(8, 64, 151936, device="cuda", dtype=torch.bfloat16) * 4
     ids = torch.randint(0, 151936, (8, 64), device="cuda")
     want = torch.log_softmax(logits.double(), -1).gather(-1, ids[..., None])[..., 0]
     assert torch.allclose(selective_logprobs(logits, ids).double(), want, rtol=FWD_RTOL, atol=FWD_RTOL)
     assert math.isfinite(float(selective_logprobs(logits * 1e3, ids).sum()))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_gpu_strided_view_inplace_and_grad_scaling(level):
+    full, ids, adv, mask, old, ref = (t.cuda() for t in make_case(B=4, L=17, V=151936, dtype=torch.bfloat16, seed=21))
+    ids, mask, old, ref = ids[:, :16], mask[:, :16], old[:, :16], ref[:, :16]
+    kw = dict(beta=0.04, eps_low=0.2, eps_high=0.2, delta=1.5, temperature=0.7, loss_type="dapo")
+    leaf = full.clone().requires_grad_(True)
+    loss, metrics = grpo_loss(leaf[:, :-1], ids, adv, mask=mask, old_logp=old, ref_logp=ref,
+                              importance_sampling_level=level, **kw)  # fmt: skip
+    (0.25 * loss).backward()
+    loss_want, metrics_want, grad_want = oracle(full[:, :-1], ids, adv, mask, old, ref, level=level, **kw)
+    got = (loss.detach().cpu(), {k: v.cpu() for k, v in metrics.items()}, leaf.grad[:, :-1].cpu() * 4)
+    assert_matches(got, _to_cpu((loss_want, metrics_want, grad_want)), torch.bfloat16, mask.cpu())
+    assert (leaf.grad[:, -1] == 0).all()
