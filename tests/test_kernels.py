@@ -135,7 +135,8 @@ def assert_matches(ours, want, dtype, mask, fwd_rtol=FWD_RTOL, logp_atol=None, g
     assert not metrics["logp"].requires_grad
     scale = want_grad.abs().max().clamp(min=1e-30)
     err = (grad.double() - want_grad).abs().max() / scale
-    assert err <= max(GRAD_RTOL[dtype], grad_rtol or 0.0), f"grad error {float(err):.3g} relative to max |grad| {float(scale):.3g}"
+    tol = max(GRAD_RTOL[dtype], grad_rtol or 0.0)
+    assert err <= tol, f"grad error {float(err):.3g} relative to max |grad| {float(scale):.3g}"
     assert (grad[mask == 0] == 0).all(), "masked positions must get an exactly zero gradient"
 
 

@@ -181,7 +181,8 @@ def _grpo_token_kernel(
             s1 = capped * adv
             s2 = clipped * adv
             token_loss = -tl.minimum(s1, s2)
-            slope = tl.where(s1 < s2, slope_capped, tl.where(s1 > s2, slope_clipped, 0.5 * (slope_capped + slope_clipped)))
+            slope_tie = 0.5 * (slope_capped + slope_clipped)
+            slope = tl.where(s1 < s2, slope_capped, tl.where(s1 > s2, slope_clipped, slope_tie))
             dloss_dlogp = -adv * ratio * slope
             kl = logp * 0.0
             if HAS_REF:

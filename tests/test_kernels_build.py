@@ -1,4 +1,5 @@
-"""The Triton kernels compile for a Hopper GPU (sm_90) on a machine without one.
+"""Build-level checks of r1omni_fast.kernels: the Triton kernels compile for a Hopper GPU (sm_90)
+on a machine without one, and importing the package pulls in neither triton nor native code.
 
 The CPU tests run the kernels in Triton's interpreter, which does not type-check loop-carried
 values, constexpr branches or pointer arithmetic the way the compiler does; compiling ahead of
@@ -87,6 +88,20 @@ def test_kernels_compile_for_sm90():
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert result.stdout.count("compiled") == 3 * 2 + (2 + 1 + 1) + 3
+
+
+def test_importing_the_kernels_loads_neither_triton_nor_the_native_extension():
+    # The kernels must import on a GPU box that has only torch (and triton, imported on first use).
+    code = (
+        "import sys, r1omni_fast.kernels as k; "
+        "assert hasattr(k, 'grpo_loss'); "
+        "bad = [m for m in ('triton', 'r1omni_fast._native', 'r1omni_fast.media', 'r1omni_fast.model') "
+        "if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PYTHON_SRC), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 if __name__ == "__main__":
