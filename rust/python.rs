@@ -22,6 +22,7 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 
 mod reward_bindings {
     use std::collections::HashMap;
+    use std::os::raw::c_char;
 
     use numpy::{IntoPyArray, PyArray1};
     use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
@@ -39,13 +40,48 @@ mod reward_bindings {
         }
     }
 
-    /// `text.encode("utf-8", "surrogatepass")`: any `str`, lone surrogates included, as bytes
-    /// the core scans exactly. `what` names the argument in the error for a non-`str`.
-    fn encode_text<'py>(text: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyBytes>> {
+    extern "C" {
+        // In the stable ABI since 3.10, and exported with this signature by every CPython 3,
+        // so the abi3-py39 build may call it. Reads the str's UTF-8 without copying when it is
+        // ASCII, and otherwise encodes it once and caches the result in the str.
+        fn PyUnicode_AsUTF8AndSize(unicode: *mut ffi::PyObject, size: *mut ffi::Py_ssize_t) -> *const c_char;
+    }
+
+    /// The UTF-8 bytes of a Python str, borrowed from the str or, for a str holding lone
+    /// surrogates, encoded with "surrogatepass" into a bytes object of our own.
+    enum Utf8<'a, 'py> {
+        Borrowed(&'a [u8]),
+        Encoded(Bound<'py, PyBytes>),
+    }
+
+    impl Utf8<'_, '_> {
+        fn as_bytes(&self) -> &[u8] {
+            match self {
+                Self::Borrowed(b) => b,
+                Self::Encoded(b) => b.as_bytes(),
+            }
+        }
+    }
+
+    /// UTF-8 of `text` (any str, lone surrogates included); `what` and `index` name the
+    /// argument in the TypeError for a non-str.
+    fn utf8_of<'a, 'py>(text: &'a Bound<'py, PyAny>, what: &str, index: Option<usize>) -> PyResult<Utf8<'a, 'py>> {
         let s = text.cast::<PyString>().map_err(|_| {
             let ty = text.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            PyTypeError::new_err(format!("{what} is {ty}, expected str"))
+            let at = index.map(|i| format!("[{i}]")).unwrap_or_default();
+            PyTypeError::new_err(format!("{what}{at} is {ty}, expected str"))
         })?;
+        let mut size: ffi::Py_ssize_t = 0;
+        // Safety: `s` is a live str and `size` a valid out-pointer.
+        let ptr = unsafe { PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut size) };
+        if !ptr.is_null() {
+            // Safety: the buffer belongs to the str, which is immutable and outlives the borrow
+            // `'a` of `text`; CPython frees it only with the str.
+            let len = usize::try_from(size).expect("CPython returned a negative size");
+            return Ok(Utf8::Borrowed(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) }));
+        }
+        // Lone surrogates are not UTF-8: drop the UnicodeEncodeError and pass them through.
+        drop(PyErr::take(s.py()));
         // Safety: `s` is a live str; the codec names are NUL-terminated literals; the call
         // returns a new reference or NULL with an exception set, which from_owned_ptr_or_err
         // turns into Err.
@@ -55,14 +91,14 @@ mod reward_bindings {
                 ffi::PyUnicode_AsEncodedString(s.as_ptr(), c"utf-8".as_ptr(), c"surrogatepass".as_ptr()),
             )?
         };
-        Ok(bytes.cast_into::<PyBytes>()?)
+        Ok(Utf8::Encoded(bytes.cast_into::<PyBytes>()?))
     }
 
-    fn encode_all<'py>(texts: &[Bound<'py, PyAny>], what: &str) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        texts.iter().enumerate().map(|(i, t)| encode_text(t, &format!("{what}[{i}]"))).collect()
+    fn utf8_all<'a, 'py>(texts: &'a [Bound<'py, PyAny>], what: &str) -> PyResult<Vec<Utf8<'a, 'py>>> {
+        texts.iter().enumerate().map(|(i, t)| utf8_of(t, what, Some(i))).collect()
     }
 
-    /// Inverse of [`encode_text`] for a byte range of an encoded text.
+    /// Inverse of [`utf8_of`] for a byte range of a text.
     fn decode_text<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
         PyString::from_encoded_object(PyBytes::new(py, bytes).as_any(), Some(c"utf-8"), Some(c"surrogatepass"))
     }
@@ -127,8 +163,8 @@ mod reward_bindings {
             format: bool,
             accuracy: bool,
         ) -> PyResult<Bound<'py, PyDict>> {
-            let completions = encode_all(&completions, "completions")?;
-            let solutions = solutions.map(|s| encode_all(&s, "solution")).transpose()?;
+            let completions = utf8_all(&completions, "completions")?;
+            let solutions = solutions.as_deref().map(|s| utf8_all(s, "solution")).transpose()?;
             let completion_bytes: Vec<&[u8]> = completions.iter().map(|b| b.as_bytes()).collect();
             let solution_bytes: Option<Vec<&[u8]>> =
                 solutions.as_ref().map(|s| s.iter().map(|b| b.as_bytes()).collect());
@@ -153,7 +189,7 @@ mod reward_bindings {
         py: Python<'py>,
         text: &Bound<'py, PyAny>,
     ) -> PyResult<(Option<Bound<'py, PyString>>, Option<Bound<'py, PyString>>, bool)> {
-        let encoded = encode_text(text, "text")?;
+        let encoded = utf8_of(text, "text", None)?;
         let bytes = encoded.as_bytes();
         let parsed = reward::guarded(1, |_| Ok(reward::parse_completion(bytes))).map_err(to_py_err)?;
         let parsed = &parsed[0];

@@ -24,7 +24,7 @@ TOKENS = [
     "happy", "Happy", "HAPPY", "sad", "sadness", "fearful", "Fear.", "surprised!", "\u201canger\u201d",
     "calm", "joy", "contempt", "contemptuous", "helpless", "unknown", "very happy",
     "e\u0301", "\u0301", "\u05e9\u05de\u05d7", "\u0627\u0644\u063a\u0636\u0628", "\u202e", "\u200f",
-    "\U0001f642", "\u0130", "\u00df", "\u03a3", "\ud800", "\udfff", "...", "\u3002", "!", "\u2014", "",
+    "\U0001f642", "\u0130", "\u00df", "\u03a3", "\u212a\u212a\u212a", "\u00c9MOTION", "\ud800", "\udfff", "...", "\u3002", "!", "\u2014", "",
 ]
 piece = st.one_of(st.sampled_from(TOKENS), st.text(max_size=4))
 texts = st.lists(piece, max_size=24).map("".join)
@@ -42,7 +42,7 @@ solutions = st.one_of(
               st.sampled_from(["", "\n", " tail", "</answer>"])),
     texts,
 )
-label_specs = st.sampled_from([None, "dfew", "mafw", "ravdess", ["Happy", "sad", "\u00e9motion"]])
+label_specs = st.sampled_from([None, "dfew", "mafw", "ravdess", ["Happy", "sad", "\u00e9motion", "kkk"]])
 
 
 def _label_set(spec):

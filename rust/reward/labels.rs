@@ -24,6 +24,9 @@ pub struct LabelMatcher {
     labels: Vec<String>,
     index: HashMap<String, usize>,
     alias_index: HashMap<String, usize>,
+    /// Longest label or alias in bytes: lower-casing never turns a char into an empty string
+    /// and a char is at most 4 bytes, so a word over 4x this long names nothing.
+    longest_key: usize,
 }
 
 impl LabelMatcher {
@@ -39,11 +42,12 @@ impl LabelMatcher {
                 return Err(RewardError::InvalidLabels(format!("duplicate label {label:?}")));
             }
         }
-        let alias_index = aliases
+        let alias_index: HashMap<String, usize> = aliases
             .into_iter()
             .filter_map(|(word, target)| index.get(&target).map(|&i| (word, i)))
             .collect();
-        Ok(Self { labels, index, alias_index })
+        let longest_key = index.keys().chain(alias_index.keys()).map(String::len).max().unwrap_or(0);
+        Ok(Self { labels, index, alias_index, longest_key })
     }
 
     pub fn labels(&self) -> &[String] {
@@ -54,8 +58,12 @@ impl LabelMatcher {
     /// ([`is_trimmed`]) at both ends and lower-cased, then looked up among the labels, then
     /// among the aliases. Bytes that are not valid UTF-8 (lone surrogates) name no label.
     pub fn canonical(&self, word: &[u8]) -> Option<usize> {
-        let word = std::str::from_utf8(word).ok()?;
-        let key = word.trim_matches(is_trimmed).to_lowercase();
+        let word = std::str::from_utf8(word).ok()?.trim_matches(is_trimmed);
+        if word.len() > 4 * self.longest_key {
+            // Names nothing (see `longest_key`), and lower-casing a long text is costly.
+            return None;
+        }
+        let key = word.to_lowercase();
         self.index.get(&key).or_else(|| self.alias_index.get(&key)).copied()
     }
 
@@ -108,6 +116,10 @@ mod tests {
         // The alias's target is not in the set.
         assert_eq!(m.canonical(b"calmness"), None);
         assert_eq!(m.canonical(b"very happy"), None);
+        assert_eq!(m.canonical("happy ".repeat(100).as_bytes()), None);
+        // Lower-casing may shrink a word (KELVIN SIGN, 3 bytes -> 'k'): the length bound allows it.
+        let k = LabelMatcher::new(vec!["kkk".into()], vec![]).unwrap();
+        assert_eq!(k.canonical("\u{212a}\u{212a}\u{212a}".as_bytes()), Some(0));
         assert_eq!(m.canonical(b"\xed\xa0\x80happy"), None);
     }
 

@@ -7,6 +7,7 @@
 //! character, so a byte search finds exactly the character positions `re` finds.
 
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use memchr::memchr;
 use memchr::memmem;
@@ -15,6 +16,23 @@ pub(crate) const THINK_OPEN: &[u8] = b"<think>";
 pub(crate) const THINK_CLOSE: &[u8] = b"</think>";
 pub(crate) const ANSWER_OPEN: &[u8] = b"<answer>";
 pub(crate) const ANSWER_CLOSE: &[u8] = b"</answer>";
+
+// Searchers built once: building one per call costs as much as scanning a short answer.
+static FIND_THINK_OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(THINK_OPEN));
+static FIND_THINK_CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(THINK_CLOSE));
+static FIND_ANSWER_OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(ANSWER_OPEN));
+static FIND_ANSWER_CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(ANSWER_CLOSE));
+
+/// The prebuilt searcher for one of the four tags.
+fn finder(tag: &[u8]) -> &'static memmem::Finder<'static> {
+    match tag {
+        THINK_OPEN => &FIND_THINK_OPEN,
+        THINK_CLOSE => &FIND_THINK_CLOSE,
+        ANSWER_OPEN => &FIND_ANSWER_OPEN,
+        ANSWER_CLOSE => &FIND_ANSWER_CLOSE,
+        _ => unreachable!("not a reward tag: {tag:?}"),
+    }
+}
 
 /// Python's `str.isspace()`, which is also what `\s` matches in a `str` pattern: Unicode's
 /// White_Space property plus the four ASCII information separators U+001C..U+001F.
@@ -101,8 +119,7 @@ pub fn py_strip(t: &[u8]) -> &[u8] {
 /// If the first `<answer>` of a line has none, no later `<answer>` of that line has one either,
 /// so the search resumes on the next line: every byte is scanned a bounded number of times.
 pub fn answer_single_line(t: &[u8]) -> Option<Range<usize>> {
-    let open = memmem::Finder::new(ANSWER_OPEN);
-    let close = memmem::Finder::new(ANSWER_CLOSE);
+    let (open, close) = (finder(ANSWER_OPEN), finder(ANSWER_CLOSE));
     let mut from = 0;
     while let Some(i) = open.find(&t[from..]) {
         let content = from + i + ANSWER_OPEN.len();
@@ -121,9 +138,9 @@ pub fn answer_single_line(t: &[u8]) -> Option<Range<usize>> {
 /// Group 1 of `re.search(r"<open>(.*?)<close>", t, re.DOTALL)`: the text between the first
 /// `open` tag and the first `close` tag after it. `None` when there is no match.
 pub fn tag_block(t: &[u8], open: &[u8], close: &[u8]) -> Option<Range<usize>> {
-    let i = memmem::find(t, open)?;
+    let i = finder(open).find(t)?;
     let content = i + open.len();
-    let j = memmem::find(&t[content..], close)?;
+    let j = finder(close).find(&t[content..])?;
     Some(content..content + j)
 }
 
@@ -144,7 +161,7 @@ pub fn well_formed(t: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
     if end < THINK_OPEN.len() {
         return None;
     }
-    for p in memmem::find_iter(&t[THINK_OPEN.len()..end], THINK_CLOSE) {
+    for p in finder(THINK_CLOSE).find_iter(&t[THINK_OPEN.len()..end]) {
         let think_end = THINK_OPEN.len() + p;
         let mut q = think_end + THINK_CLOSE.len();
         loop {
