@@ -30,7 +30,7 @@ mod reward_bindings {
     use pyo3::prelude::*;
     use pyo3::types::{PyBytes, PyDict, PyString};
 
-    use crate::reward::{self, Accuracy, LabelMatcher, RewardError};
+    use crate::reward::{self, Accuracy, LabelMatcher, Prediction, RewardError};
 
     /// The one adapter from reward errors to Python exceptions.
     fn to_py_err(e: RewardError) -> PyErr {
@@ -180,6 +180,23 @@ mod reward_bindings {
                 out.set_item("accuracy", v.into_pyarray(py))?;
             }
             Ok(out)
+        }
+
+        /// The answer of each completion as the accuracy reward reads it: R1-Omni's answer text
+        /// (mode r1omni), or the label named, else None (mode robust).
+        fn answers<'py>(&self, py: Python<'py>, completions: Vec<Bound<'py, PyAny>>) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
+            let texts = utf8_all(&completions, "completions")?;
+            let bytes: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+            let found = py.detach(|| reward::predictions(&bytes, &self.accuracy)).map_err(to_py_err)?;
+            found
+                .into_iter()
+                .zip(&bytes)
+                .map(|(p, text)| match (p, &self.accuracy) {
+                    (Prediction::Text(r), _) => decode_text(py, &text[r]).map(Some),
+                    (Prediction::Label(i), Accuracy::Robust(m)) => Ok(Some(PyString::new(py, &m.labels()[i]))),
+                    _ => Ok(None),
+                })
+                .collect()
         }
     }
 

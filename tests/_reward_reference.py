@@ -41,6 +41,10 @@ def r1omni_answer(text: str) -> str:
     return m.group(1).strip() if m else text.strip()
 
 
+def answer_as_read(text: str, mode: str, label_set: LabelSet) -> Optional[str]:
+    return r1omni_answer(text) if mode == "r1omni" else robust_label(text, label_set)
+
+
 def accuracy_r1omni(completion: str, solution: str) -> float:
     return 1.0 if r1omni_answer(completion) == r1omni_answer(solution) else 0.0
 

@@ -74,6 +74,12 @@ def test_robust_accuracy_matches_reference(pairs, spec):
     assert R.accuracy_reward(comps, sols, mode="robust", labels=spec) == expected
 
 
+@given(st.lists(completions, max_size=12), st.sampled_from(R.MODES), label_specs)
+def test_extract_answers_matches_reference(batch, mode, spec):
+    expected = [ref.answer_as_read(t, mode, _label_set(spec)) for t in batch]
+    assert R.extract_answers(batch, mode=mode, labels=spec) == expected
+
+
 @given(completions)
 def test_parse_matches_reference(text):
     assert tuple(R.parse_completion(text)) == ref.parse_completion(text)

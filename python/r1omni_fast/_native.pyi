@@ -29,6 +29,8 @@ class RewardScorer:
         accuracy: bool = True,
     ) -> dict[str, npt.NDArray[np.float64]]:
         """Columns "format" and/or "accuracy" as float64 arrays."""
+    def answers(self, completions: list[str]) -> list[str | None]:
+        """R1-Omni's answer text (mode r1omni) or the label named, else None (mode robust)."""
 
 def parse_completion(text: str) -> tuple[str | None, str | None, bool]:
     """(think, answer, well_formed) of one completion."""

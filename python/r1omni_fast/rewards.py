@@ -45,6 +45,7 @@ __all__ = [
     "Parsed",
     "accuracy_reward",
     "completion_text",
+    "extract_answers",
     "format_reward",
     "parse_completion",
     "score_batch",
@@ -127,6 +128,16 @@ def parse_completion(text: Any) -> Parsed:
     from ._native import parse_completion as _parse
 
     return Parsed(*_parse(completion_text(text)))
+
+
+def extract_answers(completions: Sequence[Any], *, mode: str = "robust", labels: Any = None) -> list:
+    """The answer of each completion as the accuracy reward reads it (for evaluation).
+
+    Mode "robust": the label the answer names, or None. Mode "r1omni": R1-Omni's stripped answer
+    text (never None). The accuracy reward is 1.0 exactly when a completion's answer equals its
+    solution's.
+    """
+    return _scorer(mode, labels).answers(_texts(completions))
 
 
 def format_reward(completions: Sequence[Any], **kwargs: Any) -> list:

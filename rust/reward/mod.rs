@@ -87,13 +87,16 @@ pub fn format_reward(text: &[u8]) -> f64 {
     }
 }
 
-/// R1-Omni's answer text: group 1 of `re.search(r"<answer>(.*?)</answer>", text)` stripped,
-/// else `text.strip()`.
+/// R1-Omni's answer text, as a byte range of `text`: group 1 of
+/// `re.search(r"<answer>(.*?)</answer>", text)` stripped, else `text.strip()`.
+pub fn r1omni_answer_range(text: &[u8]) -> Range<usize> {
+    let found = scan::answer_single_line(text).unwrap_or(0..text.len());
+    scan::strip_range(text, found)
+}
+
+/// R1-Omni's answer text (see [`r1omni_answer_range`]).
 pub fn r1omni_answer(text: &[u8]) -> &[u8] {
-    match scan::answer_single_line(text) {
-        Some(r) => py_strip(&text[r]),
-        None => py_strip(text),
-    }
+    &text[r1omni_answer_range(text)]
 }
 
 /// Accuracy reward of one completion in mode r1omni (see the module docs).
@@ -189,6 +192,29 @@ pub fn score_batch<S: AsRef<[u8]> + Sync>(
     Ok(Columns { format: format.then_some(fmt), accuracy: accuracy.map(|_| acc) })
 }
 
+/// The answer a completion gives, as the accuracy reward reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prediction {
+    /// Mode r1omni: the byte range of R1-Omni's answer text.
+    Text(Range<usize>),
+    /// Mode robust: the index of the label named.
+    Label(usize),
+    /// Mode robust: no label named.
+    Unknown,
+}
+
+/// The answers of a batch, in parallel: accuracy is 1.0 exactly when a completion's prediction
+/// equals its solution's (the same text in mode r1omni, the same label in mode robust).
+pub fn predictions<S: AsRef<[u8]> + Sync>(texts: &[S], accuracy: &Accuracy) -> Result<Vec<Prediction>, RewardError> {
+    guarded(texts.len(), |i| {
+        let text = texts[i].as_ref();
+        Ok(match accuracy {
+            Accuracy::R1Omni => Prediction::Text(r1omni_answer_range(text)),
+            Accuracy::Robust(m) => m.canonical(LabelMatcher::answer_text(text)).map_or(Prediction::Unknown, Prediction::Label),
+        })
+    })
+}
+
 /// Test hook: runs [`guarded`] over `n` items where item `panic_at` panics, to show that a
 /// panic inside a batch comes back as [`RewardError::Panic`].
 #[doc(hidden)]
@@ -216,6 +242,17 @@ mod tests {
         assert_eq!(accuracy_r1omni(b"<think>x</think><answer> sad </answer>", b"sad"), 1.0);
         // The first single-line block wins.
         assert_eq!(accuracy_r1omni(b"<answer>sad</answer><answer>happy</answer>", b"happy"), 0.0);
+    }
+
+    #[test]
+    fn predictions_per_mode() {
+        let t = ["<answer> Sad </answer>", "x <answer>\nfearful</answer>"];
+        let p = predictions(&t, &Accuracy::R1Omni).unwrap();
+        assert_eq!(p, vec![Prediction::Text(9..12), Prediction::Text(0..27)]);
+        let m = LabelMatcher::new(vec!["sad".into(), "fear".into()], vec![("fearful".into(), "fear".into())]).unwrap();
+        assert_eq!(predictions(&t, &Accuracy::Robust(m)).unwrap(), vec![Prediction::Label(0), Prediction::Label(1)]);
+        let m = LabelMatcher::new(vec!["sad".into()], vec![]).unwrap();
+        assert_eq!(predictions(&["happy"], &Accuracy::Robust(m)).unwrap(), vec![Prediction::Unknown]);
     }
 
     #[test]
