@@ -206,3 +206,35 @@ def test_native_scorer_rejects_bad_combinations():
     with pytest.raises(ValueError, match="duplicate label"):
         RewardScorer("robust", ["a", "a"])
     assert RewardScorer("robust", ["a"], {"b": "a"}).labels == ["a"]
+
+
+def test_stub_matches_the_native_module():
+    """Every reward function and method in _native.pyi exists with the same parameters."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    from r1omni_fast import _native
+
+    stub = ast.parse((Path(R.__file__).parent / "_native.pyi").read_text())
+
+    def params(fn: ast.FunctionDef) -> list:
+        a = fn.args
+        return [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg != "self"]
+
+    def native_params(obj) -> list:
+        return [p for p in inspect.signature(obj).parameters if p != "self"]
+
+    checked = 0
+    for node in stub.body:
+        if isinstance(node, ast.FunctionDef) and node.name != "build_info":
+            assert native_params(getattr(_native, node.name)) == params(node), node.name
+            checked += 1
+        if isinstance(node, ast.ClassDef) and node.name == "RewardScorer":
+            for fn in node.body:
+                if isinstance(fn, ast.FunctionDef) and not any(
+                        isinstance(d, ast.Name) and d.id == "property" for d in fn.decorator_list):
+                    target = _native.RewardScorer if fn.name == "__init__" else getattr(_native.RewardScorer, fn.name)
+                    assert native_params(target) == params(fn), fn.name
+                    checked += 1
+    assert checked == 5
