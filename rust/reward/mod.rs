@@ -80,7 +80,7 @@ pub enum Accuracy {
 
 /// Format reward of one completion (see the module docs).
 pub fn format_reward(text: &[u8]) -> f64 {
-    if scan::well_formed(text).is_some() {
+    if scan::is_well_formed(text) {
         1.0
     } else {
         0.0
@@ -301,5 +301,7 @@ mod tests {
         assert_eq!(accuracy_r1omni(t.as_bytes(), b"x"), 0.0);
         let t = format!("<think>{}</think> <answer>x</answer>", "</think>\t".repeat(1_000_000));
         assert_eq!(format_reward(t.as_bytes()), 1.0);
+        let t = format!("<think></think>x{}</answer>", " \n<answer>".repeat(1_000_000));
+        assert_eq!(format_reward(t.as_bytes()), 0.0);
     }
 }

@@ -21,6 +21,8 @@ pub(crate) const ANSWER_CLOSE: &[u8] = b"</answer>";
 static FIND_THINK_OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(THINK_OPEN));
 static FIND_THINK_CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(THINK_CLOSE));
 static FIND_ANSWER_OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(ANSWER_OPEN));
+static RFIND_ANSWER_OPEN: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new(ANSWER_OPEN));
 static FIND_ANSWER_CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(ANSWER_CLOSE));
 
 /// The prebuilt searcher for one of the four tags.
@@ -182,6 +184,44 @@ pub fn well_formed(t: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
     None
 }
 
+/// Start of the run of Python whitespace that ends at `end` in `t`.
+fn trailing_space_run_start(t: &[u8], mut end: usize) -> usize {
+    loop {
+        let n = trailing_space_len(&t[..end]);
+        if n == 0 {
+            return end;
+        }
+        end -= n;
+    }
+}
+
+/// Whether [`well_formed`] matches, found from the end: a model's answer is short and its
+/// reasoning long, so looking for `<answer>` backwards from the final `</answer>` usually
+/// succeeds or fails within a few bytes, where the forward scan reads the whole reasoning.
+///
+/// Why it is exact: a match exists iff some `<answer>` at `q` (with `q + 8 <= end`) is
+/// preceded by a whitespace run that is preceded by a `</think>` starting at 7 or later.
+/// Whitespace runs before distinct `<answer>` tags are disjoint, so the scan is linear.
+pub fn is_well_formed(t: &[u8]) -> bool {
+    if !t.starts_with(THINK_OPEN) || !t.ends_with(ANSWER_CLOSE) {
+        return false;
+    }
+    let end = t.len() - ANSWER_CLOSE.len();
+    let min_think_close = THINK_OPEN.len();
+    if end < min_think_close + THINK_CLOSE.len() + ANSWER_OPEN.len() {
+        return false;
+    }
+    let body = &t[min_think_close + THINK_CLOSE.len()..end];
+    for q in RFIND_ANSWER_OPEN.rfind_iter(body) {
+        let q = min_think_close + THINK_CLOSE.len() + q;
+        let run_start = trailing_space_run_start(t, q);
+        if run_start >= min_think_close + THINK_CLOSE.len() && t[..run_start].ends_with(THINK_CLOSE) {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +251,10 @@ mod tests {
 
     #[test]
     fn well_formed_cases() {
-        let ok = |t: &[u8]| well_formed(t).is_some();
+        let ok = |t: &[u8]| {
+            assert_eq!(well_formed(t).is_some(), is_well_formed(t), "{:?}", String::from_utf8_lossy(t));
+            is_well_formed(t)
+        };
         assert!(ok(b"<think></think><answer></answer>"));
         assert!(ok(b"<think>a\nb</think> \n\t<answer>x\ny</answer>"));
         assert!(ok(b"<think>a</think>b</think><answer>c</answer>"));
@@ -220,6 +263,11 @@ mod tests {
         assert!(!ok(b"<think></think>x<answer></answer>"));
         assert!(!ok(b"<think></answer>"));
         assert!(!ok(b"<think></think></answer>"));
+        assert!(!ok(b"<think><answer></answer>"));
+        assert!(!ok(b"<think></think><answer>"));
+        assert!(ok(b"<think><answer></think><answer><answer></answer>"));
+        assert!(ok(b"<think></think>\xe3\x80\x80<answer>\xed\xa0\x80</answer>"));
+        assert!(!ok(b"<think></think>\xed\xa0\x80<answer></answer>"));
         let t = b"<think>a</think>b</think><answer>c</answer></answer>";
         let (th, an) = well_formed(t).unwrap();
         assert_eq!((&t[th], &t[an]), (&b"a</think>b"[..], &b"c</answer>"[..]));
