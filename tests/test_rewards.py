@@ -165,6 +165,7 @@ def test_chat_completions_score_their_first_message():
             [{"role": "assistant", "content": [{"type": "text", "text": "<think>x</think>"},
                                                {"type": "text", "text": "<answer>sad</answer>"}]}]]
     assert R.format_reward(chat) == [1.0, 1.0]
+    assert R.format_reward(c[0]["content"] for c in chat[:1]) == [1.0]  # any iterable
     assert R.accuracy_reward(chat, ["sad", "happy"]) == [1.0, 0.0]
 
 

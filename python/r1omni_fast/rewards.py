@@ -91,8 +91,10 @@ def completion_text(completion: Any) -> str:
 def _texts(completions: Sequence[Any]) -> list:
     if isinstance(completions, str):
         raise TypeError("completions must be a list of completions, got one str")
+    if type(completions) is not list:
+        completions = list(completions)
     if all(type(c) is str for c in completions):  # the common case, checked cheaply
-        return completions if type(completions) is list else list(completions)
+        return completions
     return [completion_text(c) for c in completions]
 
 

@@ -34,20 +34,34 @@ impl LabelMatcher {
     /// set is ignored (the same alias table serves every set).
     pub fn new(labels: Vec<String>, aliases: Vec<(String, String)>) -> Result<Self, RewardError> {
         if labels.is_empty() {
-            return Err(RewardError::InvalidLabels("a label set needs at least one label".into()));
+            return Err(RewardError::InvalidLabels(
+                "a label set needs at least one label".into(),
+            ));
         }
         let mut index = HashMap::with_capacity(labels.len());
         for (i, label) in labels.iter().enumerate() {
             if index.insert(label.clone(), i).is_some() {
-                return Err(RewardError::InvalidLabels(format!("duplicate label {label:?}")));
+                return Err(RewardError::InvalidLabels(format!(
+                    "duplicate label {label:?}"
+                )));
             }
         }
         let alias_index: HashMap<String, usize> = aliases
             .into_iter()
             .filter_map(|(word, target)| index.get(&target).map(|&i| (word, i)))
             .collect();
-        let longest_key = index.keys().chain(alias_index.keys()).map(String::len).max().unwrap_or(0);
-        Ok(Self { labels, index, alias_index, longest_key })
+        let longest_key = index
+            .keys()
+            .chain(alias_index.keys())
+            .map(String::len)
+            .max()
+            .unwrap_or(0);
+        Ok(Self {
+            labels,
+            index,
+            alias_index,
+            longest_key,
+        })
     }
 
     pub fn labels(&self) -> &[String] {
@@ -64,7 +78,10 @@ impl LabelMatcher {
             return None;
         }
         let key = word.to_lowercase();
-        self.index.get(&key).or_else(|| self.alias_index.get(&key)).copied()
+        self.index
+            .get(&key)
+            .or_else(|| self.alias_index.get(&key))
+            .copied()
     }
 
     /// Robust answer text of `text`: group 1 of
@@ -75,11 +92,15 @@ impl LabelMatcher {
 
     /// Label index of a solution (its robust answer text), or an error naming it.
     pub fn solution_label(&self, solution: &[u8], index: usize) -> Result<usize, RewardError> {
-        self.canonical(Self::answer_text(solution)).ok_or_else(|| RewardError::UnknownSolution {
-            index,
-            solution: String::from_utf8_lossy(solution).chars().take(200).collect(),
-            labels: self.labels.clone(),
-        })
+        self.canonical(Self::answer_text(solution))
+            .ok_or_else(|| RewardError::UnknownSolution {
+                index,
+                solution: String::from_utf8_lossy(solution)
+                    .chars()
+                    .take(200)
+                    .collect(),
+                labels: self.labels.clone(),
+            })
     }
 
     /// 1.0 iff the completion's robust answer names the solution's label, else 0.0.
@@ -98,11 +119,20 @@ mod tests {
     use super::*;
 
     fn dfew() -> LabelMatcher {
-        let labels = ["happy", "surprise", "neutral", "angry", "disgust", "sad", "fear"];
-        let aliases = [("fearful", "fear"), ("happiness", "happy"), ("calmness", "calm")];
+        let labels = [
+            "happy", "surprise", "neutral", "angry", "disgust", "sad", "fear",
+        ];
+        let aliases = [
+            ("fearful", "fear"),
+            ("happiness", "happy"),
+            ("calmness", "calm"),
+        ];
         LabelMatcher::new(
             labels.iter().map(|s| s.to_string()).collect(),
-            aliases.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            aliases
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
         )
         .unwrap()
     }
@@ -125,7 +155,10 @@ mod tests {
 
     #[test]
     fn answer_text_allows_newlines() {
-        assert_eq!(LabelMatcher::answer_text(b"<answer>\nsad\n</answer>"), b"\nsad\n");
+        assert_eq!(
+            LabelMatcher::answer_text(b"<answer>\nsad\n</answer>"),
+            b"\nsad\n"
+        );
         assert_eq!(LabelMatcher::answer_text(b"sad"), b"sad");
     }
 

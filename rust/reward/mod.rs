@@ -35,11 +35,18 @@ const MIN_ITEMS_PER_TASK: usize = 256;
 #[derive(Debug, Clone, PartialEq)]
 pub enum RewardError {
     /// `completions` and `solutions` differ in length.
-    LengthMismatch { completions: usize, solutions: usize },
+    LengthMismatch {
+        completions: usize,
+        solutions: usize,
+    },
     /// Accuracy was asked for without solutions.
     MissingSolutions,
     /// A solution (robust mode) names no label of the set.
-    UnknownSolution { index: usize, solution: String, labels: Vec<String> },
+    UnknownSolution {
+        index: usize,
+        solution: String,
+        labels: Vec<String>,
+    },
     /// The label set itself is unusable.
     InvalidLabels(String),
     /// A bug: a panic inside the scorer, caught before it could cross the FFI boundary.
@@ -130,7 +137,11 @@ pub fn parse_completion(text: &[u8]) -> Parsed {
         ),
     };
     let strip = |r: Range<usize>| scan::strip_range(text, r);
-    Parsed { think: think.map(strip), answer: answer.map(strip), well_formed }
+    Parsed {
+        think: think.map(strip),
+        answer: answer.map(strip),
+        well_formed,
+    }
 }
 
 /// Runs `f(0..n)` in parallel and collects the results in order, turning a panic in any item
@@ -141,7 +152,11 @@ where
     F: Fn(usize) -> Result<T, RewardError> + Sync + Send,
 {
     catch_unwind(AssertUnwindSafe(|| {
-        (0..n).into_par_iter().with_min_len(MIN_ITEMS_PER_TASK).map(&f).collect()
+        (0..n)
+            .into_par_iter()
+            .with_min_len(MIN_ITEMS_PER_TASK)
+            .map(&f)
+            .collect()
     }))
     .unwrap_or_else(|payload| {
         let msg = payload
@@ -174,7 +189,10 @@ pub fn score_batch<S: AsRef<[u8]> + Sync>(
         (None, _) => None,
         (Some(_), None) => return Err(RewardError::MissingSolutions),
         (Some(_), Some(s)) if s.len() != n => {
-            return Err(RewardError::LengthMismatch { completions: n, solutions: s.len() })
+            return Err(RewardError::LengthMismatch {
+                completions: n,
+                solutions: s.len(),
+            })
         }
         (Some(_), Some(s)) => Some(s),
     };
@@ -183,13 +201,18 @@ pub fn score_batch<S: AsRef<[u8]> + Sync>(
         let fmt = if format { format_reward(text) } else { 0.0 };
         let acc = match (accuracy, solutions) {
             (Some(Accuracy::R1Omni), Some(s)) => accuracy_r1omni(text, s[i].as_ref()),
-            (Some(Accuracy::Robust(m)), Some(s)) => m.accuracy(text, m.solution_label(s[i].as_ref(), i)?),
+            (Some(Accuracy::Robust(m)), Some(s)) => {
+                m.accuracy(text, m.solution_label(s[i].as_ref(), i)?)
+            }
             _ => 0.0,
         };
         Ok((fmt, acc))
     })?;
     let (fmt, acc): (Vec<f64>, Vec<f64>) = rows.into_iter().unzip();
-    Ok(Columns { format: format.then_some(fmt), accuracy: accuracy.map(|_| acc) })
+    Ok(Columns {
+        format: format.then_some(fmt),
+        accuracy: accuracy.map(|_| acc),
+    })
 }
 
 /// The answer a completion gives, as the accuracy reward reads it.
@@ -205,12 +228,17 @@ pub enum Prediction {
 
 /// The answers of a batch, in parallel: accuracy is 1.0 exactly when a completion's prediction
 /// equals its solution's (the same text in mode r1omni, the same label in mode robust).
-pub fn predictions<S: AsRef<[u8]> + Sync>(texts: &[S], accuracy: &Accuracy) -> Result<Vec<Prediction>, RewardError> {
+pub fn predictions<S: AsRef<[u8]> + Sync>(
+    texts: &[S],
+    accuracy: &Accuracy,
+) -> Result<Vec<Prediction>, RewardError> {
     guarded(texts.len(), |i| {
         let text = texts[i].as_ref();
         Ok(match accuracy {
             Accuracy::R1Omni => Prediction::Text(r1omni_answer_range(text)),
-            Accuracy::Robust(m) => m.canonical(LabelMatcher::answer_text(text)).map_or(Prediction::Unknown, Prediction::Label),
+            Accuracy::Robust(m) => m
+                .canonical(LabelMatcher::answer_text(text))
+                .map_or(Prediction::Unknown, Prediction::Label),
         })
     })
 }
@@ -234,14 +262,29 @@ mod tests {
     #[test]
     fn r1omni_quirks() {
         // Case-sensitive.
-        assert_eq!(accuracy_r1omni(b"<answer>Happy</answer>", b"<answer>happy</answer>"), 0.0);
+        assert_eq!(
+            accuracy_r1omni(b"<answer>Happy</answer>", b"<answer>happy</answer>"),
+            0.0
+        );
         // A multi-line answer block is skipped: the whole stripped completion is compared.
-        assert_eq!(accuracy_r1omni(b"<answer>\nhappy\n</answer>", b"<answer>happy</answer>"), 0.0);
-        assert_eq!(accuracy_r1omni(b"  happy \n", b"<answer>happy</answer>"), 1.0);
+        assert_eq!(
+            accuracy_r1omni(b"<answer>\nhappy\n</answer>", b"<answer>happy</answer>"),
+            0.0
+        );
+        assert_eq!(
+            accuracy_r1omni(b"  happy \n", b"<answer>happy</answer>"),
+            1.0
+        );
         // Bare solution label.
-        assert_eq!(accuracy_r1omni(b"<think>x</think><answer> sad </answer>", b"sad"), 1.0);
+        assert_eq!(
+            accuracy_r1omni(b"<think>x</think><answer> sad </answer>", b"sad"),
+            1.0
+        );
         // The first single-line block wins.
-        assert_eq!(accuracy_r1omni(b"<answer>sad</answer><answer>happy</answer>", b"happy"), 0.0);
+        assert_eq!(
+            accuracy_r1omni(b"<answer>sad</answer><answer>happy</answer>", b"happy"),
+            0.0
+        );
     }
 
     #[test]
@@ -249,10 +292,20 @@ mod tests {
         let t = ["<answer> Sad </answer>", "x <answer>\nfearful</answer>"];
         let p = predictions(&t, &Accuracy::R1Omni).unwrap();
         assert_eq!(p, vec![Prediction::Text(9..12), Prediction::Text(0..27)]);
-        let m = LabelMatcher::new(vec!["sad".into(), "fear".into()], vec![("fearful".into(), "fear".into())]).unwrap();
-        assert_eq!(predictions(&t, &Accuracy::Robust(m)).unwrap(), vec![Prediction::Label(0), Prediction::Label(1)]);
+        let m = LabelMatcher::new(
+            vec!["sad".into(), "fear".into()],
+            vec![("fearful".into(), "fear".into())],
+        )
+        .unwrap();
+        assert_eq!(
+            predictions(&t, &Accuracy::Robust(m)).unwrap(),
+            vec![Prediction::Label(0), Prediction::Label(1)]
+        );
         let m = LabelMatcher::new(vec!["sad".into()], vec![]).unwrap();
-        assert_eq!(predictions(&["happy"], &Accuracy::Robust(m)).unwrap(), vec![Prediction::Unknown]);
+        assert_eq!(
+            predictions(&["happy"], &Accuracy::Robust(m)).unwrap(),
+            vec![Prediction::Unknown]
+        );
     }
 
     #[test]
@@ -263,7 +316,14 @@ mod tests {
         assert_eq!(&t[p.think.unwrap()], b"a");
         assert_eq!(&t[p.answer.unwrap()], b"happy");
         let p = parse_completion(b"no tags");
-        assert_eq!(p, Parsed { think: None, answer: None, well_formed: false });
+        assert_eq!(
+            p,
+            Parsed {
+                think: None,
+                answer: None,
+                well_formed: false
+            }
+        );
     }
 
     #[test]
@@ -273,10 +333,16 @@ mod tests {
         let cols = score_batch(&c, Some(&s), true, Some(&Accuracy::R1Omni)).unwrap();
         assert_eq!(cols.format, Some(vec![1.0, 0.0]));
         assert_eq!(cols.accuracy, Some(vec![1.0, 0.0]));
-        assert_eq!(score_batch(&c, None, true, Some(&Accuracy::R1Omni)), Err(RewardError::MissingSolutions));
+        assert_eq!(
+            score_batch(&c, None, true, Some(&Accuracy::R1Omni)),
+            Err(RewardError::MissingSolutions)
+        );
         assert!(matches!(
             score_batch(&c, Some(&s[..1]), false, Some(&Accuracy::R1Omni)),
-            Err(RewardError::LengthMismatch { completions: 2, solutions: 1 })
+            Err(RewardError::LengthMismatch {
+                completions: 2,
+                solutions: 1
+            })
         ));
         let m = LabelMatcher::new(vec!["happy".into()], vec![]).unwrap();
         let bad = ["happy", "joy"];
@@ -290,7 +356,10 @@ mod tests {
     fn panic_becomes_error() {
         let err = panicking_batch_for_tests(10_000, 7_777).unwrap_err();
         assert!(matches!(err, RewardError::Panic(ref m) if m.contains("item 7777")));
-        assert_eq!(panicking_batch_for_tests(3, 99).unwrap(), vec![0.0, 1.0, 2.0]);
+        assert_eq!(
+            panicking_batch_for_tests(3, 99).unwrap(),
+            vec![0.0, 1.0, 2.0]
+        );
     }
 
     #[test]
@@ -299,9 +368,15 @@ mod tests {
         let t = "<answer><think></think>\n".repeat(420_000);
         assert_eq!(format_reward(t.as_bytes()), 0.0);
         assert_eq!(accuracy_r1omni(t.as_bytes(), b"x"), 0.0);
-        let t = format!("<think>{}</think> <answer>x</answer>", "</think>\t".repeat(1_000_000));
+        let t = format!(
+            "<think>{}</think> <answer>x</answer>",
+            "</think>\t".repeat(1_000_000)
+        );
         assert_eq!(format_reward(t.as_bytes()), 1.0);
-        let t = format!("<think></think>x{}</answer>", " \n<answer>".repeat(1_000_000));
+        let t = format!(
+            "<think></think>x{}</answer>",
+            " \n<answer>".repeat(1_000_000)
+        );
         assert_eq!(format_reward(t.as_bytes()), 0.0);
     }
 }

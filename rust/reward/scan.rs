@@ -18,12 +18,16 @@ pub(crate) const ANSWER_OPEN: &[u8] = b"<answer>";
 pub(crate) const ANSWER_CLOSE: &[u8] = b"</answer>";
 
 // Searchers built once: building one per call costs as much as scanning a short answer.
-static FIND_THINK_OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(THINK_OPEN));
-static FIND_THINK_CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(THINK_CLOSE));
-static FIND_ANSWER_OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(ANSWER_OPEN));
+static FIND_THINK_OPEN: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(THINK_OPEN));
+static FIND_THINK_CLOSE: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(THINK_CLOSE));
+static FIND_ANSWER_OPEN: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(ANSWER_OPEN));
 static RFIND_ANSWER_OPEN: LazyLock<memmem::FinderRev<'static>> =
     LazyLock::new(|| memmem::FinderRev::new(ANSWER_OPEN));
-static FIND_ANSWER_CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(ANSWER_CLOSE));
+static FIND_ANSWER_CLOSE: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(ANSWER_CLOSE));
 
 /// The prebuilt searcher for one of the four tags.
 fn finder(tag: &[u8]) -> &'static memmem::Finder<'static> {
@@ -215,7 +219,8 @@ pub fn is_well_formed(t: &[u8]) -> bool {
     for q in RFIND_ANSWER_OPEN.rfind_iter(body) {
         let q = min_think_close + THINK_CLOSE.len() + q;
         let run_start = trailing_space_run_start(t, q);
-        if run_start >= min_think_close + THINK_CLOSE.len() && t[..run_start].ends_with(THINK_CLOSE) {
+        if run_start >= min_think_close + THINK_CLOSE.len() && t[..run_start].ends_with(THINK_CLOSE)
+        {
             return true;
         }
     }
@@ -244,7 +249,10 @@ mod tests {
         let t = b"<answer>a\nb</answer> <answer>c</answer>";
         assert_eq!(answer_single_line(t).map(|r| &t[r]), Some(&b"c"[..]));
         let t = b"<answer><answer>x</answer>";
-        assert_eq!(answer_single_line(t).map(|r| &t[r]), Some(&b"<answer>x"[..]));
+        assert_eq!(
+            answer_single_line(t).map(|r| &t[r]),
+            Some(&b"<answer>x"[..])
+        );
         assert_eq!(answer_single_line(b"<answer>a\n</answer>"), None);
         assert_eq!(answer_single_line(b"<answer>a"), None);
     }
@@ -252,7 +260,12 @@ mod tests {
     #[test]
     fn well_formed_cases() {
         let ok = |t: &[u8]| {
-            assert_eq!(well_formed(t).is_some(), is_well_formed(t), "{:?}", String::from_utf8_lossy(t));
+            assert_eq!(
+                well_formed(t).is_some(),
+                is_well_formed(t),
+                "{:?}",
+                String::from_utf8_lossy(t)
+            );
             is_well_formed(t)
         };
         assert!(ok(b"<think></think><answer></answer>"));
@@ -266,7 +279,9 @@ mod tests {
         assert!(!ok(b"<think><answer></answer>"));
         assert!(!ok(b"<think></think><answer>"));
         assert!(ok(b"<think><answer></think><answer><answer></answer>"));
-        assert!(ok(b"<think></think>\xe3\x80\x80<answer>\xed\xa0\x80</answer>"));
+        assert!(ok(
+            b"<think></think>\xe3\x80\x80<answer>\xed\xa0\x80</answer>"
+        ));
         assert!(!ok(b"<think></think>\xed\xa0\x80<answer></answer>"));
         let t = b"<think>a</think>b</think><answer>c</answer></answer>";
         let (th, an) = well_formed(t).unwrap();
