@@ -15,7 +15,9 @@ pub const EXTRA_TRIM_PUNCTUATION: &str =
 
 /// Whether robust mode trims `c` from the ends of an answer.
 pub fn is_trimmed(c: char) -> bool {
-    c.is_ascii_punctuation() || is_py_space(c) || (!c.is_ascii() && EXTRA_TRIM_PUNCTUATION.contains(c))
+    c.is_ascii_punctuation()
+        || is_py_space(c)
+        || (!c.is_ascii() && EXTRA_TRIM_PUNCTUATION.contains(c))
 }
 
 /// Maps free text onto an ordered label set.
