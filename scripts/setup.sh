@@ -76,6 +76,11 @@ else
   say "reusing $VENV"
 fi
 ln -sfn "$VENV" "$CACHE/venv"
+# Environments of older dependency lists: keep the newest other one, remove the rest (~5 GB each).
+ls -1dt "$CACHE"/venv-* 2>/dev/null | grep -vx "$VENV" | tail -n +2 | while read -r old; do
+  say "removing stale environment $old"
+  rm -rf "$old"
+done
 
 # --- 3. the native extension ------------------------------------------------------------
 export CARGO_TARGET_DIR="$CACHE/target"
