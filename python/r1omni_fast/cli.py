@@ -76,5 +76,22 @@ def data_check(file: str, labels: str, kind: str) -> None:
 # --- end data ------------------------------------------------------------------------------------
 
 
+# --- model (r1omni_fast.model) -------------------------------------------------------------
+@main.group()
+def model() -> None:
+    """Omni model utilities (HumanOmni-compatible checkpoints)."""
+
+
+@model.command("tiny")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, help="Initialisation seed (same seed, same files).")
+def model_tiny(out: str, seed: int) -> None:
+    """Write the tiny HumanOmni-architecture checkpoint (config, weights, tokenizers) to OUT."""
+    from r1omni_fast.model.tiny import build_tiny_checkpoint
+
+    click.echo(build_tiny_checkpoint(out, seed=seed))
+# --- end model -----------------------------------------------------------------------------
+
+
 if __name__ == "__main__":
     main()

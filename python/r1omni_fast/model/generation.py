@@ -1,0 +1,206 @@
+"""Prefix-shared sampling for GRPO: each prompt is prefilled once, its KV cache is copied to
+its G sample rows, and decoding runs over a cache preallocated at a fixed shape
+(rows = B*G, columns = prompt + max_new_tokens), so a captured decode step can replace the
+eager one without changing callers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+_NEG = torch.finfo(torch.float32).min
+
+
+@dataclass
+class GenerationOutput:
+    """``completion_ids`` (B*G, T) padded with the pad id after each row's end; ``lengths``
+    (B*G,) tokens per completion including its EOS; ``texts`` decoded completions without the
+    EOS (None without a tokenizer); ``prompt_index`` (B*G,) the prompt of each row (row b*G+g)."""
+
+    completion_ids: torch.Tensor
+    lengths: torch.Tensor
+    texts: list[str] | None
+    prompt_index: torch.Tensor
+
+
+class GroupKVCache:
+    """Preallocated keys/values, one (rows, kv_heads, max_len, head_dim) tensor pair per layer.
+
+    Prefill writes the prompt's keys into the first row of each group (rows ``::group``);
+    `share_prefix` copies them to the group's other rows; a decode step writes one column
+    (``write_column``) for all rows and attends over the whole preallocated width (masked).
+    Implements the ``update`` hook the transformers attention layers call.
+    """
+
+    def __init__(self, layers: int, rows: int, group: int, kv_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        shape = (rows, kv_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.group = group
+        self.write_column: torch.Tensor | None = None  # None while prefilling
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        if self.write_column is None:
+            width = key_states.shape[2]
+            keys[:: self.group, :, :width] = key_states
+            values[:: self.group, :, :width] = value_states
+            return key_states, value_states
+        keys.index_copy_(2, self.write_column, key_states)
+        values.index_copy_(2, self.write_column, value_states)
+        return keys, values
+
+    def share_prefix(self, width: int) -> None:
+        if self.group == 1:
+            return
+        for tensor in self.keys + self.values:
+            grouped = tensor.view(-1, self.group, *tensor.shape[1:])
+            grouped[:, 1:, :, :width] = grouped[:, :1, :, :width]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:  # positions are always passed explicitly
+        return 0
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def sample_next(logits: torch.Tensor, *, do_sample: bool, temperature: float, top_k: int, top_p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Next token per row: argmax when greedy, else a draw from softmax(logits / T) restricted to
+    the top-k tokens and to the smallest set whose probability reaches top_p."""
+    logits = logits.float()
+    if not do_sample:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, _NEG)
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reaches top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, _NEG))
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: int = 64, do_sample: bool = True,
+             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
+             seed: int | None = None, generator: torch.Generator | None = None,
+             share_prefix: bool = True) -> GenerationOutput:
+    """G completions per prompt of ``batch`` (as built by `OmniProcessor`).
+
+    ``share_prefix=True`` prefills each prompt once (``model.prefill_rows`` grows by B) and copies
+    its KV cache to the G rows; ``False`` prefills the B*G duplicated rows (the reference path).
+    ``do_sample=False`` is greedy. ``seed`` seeds a private generator (or pass ``generator``).
+    Generation stops at max_new_tokens or when every row has produced an EOS.
+    """
+    if num_generations < 1 or max_new_tokens < 1:
+        raise ValueError("num_generations and max_new_tokens must be >= 1")
+    if do_sample and temperature <= 0:
+        raise ValueError(f"temperature={temperature}: must be > 0 when sampling (use do_sample=False for greedy)")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p}: must be in (0, 1]")
+    llm = model.llm
+    cfg = llm.config
+    if "sliding_attention" in getattr(cfg, "layer_types", []):
+        raise NotImplementedError("generate: sliding-window attention layers are not supported")
+    processor = model.processor
+    if eos_token_id is None:
+        if processor is None:
+            raise ValueError("generate needs eos_token_id when the model has no processor")
+        eos_token_id = processor.eos_token_ids
+    eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id), device=model.device)
+    if pad_token_id is None:
+        pad_token_id = processor.tokenizer.pad_token_id if processor is not None else int(eos[0])
+    if generator is None and seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+
+    device = model.device
+    input_ids = batch["input_ids"].to(device)
+    attention_mask = batch.get("attention_mask")
+    attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
+    embeds = model.embed(input_ids, pixel_values=batch.get("pixel_values"), audio_features=batch.get("audio_features"),
+                         bert_input_ids=_to(batch.get("bert_input_ids"), device),
+                         bert_attention_mask=_to(batch.get("bert_attention_mask"), device))
+    # Left-pack every prompt so that all rows end at the same column.
+    valid = attention_mask.bool()
+    lengths = valid.sum(1)
+    width = int(lengths.max())
+    order = torch.sort((~valid).long(), dim=1, stable=True).indices  # valid positions first, in order
+    b = input_ids.shape[0]
+    shift = (width - lengths)[:, None]
+    cols = torch.arange(width, device=device)[None, :]
+    src = order.gather(1, (cols - shift).clamp(min=0))
+    key_valid = cols >= shift
+    embeds = embeds.gather(1, src[..., None].expand(-1, -1, embeds.shape[-1])) * key_valid[..., None]
+    positions = (cols - shift).clamp(min=0)
+
+    g = num_generations
+    rows = b * g
+    if not share_prefix:
+        embeds, key_valid, positions = (t.repeat_interleave(g, 0) for t in (embeds, key_valid, positions))
+    group = g if share_prefix else 1
+    total = width + max_new_tokens
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    cache = GroupKVCache(cfg.num_hidden_layers, rows, group, cfg.num_key_value_heads, total, head_dim,
+                         embeds.dtype, device)
+
+    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+    prefill_mask = (causal[None] & key_valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)[None]
+    mask_types = set(getattr(cfg, "layer_types", ["full_attention"]))
+    hidden = llm.model(inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True,
+                       attention_mask={t: _additive(prefill_mask[:, None], embeds.dtype) for t in mask_types}).last_hidden_state
+    model.prefill_rows += embeds.shape[0]
+    logits = llm.lm_head(hidden[:, -1])
+    if share_prefix:
+        cache.share_prefix(width)
+        logits = logits.repeat_interleave(g, 0)
+        key_valid = key_valid.repeat_interleave(g, 0)
+    column_valid = torch.zeros(rows, total, dtype=torch.bool, device=device)
+    column_valid[:, :width] = key_valid
+    next_position = lengths.repeat_interleave(g, 0)[:, None].clone()
+
+    out = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
+    produced = torch.zeros(rows, dtype=torch.long, device=device)
+    steps = 0
+    for step in range(max_new_tokens):
+        token = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                            generator=generator)
+        token = token.masked_fill(done, pad_token_id)
+        out[:, step] = token
+        produced += (~done).long()
+        done |= torch.isin(token, eos)
+        steps = step + 1
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        column = width + step
+        column_valid[:, column] = True
+        cache.write_column = torch.tensor([column], device=device)
+        step_mask = _additive(column_valid[:, None, None, :], embeds.dtype)
+        hidden = llm.model(inputs_embeds=llm.get_input_embeddings()(token)[:, None], position_ids=next_position,
+                           cache=cache, use_cache=True, attention_mask={t: step_mask for t in mask_types}).last_hidden_state
+        logits = llm.lm_head(hidden[:, -1])
+        next_position += 1
+    out = out[:, :steps]
+    texts = None
+    if processor is not None:
+        texts = []
+        for row, n in zip(out.tolist(), produced.tolist()):
+            ids = row[:n]
+            if ids and ids[-1] in eos.tolist():
+                ids = ids[:-1]
+            texts.append(processor.decode(ids))
+    prompt_index = torch.arange(b, device=device).repeat_interleave(g)
+    return GenerationOutput(completion_ids=out, lengths=produced, texts=texts, prompt_index=prompt_index)
+
+
+def _to(value, device):
+    return None if value is None else value.to(device)

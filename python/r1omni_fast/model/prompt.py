@@ -1,0 +1,181 @@
+"""Prompt building: R1-Omni's instruction, the checkpoint's chat template, multimodal
+placeholders expanded to -201 / -202 runs, optional assistant targets -> labels, batching.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Sequence
+
+import torch
+
+from r1omni_fast.model.config import OmniConfig
+from r1omni_fast.model.omni import AUDIO_TOKEN_INDEX, IGNORE_INDEX, VIDEO_TOKEN_INDEX
+
+#: R1-Omni's emotion question (DFEW / MAFW evaluation prompt).
+R1_OMNI_QUESTION = ("As an emotional recognition expert; throughout the video, which emotion conveyed by the "
+                    "characters is the most obvious to you?")
+#: R1-Omni's format suffix.
+FORMAT_SUFFIX = "Output the thinking process in <think> </think> and final emotion in <answer> </answer> tags."
+
+MODALITIES = ("video", "audio")
+_WRAP = {"video": ("<vi_start>", "<video>", "<vi_end>"), "audio": ("<au_start>", "<audio>", "<au_end>")}
+_PLACEHOLDER = re.compile(r"(<video>|<audio>)")
+_MARKERS = re.compile(r"<vi_start>|<vi_end>|<au_start>|<au_end>|<video>|<audio>")
+
+
+def build_instruction(question: str = R1_OMNI_QUESTION, *, modalities: Sequence[str] = MODALITIES,
+                      format_suffix: bool = True) -> str:
+    """``"<video>\\n<audio>\\n" + question + " " + FORMAT_SUFFIX`` (placeholders per modality)."""
+    head = "".join(f"<{m}>\n" for m in MODALITIES if m in modalities)
+    return head + question + (" " + FORMAT_SUFFIX if format_suffix else "")
+
+
+def normalise_modalities(modalities: str | Sequence[str]) -> tuple[str, ...]:
+    items = modalities.split(",") if isinstance(modalities, str) else list(modalities)
+    items = [m.strip() for m in items if m.strip()]
+    bad = sorted(set(items) - set(MODALITIES))
+    if bad or not items:
+        raise ValueError(f"modalities {list(items)!r}: use 'video', 'audio' or both")
+    return tuple(m for m in MODALITIES if m in items)
+
+
+class OmniProcessor:
+    """Turns instructions (+ optional targets) and media tensors into a model batch.
+
+    ``__call__`` returns a dict with ``input_ids`` / ``attention_mask`` (padded, ``padding_side``),
+    ``labels`` when targets are given (-100 over prompt, features and padding), ``pixel_values``
+    (clips, k, 3, S, S) and ``bert_input_ids`` / ``bert_attention_mask`` for rows with video,
+    ``audio_features`` (clips, n_mels, 3000) for rows with audio.
+    """
+
+    def __init__(self, tokenizer, bert_tokenizer, *, num_video_tokens: int, num_audio_tokens: int,
+                 use_x_start_end: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.bert_tokenizer = bert_tokenizer
+        self.num_video_tokens = num_video_tokens
+        self.num_audio_tokens = num_audio_tokens
+        self.use_x_start_end = use_x_start_end
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the LLM tokenizer has no pad token")
+
+    @classmethod
+    def from_pretrained(cls, path: str, bert_folder: str, config: OmniConfig) -> OmniProcessor | None:
+        """Tokenizer from the checkpoint folder and BERT tokenizer from ``bert_folder``;
+        None when the checkpoint has no tokenizer files."""
+        from transformers import AutoTokenizer
+
+        if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
+            return None
+        return cls(AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(bert_folder),
+                   num_video_tokens=config.num_video_tokens(), num_audio_tokens=config.num_audio_tokens(),
+                   use_x_start_end=config.mm_use_x_start_end)
+
+    def save_pretrained(self, path: str) -> None:
+        self.tokenizer.save_pretrained(path)
+        self.bert_tokenizer.save_pretrained(os.path.join(path, "bert"))
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Ids that end an assistant turn: ``<|im_end|>`` and the tokenizer's EOS."""
+        ids = {self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id}
+        unk = self.tokenizer.unk_token_id
+        return sorted(i for i in ids if i is not None and i != unk)
+
+    # ------------------------------------------------------------------ text
+    def prompt_text(self, instruction: str, modalities: Sequence[str] = MODALITIES) -> str:
+        """The chat-templated prompt string with wrapped placeholders for the kept modalities."""
+        text = instruction
+        for m in MODALITIES:
+            start, token, end = _WRAP[m]
+            text = text.replace(start, "").replace(end, "")
+            if m not in modalities:
+                text = re.sub(re.escape(token) + r"\n?", "", text)
+            elif self.use_x_start_end:
+                text = text.replace(token, start + token + end)
+        messages = [{"role": "user", "content": text}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @staticmethod
+    def bert_text(instruction: str) -> str:
+        """What the BERT gate reads: the instruction without placeholders."""
+        return " ".join(_MARKERS.sub(" ", instruction).split())
+
+    def _encode_prompt(self, prompt: str) -> list[int]:
+        ids: list[int] = []
+        for piece in _PLACEHOLDER.split(prompt):
+            if piece == "<video>":
+                ids += [VIDEO_TOKEN_INDEX] * self.num_video_tokens
+            elif piece == "<audio>":
+                ids += [AUDIO_TOKEN_INDEX] * self.num_audio_tokens
+            elif piece:
+                ids += self.tokenizer.encode(piece, add_special_tokens=False)
+        return ids
+
+    def __call__(self, instructions: Sequence[str], targets: Sequence[str] | None = None, *,
+                 pixel_values: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                 audio_features: torch.Tensor | Sequence[torch.Tensor] | None = None,
+                 modalities: str | Sequence[str] = MODALITIES, padding_side: str = "left") -> dict:
+        if isinstance(instructions, str):
+            raise TypeError("instructions must be a list of strings (one per row)")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r}: use 'left' or 'right'")
+        keep = normalise_modalities(modalities)
+        if targets is not None and len(targets) != len(instructions):
+            raise ValueError(f"{len(instructions)} instructions but {len(targets)} targets")
+        rows, label_rows = [], []
+        has = {"video": [], "audio": []}
+        for i, instruction in enumerate(instructions):
+            prompt_ids = self._encode_prompt(self.prompt_text(instruction, keep))
+            for m, idx in (("video", VIDEO_TOKEN_INDEX), ("audio", AUDIO_TOKEN_INDEX)):
+                has[m].append(idx in prompt_ids)
+            if targets is not None:
+                target_ids = self.tokenizer.encode(targets[i] + "<|im_end|>", add_special_tokens=False)
+                rows.append(prompt_ids + target_ids)
+                label_rows.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
+            else:
+                rows.append(prompt_ids)
+        batch = _pad(rows, self.tokenizer.pad_token_id, padding_side)
+        if targets is not None:
+            batch["labels"] = _pad(label_rows, IGNORE_INDEX, padding_side)["input_ids"]
+        if any(has["video"]):
+            batch["pixel_values"] = _select(pixel_values, has["video"], "pixel_values", "<video>")
+            bert = self.bert_tokenizer([self.bert_text(t) for t, v in zip(instructions, has["video"]) if v],
+                                       return_tensors="pt", padding=True, truncation=True)
+            batch["bert_input_ids"] = bert["input_ids"]
+            batch["bert_attention_mask"] = bert["attention_mask"]
+        if any(has["audio"]):
+            batch["audio_features"] = _select(audio_features, has["audio"], "audio_features", "<audio>")
+        return batch
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Completion text with special tokens kept (the reward parser needs <think>/<answer>)."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+
+def _pad(rows: list[list[int]], pad: int, side: str) -> dict:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        mask[i, sl] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _select(values, rows_with: list[bool], name: str, token: str) -> torch.Tensor:
+    """One clip per row that holds ``token``: a stacked tensor (rows, ...) or a list per row."""
+    if values is None:
+        raise ValueError(f"{sum(rows_with)} prompt(s) hold {token} but {name} was not given")
+    if isinstance(values, torch.Tensor) and values.shape[0] == len(rows_with):
+        clips = [values[i] for i, keep in enumerate(rows_with) if keep]
+    elif len(values) == sum(rows_with):
+        clips = list(values)
+    elif len(values) == len(rows_with):
+        clips = [values[i] for i, keep in enumerate(rows_with) if keep]
+    else:
+        raise ValueError(f"{name} has {len(values)} clips; expected one per row ({len(rows_with)}) "
+                         f"or one per row holding {token} ({sum(rows_with)})")
+    return torch.stack([torch.as_tensor(c, dtype=torch.float32) for c in clips])

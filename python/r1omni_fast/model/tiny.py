@@ -1,0 +1,131 @@
+"""A complete tiny checkpoint of the HumanOmni architecture, built locally (no downloads):
+the embedded default for the demo and the tests.
+
+Same layout and geometry as HumanOmni-0.5B (8 frames at 224/16 -> 392 visual tokens, 128-mel
+30 s audio -> 500 audio tokens), tiny widths (LLM hidden 64, 2 layers; towers width 32), a
+byte-level BPE tokenizer and a WordPiece BERT tokenizer trained here on a small fixed corpus.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertConfig, PreTrainedTokenizerFast, Qwen2Config, SiglipVisionConfig, WhisperConfig
+
+from r1omni_fast.labels import DFEW, MAFW, RAVDESS
+from r1omni_fast.model.config import OmniConfig
+from r1omni_fast.model.prompt import FORMAT_SUFFIX, R1_OMNI_QUESTION, OmniProcessor
+
+#: Special tokens of the tiny LLM tokenizer, in id order.
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<vi_start>", "<video>", "<vi_end>",
+                  "<au_start>", "<audio>", "<au_end>", "<think>", "</think>", "<answer>", "</answer>"]
+EMOTION_LABELS = sorted(set(DFEW) | set(MAFW) | set(RAVDESS))
+
+#: Qwen2's chat template (default system prompt, ``<|im_start|>role\n...<|im_end|>\n`` turns).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+_REASONS = [
+    "the face shows {cue} and the voice sounds {tone}",
+    "the speaker looks {cue} while the tone of voice is {tone}",
+    "in the video the person appears {cue}; the audio is {tone}",
+    "facial expression: {cue}. vocal cues: {tone}.",
+]
+_CUES = ["raised eyebrows", "a wide smile", "a frown", "tears", "clenched teeth", "a blank stare", "wide eyes"]
+_TONES = ["loud", "soft", "trembling", "flat", "cheerful", "sharp", "slow"]
+
+
+def corpus() -> list[str]:
+    """The fixed training text of the tiny tokenizers (instructions, labels, short rationales)."""
+    lines = [R1_OMNI_QUESTION, FORMAT_SUFFIX, "You are a helpful assistant.", "system", "user", "assistant"]
+    for i, label in enumerate(EMOTION_LABELS):
+        for j, template in enumerate(_REASONS):
+            reason = template.format(cue=_CUES[(i + j) % len(_CUES)], tone=_TONES[(i * 3 + j) % len(_TONES)])
+            lines.append(f"<think>{reason}, so the emotion is {label}.</think>\n<answer>{label}</answer>")
+            lines.append(f"The person seems {label} because {reason}.")
+    return lines
+
+
+def build_llm_tokenizer(vocab_size: int = 640) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus(), trainer)
+    tok.add_tokens([AddedToken(label, single_word=True, normalized=False) for label in EMOTION_LABELS])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHAT_TEMPLATE, model_max_length=32768)
+
+
+def build_bert_tokenizer() -> PreTrainedTokenizerFast:
+    """WordPiece tokenizer over the corpus: specials, then every character (and its ``##`` form),
+    then every whole word, each group sorted (built directly so the vocab is deterministic)."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words = sorted({w for line in corpus() for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(line))})
+    chars = sorted({c for w in words for c in w})
+    vocab = {tok: i for i, tok in enumerate(specials + chars + [f"##{c}" for c in chars] +
+                                           [w for w in words if len(w) > 1])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = splitter
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+
+
+def tiny_config(vocab_size: int, bert_vocab_size: int) -> OmniConfig:
+    """Tiny widths, HumanOmni-0.5B geometry (224/16 frames, 128 mels x 3000, 8 frames)."""
+    llm = Qwen2Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+                      use_sliding_window=False, max_window_layers=2)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=224, patch_size=16, layer_norm_eps=1e-6)
+    audio = WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+                          decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=128,
+                          max_source_positions=1500, vocab_size=64, classifier_proj_size=16, num_labels=2,
+                          pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=3)
+    bert = BertConfig(vocab_size=bert_vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=128)
+    return OmniConfig(llm, vision=vision, audio=audio, bert=bert, mm_hidden_size=32, audio_hidden_size=32,
+                      bert_gate_hidden_size=64, mm_vision_tower="tiny-siglip", mm_audio_tower="tiny-whisper")
+
+
+def build_tiny_model(seed: int = 0):
+    """The tiny `OmniModel` with its processor, initialised from ``seed`` (CPU, float32)."""
+    from r1omni_fast.model.omni import OmniModel
+
+    tokenizer = build_llm_tokenizer()
+    bert_tokenizer = build_bert_tokenizer()
+    config = tiny_config(len(tokenizer), len(bert_tokenizer))
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = OmniModel(config)
+    finally:
+        torch.random.set_rng_state(state)
+    model.processor = OmniProcessor(tokenizer, bert_tokenizer, num_video_tokens=config.num_video_tokens(),
+                                    num_audio_tokens=config.num_audio_tokens(),
+                                    use_x_start_end=config.mm_use_x_start_end)
+    return model.eval()
+
+
+def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0) -> str:
+    """Write the tiny checkpoint to ``out_dir`` (same files for the same seed); returns the path."""
+    out_dir = os.fspath(out_dir)
+    build_tiny_model(seed).save_pretrained(out_dir)
+    return out_dir
