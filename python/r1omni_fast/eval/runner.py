@@ -62,7 +62,9 @@ def load_model(path: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Any:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model folder {os.fspath(path)!r} does not exist (pass a checkpoint "
                                 "folder with config.json, e.g. from `r1omni-fast model tiny OUT`)")
-    return OmniModel.from_pretrained(path, **kwargs)
+    model = OmniModel.from_pretrained(path, **kwargs)
+    model.name_or_path = os.fspath(path)  # recorded in metrics.json
+    return model
 
 
 def load_samples(data: DataLike, label_set: Any = None) -> Tuple[List[Any], label_sets.LabelSet, Optional[str]]:
@@ -140,9 +142,7 @@ def evaluate(
     keep = normalise_modalities(modalities)
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
-    model_path = None
     if isinstance(model, (str, os.PathLike)):
-        model_path = os.fspath(model)
         model = load_model(model)
     if model.processor is None:
         raise ValueError("the model has no tokenizer (its checkpoint folder holds no tokenizer files)")
@@ -176,7 +176,7 @@ def evaluate(
     metrics.update({
         "skipped": [{"id": i, "reason": r} for i, r in skipped],
         "modalities": list(keep),
-        "model": model_path,
+        "model": getattr(model, "name_or_path", None),
         "data": data_path,
         "settings": {"num_frames": frames, "image_size": image_size, "aspect": aspect,
                      "max_new_tokens": max_new_tokens, "batch_size": batch_size, "prompt": prompt,
