@@ -27,7 +27,7 @@ from r1omni_fast.data.synthetic import DEFAULT_LABELS
 DEMO_SFT: Dict[str, Any] = {
     "num_frames": 4, "max_steps": 50, "learning_rate": 1e-3, "lr_scheduler_type": "cosine",
     "warmup_ratio": 0.03, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-    "max_grad_norm": 1.0, "max_length": 256,
+    "max_grad_norm": 1.0, "max_length": 2048,
     "tunable_parts": ["mm_vision_tower", "mm_audio_tower", "mm_mlp_adapter", "audio_projector", "bert_gate",
                       "mm_language_model"],
 }
