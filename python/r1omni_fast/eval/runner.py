@@ -161,11 +161,10 @@ def evaluate(
         try:
             for batch in _prefetched(chunks, collate):
                 skipped += batch.skipped
+                if len(batch):
+                    texts = _generate(model, batch, keep, prompt, max_new_tokens)
+                    rows += _score_rows(batch.samples, texts, labels)
                 bar.update(len(batch) + len(batch.skipped))
-                if not len(batch):
-                    continue
-                texts = _generate(model, batch, keep, prompt, max_new_tokens)
-                rows += _score_rows(batch.samples, texts, labels)
         finally:
             bar.close()
     if not rows:
