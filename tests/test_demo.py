@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+
+from _eval_fixtures import media_module  # noqa: F401  (fixture)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -22,3 +25,29 @@ def test_demo_settings_are_the_tiny_configs(stage):
         assert key in config, f"configs/tiny-{stage}.yaml lacks {key}"
         assert config[key] == value, key
     STAGES[stage](**settings)  # and they are a valid configuration
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path, media_module):
+    """`r1omni-fast demo` with a few steps: every stage trains, is evaluated and is tabulated."""
+    pytest.importorskip("r1omni_fast.train.grpo", reason="the GRPO trainer is not in this tree")
+    from click.testing import CliRunner
+
+    from r1omni_fast.cli import main
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--sft-steps", "2", "--grpo-steps", "1",
+                                       "--clips", "8", "--quiet"])
+    assert result.exit_code == 0, result.output
+    table = result.output[result.output.index("stage "):].splitlines()
+    stages = [line.split()[0] for line in table[1:4]]
+    assert stages == ["untrained", "sft", "grpo"]
+    for stage in stages:
+        metrics = json.loads((out / "eval" / stage / "metrics.json").read_text())
+        assert metrics["n"] == 4
+        fmt, war, uar = (float(x) for x in table[1 + stages.index(stage)].split()[1:4])
+        assert (fmt, war, uar) == tuple(round(metrics[k], 3) for k in ("format_rate", "war", "uar"))
+    for folder in ("tiny-model", "data", "sft", "grpo"):
+        assert (out / folder).is_dir()
+    assert (out / "grpo" / "model.safetensors").is_file() and (out / "sft" / "model.safetensors").is_file()
+    assert "wall time" in result.output
