@@ -39,8 +39,20 @@ DEMO_GRPO: Dict[str, Any] = {
     "beta": 0.04, "epsilon": 0.2, "loss_type": "grpo", "num_iterations": 1, "scale_rewards": "group",
     "reward_funcs": ["accuracy", "format"], "reward_mode": "robust",
 }
-#: Tokens generated per answer when the demo evaluates (the trainers' completion length).
-DEMO_EVAL_TOKENS = 64
+
+
+def answer_budget(model_dir: Union[str, Path], sft_file: Union[str, Path], labels: Sequence[str]) -> int:
+    """Tokens an evaluation may generate: 1.5 x the longest SFT target (with its end token) under
+    the checkpoint's tokenizer, so that a model that learned the targets' length is never cut off
+    before its ``<answer>``."""
+    from tokenizers import Tokenizer
+
+    from r1omni_fast.data import read_data
+
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    longest = max(len(tokenizer.encode(s.target + "<|im_end|>", add_special_tokens=False).ids)
+                  for s in read_data(sft_file, labels=list(labels), kind="sft"))
+    return (3 * longest + 1) // 2
 
 
 @dataclass
@@ -83,11 +95,12 @@ def run_demo(
     tiny = Path(build_tiny_checkpoint(out / "tiny-model", seed=seed))
     echo(f"[2/5] {clips} synthetic clips -> {out / 'data'}")
     data = generate(out / "data", n=clips, seed=seed, labels=labels)
+    eval_tokens = answer_budget(tiny, data.sft, labels)
 
     def run_eval(stage: str, model_dir: Path) -> StageResult:
         folder = out / "eval" / stage
         metrics = evaluate(model_dir, data.test, folder, label_set=labels, num_frames=DEMO_SFT["num_frames"],
-                           max_new_tokens=DEMO_EVAL_TOKENS, loader=loader, progress=progress,
+                           max_new_tokens=eval_tokens, loader=loader, progress=progress,
                            desc=f"eval {stage}")
         echo(f"      {stage}: format {metrics['format_rate']:.3f}  WAR {metrics['war']:.3f}  "
              f"UAR {metrics['uar']:.3f}  -> {folder}")
