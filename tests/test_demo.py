@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _eval_fixtures import media_module  # noqa: F401  (fixture)
+from _eval_fixtures import SYNTH_LABELS, media_module, synth_eval  # noqa: F401  (fixtures)
+from tests._model_fixtures import tiny_ckpt  # noqa: F401  (fixture)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -51,3 +52,16 @@ def test_demo_runs_end_to_end(tmp_path, media_module):
         assert (out / folder).is_dir()
     assert (out / "grpo" / "model.safetensors").is_file() and (out / "sft" / "model.safetensors").is_file()
     assert "wall time" in result.output
+
+
+def test_answer_budget_covers_every_sft_target(tiny_ckpt, synth_eval):
+    """The demo's evaluations must leave room for a whole learned answer."""
+    from r1omni_fast.data import read_data
+    from r1omni_fast.demo import answer_budget
+    from r1omni_fast.model import OmniModel
+
+    budget = answer_budget(tiny_ckpt, synth_eval.sft, SYNTH_LABELS)
+    tokenizer = OmniModel.from_pretrained(tiny_ckpt).processor.tokenizer
+    lengths = [len(tokenizer.encode(s.target + "<|im_end|>", add_special_tokens=False))
+               for s in read_data(synth_eval.sft, labels=list(SYNTH_LABELS))]
+    assert max(lengths) < budget <= 2 * max(lengths)
