@@ -93,5 +93,101 @@ def model_tiny(out: str, seed: int) -> None:
 # --- end model -----------------------------------------------------------------------------
 
 
+
+# --- eval (r1omni_fast.eval) ---------------------------------------------------------------
+@main.command("eval")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="checkpoint folder (config.json, model.safetensors, tokenizer)")
+@click.option("--data", "data_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="R1-Omni JSON/JSONL file with labels (media paths relative to it)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder for metrics.json, predictions.jsonl, confusion_matrix.png")
+@click.option("--modalities", default="video,audio", show_default=True,
+              help="inputs given to the model: video,audio | video | audio")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="clips per generation batch")
+@click.option("--num-frames", default=None, type=click.IntRange(min=1),
+              help="frames per clip [default: the checkpoint's num_frames]")
+@click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(min=1),
+              help="most tokens generated per answer")
+@click.option("--prompt", default=None,
+              help="instruction replacing every record's (media placeholders are added)")
+@click.option("--labels", "label_spec", default="dfew", show_default=True,
+              help="label set: dfew, mafw, ravdess, or comma-separated labels")
+@click.option("--ablate", is_flag=True,
+              help="run video+audio, video-only and audio-only; write modalities.json and .png")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
+                 num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
+                 ablate: bool, quiet: bool) -> None:
+    """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
+
+    Answers are read with the reward parser and matched to the label set as the robust
+    accuracy reward does; an answer naming no label counts as wrong.
+    """
+    from r1omni_fast.data import DataError
+    from r1omni_fast.data.check import label_spec_from_text
+    from r1omni_fast.eval.runner import ablate as run_ablation
+    from r1omni_fast.eval.runner import ablation_table, evaluate, load_model, metrics_table
+    from r1omni_fast.model import CheckpointError
+    from r1omni_fast.model.prompt import normalise_modalities
+    from r1omni_fast.labels import resolve
+
+    ctx = click.get_current_context()
+    try:
+        keep = normalise_modalities(modalities)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--modalities") from None
+    if ablate and ctx.get_parameter_source("modalities") is not click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--ablate runs video+audio, video and audio itself: drop --modalities")
+    try:
+        labels = resolve(label_spec_from_text(label_spec))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--labels") from None
+    options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
+                   prompt=prompt, label_set=labels, progress=not quiet)
+    try:
+        model = load_model(model_dir)
+        if ablate:
+            report = run_ablation(model, data_file, out_dir, **options)
+            click.echo(ablation_table(report))
+            click.echo(f"wrote {out_dir}/modalities.json, {out_dir}/modalities.png and one folder per setting")
+            return
+        metrics = evaluate(model, data_file, out_dir, modalities=keep, **options)
+    except (CheckpointError, DataError, FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(metrics_table(metrics))
+    click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/predictions.jsonl, {out_dir}/confusion_matrix.png")
+# --- end eval ------------------------------------------------------------------------------
+
+
+# --- demo (r1omni_fast.demo) ---------------------------------------------------------------
+@main.command("demo")
+@click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="folder for the checkpoint, data, runs and evaluations")
+@click.option("--sft-steps", default=None, type=click.IntRange(min=1),
+              help="SFT optimizer steps [default: 50, configs/tiny-sft.yaml]")
+@click.option("--grpo-steps", default=None, type=click.IntRange(min=1),
+              help="GRPO optimizer steps [default: 40, configs/tiny-grpo.yaml]")
+@click.option("--clips", default=64, show_default=True, type=click.IntRange(min=8),
+              help="synthetic clips (a quarter held out for evaluation)")
+@click.option("--seed", default=0, show_default=True, help="seed of the checkpoint, data and training")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def demo(out_dir: str, sft_steps: int | None, grpo_steps: int | None, clips: int, seed: int, quiet: bool) -> None:
+    """End to end on the embedded default: tiny checkpoint, synthetic clips, eval, SFT, eval,
+    GRPO, eval; prints format rate, WAR and UAR per stage. Minutes on a CPU."""
+    import time
+
+    from r1omni_fast.demo import demo_table, run_demo
+
+    started = time.perf_counter()
+    rows = run_demo(out_dir, sft_steps=sft_steps, grpo_steps=grpo_steps, clips=clips, seed=seed,
+                    progress=not quiet, echo=click.echo)
+    click.echo("")
+    click.echo(demo_table(rows))
+    click.echo(f"wall time {time.perf_counter() - started:.0f} s")
+# --- end demo ------------------------------------------------------------------------------
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,423 @@
+"""Evaluation of an omni model on a labelled data file: WAR, UAR, format rate, traces.
+
+``evaluate`` decodes every clip greedily (one completion per clip), reads the answer out of the
+completion and scores it against the clip's label:
+
+- ``think, answer, well_formed = parse_completion(completion)`` (``r1omni_fast.rewards``). The
+  format rate is the mean of ``well_formed`` (the format reward).
+- The prediction is the label the *answer* names under the robust accuracy reward's matching:
+  the answer text (the whole completion when there is no ``<answer>`` block) is trimmed of
+  whitespace and punctuation at both ends, lower-cased, and looked up among the labels, then
+  among the aliases of ``r1omni_fast.labels`` (``fearful`` -> ``fear``, ``happiness`` ->
+  ``happy``, ...). The lookup runs through the reward's own native matcher, so a prediction
+  equals the label exactly when the robust accuracy reward would give the answer 1.0.
+- An answer that names no label of the set (free text, an empty answer, a label of another
+  dataset) has no prediction: it counts as wrong, lands in the confusion matrix's ``other``
+  column and is tallied in ``outside_label_set``; ``unparsable`` counts the completions that
+  hold no ``<answer>`` block at all.
+- WAR = correct / n; UAR = mean recall over the classes present among the labels
+  (``r1omni_fast.eval.metrics``).
+
+``ablate`` repeats the evaluation with video+audio, video only and audio only on the same clips
+and adds how often the reasoning traces mention visual and auditory cues
+(``r1omni_fast.eval.cues``).
+
+Both take a loaded ``OmniModel`` (the trainers evaluate the policy in memory, and the model's
+train/eval mode is restored afterwards) or a checkpoint folder, and return the metrics dict that
+they also write as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from r1omni_fast import labels as label_sets
+from r1omni_fast.eval.cues import cue_mentions
+from r1omni_fast.eval.metrics import classification_metrics, plot_confusion
+
+log = logging.getLogger(__name__)
+
+#: The settings of the modality ablation, in report order: name -> modalities fed to the model.
+MODALITY_SETTINGS: Dict[str, Tuple[str, ...]] = {
+    "video+audio": ("video", "audio"),
+    "video": ("video",),
+    "audio": ("audio",),
+}
+
+ModelLike = Union[str, "os.PathLike[str]", Any]
+DataLike = Union[str, "os.PathLike[str]", Any]
+
+
+def load_model(path: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Any:
+    """``OmniModel.from_pretrained(path)``, with a clear error when ``path`` is not a folder."""
+    from r1omni_fast.model import OmniModel
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model folder {os.fspath(path)!r} does not exist (pass a checkpoint "
+                                "folder with config.json, e.g. from `r1omni-fast model tiny OUT`)")
+    model = OmniModel.from_pretrained(path, **kwargs)
+    model.name_or_path = os.fspath(path)  # recorded in metrics.json
+    return model
+
+
+def load_samples(data: DataLike, label_set: Any = None) -> Tuple[List[Any], label_sets.LabelSet, Optional[str]]:
+    """(samples, label set, source path) from a data file path, a ``DataFile`` or a list of
+    ``Sample``. Bad records of a file are reported and skipped, as ``read_data`` does."""
+    from r1omni_fast.data import DataFile, read_data
+
+    if isinstance(data, (str, os.PathLike)):
+        datafile = read_data(data, labels=label_set, on_error="skip")
+        return list(datafile.samples), datafile.label_set, os.fspath(data)
+    if isinstance(data, DataFile):
+        resolved = data.label_set if label_set is None else label_sets.resolve(label_set)
+        return list(data.samples), resolved, str(data.path)
+    return list(data), label_sets.resolve(label_set), None
+
+
+def predict_labels(answers: Sequence[Optional[str]], label_set: label_sets.LabelSet) -> List[Optional[str]]:
+    """The label each answer names under the robust accuracy reward's matching, or None.
+
+    Every answer is scored against ``solution_for(label)`` for every label in one native batch;
+    the label whose solution scores 1.0 is the prediction (at most one can: the matcher maps a
+    word to a single label). A None answer predicts nothing.
+    """
+    from r1omni_fast.data import solution_for
+    from r1omni_fast.rewards import accuracy_reward
+
+    names = list(label_set.labels)
+    texts = [a for a in answers if a is not None]
+    if not texts:
+        return [None] * len(answers)
+    completions = [t for t in texts for _ in names]
+    solutions = [solution_for(name) for _ in texts for name in names]
+    scores = accuracy_reward(completions, solutions, mode="robust", labels=label_set)
+    found = iter(
+        next((name for j, name in enumerate(names) if scores[i * len(names) + j] == 1.0), None)
+        for i in range(len(texts))
+    )
+    return [None if a is None else next(found) for a in answers]
+
+
+def evaluate(
+    model: ModelLike,
+    data: DataLike,
+    out_dir: Union[str, "os.PathLike[str]", None] = None,
+    *,
+    modalities: Union[str, Sequence[str]] = ("video", "audio"),
+    batch_size: int = 8,
+    num_frames: Optional[int] = None,
+    image_size: Optional[int] = None,
+    aspect: str = "resize",
+    prompt: Optional[str] = None,
+    max_new_tokens: int = 256,
+    label_set: Any = None,
+    loader: Optional[Callable[..., list]] = None,
+    progress: bool = True,
+    desc: str = "eval",
+) -> Dict[str, Any]:
+    """Greedy evaluation of ``model`` on ``data``; returns the metrics dict.
+
+    ``model``: an ``OmniModel`` or a checkpoint folder. ``data``: an R1-Omni JSON/JSONL file (bare
+    labels or reasoning targets), a ``DataFile`` or a list of ``Sample``. ``label_set``: a dataset
+    name, a list of labels or a ``LabelSet`` (default: the DataFile's, else DFEW).
+    ``modalities``: what the model is given — "video,audio", "video" or "audio"; each prompt gets
+    exactly the placeholders of these modalities, whatever its data record holds. ``num_frames``
+    / ``image_size`` default to the checkpoint's; ``aspect="resize"`` squashes frames to a square
+    as HumanOmni's evaluation does. ``prompt`` replaces every record's instruction (media
+    placeholders are added). ``loader`` replaces ``r1omni_fast.media.load_batch``.
+
+    With ``out_dir``, writes ``metrics.json``, ``predictions.jsonl`` (one row per clip, in data
+    order) and ``confusion_matrix.png`` there. Clips whose media cannot be loaded are reported,
+    listed under ``skipped`` and left out of ``n``.
+    """
+    from r1omni_fast.model.prompt import normalise_modalities
+
+    keep = normalise_modalities(modalities)
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    if model.processor is None:
+        raise ValueError("the model has no tokenizer (its checkpoint folder holds no tokenizer files)")
+    samples, labels, data_path = load_samples(data, label_set)
+    if not samples:
+        raise ValueError(f"no samples to evaluate in {data_path or 'the given data'}")
+
+    started = time.perf_counter()
+    frames = num_frames or model.config.num_frames
+    rows = []
+    skipped: List[Tuple[str, str]] = []
+    with _eval_mode(model, frames):
+        collate = _collator(model, keep, frames, image_size, aspect, loader)
+        chunks = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
+        bar = _progress(len(samples), desc, progress)
+        try:
+            for batch in _prefetched(chunks, collate):
+                skipped += batch.skipped
+                if len(batch):
+                    texts = _generate(model, batch, keep, prompt, max_new_tokens)
+                    rows += _score_rows(batch.samples, texts, labels)
+                bar.update(len(batch) + len(batch.skipped))
+        finally:
+            bar.close()
+    if not rows:
+        raise ValueError(f"none of the {len(samples)} clips of {data_path or 'the data'} could be loaded: "
+                         f"first error: {skipped[0][1] if skipped else 'unknown'}")
+
+    metrics = _summarise(rows, labels)
+    metrics.update({
+        "skipped": [{"id": i, "reason": r} for i, r in skipped],
+        "modalities": list(keep),
+        "model": getattr(model, "name_or_path", None),
+        "data": data_path,
+        "settings": {"num_frames": frames, "image_size": image_size, "aspect": aspect,
+                     "max_new_tokens": max_new_tokens, "batch_size": batch_size, "prompt": prompt,
+                     "decoding": "greedy", "answer_matching": "robust"},
+        "elapsed_s": round(time.perf_counter() - started, 3),
+    })
+    if out_dir is not None:
+        write_artifacts(out_dir, metrics, rows)
+    return metrics
+
+
+def ablate(
+    model: ModelLike,
+    data: DataLike,
+    out_dir: Union[str, "os.PathLike[str]"],
+    *,
+    settings: Dict[str, Tuple[str, ...]] = MODALITY_SETTINGS,
+    label_set: Any = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> Dict[str, Any]:
+    """Evaluate the same clips with each modality setting (default: video+audio, video, audio).
+
+    Writes each setting's artefacts to ``out_dir/<setting>/`` (``video+audio`` as
+    ``video_audio``), then ``out_dir/modalities.json`` —
+    ``{"labels", "n", "settings": {name: {modalities, war, uar, format_rate, per_class_recall,
+    outside_label_set, cue_mentions, by_cue?, dir}}}`` — and ``out_dir/modalities.png`` (per-class
+    recall, WAR and UAR per setting). Returns the modalities.json dict. ``kwargs`` go to
+    :func:`evaluate`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    samples, labels, data_path = load_samples(data, label_set)
+    report: Dict[str, Any] = {"data": data_path, "labels": list(labels.labels), "settings": {}}
+    for name, modalities in settings.items():
+        folder = out / name.replace("+", "_")
+        m = evaluate(model, samples, folder, modalities=modalities, label_set=labels, progress=progress,
+                     desc=f"eval {name}", **kwargs)
+        entry = {k: m[k] for k in ("modalities", "war", "uar", "format_rate", "per_class_recall",
+                                   "outside_label_set", "unparsable", "cue_mentions", "n")}
+        if "by_cue" in m:
+            entry["by_cue"] = m["by_cue"]
+        entry["dir"] = str(folder)
+        report["settings"][name] = entry
+    report["n"] = next(iter(report["settings"].values()))["n"]
+    _write_json(out / "modalities.json", report)
+    plot_modalities(report, out / "modalities.png")
+    return report
+
+
+# ---------------------------------------------------------------------------- terminal tables
+
+
+def metrics_table(metrics: Dict[str, Any]) -> str:
+    """Per-class recall with support, then WAR / UAR / format rate on one line."""
+    support = {name: sum(row) for name, row in zip(metrics["labels"], metrics["confusion_matrix"])}
+    width = max(8, *(len(x) for x in metrics["labels"]))
+    lines = [f"{'class':<{width}}  recall  support"]
+    for name in metrics["labels"]:
+        recall = metrics["per_class_recall"][name]
+        shown = "     -" if recall is None else f"{recall:6.3f}"
+        lines.append(f"{name:<{width}}  {shown}  {support[name]:7d}")
+    lines.append(
+        f"WAR {metrics['war']:.3f}  UAR {metrics['uar']:.3f}  format {metrics['format_rate']:.3f}  "
+        f"outside label set {metrics['outside_label_set']}/{metrics['n']}  "
+        f"no <answer> {metrics['unparsable']}/{metrics['n']}"
+    )
+    if metrics.get("skipped"):
+        lines.append(f"skipped (media could not be loaded): {len(metrics['skipped'])}")
+    return "\n".join(lines)
+
+
+def ablation_table(report: Dict[str, Any]) -> str:
+    """One row per modality setting: WAR, UAR, format rate, shares of traces naming each sense."""
+    lines = [f"{'setting':<12}  {'WAR':>6}  {'UAR':>6}  {'format':>6}  {'visual':>6}  {'audio':>6}"]
+    for name, s in report["settings"].items():
+        cues = s["cue_mentions"]
+        lines.append(f"{name:<12}  {s['war']:6.3f}  {s['uar']:6.3f}  {s['format_rate']:6.3f}  "
+                     f"{cues['visual']:6.3f}  {cues['auditory']:6.3f}")
+    lines.append("visual / audio: share of reasoning traces that mention a visual / auditory cue "
+                 "(r1omni_fast.eval.cues)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- artefacts
+
+
+def write_artifacts(out_dir: Union[str, "os.PathLike[str]"], metrics: Dict[str, Any],
+                    rows: Sequence[Dict[str, Any]]) -> Dict[str, Path]:
+    """Write metrics.json, predictions.jsonl and confusion_matrix.png into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"metrics": out / "metrics.json", "predictions": out / "predictions.jsonl",
+             "confusion_matrix": out / "confusion_matrix.png"}
+    _write_json(paths["metrics"], metrics)
+    tmp = paths["predictions"].with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, paths["predictions"])
+    title = f"{'+'.join(metrics['modalities'])}: WAR {metrics['war']:.3f}  UAR {metrics['uar']:.3f}  (n={metrics['n']})"
+    plot_confusion(metrics, paths["confusion_matrix"], title=title)
+    return paths
+
+
+def plot_modalities(report: Dict[str, Any], out_png: Union[str, "os.PathLike[str]"]) -> Path:
+    """Grouped bars: per-class recall (classes present among the labels), WAR and UAR, one bar
+    per modality setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = report["settings"]
+    first = next(iter(settings.values()))
+    classes = [c for c in report["labels"] if first["per_class_recall"].get(c) is not None]
+    groups = classes + ["WAR", "UAR"]
+    fig, ax = plt.subplots(figsize=(2.0 + 0.9 * len(groups), 4.0))
+    width = 0.8 / max(1, len(settings))
+    for i, (name, s) in enumerate(settings.items()):
+        values = [s["per_class_recall"][c] or 0.0 for c in classes] + [s["war"], s["uar"]]
+        xs = [g + (i - (len(settings) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, values, width=width, label=name)
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+    ax.axvline(len(classes) - 0.5, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    ax.set_title(f"modality ablation (n={report['n']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+# ------------------------------------------------------------------------------- internals
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any, num_frames: int) -> Iterator[None]:
+    """Eval mode and the placeholder count of ``num_frames`` frames for the duration; both are
+    restored afterwards (the trainers evaluate their policy in place)."""
+    was_training = model.training
+    processor = model.processor
+    tokens = processor.num_video_tokens
+    processor.num_video_tokens = model.config.num_video_tokens(num_frames)
+    model.eval()
+    try:
+        yield
+    finally:
+        processor.num_video_tokens = tokens
+        model.train(was_training)
+
+
+def _collator(model: Any, keep: Tuple[str, ...], num_frames: int, image_size: Optional[int], aspect: str,
+              loader: Optional[Callable[..., list]]) -> Any:
+    """A ClipCollator with the checkpoint's preprocessing: frame size, mean/std, mel bins."""
+    from r1omni_fast.data import ClipCollator
+
+    vision = model.preprocessor_configs.get("vision_tower", {})
+    loader_kwargs = {}
+    if "image_mean" in vision and "image_std" in vision:
+        loader_kwargs = {"mean": tuple(vision["image_mean"]), "std": tuple(vision["image_std"])}
+    return ClipCollator(
+        num_frames=num_frames,
+        image_size=image_size or model.config.vision.image_size,
+        aspect=aspect,
+        n_mels=model.config.audio.num_mel_bins if "audio" in keep else None,
+        loader=loader,
+        on_error="skip",
+        loader_kwargs=loader_kwargs,
+    )
+
+
+def _prefetched(chunks: List[List[Any]], collate: Any) -> Iterator[Any]:
+    from r1omni_fast.data import prefetch
+
+    return prefetch(chunks, collate, depth=2, workers=1)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, leave=False)
+
+
+def _instruction(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -> str:
+    """The record's instruction (or ``prompt``) behind exactly the placeholders of ``keep``."""
+    from r1omni_fast.model.prompt import build_instruction
+
+    if prompt is not None:  # Sample.instruction strips the leading placeholders of the new prompt
+        sample = dataclasses.replace(sample, prompt=prompt)
+    return build_instruction(sample.instruction, modalities=keep, format_suffix=False)
+
+
+def _generate(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str], max_new_tokens: int) -> List[str]:
+    instructions = [_instruction(s, keep, prompt) for s in batch.samples]
+    inputs = model.processor(instructions, pixel_values=batch.frames if "video" in keep else None,
+                             audio_features=batch.mel if "audio" in keep else None, modalities=keep)
+    out = model.generate(inputs, num_generations=1, do_sample=False, max_new_tokens=max_new_tokens)
+    return list(out.texts)
+
+
+def _score_rows(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet) -> List[Dict[str, Any]]:
+    from r1omni_fast.rewards import parse_completion
+
+    parsed = [parse_completion(t) for t in texts]
+    # No <answer> block: the whole completion is the answer, as the robust accuracy reward reads it.
+    answers = [p.answer if p.answer is not None else t for p, t in zip(parsed, texts)]
+    predictions = predict_labels(answers, labels)
+    rows = []
+    for sample, text, p, prediction in zip(samples, texts, parsed, predictions):
+        row = {"id": sample.id, "video": str(sample.video), "label": sample.label, "prediction": prediction,
+               "answer": p.answer, "think": p.think, "well_formed": p.well_formed, "completion": text,
+               "correct": prediction == sample.label}
+        if "cue" in sample.extra:
+            row["cue"] = sample.extra["cue"]
+        rows.append(row)
+    return rows
+
+
+def _summarise(rows: Sequence[Dict[str, Any]], labels: label_sets.LabelSet) -> Dict[str, Any]:
+    metrics = classification_metrics([r["label"] for r in rows], [r["prediction"] for r in rows], labels.labels)
+    n = len(rows)
+    metrics["format_rate"] = sum(r["well_formed"] for r in rows) / n
+    metrics["unparsable"] = sum(r["answer"] is None for r in rows)
+    metrics["cue_mentions"] = cue_mentions(r["think"] for r in rows)
+    cues = sorted({r["cue"] for r in rows if "cue" in r})
+    if cues:  # synthetic data records which sense carries the label: accuracy per carrier
+        metrics["by_cue"] = {}
+        for cue in cues:
+            subset = [r for r in rows if r.get("cue") == cue]
+            metrics["by_cue"][cue] = {"n": len(subset), "war": sum(r["correct"] for r in subset) / len(subset)}
+    return metrics
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(value, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+    os.replace(tmp, path)
