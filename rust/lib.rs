@@ -6,6 +6,9 @@
 //! work and maps errors to Python exceptions.
 
 pub mod build_info;
+// --- media ---
+pub mod media;
+// --- end media ---
 
 #[cfg(feature = "python")]
 mod python;
