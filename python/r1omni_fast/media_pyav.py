@@ -76,6 +76,9 @@ def _check_dims(path, w, h, max_dimension):
 def _video_packets(path, max_dimension):
     """(container, stream, packets) of the first video stream, read in one pass."""
     c = _open(path)
+    if c.format.name.endswith("_pipe") or c.format.name == "image2":
+        c.close()
+        raise _error(path, f"a still image ({c.format.name}), not a video")
     s = _first(c, "video")
     if s is None:
         c.close()

@@ -65,6 +65,10 @@ pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
     let mut input =
         ff::format::input(&path).map_err(|e| err(format!("not a readable media file: {e}")))?;
 
+    let format_name = input.format().name().to_string();
+    if req.video && is_still_image_format(&format_name) {
+        return Err(err(format!("a still image ({format_name}), not a video")));
+    }
     let pick = |kind: ff::media::Type| -> MediaResult<Option<(usize, Track)>> {
         let Some(stream) = input
             .streams()
@@ -144,6 +148,12 @@ pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
         }
     }
     Ok(Demuxed { video: video.map(|(_, t)| t), audio: audio.map(|(_, t)| t) })
+}
+
+/// FFmpeg's single-picture demuxers (`png_pipe`, `jpeg_pipe`, `image2`, ...): a still image
+/// is not a clip.
+fn is_still_image_format(name: &str) -> bool {
+    name.ends_with("_pipe") || name == "image2"
 }
 
 pub(crate) fn check_dimensions(path: &str, w: i32, h: i32, max_dimension: u32) -> MediaResult<()> {
