@@ -4,3 +4,33 @@ __version__: str
 
 def build_info() -> dict[str, str]:
     """Crate version, build profile, target and the versions of the native libraries linked."""
+
+# --- media (rust/media; wrapped by r1omni_fast.media, which documents the contract) ---
+import numpy as np
+import numpy.typing as npt
+
+def media_load_clip(
+    path: str, num_frames: int, image_size: int, aspect: str, mean: tuple[float, float, float],
+    std: tuple[float, float, float], n_mels: int, audio: bool, require_audio: bool,
+    audio_path: str | None, max_dimension: int, decoder_threads: int,
+) -> dict[str, object]:
+    """One clip as a dict of the ``Clip`` fields; raises ``r1omni_fast.media.MediaError``."""
+
+def media_load_batch(
+    paths: list[str], threads: int, num_frames: int, image_size: int, aspect: str,
+    mean: tuple[float, float, float], std: tuple[float, float, float], n_mels: int, audio: bool,
+    require_audio: bool, max_dimension: int, decoder_threads: int,
+) -> list[dict[str, object] | Exception]:
+    """Clips in parallel (GIL released), in order; a failed item is its ``MediaError``."""
+
+def media_decode_frames(
+    path: str, indices: list[int], max_dimension: int, decoder_threads: int
+) -> npt.NDArray[np.uint8]:
+    """RGB24 frames (k, H, W, 3) at presentation indices."""
+
+def media_load_audio(path: str) -> npt.NDArray[np.float32] | None:
+    """First audio stream as 16 kHz mono float32, or None."""
+
+def media_whisper_log_mel(samples: npt.NDArray[np.float32], n_mels: int) -> npt.NDArray[np.float32]:
+    """Whisper log-mel (n_mels, 3000)."""
+# --- end media ---

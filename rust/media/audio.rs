@@ -34,7 +34,7 @@ unsafe fn append_mono(frame: *const ffi::AVFrame, out: &mut Vec<f32>) -> Result<
             AV_SAMPLE_FMT_DBL | AV_SAMPLE_FMT_DBLP => *(base as *const f64).add(offset) as f32,
             AV_SAMPLE_FMT_S16 | AV_SAMPLE_FMT_S16P => *(base as *const i16).add(offset) as f32 / 32768.0,
             AV_SAMPLE_FMT_S32 | AV_SAMPLE_FMT_S32P => *(base as *const i32).add(offset) as f32 / 2147483648.0,
-            AV_SAMPLE_FMT_S64 | AV_SAMPLE_FMT_S64P => (*(base as *const i64).add(offset) as f64 / 9.223372036854775808e18) as f32,
+            AV_SAMPLE_FMT_S64 | AV_SAMPLE_FMT_S64P => (*(base as *const i64).add(offset) as f64 / 2f64.powi(63)) as f32,
             AV_SAMPLE_FMT_U8 | AV_SAMPLE_FMT_U8P => (*base.add(offset) as f32 - 128.0) / 128.0,
             _ => f32::NAN,
         }

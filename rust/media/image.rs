@@ -142,9 +142,10 @@ mod tests {
 
     #[test]
     fn fill_is_int_of_mean_times_255() {
-        let mut out = vec![0f32; 3 * 4 * 4];
-        // A 1-pixel-high strip padded to 64x64 then shrunk: the corners are pure fill.
-        to_model_input(&solid(64, 1, 0), 4, Aspect::Pad, [0.5; 3], [1.0; 3], &mut out).unwrap();
+        let mut out = vec![0f32; 3 * 16 * 16];
+        // A 1-pixel-high strip padded to 256x256 then shrunk 16x: the bicubic support of the
+        // corner (rows 0-40) holds only fill.
+        to_model_input(&solid(256, 1, 0), 16, Aspect::Pad, [0.5; 3], [1.0; 3], &mut out).unwrap();
         assert!((out[0] - (127.0 / 255.0 - 0.5)).abs() < 1e-6);
     }
 }
