@@ -19,12 +19,16 @@ pub fn target() -> String {
 
 /// Key/value pairs describing the build; native subsystems append their library versions.
 pub fn build_info() -> Vec<(String, String)> {
-    vec![
+    let mut info = vec![
         ("version".to_string(), VERSION.to_string()),
         ("profile".to_string(), profile().to_string()),
         ("target".to_string(), target().to_string()),
         ("rayon_threads".to_string(), rayon::current_num_threads().to_string()),
-    ]
+    ];
+    // --- media: linked FFmpeg library versions ---
+    info.extend(crate::media::ffmpeg_versions());
+    // --- end media ---
+    info
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ pub mod build_info;
 // --- rewards ---
 pub mod reward;
 // --- end rewards ---
+// --- media ---
+pub mod media;
+// --- end media ---
 
 #[cfg(feature = "python")]
 mod python;

