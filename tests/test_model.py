@@ -342,6 +342,7 @@ def test_gradients_reach_exactly_the_trainable_parts(tiny_ckpt, parts, expected)
     frames, mel = media(1)
     batch = model.processor([build_instruction()], ["<answer>sad</answer>"], pixel_values=frames, audio_features=mel)
     model.train()
+    assert model.llm.training and not (model.bert_model.training or model.vision_tower.training)
     model(**batch).loss.backward()
     assert _grad_modules(model) == expected
     frozen = {n.split(".")[0] for n, p in model.named_parameters() if not p.requires_grad}

@@ -114,15 +114,30 @@ class OmniModel(nn.Module):
                 getattr(self, module).requires_grad_(True)
         self.config.mm_tunable_parts = ",".join(names)
 
+    def train(self, mode: bool = True) -> OmniModel:
+        """Like nn.Module.train, but frozen towers stay in eval mode (BERT's dropout would
+        otherwise make the gate random in training)."""
+        super().train(mode)
+        for name in ("vision_tower", "audio_tower", "bert_model"):
+            module = getattr(self, name)
+            if not _trains(module):
+                module.eval()
+        return self
+
     def trainable_parts(self) -> list[str]:
         return [n for n, mods in TUNABLE_PARTS.items() if all(_trains(getattr(self, m)) for m in mods)]
 
     def gradient_checkpointing_enable(self) -> None:
         """Recompute the LLM's decoder layers in the backward pass (non-reentrant)."""
-        self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers >= 5.x renamed the method; the old name warns there.
+        if hasattr(self.llm, "activation_checkpointing_enable"):
+            self.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def gradient_checkpointing_disable(self) -> None:
-        self.llm.gradient_checkpointing_disable()
+        disable = getattr(self.llm, "activation_checkpointing_disable", None) or self.llm.gradient_checkpointing_disable
+        disable()
 
     @property
     def device(self) -> torch.device:

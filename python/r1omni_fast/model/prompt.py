@@ -68,7 +68,9 @@ class OmniProcessor:
 
         if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
             return None
-        return cls(AutoTokenizer.from_pretrained(path), AutoTokenizer.from_pretrained(bert_folder),
+        # config= keeps AutoTokenizer from reading config.json, whose model_type it does not know
+        return cls(AutoTokenizer.from_pretrained(path, config=config.llm),
+                   AutoTokenizer.from_pretrained(bert_folder, config=config.bert),
                    num_video_tokens=config.num_video_tokens(), num_audio_tokens=config.num_audio_tokens(),
                    use_x_start_end=config.mm_use_x_start_end)
 
