@@ -6,6 +6,9 @@
 //! work and maps errors to Python exceptions.
 
 pub mod build_info;
+// --- rewards ---
+pub mod reward;
+// --- end rewards ---
 
 #[cfg(feature = "python")]
 mod python;
