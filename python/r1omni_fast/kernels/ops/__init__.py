@@ -1,0 +1,1 @@
+"""Triton kernels, their launchers and ``torch.autograd.Function`` wrappers (imports triton)."""
