@@ -1,0 +1,89 @@
+"""Helpers of the trainer tests: a small synthetic dataset, the tiny checkpoint, run configs, and a
+CLI launcher for real subprocesses.
+
+The clip loader is ``r1omni_fast.media.load_batch`` when that module is built, else the PyAV
+loader of ``_data_fixtures`` (same signature, real decoding). ``python tests/_train_fixtures.py
+train --config FILE ...`` runs the real ``r1omni-fast`` CLI with that loader installed, so a
+subprocess can be SIGKILLed mid-run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+TESTS = Path(__file__).resolve().parent
+LABELS = ["happy", "sad", "angry", "neutral"]
+
+
+def clip_loader():
+    """The native media loader when available, else the PyAV reference loader."""
+    try:
+        from r1omni_fast.media import load_batch
+
+        return load_batch
+    except ImportError:
+        sys.path.insert(0, str(TESTS))
+        from _data_fixtures import pyav_load_batch
+
+        return pyav_load_batch
+
+
+def install_loader() -> None:
+    """Make ``r1omni_fast.media.load_batch`` importable (the PyAV loader when media is not built)."""
+    try:
+        import r1omni_fast.media  # noqa: F401
+    except ImportError:
+        module = types.ModuleType("r1omni_fast.media")
+        module.load_batch = clip_loader()
+        sys.modules["r1omni_fast.media"] = module
+
+
+def make_data(root: Path, n: int = 16, seed: int = 0):
+    from r1omni_fast.data.synthetic import generate
+
+    return generate(root, n=n, seed=seed, labels=LABELS, num_frames=4, fps=8)
+
+
+def write_config(path: Path, **fields: Any) -> Path:
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+def sft_fields(model: Path, data, out: Path, **over: Any) -> Dict[str, Any]:
+    """A small CPU SFT run: 1 frame per clip, 2 samples per step, no eval, no plots needed."""
+    fields = dict(stage="sft", model_name_or_path=str(model), data_file=str(data.sft), output_dir=str(out),
+                  label_set=LABELS, seed=0, num_frames=1, max_steps=6, learning_rate=1e-3,
+                  lr_scheduler_type="cosine", warmup_ratio=0.1, per_device_train_batch_size=2,
+                  tunable_parts=["mm_language_model", "mm_mlp_adapter", "audio_projector"],
+                  max_length=2048, save_steps=3, save_total_limit=2, logging_steps=1, bf16=False)
+    fields.update(over)
+    return fields
+
+
+def run_cli(args: List[str], *, timeout: float = 600, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """``r1omni-fast ARGS`` in a subprocess (this file as launcher)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent / "python"), full_env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+def popen_cli(args: List[str]) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent / "python"), env.get("PYTHONPATH", "")])
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+if __name__ == "__main__":
+    install_loader()
+    from r1omni_fast.cli import main
+
+    main(sys.argv[1:], prog_name="r1omni-fast")
