@@ -14,7 +14,7 @@ import subprocess
 import sys
 import types
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -51,6 +51,19 @@ def make_data(root: Path, n: int = 16, seed: int = 0):
     return generate(root, n=n, seed=seed, labels=LABELS, num_frames=4, fps=8)
 
 
+_ASSETS: Dict[str, Any] = {}
+
+
+def shared_assets(tmp_path_factory) -> Tuple[Path, Any]:
+    """(tiny checkpoint folder, synthetic dataset) built once per test session."""
+    if "assets" not in _ASSETS:
+        from r1omni_fast.model.tiny import build_tiny_checkpoint
+
+        root = tmp_path_factory.mktemp("train-assets")
+        _ASSETS["assets"] = (Path(build_tiny_checkpoint(root / "tiny", seed=0)), make_data(root / "data"))
+    return _ASSETS["assets"]
+
+
 def write_config(path: Path, **fields: Any) -> Path:
     path.write_text(yaml.safe_dump(fields, sort_keys=False))
     return path
@@ -65,6 +78,23 @@ def sft_fields(model: Path, data, out: Path, **over: Any) -> Dict[str, Any]:
                   max_length=2048, save_steps=3, save_total_limit=2, logging_steps=1, bf16=False)
     fields.update(over)
     return fields
+
+
+def grpo_fields(model: Path, data, out: Path, **over: Any) -> Dict[str, Any]:
+    """A small CPU GRPO run: 1 frame, 2 prompts x 2 samples per step, 8-token completions."""
+    fields = dict(stage="grpo", model_name_or_path=str(model), data_file=str(data.train), output_dir=str(out),
+                  label_set=LABELS, seed=0, num_frames=1, max_steps=2, learning_rate=1e-3,
+                  lr_scheduler_type="constant", per_device_train_batch_size=2, num_generations=2,
+                  max_prompt_length=256, max_completion_length=8, beta=0.04, save_steps=2,
+                  save_total_limit=2, tunable_parts=["mm_language_model"], bf16=False)
+    fields.update(over)
+    return fields
+
+
+def answer_length_reward(completions, solution, label, prompts, completion_ids, **kwargs):
+    """A TRL-style user reward for the tests: characters / 100, capped at 1."""
+    assert len(solution) == len(label) == len(prompts) == len(completion_ids) == len(completions)
+    return [min(len(c), 100) / 100 for c in completions]
 
 
 def run_cli(args: List[str], *, timeout: float = 600, env: Optional[dict] = None) -> subprocess.CompletedProcess:
