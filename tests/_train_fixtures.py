@@ -10,8 +10,10 @@ subprocess can be SIGKILLed mid-run.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -105,11 +107,28 @@ def run_cli(args: List[str], *, timeout: float = 600, env: Optional[dict] = None
                           text=True, timeout=timeout, env=full_env)
 
 
-def popen_cli(args: List[str]) -> subprocess.Popen:
+def kill_after(args: List[str], marker: Path, log: Path, timeout: float = 600) -> int:
+    """Start ``r1omni-fast ARGS`` in a subprocess, SIGKILL it as soon as ``marker`` exists, and
+    return its exit status (output in ``log``)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent / "python"), env.get("PYTHONPATH", "")])
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        try:
+            while not marker.exists():
+                if proc.poll() is not None:
+                    raise AssertionError(f"the run ended before {marker} appeared:\n{log.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{marker} did not appear within {timeout} s")
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 if __name__ == "__main__":

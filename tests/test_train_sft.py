@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from _train_fixtures import clip_loader, popen_cli, run_cli, sft_fields, shared_assets, write_config
+from _train_fixtures import clip_loader, kill_after, run_cli, sft_fields, shared_assets, write_config
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +92,9 @@ def test_sigkill_then_resume_reproduces_the_straight_run(assets, tmp_path):
     result = run_cli(["train", "--config", str(cfg_a)])
     assert result.returncode == 0, result.stderr[-3000:]
 
-    proc = popen_cli(["train", "--config", str(cfg_b)])
-    deadline = time.monotonic() + 600
-    while not (broken / "checkpoint-4" / "trainer_state.json").exists():
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    status = kill_after(["train", "--config", str(cfg_b)], broken / "checkpoint-4" / "trainer_state.json",
+                        tmp_path / "broken.log")
+    assert status == -signal.SIGKILL
     assert not (broken / "model.safetensors").exists()  # it did not finish
     done_before = max(_losses(broken))
     assert 4 <= done_before < 8

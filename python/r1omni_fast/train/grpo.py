@@ -89,21 +89,63 @@ def completion_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def completion_logits(model: Any, prompts: Dict[str, torch.Tensor], completion_ids: torch.Tensor,
-                      mask: torch.Tensor, group: int) -> torch.Tensor:
+                      mask: torch.Tensor, group: int, *, share_prefix: bool = True) -> torch.Tensor:
     """Logits (N, T, V) with ``logits[n, t]`` predicting ``completion_ids[n, t]``, N = B * group.
 
-    The B left-padded prompts (media included) are embedded once and repeated for their group;
-    the LM head runs over the T completion positions only (``logits_to_keep = T + 1``, last
-    dropped)."""
+    The B left-padded prompts (media included) are embedded once. With ``share_prefix`` the LLM
+    runs over each prompt once too: its keys/values are repeated for the group's rows (a
+    differentiable copy, so the prompt's activations receive the gradient of all G samples) and
+    the completions attend to them; the LM head runs over completion positions only. Without it
+    (and under activation checkpointing, which forbids a cache in training) the prompt embeddings
+    are repeated and the N full rows run through the LLM.
+    """
     prompt_embeds = model.embed(prompts["input_ids"], pixel_values=prompts.get("pixel_values"),
                                 audio_features=prompts.get("audio_features"),
                                 bert_input_ids=prompts.get("bert_input_ids"),
                                 bert_attention_mask=prompts.get("bert_attention_mask"))
-    token_embeds = model.llm.get_input_embeddings()(completion_ids)
-    embeds = torch.cat([prompt_embeds.repeat_interleave(group, 0), token_embeds.to(prompt_embeds.dtype)], 1)
-    attention = torch.cat([prompts["attention_mask"].repeat_interleave(group, 0), mask.long()], 1)
+    token_embeds = model.llm.get_input_embeddings()(completion_ids).to(prompt_embeds.dtype)
+    prompt_valid = prompts["attention_mask"].bool()
     width = completion_ids.shape[1]
-    return model(inputs_embeds=embeds, attention_mask=attention, logits_to_keep=width + 1).logits[:, :-1]
+    if not share_prefix or _checkpointing(model.llm):
+        embeds = torch.cat([prompt_embeds.repeat_interleave(group, 0), token_embeds], 1)
+        attention = torch.cat([prompt_valid.long().repeat_interleave(group, 0), mask.long()], 1)
+        return model(inputs_embeds=embeds, attention_mask=attention, logits_to_keep=width + 1).logits[:, :-1]
+
+    from transformers import DynamicCache
+
+    llm = model.llm
+    layer_types = set(getattr(llm.config, "layer_types", None) or ["full_attention"])
+    b, p = prompt_valid.shape
+    positions = (prompt_valid.long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(p, p, dtype=torch.bool, device=prompt_valid.device).tril()
+    eye = torch.eye(p, dtype=torch.bool, device=prompt_valid.device)
+    prefill_mask = _additive(((causal[None] & prompt_valid[:, None, :]) | eye[None])[:, None], prompt_embeds.dtype)
+    cache = DynamicCache(config=llm.config)
+    prefix = llm.model(inputs_embeds=prompt_embeds, position_ids=positions, cache=cache, use_cache=True,
+                       attention_mask={t: prefill_mask for t in layer_types}).last_hidden_state
+    cache.batch_repeat_interleave(group)
+    steps = torch.arange(width, device=prompt_valid.device)
+    keys = torch.cat([prompt_valid.repeat_interleave(group, 0)[:, None, :].expand(-1, width, -1),
+                      (steps[None, :] <= steps[:, None])[None].expand(b * group, -1, -1)], 2)
+    lengths = prompt_valid.long().sum(1).repeat_interleave(group, 0)
+    hidden = llm.model(inputs_embeds=token_embeds, position_ids=lengths[:, None] + steps[None], cache=cache,
+                       use_cache=True, attention_mask={t: _additive(keys[:, None], token_embeds.dtype)
+                                                       for t in layer_types}).last_hidden_state
+    # the prompt's last position predicts the first completion token
+    hidden = torch.cat([prefix[:, -1:].repeat_interleave(group, 0), hidden[:, :-1]], 1)
+    return llm.lm_head(hidden)
+
+
+def _checkpointing(llm: Any) -> bool:
+    # transformers 5 renamed the flag (the old name warns)
+    if hasattr(type(llm), "is_activation_checkpointing"):
+        return bool(llm.is_activation_checkpointing)
+    return bool(getattr(llm, "is_gradient_checkpointing", False))
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where attention is allowed, the dtype's minimum elsewhere."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def reference_view(policy: Any, source: Any = None) -> Any:
@@ -137,7 +179,8 @@ class Rollout:
     """One generated micro-batch: everything its loss needs, reused for ``num_iterations`` steps.
 
     Rows are ``b * G + g`` (prompt b, sample g). ``rewards`` (N, R) holds one column per reward
-    function (``reward_names``), ``total`` their weighted sum; ``group_std`` (B,)."""
+    function (``reward_names``) and ``total`` their weighted sum, both float64 on the CPU as scored;
+    ``advantages`` (N,) and ``group_std`` (B,) come from the float32 rewards."""
 
     batch: Batch
     prompts: Dict[str, torch.Tensor]
@@ -250,15 +293,14 @@ class GRPOTrainer:
                              weights=self.reward_weights, mode=cfg.reward_mode, labels=self.label_set,
                              prompts=[s.prompt for s in samples], label=[s.label for s in samples],
                              completion_ids=[row[:n] for row, n in zip(ids.tolist(), mask.sum(1).tolist())])
-        rewards = torch.tensor(np.stack([scores[n] for n in self.reward_names], 1), dtype=torch.float32,
-                               device=self.device)
+        rewards = torch.from_numpy(np.stack([scores[n] for n in self.reward_names], 1))  # float64, for logs
         advantages, _, group_std = group_advantages(
-            rewards, G, weights=torch.tensor(self.reward_weights, dtype=torch.float32, device=self.device),
+            rewards.to(self.device, torch.float32), G, weights=torch.tensor(self.reward_weights, dtype=torch.float32, device=self.device),
             scale=cfg.scale_rewards)
         times["score"] = time.perf_counter() - t
 
         rollout = Rollout(batch, prompts, ids, mask, list(texts), rewards,
-                          torch.as_tensor(scores["total"], dtype=torch.float32), advantages, group_std,
+                          torch.from_numpy(scores["total"]), advantages, group_std,
                           times=times)
         t = time.perf_counter()
         if self.ref is not None:
@@ -329,8 +371,8 @@ class GRPOTrainer:
         """TRL's reward and completion metrics over the completions of ``rollouts``."""
         rewards = torch.cat([r.rewards for r in rollouts]).double()
         total = torch.cat([r.total for r in rollouts]).double()
-        group_std = torch.cat([r.group_std for r in rollouts]).double()
-        lengths = torch.cat([r.mask.sum(1) for r in rollouts]).double()
+        group_std = torch.cat([r.group_std for r in rollouts]).double().cpu()
+        lengths = torch.cat([r.mask.sum(1) for r in rollouts]).double().cpu()
         ends = torch.cat([r.completion_ids.gather(1, (r.mask.sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
                           for r in rollouts])
         eos = torch.tensor(self.model.processor.eos_token_ids, device=ends.device)
