@@ -3,15 +3,15 @@ beta = 0, completion reuse, user rewards by dotted path, exact resume after SIGK
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import signal
-from pathlib import Path
 
 import pytest
 import torch
 
-from _train_fixtures import clip_loader, grpo_fields, kill_after, run_cli, shared_assets, write_config
+from _train_fixtures import (LABELS, clip_loader, compact_sft_file, grpo_fields, kill_after, run_cli, shared_assets,
+                             write_config)
 
 
 #: A reward with variance even for the untrained tiny model, so that updates really move it.
@@ -279,3 +279,50 @@ def test_sigkill_then_resume_reproduces_the_straight_run(assets, tmp_path):
     assert [r["step"] for r in b] == [1, 2, 3] and a == b
     assert read_jsonl(straight / "completions.jsonl") == read_jsonl(broken / "completions.jsonl")
     assert (straight / "grpo_curves.png").stat().st_size > 0
+
+
+#: Seeds of the learning test: one in CI; ``R1OMNI_LEARN_SEEDS=0,1,2`` measures several.
+LEARN_SEEDS = [int(s) for s in os.environ.get("R1OMNI_LEARN_SEEDS", "0").split(",") if s.strip()]
+#: Held-out mean accuracy reward must rise by at least this much (see the measured margins).
+LEARN_MARGIN = 0.03
+
+
+def _held_out_accuracy(model_dir, data, out, seed):
+    """Mean accuracy (and format) reward of 8 sampled completions (T = 1) per held-out clip."""
+    trainer = _trainer(model_dir, data, out, data_file=str(data.test), beta=0.0, num_generations=8,
+                       per_device_train_batch_size=4, max_completion_length=16, seed=seed,
+                       reward_funcs=["accuracy", "format"])
+    rewards = torch.cat([trainer.make_rollout(trainer.collate(trainer.train_data.samples[i:i + 4])).rewards
+                         for i in range(0, len(trainer.train_data), 4)])
+    return rewards.mean(0).tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", LEARN_SEEDS)
+def test_sft_then_grpo_raises_held_out_accuracy(tmp_path, seed):
+    """Cold-start SFT on compact reasoning targets, then GRPO (accuracy + format rewards, KL to the
+    SFT model) on the synthetic set: the held-out mean accuracy reward rises."""
+    from r1omni_fast.config import GRPOConfig, SFTConfig
+    from r1omni_fast.data.synthetic import generate
+    from r1omni_fast.model.tiny import build_tiny_checkpoint
+    from r1omni_fast.train.grpo import run_grpo
+    from r1omni_fast.train.sft import run_sft
+
+    data = generate(tmp_path / "data", n=48, seed=seed, labels=LABELS, num_frames=4, fps=8)
+    tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=seed)
+    parts = ["mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_gate"]
+    shared = dict(label_set=LABELS, seed=seed, num_frames=1, bf16=False, tunable_parts=parts, save_steps=1000)
+    run_sft(SFTConfig(model_name_or_path=tiny, data_file=str(compact_sft_file(data, tmp_path / "sft.json")),
+                      output_dir=str(tmp_path / "sft"), max_steps=40, learning_rate=1e-2,
+                      lr_scheduler_type="cosine", warmup_ratio=0.05, per_device_train_batch_size=4, **shared),
+            loader=clip_loader(), progress=False)
+    before = _held_out_accuracy(tmp_path / "sft", data, tmp_path / "eval-before", seed)
+    run_grpo(GRPOConfig(model_name_or_path=str(tmp_path / "sft"), data_file=str(data.train),
+                        output_dir=str(tmp_path / "grpo"), max_steps=40, learning_rate=5e-4,
+                        lr_scheduler_type="constant", per_device_train_batch_size=4, num_generations=4,
+                        max_completion_length=16, beta=0.04, **shared),
+             loader=clip_loader(), progress=False)
+    after = _held_out_accuracy(tmp_path / "grpo", data, tmp_path / "eval-after", seed)
+    print(f"learning seed {seed}: held-out accuracy {before[0]:.3f} -> {after[0]:.3f} "
+          f"({after[0] - before[0]:+.3f}), format {before[1]:.3f} -> {after[1]:.3f}")
+    assert after[0] - before[0] >= LEARN_MARGIN
