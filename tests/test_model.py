@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from r1omni_fast.model import (
@@ -229,7 +230,7 @@ def test_missing_media_is_a_clear_error(tiny_model):
 def test_padding_side_and_logit_selection_agree(tiny_model):
     p = tiny_model.processor
     frames, mel = media(2)
-    instructions = [build_instruction(), "<video>\n<audio>\nShort?"]
+    instructions = [build_instruction(), "<audio>\nShort?"]  # rows with different modalities
     targets = ["<answer>sad</answer>", "<think>x</think><answer>fear</answer>"]
     with torch.no_grad():
         full = {}
@@ -364,3 +365,91 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_ckpt):
         model(**batch).loss.backward()
         grads.append(model.llm.model.layers[0].mlp.up_proj.weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_sharded_checkpoint_with_saved_lm_head_loads_strictly(tiny_ckpt, tiny_model, tmp_path):
+    """HumanOmni files hold lm_head.weight even with tied embeddings, and big ones are sharded."""
+    ckpt = _copy(tiny_ckpt, tmp_path / "ck")
+    weights = load_file(ckpt / "model.safetensors")
+    weights["lm_head.weight"] = weights["model.embed_tokens.weight"].clone()
+    names = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for file, keys in shards.items():
+        save_file({k: weights[k] for k in keys}, ckpt / file)
+    (ckpt / "model.safetensors").unlink()
+    index = {"metadata": {}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+    model = OmniModel.from_pretrained(ckpt)
+    assert model.load_report == {"missing": [], "unexpected": []}
+    assert torch.equal(_logits(model), _logits(tiny_model))
+
+
+def test_projector_token_order_and_temporal_window(tiny_model):
+    """Tokens are ordered (frame, row, col), 49 per frame; the video/body Conv3d sees frames
+    j-1 and j (front padding, last step dropped); the face branch is per frame."""
+    proj = tiny_model.mm_projector
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 8, 196, 32, generator=g)
+    y = x.clone()
+    y[0, 5] += torch.randn(196, 32, generator=g)
+    with torch.no_grad():
+        before, after = proj(x), proj(y)
+    for branch, changed_frames in (("video", {5, 6}), ("body", {5, 6}), ("face", {5})):
+        b, a = (t.reshape(8, 49, -1) for t in (before[("video", "body", "face").index(branch)],
+                                                after[("video", "body", "face").index(branch)]))
+        moved = {f for f in range(8) if not torch.allclose(b[f], a[f], rtol=0, atol=1e-6)}
+        assert moved == changed_frames, branch
+    # face branch: patch (row 3, col 8) of frame 2 lands in token (1, 4) of that frame only
+    z = x.clone()
+    z[0, 2, 3 * 14 + 8] += 1.0
+    with torch.no_grad():
+        diff = (proj(z)[2] - before[2]).abs().sum(-1)[0]
+    assert (diff > 1e-6).nonzero().flatten().tolist() == [2 * 49 + 1 * 7 + 4]
+
+
+@given(st.lists(st.integers(-50, 50), min_size=2, max_size=12, unique=True), st.integers(0, 12), st.floats(0.05, 1.0))
+def test_sampling_stays_in_top_k_and_nucleus(tenths, top_k, top_p):
+    from r1omni_fast.model.generation import sample_next
+
+    values = [t / 10 for t in tenths]  # distinct in float32 too
+    logits = torch.tensor(values, dtype=torch.float64)
+    allowed = list(range(len(values)))
+    if 0 < top_k < len(values):
+        allowed = sorted(allowed, key=lambda i: -values[i])[:top_k]
+    probs = torch.softmax(logits[allowed], 0).tolist()
+    ranked = sorted(zip(probs, allowed), reverse=True)
+    cumulative, nucleus = 0.0, []
+    for p, i in ranked:
+        assume(abs(cumulative - top_p) > 1e-4)
+        if cumulative >= top_p:
+            break
+        nucleus.append(i)
+        cumulative += p
+    gen = torch.Generator().manual_seed(0)
+    drawn = sample_next(logits.float()[None].repeat(64, 1), do_sample=True, temperature=1.0, top_k=top_k,
+                        top_p=top_p, generator=gen)
+    assert set(drawn.tolist()) <= set(nucleus)
+
+
+def test_humanomni_config_json_round_trip():
+    """A HumanOmni 0.5B config.json (as written by transformers 4.49) reads into the 0.5B sizes;
+    unknown fields survive; tunable parts this architecture lacks are skipped."""
+    data = {"architectures": ["HumanOmniQwen2ForCausalLM"], "model_type": "HumanOmni_qwen2", "hidden_size": 896,
+            "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+            "vocab_size": 151936, "rope_theta": 1000000.0, "rope_scaling": None, "tie_word_embeddings": True,
+            "mm_vision_tower": "/mnt/data/siglip-base-patch16-224", "mm_audio_tower": "/mnt/data/whisper-large-v3",
+            "mm_projector_type": "all_in_one_small", "mm_hidden_size": 768, "audio_hidden_size": 1280,
+            "mm_tunable_parts": "mm_mlp_adapter,audio_projector,mm_language_model,mm_vision_resampler",
+            "tokenizer_padding_side": "right", "torch_dtype": "bfloat16", "transformers_version": "4.49.0"}
+    config = OmniConfig.from_dict(data)
+    assert config.llm.rope_parameters["rope_theta"] == 1e6 and config.llm.num_key_value_heads == 2
+    assert config.extra == {"tokenizer_padding_side": "right", "torch_dtype": "bfloat16"}
+    out = config.to_dict()
+    assert out["rope_theta"] == 1e6 and out["model_type"] == "HumanOmni_qwen2" and out["torch_dtype"] == "bfloat16"
+    reference = OmniConfig.humanomni_0_5b()
+    config.vision, config.audio, config.bert = reference.vision, reference.audio, reference.bert
+    with torch.device("meta"):
+        model = OmniModel(config)
+    assert model.trainable_parts() == ["mm_language_model", "mm_mlp_adapter", "audio_projector"]
+    with pytest.raises(ValueError, match="model_type"):
+        OmniConfig.from_dict({**data, "model_type": "llava"})

@@ -6,10 +6,12 @@ eager one without changing callers.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import transformers
 
 _NEG = torch.finfo(torch.float32).min
 
@@ -109,6 +111,9 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
         raise ValueError(f"top_p={top_p}: must be in (0, 1]")
     llm = model.llm
     cfg = llm.config
+    if "cache" not in inspect.signature(type(llm.model).forward).parameters:
+        raise RuntimeError(f"generate needs transformers >= 5 (its decoder's `cache` argument and per-layer-type "
+                           f"masks); installed: {transformers.__version__}")
     if "sliding_attention" in getattr(cfg, "layer_types", []):
         raise NotImplementedError("generate: sliding-window attention layers are not supported")
     processor = model.processor

@@ -96,9 +96,13 @@ class OmniModel(nn.Module):
         self.processor = None
         #: Tower preprocessing settings written back by save_pretrained.
         self.preprocessor_configs: dict[str, dict] = {}
+        #: {"missing": [...], "unexpected": [...]} checkpoint keys of the last load (from_pretrained).
+        self.load_report: dict[str, list[str]] | None = None
         #: Prompt rows that went through an LLM prefill in `generate` (one per prompt when shared).
         self.prefill_rows = 0
-        self.set_trainable_parts(config.mm_tunable_parts)
+        # A checkpoint may name parts this architecture does not have (e.g. a resampler): skip them.
+        listed = config.mm_tunable_parts.split(",") if isinstance(config.mm_tunable_parts, str) else config.mm_tunable_parts
+        self.set_trainable_parts([p.strip() for p in listed if p.strip() in TUNABLE_PARTS])
 
     # ------------------------------------------------------------ trainable parts
     def set_trainable_parts(self, parts: str | Iterable[str]) -> None:
@@ -461,14 +465,16 @@ def _find_part_folder(part: str, ckpt: str, config: OmniConfig, given: str | os.
 def _missing_part_message(part: str, needs: Sequence[str], searched: Sequence[str], config: OmniConfig) -> str:
     field = PART_CONFIG_FIELD[part]
     named = f" (config {field}={getattr(config, field)!r})" if field else ""
-    argument = {"vision_tower": "vision_tower", "audio_tower": "audio_tower", "bert": "bert"}[part]
-    example = PART_DEFAULT_NAME[part]
+    files = ["config.json"]
+    if any("weights" in need for need in needs):
+        files.append("model.safetensors")
+    if part == "bert":
+        files.append("vocab.txt")
+    listed = files[0] if len(files) == 1 else ", ".join(files[:-1]) + " and " + files[-1]
     return (
         f"  - {PART_TITLES[part]}{named}: missing {', '.join(needs)}; searched {', '.join(searched)}.\n"
-        f"    Fix: pass {argument}='/path/to/{example}' (a folder with config.json"
-        f"{', model.safetensors' if 'weights' in ' '.join(needs) else ''}"
-        f"{' and vocab.txt' if part == 'bert' else ''}) to OmniModel.from_pretrained, "
-        f"or place that folder at {searched[0]}."
+        f"    Fix: pass {part}='/path/to/{PART_DEFAULT_NAME[part]}' (a folder with {listed}) to "
+        f"OmniModel.from_pretrained, or place that folder at {searched[0]}."
     )
 
 
