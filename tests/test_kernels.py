@@ -88,7 +88,7 @@ def oracle(logits, ids, adv, mask, old, ref, *, beta, eps_low, eps_high, delta, 
     return loss.detach(), metrics, x.grad
 
 
-def make_case(B=4, L=7, V=200, dtype=torch.float32, scale=2.0, seed=0, ragged=True, temperature=1.0):
+def make_case(B=4, L=6, V=160, dtype=torch.float32, scale=2.0, seed=0, ragged=True, temperature=1.0):
     """Logits, ids (-100 where masked), ragged mask with a fully masked sequence, advantages with an
     exact 0, and old/ref log-probs near the truth so that both clip sides trigger."""
     g = torch.Generator().manual_seed(seed)
@@ -135,7 +135,8 @@ def assert_matches(ours, want, dtype, mask, fwd_rtol=FWD_RTOL, logp_atol=None, g
     assert not metrics["logp"].requires_grad
     scale = want_grad.abs().max().clamp(min=1e-30)
     err = (grad.double() - want_grad).abs().max() / scale
-    assert err <= max(GRAD_RTOL[dtype], grad_rtol or 0.0), f"grad error {float(err):.3g} relative to max |grad| {float(scale):.3g}"
+    tol = max(GRAD_RTOL[dtype], grad_rtol or 0.0)
+    assert err <= tol, f"grad error {float(err):.3g} relative to max |grad| {float(scale):.3g}"
     assert (grad[mask == 0] == 0).all(), "masked positions must get an exactly zero gradient"
 
 
@@ -151,7 +152,8 @@ def assert_matches(ours, want, dtype, mask, fwd_rtol=FWD_RTOL, logp_atol=None, g
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_matches_oracle(backend_name, dtype_name, temperature, level, loss_type):
     dtype = DTYPES[dtype_name]
-    logits, ids, adv, mask, old, ref = make_case(dtype=dtype, temperature=temperature, seed=["grpo", "bnpo", "dr_grpo", "dapo"].index(loss_type))
+    seed = ["grpo", "bnpo", "dr_grpo", "dapo"].index(loss_type)
+    logits, ids, adv, mask, old, ref = make_case(dtype=dtype, temperature=temperature, seed=seed)
     kw = dict(beta=0.04, eps_low=0.2, eps_high=0.28, delta=None, temperature=temperature, loss_type=loss_type)
     ours = run(backend_name, logits, ids, adv, mask, old, ref, importance_sampling_level=level, **kw)
     want = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
@@ -164,7 +166,10 @@ def test_matches_oracle(backend_name, dtype_name, temperature, level, loss_type)
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_delta_on_policy_and_normaliser_arguments(backend_name, level):
-    logits, ids, adv, mask, old, ref = make_case(seed=3)
+    logits, ids, adv, mask, old, ref = make_case(seed=3, temperature=0.7)
+    ratio = torch.exp(oracle(logits, ids, adv, mask, old, ref, beta=0.0, eps_low=0.2, eps_high=0.2, delta=None,
+                             temperature=0.7, loss_type="grpo", level="token")[1]["logp"] - old)  # fmt: skip
+    assert ((ratio > 1.25) & (mask != 0) & (adv[:, None] < 0)).any(), "the case must reach the delta cap"
     cases = [
         dict(loss_type="dapo", delta=1.25, num_items_in_batch=37),
         dict(loss_type="dr_grpo", delta=1.1, max_completion_length=11),
@@ -200,7 +205,8 @@ def test_all_masked_batch_gives_zeros_not_nan(backend_name, level):
 def test_zero_advantage_sequences_get_only_the_kl_gradient(backend_name, level):
     logits, ids, _, mask, old, ref = make_case(seed=5, ragged=False)
     adv = torch.tensor([0.0, 1.5, 0.0, -0.5])
-    _, _, grad = run(backend_name, logits, ids, adv, mask, old, ref, beta=0.0, importance_sampling_level=level)
+    # on-policy (ratio 1, never clipped) and beta = 0: only the zero-advantage sequences get no gradient
+    _, _, grad = run(backend_name, logits, ids, adv, mask, None, ref, beta=0.0, importance_sampling_level=level)
     assert (grad[0] == 0).all() and (grad[2] == 0).all()
     assert grad[1].abs().max() > 0 and grad[3].abs().max() > 0
     kw = dict(beta=0.04, eps_low=0.2, eps_high=0.2, delta=None, temperature=1.0, loss_type="grpo")
@@ -250,7 +256,7 @@ def test_ties(backend_name):
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_inplace_grad_and_grad_output_scaling(level):
-    logits, ids, adv, mask, old, ref = make_case(seed=9)
+    logits, ids, adv, mask, old, ref = make_case(seed=9, temperature=0.7)
     kw = dict(beta=0.04, eps_low=0.2, eps_high=0.2, delta=None, temperature=0.7, loss_type="grpo")
     want = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
     for inplace in (True, False):
@@ -297,8 +303,8 @@ def test_token_level_backward_twice_is_refused():
 @pytest.mark.parametrize("level", ["token", "sequence"])
 def test_strided_logits_view(level):
     # The caller drops the last position of (B, L + 1, V) logits: a non-contiguous view.
-    full, ids, adv, mask, old, ref = make_case(L=8, seed=12)
-    ids, mask, old, ref = ids[:, :7], mask[:, :7], old[:, :7], ref[:, :7]
+    full, ids, adv, mask, old, ref = make_case(L=7, seed=12)
+    ids, mask, old, ref = ids[:, :6], mask[:, :6], old[:, :6], ref[:, :6]
     kw = dict(beta=0.04, eps_low=0.2, eps_high=0.2, delta=None, temperature=1.0, loss_type="bnpo")
     leaf = full.clone().requires_grad_(True)
     with backend("triton"):
@@ -322,7 +328,7 @@ def test_no_grad_forward_leaves_logits_intact():
 
 
 def test_module_wrapper_matches_function():
-    logits, ids, adv, mask, old, ref = make_case(seed=14)
+    logits, ids, adv, mask, old, ref = make_case(seed=14, temperature=0.7)
     module = GRPOLoss(beta=0.1, loss_type="dapo", importance_sampling_level="sequence", temperature=0.7)
     assert "dapo" in repr(module)
     got, _ = module(logits.clone(), ids, adv, mask=mask, old_logp=old, ref_logp=ref)
@@ -439,15 +445,34 @@ def test_gpu_matches_oracle(dtype_name, level, loss_type):
         kw = dict(beta=0.04, eps_low=0.2, eps_high=0.28, delta=None, temperature=temperature, loss_type=loss_type)
         ours = run("auto", logits, ids, adv, mask, old, ref, importance_sampling_level=level, **kw)
         want = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
-        assert_matches(tuple(x.cpu() if torch.is_tensor(x) else x for x in ours[::2])[:1] + (
-            {k: v.cpu() for k, v in ours[1].items()}, ours[2].cpu()),
-            (want[0].cpu(), {k: v.cpu() for k, v in want[1].items()}, want[2].cpu()), dtype, mask.cpu())
+        assert_matches(_to_cpu(ours), _to_cpu(want), dtype, mask.cpu())
+
+
+def _to_cpu(result):
+    loss, metrics, grad = result
+    return loss.cpu(), {k: v.cpu() for k, v in metrics.items()}, grad.cpu()
 
 
 @pytest.mark.gpu
-def test_gpu_selective_logprobs_and_scaling():
+def test_gpu_selective_logprobs():
     logits = torch.randn(8, 64, 151936, device="cuda", dtype=torch.bfloat16) * 4
     ids = torch.randint(0, 151936, (8, 64), device="cuda")
     want = torch.log_softmax(logits.double(), -1).gather(-1, ids[..., None])[..., 0]
     assert torch.allclose(selective_logprobs(logits, ids).double(), want, rtol=FWD_RTOL, atol=FWD_RTOL)
     assert math.isfinite(float(selective_logprobs(logits * 1e3, ids).sum()))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_gpu_strided_view_inplace_and_grad_scaling(level):
+    full, ids, adv, mask, old, ref = (t.cuda() for t in make_case(B=4, L=17, V=151936, dtype=torch.bfloat16, seed=21))
+    ids, mask, old, ref = ids[:, :16], mask[:, :16], old[:, :16], ref[:, :16]
+    kw = dict(beta=0.04, eps_low=0.2, eps_high=0.2, delta=1.5, temperature=0.7, loss_type="dapo")
+    leaf = full.clone().requires_grad_(True)
+    loss, metrics = grpo_loss(leaf[:, :-1], ids, adv, mask=mask, old_logp=old, ref_logp=ref,
+                              importance_sampling_level=level, **kw)  # fmt: skip
+    (0.25 * loss).backward()
+    loss_want, metrics_want, grad_want = oracle(full[:, :-1], ids, adv, mask, old, ref, level=level, **kw)
+    got = (loss.detach().cpu(), {k: v.cpu() for k, v in metrics.items()}, leaf.grad[:, :-1].cpu() * 4)
+    assert_matches(got, _to_cpu((loss_want, metrics_want, grad_want)), torch.bfloat16, mask.cpu())
+    assert (leaf.grad[:, -1] == 0).all()

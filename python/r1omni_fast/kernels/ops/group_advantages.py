@@ -93,6 +93,6 @@ def group_advantages_triton(
         matrix, weights, adv, mean, std,
         n_groups, group_size, n_funcs, matrix.stride(0), matrix.stride(1), float(eps),
         SCALE=SCALES.index(scale), BLOCK_GROUPS=BLOCK_GROUPS, BLOCK_G=triton.next_power_of_2(group_size),
-        BLOCK_N=1024,
+        BLOCK_N=1024, enable_fp_fusion=True,
     )  # fmt: skip
     return adv, mean, std
