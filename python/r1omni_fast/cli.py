@@ -188,6 +188,56 @@ def demo(out_dir: str, sft_steps: int | None, grpo_steps: int | None, clips: int
     click.echo(f"wall time {time.perf_counter() - started:.0f} s")
 # --- end demo ------------------------------------------------------------------------------
 
+# --- train (r1omni_fast.train) -------------------------------------------------------------------
+
+
+class _TrainCommand(click.Command):
+    """`train` whose --help also lists every config field of each stage."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from r1omni_fast.config import field_help
+
+        super().format_epilog(ctx, formatter)
+        for stage in ("sft", "grpo"):
+            with formatter.section(f"Fields of stage {stage} (YAML keys or --flags)"):
+                formatter.write_dl([(flag, f"{kind} (default {default!r}) {text}")
+                                    for flag, kind, default, text in field_help(stage)])
+
+
+@main.command("train", cls=_TrainCommand,
+              context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML run config with a `stage: sft | grpo` key")
+@click.pass_context
+def train(ctx: click.Context, config_path: str | None) -> None:
+    """Run a training stage: r1omni-fast train --config FILE [--field value ...] [--resume].
+
+    Flags override the YAML (--max-steps and --max_steps both work). --resume continues from the
+    newest complete checkpoint in output_dir. A bad value exits with status 2 and a one-line
+    error naming the field.
+    """
+    from r1omni_fast.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path, ctx.args)
+        if cfg.stage == "sft":
+            from r1omni_fast.train.sft import run_sft
+
+            out = run_sft(cfg)
+        elif cfg.stage == "grpo":
+            from r1omni_fast.train.grpo import run_grpo
+
+            out = run_grpo(cfg)
+        else:
+            raise ConfigError(f"stage {cfg.stage!r} is not a training stage: use `r1omni-fast eval`")
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(2)
+    click.echo(f"final model: {out}")
+
+
+# --- end train -----------------------------------------------------------------------------------
+
 
 if __name__ == "__main__":
     main()

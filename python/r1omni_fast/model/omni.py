@@ -223,12 +223,15 @@ class OmniModel(nn.Module):
             raise ValueError(f"each <{what}> needs exactly {per_clip} placeholder ids, got {counts[rows].tolist()}")
 
     # ------------------------------------------------------------------ forward
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
                 pixel_values: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
                 bert_input_ids: torch.Tensor | None = None, bert_attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, logits_to_keep: int | torch.Tensor = 0,
-                return_hidden_states: bool = False) -> OmniOutput:
+                return_hidden_states: bool = False, inputs_embeds: torch.Tensor | None = None) -> OmniOutput:
         """Training / scoring forward; the LM head runs only where logits are needed.
+
+        ``inputs_embeds`` (B, L, H), e.g. `embed` output reused across a group of completions,
+        replaces ``input_ids`` and the media arguments.
 
         - ``labels`` given: positions t with ``labels[:, t+1] != -100`` are packed; returns
           (M, V) logits (or (M, D) hidden states), ``targets`` and the mean cross-entropy.
@@ -236,8 +239,11 @@ class OmniModel(nn.Module):
           completions), a 1-D index tensor keeps those positions, 0 keeps all.
         Positions are ``cumsum(attention_mask) - 1`` so left padding is transparent.
         """
-        embeds = self.embed(input_ids, pixel_values=pixel_values, audio_features=audio_features,
-                            bert_input_ids=bert_input_ids, bert_attention_mask=bert_attention_mask)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("forward needs exactly one of input_ids and inputs_embeds")
+        embeds = inputs_embeds if inputs_embeds is not None else self.embed(
+            input_ids, pixel_values=pixel_values, audio_features=audio_features,
+            bert_input_ids=bert_input_ids, bert_attention_mask=bert_attention_mask)
         position_ids = None
         if attention_mask is not None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

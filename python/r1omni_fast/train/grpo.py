@@ -1,0 +1,482 @@
+"""GRPO with verifiable rewards (R1-Omni stage 2; math in DESIGN.md §4).
+
+One optimizer step, top to bottom (:meth:`GRPOTrainer.train_step`):
+
+1. rollout (every ``num_iterations`` steps; reused in between), per micro-batch of
+   ``per_device_train_batch_size`` PROMPTS:
+   generate G completions per prompt with a shared prompt prefix (``model.generate``); decode;
+   score every reward function in one batch call (``rewards.score_batch``: the built-ins in one
+   native pass, user callables with TRL's signature); ``group_advantages``; reference log-probs
+   (``selective_logprobs`` under no_grad; skipped, and no reference built, when beta = 0); old
+   log-probs computed once when ``num_iterations > 1``;
+2. policy forward over the completion positions only (the prompt and its media are embedded once
+   per prompt and shared by its G rows); ``grpo_loss`` (Triton on CUDA, PyTorch reference on CPU);
+   backward, divided by the accumulation count;
+3. clip, optimizer and scheduler step.
+
+The reference model shares the policy's frozen modules (towers, BERT) and holds its own copy of
+the trainable parts only. Checkpoints and resume follow the SFT stage and add the sampler's
+generator state; with ``num_iterations > 1`` a checkpoint is written at the end of a reuse cycle
+(the reused completions are never stored).
+
+Launch: ``r1omni-fast train --config configs/tiny-grpo.yaml``. Outputs: ``OUT/checkpoint-N/``,
+``OUT/metrics.jsonl`` (TRL's metric names), ``OUT/completions.jsonl`` (prompt id, label,
+completion, each reward, advantage), ``OUT/grpo_curves.png`` and the final model in ``OUT``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from r1omni_fast import labels as label_sets
+from r1omni_fast.config import ConfigError, GRPOConfig
+from r1omni_fast.data import Batch
+from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs
+from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
+from r1omni_fast.rewards import score_batch
+from r1omni_fast.train import common
+from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
+from r1omni_fast.train.schedule import build_scheduler
+
+log = logging.getLogger(__name__)
+
+RewardSpec = Union[str, Callable[..., Sequence[Optional[float]]]]
+
+
+# ------------------------------------------------------------------------------ pieces
+
+
+def resolve_reward_funcs(names: Sequence[str]) -> List[RewardSpec]:
+    """Built-in names ("accuracy", "format") stay names; anything else is a dotted import path
+    (``package.module.function`` or ``package.module:function``) to a TRL-style callable
+    ``fn(completions, **columns) -> list[float | None]``."""
+    out: List[RewardSpec] = []
+    for name in names:
+        if name in ("accuracy", "format"):
+            out.append(name)
+            continue
+        module_name, sep, attr = name.partition(":") if ":" in name else name.rpartition(".")
+        if not sep or not module_name or not attr:
+            raise ConfigError(f"reward_funcs: {name!r} is neither accuracy, format nor a dotted path "
+                              "like my_pkg.rewards.my_reward")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"reward_funcs: cannot import {name!r}: {exc}") from None
+        if not callable(fn):
+            raise ConfigError(f"reward_funcs: {name!r} is not callable")
+        out.append(fn)
+    return out
+
+
+def reward_name(spec: RewardSpec) -> str:
+    return spec if isinstance(spec, str) else getattr(spec, "__name__", type(spec).__name__)
+
+
+def completion_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, width) bool: ``t < lengths[n]`` (each completion's tokens, its EOS included)."""
+    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def completion_logits(model: Any, prompts: Dict[str, torch.Tensor], completion_ids: torch.Tensor,
+                      mask: torch.Tensor, group: int, *, share_prefix: bool = True) -> torch.Tensor:
+    """Logits (N, T, V) with ``logits[n, t]`` predicting ``completion_ids[n, t]``, N = B * group.
+
+    The B left-padded prompts (media included) are embedded once. With ``share_prefix`` the LLM
+    runs over each prompt once too: its keys/values are repeated for the group's rows (a
+    differentiable copy, so the prompt's activations receive the gradient of all G samples) and
+    the completions attend to them; the LM head runs over completion positions only. Without it
+    (and under activation checkpointing, which forbids a cache in training) the prompt embeddings
+    are repeated and the N full rows run through the LLM.
+    """
+    prompt_embeds = model.embed(prompts["input_ids"], pixel_values=prompts.get("pixel_values"),
+                                audio_features=prompts.get("audio_features"),
+                                bert_input_ids=prompts.get("bert_input_ids"),
+                                bert_attention_mask=prompts.get("bert_attention_mask"))
+    token_embeds = model.llm.get_input_embeddings()(completion_ids).to(prompt_embeds.dtype)
+    prompt_valid = prompts["attention_mask"].bool()
+    width = completion_ids.shape[1]
+    if not share_prefix or _checkpointing(model.llm):
+        embeds = torch.cat([prompt_embeds.repeat_interleave(group, 0), token_embeds], 1)
+        attention = torch.cat([prompt_valid.long().repeat_interleave(group, 0), mask.long()], 1)
+        return model(inputs_embeds=embeds, attention_mask=attention, logits_to_keep=width + 1).logits[:, :-1]
+
+    from transformers import DynamicCache
+
+    llm = model.llm
+    layer_types = set(getattr(llm.config, "layer_types", None) or ["full_attention"])
+    b, p = prompt_valid.shape
+    positions = (prompt_valid.long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(p, p, dtype=torch.bool, device=prompt_valid.device).tril()
+    eye = torch.eye(p, dtype=torch.bool, device=prompt_valid.device)
+    prefill_mask = _additive(((causal[None] & prompt_valid[:, None, :]) | eye[None])[:, None], prompt_embeds.dtype)
+    cache = DynamicCache(config=llm.config)
+    prefix = llm.model(inputs_embeds=prompt_embeds, position_ids=positions, cache=cache, use_cache=True,
+                       attention_mask={t: prefill_mask for t in layer_types}).last_hidden_state
+    cache.batch_repeat_interleave(group)
+    steps = torch.arange(width, device=prompt_valid.device)
+    keys = torch.cat([prompt_valid.repeat_interleave(group, 0)[:, None, :].expand(-1, width, -1),
+                      (steps[None, :] <= steps[:, None])[None].expand(b * group, -1, -1)], 2)
+    lengths = prompt_valid.long().sum(1).repeat_interleave(group, 0)
+    hidden = llm.model(inputs_embeds=token_embeds, position_ids=lengths[:, None] + steps[None], cache=cache,
+                       use_cache=True, attention_mask={t: _additive(keys[:, None], token_embeds.dtype)
+                                                       for t in layer_types}).last_hidden_state
+    # the prompt's last position predicts the first completion token
+    hidden = torch.cat([prefix[:, -1:].repeat_interleave(group, 0), hidden[:, :-1]], 1)
+    return llm.lm_head(hidden)
+
+
+def _checkpointing(llm: Any) -> bool:
+    # transformers 5 renamed the flag (the old name warns)
+    if hasattr(type(llm), "is_activation_checkpointing"):
+        return bool(llm.is_activation_checkpointing)
+    return bool(getattr(llm, "is_gradient_checkpointing", False))
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where attention is allowed, the dtype's minimum elsewhere."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def reference_view(policy: Any, source: Any = None) -> Any:
+    """A model computing like ``policy`` with its trainable parts frozen at ``source``'s values
+    (a deep copy of the policy's own when ``source`` is None). Frozen modules (towers, BERT, …)
+    are the policy's own objects, shared, not copied."""
+    ref = copy.copy(policy)
+    ref._modules = dict(policy._modules)  # nn.Module keeps its children in this dict
+    for name, module in policy.named_children():
+        if any(p.requires_grad for p in module.parameters()):
+            own = copy.deepcopy(module) if source is None else getattr(source, name)
+            ref._modules[name] = own.requires_grad_(False).eval()
+    return ref
+
+
+def reference_parts(ref: Any, policy: Any) -> Dict[str, torch.nn.Module]:
+    """The reference's own (not shared) modules."""
+    return {n: m for n, m in ref.named_children() if m is not policy._modules[n]}
+
+
+def prompt_text_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Prompt tokens per row with each media placeholder run counted as one token (the length
+    R1-Omni's ``max_prompt_length`` bounds)."""
+    media = (input_ids == VIDEO_TOKEN_INDEX) | (input_ids == AUDIO_TOKEN_INDEX)
+    runs = media & ~torch.nn.functional.pad(media, (1, 0))[:, :-1]
+    return ((attention_mask.bool() & ~media).sum(1) + runs.sum(1))
+
+
+@dataclass
+class Rollout:
+    """One generated micro-batch: everything its loss needs, reused for ``num_iterations`` steps.
+
+    Rows are ``b * G + g`` (prompt b, sample g). ``rewards`` (N, R) holds one column per reward
+    function (``reward_names``) and ``total`` their weighted sum, both float64 on the CPU as scored;
+    ``advantages`` (N,) and ``group_std`` (B,) come from the float32 rewards."""
+
+    batch: Batch
+    prompts: Dict[str, torch.Tensor]
+    completion_ids: torch.Tensor
+    mask: torch.Tensor
+    texts: List[str]
+    rewards: torch.Tensor
+    total: torch.Tensor
+    advantages: torch.Tensor
+    group_std: torch.Tensor
+    old_logp: Optional[torch.Tensor] = None
+    ref_logp: Optional[torch.Tensor] = None
+    times: Dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ trainer
+
+
+class GRPOTrainer:
+    """The GRPO loop for one config. ``run_grpo(cfg)`` is ``GRPOTrainer(cfg).train()``."""
+
+    def __init__(self, cfg: GRPOConfig, *, loader: Optional[Callable] = None, progress: bool = True) -> None:
+        if cfg.stage != "grpo":
+            raise ConfigError(f"GRPOTrainer needs a grpo config, got stage {cfg.stage!r}")
+        cfg.require("model_name_or_path", "data_file")
+        self.cfg = cfg
+        self.progress = progress
+        common.seed_everything(cfg.seed)
+        self.device = common.pick_device()
+        self.out = Path(cfg.output_dir)
+        self.reward_funcs = resolve_reward_funcs(cfg.reward_funcs)
+        self.reward_names = [reward_name(f) for f in self.reward_funcs]
+        if len(set(self.reward_names)) != len(self.reward_names):
+            raise ConfigError(f"reward_funcs: names must be distinct, got {self.reward_names}")
+        self.reward_weights = cfg.reward_weights or [1.0] * len(self.reward_funcs)
+        self.label_set = label_sets.resolve(cfg.label_set)
+        self.train_data = common.read_split(cfg, "data_file", kind="auto")
+        self.eval_data = common.read_split(cfg, "eval_file", kind="auto") if cfg.eval_file else None
+
+        self.resume_from = common.find_resume(cfg)
+        self.model = common.load_policy(self.resume_from or cfg.model_name_or_path, cfg, self.device)
+        self.model.train()
+        self.ref = None
+        if cfg.beta != 0.0:  # beta = 0: no reference model at all
+            source = None
+            if self.resume_from is not None:  # the reference is the starting model, not the checkpoint
+                source = common.load_policy(cfg.model_name_or_path, cfg, self.device)
+            self.ref = reference_view(self.model, source)
+        self.params = common.trainable_parameters(self.model)
+        self.optimizer = common.build_optimizer(self.model, cfg)
+        self.collate = common.make_collator(cfg, self.model, loader)
+        batches_per_epoch = -(-len(self.train_data) // cfg.per_device_train_batch_size)
+        self.last_step = common.total_steps(cfg, batches_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, self.last_step)
+        self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.start = common.restore(self.resume_from, self.optimizer, self.scheduler)
+        if self.start.extra:
+            self.sampler.set_state(self.start.extra["sampler"])
+            if self.ref is not None and "ref_model" in self.start.extra:
+                self._ref_load(self.start.extra["ref_model"])
+        self.stream: Optional[common.BatchStream] = None
+        self.rollouts: List[Rollout] = []
+
+    # --- one micro-batch of prompts -> completions, rewards, advantages, log-probs -----------
+    def prompt_inputs(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        inputs = common.model_batch(self.model.processor, batch, padding_side="left")
+        if self.cfg.max_prompt_length is not None:
+            longest = int(prompt_text_length(inputs["input_ids"], inputs["attention_mask"]).max())
+            if longest > self.cfg.max_prompt_length:
+                raise ConfigError(f"max_prompt_length {self.cfg.max_prompt_length} is shorter than a prompt "
+                                  f"({longest} tokens, each media placeholder counted once): raise it")
+        return common.to_device(inputs, self.device)
+
+    def generate(self, prompts: Dict[str, torch.Tensor]) -> GenerationOutput:
+        cfg = self.cfg
+        self.model.eval()
+        try:
+            with common.autocast(cfg, self.device):
+                return self.model.generate(prompts, num_generations=cfg.num_generations,
+                                           max_new_tokens=cfg.max_completion_length, do_sample=True,
+                                           temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or 0,
+                                           generator=self.sampler)
+        finally:
+            self.model.train()
+
+    def sequence_logprobs(self, model: Any, rollout: Rollout) -> torch.Tensor:
+        """Per-token log-probs (N, T) of the rollout's completions under ``model``, no gradient."""
+        with torch.no_grad(), common.autocast(self.cfg, self.device):
+            logits = completion_logits(model, rollout.prompts, rollout.completion_ids, rollout.mask,
+                                       self.cfg.num_generations)
+            return selective_logprobs(logits, rollout.completion_ids, self.cfg.temperature)
+
+    def make_rollout(self, batch: Batch, completions: Optional[GenerationOutput] = None) -> Rollout:
+        """Generate (or take ``completions``), decode, score, normalise, and compute the reference
+        and old log-probs the loss will need."""
+        cfg, G = self.cfg, self.cfg.num_generations
+        times: Dict[str, float] = {}
+        t = time.perf_counter()
+        prompts = self.prompt_inputs(batch)
+        generated = completions if completions is not None else self.generate(prompts)
+        ids = generated.completion_ids.to(self.device)
+        mask = completion_mask(generated.lengths.to(self.device), ids.shape[1])
+        texts = generated.texts if generated.texts is not None else [
+            self.model.processor.decode(row[:n]) for row, n in zip(ids.tolist(), generated.lengths.tolist())]
+        times["generate"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        samples = [s for s in batch.samples for _ in range(G)]
+        scores = score_batch(texts, [s.solution for s in samples], funcs=self.reward_funcs,
+                             weights=self.reward_weights, mode=cfg.reward_mode, labels=self.label_set,
+                             prompts=[s.prompt for s in samples], label=[s.label for s in samples],
+                             completion_ids=[row[:n] for row, n in zip(ids.tolist(), mask.sum(1).tolist())])
+        rewards = torch.from_numpy(np.stack([scores[n] for n in self.reward_names], 1))  # float64, for logs
+        advantages, _, group_std = group_advantages(
+            rewards.to(self.device, torch.float32), G, weights=torch.tensor(self.reward_weights, dtype=torch.float32, device=self.device),
+            scale=cfg.scale_rewards)
+        times["score"] = time.perf_counter() - t
+
+        rollout = Rollout(batch, prompts, ids, mask, list(texts), rewards,
+                          torch.from_numpy(scores["total"]), advantages, group_std,
+                          times=times)
+        t = time.perf_counter()
+        if self.ref is not None:
+            rollout.ref_logp = self.sequence_logprobs(self.ref, rollout)
+        if cfg.num_iterations > 1:  # the sampling policy's log-probs, once for all reuses
+            rollout.old_logp = self.sequence_logprobs(self.model, rollout)
+        times["reference"] = time.perf_counter() - t
+        return rollout
+
+    def policy_loss(self, rollout: Rollout) -> tuple:
+        """``grpo_loss`` of the current policy on a rollout: (loss, metrics)."""
+        cfg = self.cfg
+        with common.autocast(cfg, self.device):
+            logits = completion_logits(self.model, rollout.prompts, rollout.completion_ids, rollout.mask,
+                                       cfg.num_generations)
+        return grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=rollout.mask,
+                         old_logp=rollout.old_logp, ref_logp=rollout.ref_logp, beta=cfg.beta,
+                         eps_low=cfg.epsilon, eps_high=cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon,
+                         delta=cfg.delta, temperature=cfg.temperature, loss_type=cfg.loss_type,
+                         importance_sampling_level=cfg.importance_sampling_level,
+                         max_completion_length=cfg.max_completion_length)
+
+    # --- one optimizer step ------------------------------------------------------------------
+    def train_step(self, step: int) -> Dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        fresh = (step - 1) % cfg.num_iterations == 0
+        if fresh:
+            self.rollouts = [self.make_rollout(self.stream.next()) for _ in range(cfg.gradient_accumulation_steps)]
+            self.write_completions(step, self.rollouts)
+
+        t = time.perf_counter()
+        losses, parts = [], []
+        for rollout in self.rollouts:
+            loss, metrics = self.policy_loss(rollout)
+            (loss / len(self.rollouts)).backward()
+            losses.append(float(loss.detach()))
+            parts.append(metrics)
+        policy_time = time.perf_counter() - t
+
+        t = time.perf_counter()
+        grad_norm = common.clip_gradients(self.params, cfg.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ref is not None and cfg.sync_ref_model and step % cfg.ref_model_sync_steps == 0:
+            self.sync_reference()
+        optimizer_time = time.perf_counter() - t
+
+        step_time = time.perf_counter() - t0
+        record = {"step": step, "epoch": self.stream.epoch, "loss": float(np.mean(losses)),
+                  "learning_rate": lr, "grad_norm": grad_norm}
+        record.update(self.rollout_metrics(self.rollouts))
+        for key in ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"):
+            if key in parts[0]:
+                record[key] = float(np.mean([float(m[key]) for m in parts]))
+        gen_times = {k: sum(r.times[k] for r in self.rollouts) if fresh else 0.0
+                     for k in ("generate", "score", "reference")}
+        record.update({f"time/{k}": v for k, v in gen_times.items()})
+        record.update({"time/policy": policy_time, "time/optimizer": optimizer_time, "step_time": step_time})
+        tokens = sum(int(r.mask.sum()) + int(r.prompts["attention_mask"].sum()) * cfg.num_generations
+                     for r in self.rollouts)
+        record["tokens_per_second"] = tokens / step_time if step_time > 0 else 0.0
+        return record
+
+    def rollout_metrics(self, rollouts: Sequence[Rollout]) -> Dict[str, float]:
+        """TRL's reward and completion metrics over the completions of ``rollouts``."""
+        rewards = torch.cat([r.rewards for r in rollouts]).double()
+        total = torch.cat([r.total for r in rollouts]).double()
+        group_std = torch.cat([r.group_std for r in rollouts]).double().cpu()
+        lengths = torch.cat([r.mask.sum(1) for r in rollouts]).double().cpu()
+        ends = torch.cat([r.completion_ids.gather(1, (r.mask.sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
+                          for r in rollouts])
+        eos = torch.tensor(self.model.processor.eos_token_ids, device=ends.device)
+        out = {"reward": float(total.mean()), "reward_std": float(group_std.mean()),
+               "frac_reward_zero_std": float(torch.isclose(group_std, torch.zeros_like(group_std)).double().mean())}
+        for i, name in enumerate(self.reward_names):
+            col = rewards[:, i]
+            col = col[~torch.isnan(col)]
+            out[f"rewards/{name}/mean"] = float(col.mean()) if col.numel() else float("nan")
+            out[f"rewards/{name}/std"] = float(col.std()) if col.numel() > 1 else 0.0
+        out["completions/mean_length"] = float(lengths.mean())
+        out["completions/max_length"] = float(lengths.max())
+        out["completions/min_length"] = float(lengths.min())
+        out["completions/clipped_ratio"] = float((~torch.isin(ends, eos)).double().mean())
+        return out
+
+    def write_completions(self, step: int, rollouts: Sequence[Rollout]) -> None:
+        with open(self.out / "completions.jsonl", "a", encoding="utf-8") as fh:
+            for r in rollouts:
+                samples = [s for s in r.batch.samples for _ in range(self.cfg.num_generations)]
+                for i, (sample, text) in enumerate(zip(samples, r.texts)):
+                    row = {"step": step, "prompt_id": sample.id, "label": sample.label, "completion": text}
+                    row.update({name: _finite(float(r.rewards[i, j])) for j, name in enumerate(self.reward_names)})
+                    row.update({"reward": float(r.total[i]), "advantage": float(r.advantages[i])})
+                    fh.write(json.dumps(row) + "\n")
+
+    # --- reference model -----------------------------------------------------------------------
+    @torch.no_grad()
+    def sync_reference(self) -> None:
+        """``ref <- alpha * policy + (1 - alpha) * ref`` over the reference's own parts (TRL)."""
+        alpha = self.cfg.ref_model_mixup_alpha
+        for name, module in reference_parts(self.ref, self.model).items():
+            for p_ref, p in zip(module.parameters(), getattr(self.model, name).parameters()):
+                p_ref.mul_(1.0 - alpha).add_(p.detach(), alpha=alpha)
+
+    def _ref_state(self) -> Dict[str, torch.Tensor]:
+        return {f"{name}.{k}": v for name, m in reference_parts(self.ref, self.model).items()
+                for k, v in m.state_dict().items()}
+
+    def _ref_load(self, state: Dict[str, torch.Tensor]) -> None:
+        for name, module in reference_parts(self.ref, self.model).items():
+            prefix = name + "."
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    # --- the loop --------------------------------------------------------------------------------
+    def save(self, step: int) -> None:
+        extra: Dict[str, Any] = {"sampler": self.sampler.get_state()}
+        if self.ref is not None and self.cfg.sync_ref_model:
+            extra["ref_model"] = self._ref_state()
+        common.save(self.cfg, step, self.model, self.optimizer, self.scheduler,
+                    {"stage": "grpo", "batches_done": self.stream.batches_done, "max_steps": self.last_step},
+                    extra)
+
+    def train(self) -> Path:
+        """Run to ``last_step``; returns the folder of the final model (``output_dir``)."""
+        cfg, start = self.cfg, self.start
+        common.write_run_config(cfg)
+        metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=start.step if start.folder else None)
+        _truncate_completions(self.out / "completions.jsonl", start.step if start.folder else None)
+        self.stream = common.BatchStream(self.train_data.samples, cfg.per_device_train_batch_size, self.collate,
+                                         seed=cfg.seed, batches_done=start.state["batches_done"] if start.state else 0,
+                                         workers=cfg.dataloader_num_workers, depth=cfg.dataloader_prefetch_factor)
+        bar = common.progress_bar(self.last_step, start.step, "grpo", self.progress)
+        save_pending = False
+        try:
+            for step in range(start.step + 1, self.last_step + 1):
+                record = self.train_step(step)
+                if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):
+                    record.update(common.evaluate_answers(self.model, self.eval_data, self.collate, cfg, self.device))
+                if step % cfg.logging_steps == 0 or step == self.last_step or "eval/n" in record:
+                    metrics.log(common.plain_numbers(record))
+                bar.set_postfix(reward=f"{record['reward']:.3f}", step_s=f"{record['step_time']:.1f}", refresh=False)
+                bar.update(1)
+                save_pending |= step % cfg.save_steps == 0
+                if step == self.last_step or (save_pending and step % cfg.num_iterations == 0):
+                    self.save(step)
+                    save_pending = False
+        finally:
+            bar.close()
+            self.stream.close()
+        self.model.save_pretrained(self.out)
+        plot_curves(read_jsonl(self.out / "metrics.jsonl"),
+                    ["reward", "kl", "reward_std", "completions/mean_length", "eval/accuracy"],
+                    self.out / "grpo_curves.png", title="GRPO")
+        return self.out
+
+
+def run_grpo(cfg: GRPOConfig, *, loader: Optional[Callable] = None, progress: bool = True) -> Path:
+    """Train with ``cfg`` (see the module docstring); returns the final model folder."""
+    return GRPOTrainer(cfg, loader=loader, progress=progress).train()
+
+
+def _finite(x: float) -> Optional[float]:
+    return x if np.isfinite(x) else None
+
+
+def _truncate_completions(path: Path, resume_step: Optional[int]) -> None:
+    """Fresh run: empty file; resume from step k: drop the rows written after step k."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if resume_step is None or not path.exists():
+        path.write_text("")
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line)["step"] <= resume_step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,115 @@
+"""Cold-start SFT (R1-Omni stage 1): teach the ``<think>…</think><answer>…</answer>`` format and the
+reasoning style from annotated clips.
+
+Loss: mean token cross-entropy over the assistant tokens only (prompt, media features and padding
+are labelled -100). One optimizer step = ``gradient_accumulation_steps`` micro-batches of
+``per_device_train_batch_size`` samples, each micro-batch loss divided by the accumulation count;
+AdamW over the trainable parts, the configured schedule, global-norm clipping; bf16 autocast on
+CUDA, fp32 on CPU.
+
+Launch: ``r1omni-fast train --config configs/tiny-sft.yaml [--max-steps 20 ...]``.
+Outputs (DESIGN.md §7): ``OUT/checkpoint-N/``, ``OUT/metrics.jsonl``, ``OUT/sft_curves.png`` and the
+final model in ``OUT`` itself (``OmniModel.from_pretrained(OUT)`` loads it; the GRPO stage starts
+from it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+import torch
+
+from r1omni_fast.config import ConfigError, SFTConfig
+from r1omni_fast.model import IGNORE_INDEX
+from r1omni_fast.train import common
+from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
+from r1omni_fast.train.schedule import build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def sft_inputs(processor: Any, batch: Any, max_length: int) -> Dict[str, torch.Tensor]:
+    """Right-padded prompt + target rows with labels on the target tokens only, cut to
+    ``max_length`` columns (targets are truncated; a prompt that does not fit is an error)."""
+    inputs = common.model_batch(processor, batch, [s.target for s in batch.samples], padding_side="right")
+    if inputs["input_ids"].shape[1] > max_length:
+        prompt_lengths = (inputs["labels"] == IGNORE_INDEX).long().cumprod(1).sum(1)
+        if int(prompt_lengths.max()) >= max_length:
+            raise ConfigError(
+                f"max_length {max_length} is shorter than a prompt ({int(prompt_lengths.max())} tokens "
+                "including the media placeholders): raise max_length")
+        inputs = {k: v[:, :max_length] if k in ("input_ids", "attention_mask", "labels") else v
+                  for k, v in inputs.items()}
+    return inputs
+
+
+def run_sft(cfg: SFTConfig, *, loader: Optional[Callable] = None, progress: bool = True) -> Path:
+    """Train with ``cfg`` and return the folder of the final model (``cfg.output_dir``).
+
+    ``loader`` replaces ``r1omni_fast.media.load_batch`` (same signature). With ``cfg.resume``
+    the run continues from the newest complete checkpoint exactly as if never stopped.
+    """
+    if cfg.stage != "sft":
+        raise ConfigError(f"run_sft needs an sft config, got stage {cfg.stage!r}")
+    cfg.require("model_name_or_path", "data_file")
+    common.seed_everything(cfg.seed)
+    device = common.pick_device()
+    out = Path(cfg.output_dir)
+    train_data = common.read_split(cfg, "data_file", kind="sft")
+    eval_data = common.read_split(cfg, "eval_file", kind="auto") if cfg.eval_file else None
+
+    resume_from = common.find_resume(cfg)
+    model = common.load_policy(resume_from or cfg.model_name_or_path, cfg, device)
+    model.train()
+    params = common.trainable_parameters(model)
+    optimizer = common.build_optimizer(model, cfg)
+    collate = common.make_collator(cfg, model, loader)
+    batches_per_epoch = -(-len(train_data) // cfg.per_device_train_batch_size)
+    last_step = common.total_steps(cfg, batches_per_epoch)
+    scheduler = build_scheduler(optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, last_step)
+    start = common.restore(resume_from, optimizer, scheduler)  # RNGs too: after every seeding
+    common.write_run_config(cfg)
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start.step if start.folder else None)
+    stream = common.BatchStream(train_data.samples, cfg.per_device_train_batch_size, collate, seed=cfg.seed,
+                                batches_done=start.state["batches_done"] if start.state else 0,
+                                workers=cfg.dataloader_num_workers, depth=cfg.dataloader_prefetch_factor)
+    bar = common.progress_bar(last_step, start.step, "sft", progress)
+    try:
+        for step in range(start.step + 1, last_step + 1):
+            t0 = time.perf_counter()
+            loss_sum, tokens = 0.0, 0
+            for _ in range(cfg.gradient_accumulation_steps):
+                inputs = common.to_device(sft_inputs(model.processor, stream.next(), cfg.max_length), device)
+                with common.autocast(cfg, device):
+                    loss = model(**inputs).loss
+                (loss / cfg.gradient_accumulation_steps).backward()
+                loss_sum += float(loss.detach())
+                tokens += int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+            grad_norm = common.clip_gradients(params, cfg.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            record: Dict[str, Any] = {
+                "step": step, "epoch": stream.epoch, "loss": loss_sum / cfg.gradient_accumulation_steps,
+                "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": tokens,
+                "step_time": time.perf_counter() - t0}
+            if eval_data is not None and common.eval_due(cfg, step, last_step):
+                record.update(common.evaluate_answers(model, eval_data, collate, cfg, device))
+            if step % cfg.logging_steps == 0 or step == last_step or "eval/n" in record:
+                metrics.log(common.plain_numbers(record))
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+            bar.update(1)
+            if step % cfg.save_steps == 0 or step == last_step:
+                common.save(cfg, step, model, optimizer, scheduler,
+                            {"stage": "sft", "batches_done": stream.batches_done, "max_steps": last_step})
+    finally:
+        bar.close()
+        stream.close()
+    model.save_pretrained(out)
+    plot_curves(read_jsonl(out / "metrics.jsonl"), ["loss", "learning_rate", "eval/format_rate"],
+                out / "sft_curves.png", title="SFT")
+    return out

@@ -1,0 +1,158 @@
+"""Helpers of the trainer tests: a small synthetic dataset, the tiny checkpoint, run configs, and a
+CLI launcher for real subprocesses.
+
+The clip loader is ``r1omni_fast.media.load_batch`` when that module is built, else the PyAV
+loader of ``_data_fixtures`` (same signature, real decoding). ``python tests/_train_fixtures.py
+train --config FILE ...`` runs the real ``r1omni-fast`` CLI with that loader installed, so a
+subprocess can be SIGKILLed mid-run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+TESTS = Path(__file__).resolve().parent
+LABELS = ["happy", "sad", "angry", "neutral"]
+
+
+def clip_loader():
+    """The native media loader when available, else the PyAV reference loader."""
+    try:
+        from r1omni_fast.media import load_batch
+
+        return load_batch
+    except ImportError:
+        sys.path.insert(0, str(TESTS))
+        from _data_fixtures import pyav_load_batch
+
+        return pyav_load_batch
+
+
+def install_loader() -> None:
+    """Make ``r1omni_fast.media.load_batch`` importable (the PyAV loader when media is not built)."""
+    try:
+        import r1omni_fast.media  # noqa: F401
+    except ImportError:
+        module = types.ModuleType("r1omni_fast.media")
+        module.load_batch = clip_loader()
+        sys.modules["r1omni_fast.media"] = module
+
+
+def make_data(root: Path, n: int = 16, seed: int = 0):
+    from r1omni_fast.data.synthetic import generate
+
+    return generate(root, n=n, seed=seed, labels=LABELS, num_frames=4, fps=8)
+
+
+_ASSETS: Dict[str, Any] = {}
+
+
+def shared_assets(tmp_path_factory) -> Tuple[Path, Any]:
+    """(tiny checkpoint folder, synthetic dataset) built once per test session."""
+    if "assets" not in _ASSETS:
+        from r1omni_fast.model.tiny import build_tiny_checkpoint
+
+        root = tmp_path_factory.mktemp("train-assets")
+        _ASSETS["assets"] = (Path(build_tiny_checkpoint(root / "tiny", seed=0)), make_data(root / "data"))
+    return _ASSETS["assets"]
+
+
+#: The reasoning of the compact SFT targets, by the clip's cue (what carries the label).
+CUE_WORDS = {"video": "the face", "audio": "the voice", "both": "the face and the voice"}
+
+
+def compact_sft_file(data, out: Path) -> Path:
+    """The synthetic SFT split with short reasoning: ``<think>{cue words}</think>\\n<answer>label</answer>``.
+
+    The generator's full reasoning (~115 tokens of the tiny tokenizer) takes the tiny LLM hundreds
+    of CPU steps to learn; this keeps R1-Omni's format and the cue while fitting a test budget."""
+    import json
+    import re
+
+    records = json.loads(Path(data.sft).read_text())
+    for r in records:
+        answer = re.search(r"<answer>.*?</answer>", r["conversations"][1]["value"]).group(0)
+        r["conversations"][1]["value"] = f"<think>{CUE_WORDS[r['cue']]}</think>\n{answer}"
+    out.write_text(json.dumps(records, indent=1))
+    return out
+
+
+def write_config(path: Path, **fields: Any) -> Path:
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+def sft_fields(model: Path, data, out: Path, **over: Any) -> Dict[str, Any]:
+    """A small CPU SFT run: 1 frame per clip, 2 samples per step, no eval, no plots needed."""
+    fields = dict(stage="sft", model_name_or_path=str(model), data_file=str(data.sft), output_dir=str(out),
+                  label_set=LABELS, seed=0, num_frames=1, max_steps=6, learning_rate=1e-3,
+                  lr_scheduler_type="cosine", warmup_ratio=0.1, per_device_train_batch_size=2,
+                  tunable_parts=["mm_language_model", "mm_mlp_adapter", "audio_projector"],
+                  max_length=2048, save_steps=3, save_total_limit=2, logging_steps=1, bf16=False)
+    fields.update(over)
+    return fields
+
+
+def grpo_fields(model: Path, data, out: Path, **over: Any) -> Dict[str, Any]:
+    """A small CPU GRPO run: 1 frame, 2 prompts x 2 samples per step, 8-token completions."""
+    fields = dict(stage="grpo", model_name_or_path=str(model), data_file=str(data.train), output_dir=str(out),
+                  label_set=LABELS, seed=0, num_frames=1, max_steps=2, learning_rate=1e-3,
+                  lr_scheduler_type="constant", per_device_train_batch_size=2, num_generations=2,
+                  max_prompt_length=256, max_completion_length=8, beta=0.04, save_steps=2,
+                  save_total_limit=2, tunable_parts=["mm_language_model"], bf16=False)
+    fields.update(over)
+    return fields
+
+
+def answer_length_reward(completions, solution, label, prompts, completion_ids, **kwargs):
+    """A TRL-style user reward for the tests: characters / 100, capped at 1."""
+    assert len(solution) == len(label) == len(prompts) == len(completion_ids) == len(completions)
+    return [min(len(c), 100) / 100 for c in completions]
+
+
+def run_cli(args: List[str], *, timeout: float = 600, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """``r1omni-fast ARGS`` in a subprocess (this file as launcher)."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent / "python"), full_env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+def kill_after(args: List[str], marker: Path, log: Path, timeout: float = 600) -> int:
+    """Start ``r1omni-fast ARGS`` in a subprocess, SIGKILL it as soon as ``marker`` exists, and
+    return its exit status (output in ``log``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent / "python"), env.get("PYTHONPATH", "")])
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        try:
+            while not marker.exists():
+                if proc.poll() is not None:
+                    raise AssertionError(f"the run ended before {marker} appeared:\n{log.read_text()[-3000:]}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{marker} did not appear within {timeout} s")
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    install_loader()
+    from r1omni_fast.cli import main
+
+    main(sys.argv[1:], prog_name="r1omni-fast")
