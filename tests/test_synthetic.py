@@ -156,3 +156,16 @@ def test_clips_decode_with_r1omni_fast_media(synth, manifest):
     rgb = media.decode_frames(str(synth.root / clip_info["video"]), clip.frame_indices)
     np.testing.assert_array_equal(rgb, decode_rgb(str(synth.root / clip_info["video"]))[clip.frame_indices])
     np.testing.assert_allclose(clip.frames, (rgb.transpose(0, 3, 1, 2) / 255.0 - 0.5) / 0.5, atol=1e-5)
+
+
+def test_short_reasoning_names_only_the_carrying_cue(tmp_path):
+    import json
+
+    from r1omni_fast.data.synthetic import SHORT_REASONING, generate
+
+    ds = generate(tmp_path / "d", n=8, seed=3, num_frames=2, reasoning="short")
+    for r in json.loads(ds.sft.read_text()):
+        value = r["conversations"][1]["value"]
+        assert value.startswith(f"<think>{SHORT_REASONING[r['cue']]}</think>\n<answer>")
+    with pytest.raises(ValueError, match="reasoning must be 'full' or 'short'"):
+        generate(tmp_path / "e", n=8, reasoning="long")

@@ -39,13 +39,15 @@ def data() -> None:
 @click.option("--labels", default="happy,sad,angry,neutral", show_default=True,
               help="comma-separated classes to draw")
 @click.option("--test-fraction", default=0.25, show_default=True, help="held-out share per class")
-def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float) -> None:
+@click.option("--reasoning", type=click.Choice(["full", "short"]), default="full", show_default=True,
+              help="SFT reasoning: sentences about the cues, or only which cue carries the label")
+def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, reasoning: str) -> None:
     """Write synthetic clips and OUT/sft.json, OUT/train.json, OUT/test.json."""
     from r1omni_fast.data.synthetic import generate
 
     try:
         ds = generate(out, n=n, seed=seed, labels=[x for x in labels.split(",") if x.strip()],
-                      test_fraction=test_fraction)
+                      test_fraction=test_fraction, reasoning=reasoning)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"wrote {len(ds.clips)} clips to {ds.root / 'clips'}")
@@ -166,7 +168,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="folder for the checkpoint, data, runs and evaluations")
 @click.option("--sft-steps", default=None, type=click.IntRange(min=1),
-              help="SFT optimizer steps [default: 50, configs/tiny-sft.yaml]")
+              help="SFT optimizer steps [default: 80, configs/tiny-sft.yaml]")
 @click.option("--grpo-steps", default=None, type=click.IntRange(min=1),
               help="GRPO optimizer steps [default: 40, configs/tiny-grpo.yaml]")
 @click.option("--clips", default=64, show_default=True, type=click.IntRange(min=8),
