@@ -314,7 +314,7 @@ def test_sft_then_grpo_raises_held_out_reward(tmp_path, seed):
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=seed)
     parts = ["mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_gate"]
     shared = dict(label_set=LABELS, seed=seed, num_frames=1, bf16=False, tunable_parts=parts, save_steps=1000)
-    run_sft(SFTConfig(model_name_or_path=tiny, data_file=str(compact_sft_file(data, tmp_path / "sft.json")),
+    run_sft(SFTConfig(model_name_or_path=tiny, data_file=str(compact_sft_file(data, data.root / "sft_compact.json")),
                       output_dir=str(tmp_path / "sft"), max_steps=40, learning_rate=1e-2,
                       lr_scheduler_type="cosine", warmup_ratio=0.05, per_device_train_batch_size=4, **shared),
             loader=clip_loader(), progress=False)
