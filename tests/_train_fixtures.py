@@ -70,7 +70,7 @@ def shared_assets(tmp_path_factory) -> Tuple[Path, Any]:
 CUE_WORDS = {"video": "the face", "audio": "the voice", "both": "the face and the voice"}
 
 
-def compact_sft_file(data, out: Path) -> Path:
+def compact_sft_file(data, out: Path) -> Path:  # out beside the clips: media paths are relative
     """The synthetic SFT split with short reasoning: ``<think>{cue words}</think>\\n<answer>label</answer>``.
 
     The generator's full reasoning (~115 tokens of the tiny tokenizer) takes the tiny LLM hundreds
