@@ -25,19 +25,19 @@ from r1omni_fast.data.synthetic import DEFAULT_LABELS
 
 #: SFT settings of the demo (the non-path fields of configs/tiny-sft.yaml).
 DEMO_SFT: Dict[str, Any] = {
-    "num_frames": 4, "max_steps": 50, "learning_rate": 1e-3, "lr_scheduler_type": "cosine",
-    "warmup_ratio": 0.03, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
+    "num_frames": 2, "max_steps": 300, "learning_rate": 3e-3, "lr_scheduler_type": "cosine",
+    "warmup_ratio": 0.05, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
     "max_grad_norm": 1.0, "max_length": 2048,
-    "tunable_parts": ["mm_vision_tower", "mm_audio_tower", "mm_mlp_adapter", "audio_projector", "bert_gate",
-                      "mm_language_model"],
+    "tunable_parts": ["mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_gate"],
 }
 #: GRPO settings of the demo (the non-path fields of configs/tiny-grpo.yaml).
 DEMO_GRPO: Dict[str, Any] = {
-    "num_frames": 4, "max_steps": 40, "learning_rate": 1e-4, "lr_scheduler_type": "constant",
+    "num_frames": 2, "max_steps": 40, "learning_rate": 5e-4, "lr_scheduler_type": "constant",
     "warmup_ratio": 0.0, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-    "num_generations": 4, "max_prompt_length": 256, "max_completion_length": 64, "temperature": 1.0,
+    "num_generations": 4, "max_prompt_length": 512, "max_completion_length": 16, "temperature": 0.7,
     "beta": 0.04, "epsilon": 0.2, "loss_type": "grpo", "num_iterations": 1, "scale_rewards": "group",
     "reward_funcs": ["accuracy", "format"], "reward_mode": "robust",
+    "tunable_parts": ["mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_gate"],
 }
 
 
@@ -79,7 +79,7 @@ def run_demo(
 ) -> List[StageResult]:
     """Run the five steps of the module docstring under ``out``; returns the three stage rows.
 
-    ``sft_steps`` / ``grpo_steps`` default to the demo settings (50 / 40). ``loader`` replaces
+    ``sft_steps`` / ``grpo_steps`` default to the demo settings (300 / 40). ``loader`` replaces
     ``r1omni_fast.media.load_batch`` everywhere. ``echo`` receives one line per step.
     """
     from r1omni_fast.config import GRPOConfig, SFTConfig
@@ -94,7 +94,7 @@ def run_demo(
     echo(f"[1/5] tiny checkpoint -> {out / 'tiny-model'}")
     tiny = Path(build_tiny_checkpoint(out / "tiny-model", seed=seed))
     echo(f"[2/5] {clips} synthetic clips -> {out / 'data'}")
-    data = generate(out / "data", n=clips, seed=seed, labels=labels)
+    data = generate(out / "data", n=clips, seed=seed, labels=labels, reasoning="short")
     eval_tokens = answer_budget(tiny, data.sft, labels)
 
     def run_eval(stage: str, model_dir: Path) -> StageResult:
