@@ -48,6 +48,8 @@ def test_demo_runs_end_to_end(tmp_path, media_module):
         assert metrics["n"] == 4
         fmt, war, uar = (float(x) for x in table[1 + stages.index(stage)].split()[1:4])
         assert (fmt, war, uar) == tuple(round(metrics[k], 3) for k in ("format_rate", "war", "uar"))
+    wars = {stage: json.loads((out / "eval" / stage / "metrics.json").read_text())["war"] for stage in stages}
+    assert wars["grpo"] >= wars["sft"], wars
     for folder in ("tiny-model", "data", "sft", "grpo"):
         assert (out / folder).is_dir()
     assert (out / "grpo" / "model.safetensors").is_file() and (out / "sft" / "model.safetensors").is_file()
