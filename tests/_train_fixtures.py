@@ -66,26 +66,6 @@ def shared_assets(tmp_path_factory) -> Tuple[Path, Any]:
     return _ASSETS["assets"]
 
 
-#: The reasoning of the compact SFT targets, by the clip's cue (what carries the label).
-CUE_WORDS = {"video": "the face", "audio": "the voice", "both": "the face and the voice"}
-
-
-def compact_sft_file(data, out: Path) -> Path:  # out beside the clips: media paths are relative
-    """The synthetic SFT split with short reasoning: ``<think>{cue words}</think>\\n<answer>label</answer>``.
-
-    The generator's full reasoning (~115 tokens of the tiny tokenizer) takes the tiny LLM hundreds
-    of CPU steps to learn; this keeps R1-Omni's format and the cue while fitting a test budget."""
-    import json
-    import re
-
-    records = json.loads(Path(data.sft).read_text())
-    for r in records:
-        answer = re.search(r"<answer>.*?</answer>", r["conversations"][1]["value"]).group(0)
-        r["conversations"][1]["value"] = f"<think>{CUE_WORDS[r['cue']]}</think>\n{answer}"
-    out.write_text(json.dumps(records, indent=1))
-    return out
-
-
 def write_config(path: Path, **fields: Any) -> Path:
     path.write_text(yaml.safe_dump(fields, sort_keys=False))
     return path

