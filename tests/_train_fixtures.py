@@ -99,6 +99,13 @@ def answer_length_reward(completions, solution, label, prompts, completion_ids, 
     return [min(len(c), 100) / 100 for c in completions]
 
 
+def reward_failing_on_rank_1(completions, **kwargs):
+    """A reward that raises on rank 1 of a torchrun job (the failed-rank test)."""
+    if os.environ.get("RANK") == "1":
+        raise RuntimeError("reward_failing_on_rank_1: rank 1 gives up")
+    return [0.0] * len(completions)
+
+
 def run_cli(args: List[str], *, timeout: float = 600, env: Optional[dict] = None) -> subprocess.CompletedProcess:
     """``r1omni-fast ARGS`` in a subprocess (this file as launcher)."""
     full_env = dict(os.environ, **(env or {}))

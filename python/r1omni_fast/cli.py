@@ -216,26 +216,39 @@ def train(ctx: click.Context, config_path: str | None) -> None:
 
     Flags override the YAML (--max-steps and --max_steps both work). --resume continues from the
     newest complete checkpoint in output_dir. A bad value exits with status 2 and a one-line
-    error naming the field.
+    error naming the field. Under torchrun (`torchrun --nproc-per-node N -m r1omni_fast train
+    ...`) every rank runs it: `parallelism: ddp | fsdp` chooses how the model is spread.
     """
+    import os
+
     from r1omni_fast.config import ConfigError, load_config
 
+    run = _run_stage
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun shows a failed rank's traceback
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        run = record(_run_stage)
     try:
-        cfg = load_config(config_path, ctx.args)
-        if cfg.stage == "sft":
-            from r1omni_fast.train.sft import run_sft
-
-            out = run_sft(cfg)
-        elif cfg.stage == "grpo":
-            from r1omni_fast.train.grpo import run_grpo
-
-            out = run_grpo(cfg)
-        else:
-            raise ConfigError(f"stage {cfg.stage!r} is not a training stage: use `r1omni-fast eval`")
+        out = run(load_config(config_path, ctx.args))
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(2)
-    click.echo(f"final model: {out}")
+    if os.environ.get("RANK", "0") == "0":
+        click.echo(f"final model: {out}")
+
+
+def _run_stage(cfg):
+    from r1omni_fast.config import ConfigError
+
+    if cfg.stage == "sft":
+        from r1omni_fast.train.sft import run_sft
+
+        return run_sft(cfg)
+    if cfg.stage == "grpo":
+        from r1omni_fast.train.grpo import run_grpo
+
+        return run_grpo(cfg)
+    raise ConfigError(f"stage {cfg.stage!r} is not a training stage: use `r1omni-fast eval`")
 
 
 # --- end train -----------------------------------------------------------------------------------

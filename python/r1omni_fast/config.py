@@ -156,6 +156,14 @@ class _TrainConfig(_RunConfig):
     eval_max_new_tokens: int = _f(256, "generation length when evaluating eval_file")
     per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
     resume: bool = _f(False, "continue from the newest complete checkpoint in output_dir")
+    # several processes (torchrun); ignored in a single process
+    parallelism: str = _f("ddp", "under torchrun: ddp (replicated model, gradients all-reduced) or fsdp "
+                                 "(FSDP2: every LLM decoder layer sharded)")
+    fsdp_shard_towers: bool = _f(False, "fsdp: shard the frozen towers too (one unit each) instead of "
+                                        "replicating them on every rank")
+    ddp_timeout: int = _f(1800, "seconds a collective may wait for the other ranks before the job fails")
+    ddp_find_unused_parameters: bool = _f(False, "ddp: allow trainable parameters that receive no "
+                                                 "gradient in a step (slower)")
 
     def _validate(self) -> None:
         super()._validate()
@@ -189,6 +197,8 @@ class _TrainConfig(_RunConfig):
             _at_least(self, "eval_steps", 1)
         _at_least(self, "eval_max_new_tokens", 1)
         _at_least(self, "per_device_eval_batch_size", 1)
+        _choice(self, "parallelism", ("ddp", "fsdp"))
+        _at_least(self, "ddp_timeout", 1)
 
 
 @dataclass
@@ -237,6 +247,10 @@ class GRPOConfig(_TrainConfig):
     sync_ref_model: bool = _f(False, "periodically copy the policy into the reference model")
     ref_model_sync_steps: int = _f(512, "steps between reference syncs (when sync_ref_model)")
     ref_model_mixup_alpha: float = _f(0.6, "ref <- alpha*policy + (1-alpha)*ref at each sync")
+    per_prompt_sampling: Optional[bool] = _f(None, "draw each prompt's completions from its own generator, "
+                                                   "seeded by (seed, the prompt's place in the data stream), "
+                                                   "so that runs agree at any number of ranks; None = on "
+                                                   "under torchrun, off in one process")
 
     stage = "grpo"
 

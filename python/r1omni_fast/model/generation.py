@@ -72,9 +72,10 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def sample_next(logits: torch.Tensor, *, do_sample: bool, temperature: float, top_k: int, top_p: float,
-                generator: torch.Generator | None) -> torch.Tensor:
+                generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
     """Next token per row: argmax when greedy, else a draw from softmax(logits / T) restricted to
-    the top-k tokens and to the smallest set whose probability reaches top_p."""
+    the top-k tokens and to the smallest set whose probability reaches top_p. A list of B
+    generators draws the rows in B equal consecutive groups, group b from ``generator[b]``."""
     logits = logits.float()
     if not do_sample:
         return logits.argmax(-1)
@@ -87,21 +88,26 @@ def sample_next(logits: torch.Tensor, *, do_sample: bool, temperature: float, to
         probs = sorted_logits.softmax(-1)
         drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reaches top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, _NEG))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+    probs = logits.softmax(-1)
+    if isinstance(generator, (list, tuple)):  # one generator per prompt, each drawing for its group's rows
+        groups = probs.split(probs.shape[0] // len(generator))
+        return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(groups, generator)]).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 @torch.no_grad()
 def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: int = 64, do_sample: bool = True,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
-             seed: int | None = None, generator: torch.Generator | None = None,
+             seed: int | None = None, generator: torch.Generator | Sequence[torch.Generator] | None = None,
              share_prefix: bool = True) -> GenerationOutput:
     """G completions per prompt of ``batch`` (as built by `OmniProcessor`).
 
     ``share_prefix=True`` prefills each prompt once (``model.prefill_rows`` grows by B) and copies
     its KV cache to the G rows; ``False`` prefills the B*G duplicated rows (the reference path).
-    ``do_sample=False`` is greedy. ``seed`` seeds a private generator (or pass ``generator``).
-    Generation stops at max_new_tokens or when every row has produced an EOS.
+    ``do_sample=False`` is greedy. ``seed`` seeds a private generator (or pass ``generator``: one
+    for all rows, or a list of one per prompt, so that a prompt's samples do not depend on the
+    other prompts of the batch). Generation stops at max_new_tokens or when every row has produced an EOS.
     """
     if num_generations < 1 or max_new_tokens < 1:
         raise ValueError("num_generations and max_new_tokens must be >= 1")
@@ -126,6 +132,8 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
         pad_token_id = processor.tokenizer.pad_token_id if processor is not None else int(eos[0])
     if generator is None and seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(seed)
+    if isinstance(generator, (list, tuple)) and len(generator) != batch["input_ids"].shape[0]:
+        raise ValueError(f"generator: got {len(generator)} generators for {batch['input_ids'].shape[0]} prompts")
 
     device = model.device
     input_ids = batch["input_ids"].to(device)
@@ -209,3 +217,58 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
 
 def _to(value, device):
     return None if value is None else value.to(device)
+
+
+def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
+                      mask: torch.Tensor, group: int, *, share_prefix: bool = True) -> torch.Tensor:
+    """Logits (N, T, V) with ``logits[n, t]`` predicting ``completion_ids[n, t]``, N = B * group.
+
+    The B left-padded prompts (media included) are embedded once. With ``share_prefix`` the LLM
+    runs over each prompt once too: its keys/values are repeated for the group's rows (a
+    differentiable copy, so the prompt's activations receive the gradient of all G samples) and
+    the completions attend to them; the LM head runs over completion positions only. Without it
+    (and under activation checkpointing, which forbids a cache in training) the prompt embeddings
+    are repeated and the N full rows run through the LLM.
+    """
+    prompt_embeds = model.embed(prompts["input_ids"], pixel_values=prompts.get("pixel_values"),
+                                audio_features=prompts.get("audio_features"),
+                                bert_input_ids=prompts.get("bert_input_ids"),
+                                bert_attention_mask=prompts.get("bert_attention_mask"))
+    token_embeds = model.llm.get_input_embeddings()(completion_ids).to(prompt_embeds.dtype)
+    prompt_valid = prompts["attention_mask"].bool()
+    width = completion_ids.shape[1]
+    if not share_prefix or _checkpointing(model.llm):
+        embeds = torch.cat([prompt_embeds.repeat_interleave(group, 0), token_embeds], 1)
+        attention = torch.cat([prompt_valid.long().repeat_interleave(group, 0), mask.long()], 1)
+        return model(inputs_embeds=embeds, attention_mask=attention, logits_to_keep=width + 1).logits[:, :-1]
+
+    from transformers import DynamicCache
+
+    llm = model.llm
+    layer_types = set(getattr(llm.config, "layer_types", None) or ["full_attention"])
+    b, p = prompt_valid.shape
+    positions = (prompt_valid.long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(p, p, dtype=torch.bool, device=prompt_valid.device).tril()
+    eye = torch.eye(p, dtype=torch.bool, device=prompt_valid.device)
+    prefill_mask = _additive(((causal[None] & prompt_valid[:, None, :]) | eye[None])[:, None], prompt_embeds.dtype)
+    cache = DynamicCache(config=llm.config)
+    prefix = llm.model(inputs_embeds=prompt_embeds, position_ids=positions, cache=cache, use_cache=True,
+                       attention_mask={t: prefill_mask for t in layer_types}).last_hidden_state
+    cache.batch_repeat_interleave(group)
+    steps = torch.arange(width, device=prompt_valid.device)
+    keys = torch.cat([prompt_valid.repeat_interleave(group, 0)[:, None, :].expand(-1, width, -1),
+                      (steps[None, :] <= steps[:, None])[None].expand(b * group, -1, -1)], 2)
+    lengths = prompt_valid.long().sum(1).repeat_interleave(group, 0)
+    hidden = llm.model(inputs_embeds=token_embeds, position_ids=lengths[:, None] + steps[None], cache=cache,
+                       use_cache=True, attention_mask={t: _additive(keys[:, None], token_embeds.dtype)
+                                                       for t in layer_types}).last_hidden_state
+    # the prompt's last position predicts the first completion token
+    hidden = torch.cat([prefix[:, -1:].repeat_interleave(group, 0), hidden[:, :-1]], 1)
+    return llm.lm_head(hidden)
+
+
+def _checkpointing(llm) -> bool:
+    # transformers 5 renamed the flag (the old name warns)
+    if hasattr(type(llm), "is_activation_checkpointing"):
+        return bool(llm.is_activation_checkpointing)
+    return bool(getattr(llm, "is_gradient_checkpointing", False))

@@ -274,23 +274,35 @@ class OmniModel(nn.Module):
 
         return generate(self, batch, **kwargs)
 
+    def completion_logits(self, prompts: dict, completion_ids: torch.Tensor, mask: torch.Tensor, group: int, *,
+                          share_prefix: bool = True) -> torch.Tensor:
+        """Logits of sampled completions given their prompts (GRPO's policy and reference passes);
+        see `r1omni_fast.model.generation.completion_logits`."""
+        from r1omni_fast.model.generation import completion_logits
+
+        return completion_logits(self, prompts, completion_ids, mask, group, share_prefix=share_prefix)
+
     # -------------------------------------------------------------- checkpoints
-    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
-        """Parameters under HumanOmni's checkpoint names (what save_pretrained writes).
+    def checkpoint_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Parameters under HumanOmni's checkpoint names (what save_pretrained writes), from
+        ``state_dict`` (this module's names, e.g. gathered from shards) or the module itself.
 
         ``lm_head.weight`` is left out when the embeddings are tied, as transformers does."""
-        out = {towers.to_checkpoint_name(k): v for k, v in self.state_dict().items()}
+        state = self.state_dict() if state_dict is None else state_dict
+        out = {towers.to_checkpoint_name(k): v for k, v in state.items()}
         if self.config.llm.tie_word_embeddings:
             out.pop("lm_head.weight", None)
         return out
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
+    def save_pretrained(self, path: str | os.PathLike, *, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Write config.json, model.safetensors, tokenizer files and the tower sub-folders
-        (``vision_tower/``, ``audio_tower/``, ``bert/``: config, preprocessor config, BERT tokenizer)."""
+        (``vision_tower/``, ``audio_tower/``, ``bert/``: config, preprocessor config, BERT tokenizer).
+        ``state_dict`` (full tensors under this module's names) replaces the module's own, e.g. the
+        consolidation of a sharded model."""
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
         self.config.save(os.path.join(path, "config.json"))
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.checkpoint_state_dict().items()}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.checkpoint_state_dict(state_dict).items()}
         save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
         for part, cfg in (("vision_tower", self.config.vision), ("audio_tower", self.config.audio), ("bert", self.config.bert)):
             folder = os.path.join(path, towers.PART_FOLDERS[part])

@@ -82,20 +82,37 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     extra_tensors: dict[str, Any] | None = None,
     save_total_limit: int | None = None,
+    save_sharded: Callable[[Path], None] | None = None,
+    dist: Any = None,
 ) -> Path:
     """Write ``output_dir/checkpoint-{step}`` atomically and keep the newest ``save_total_limit``.
 
     ``save_model(folder)`` writes the model files (``model.save_pretrained``). ``extra_tensors``
     (e.g. a sampler generator's state) is stored in ``rng_state.pt`` beside the global RNGs.
+
+    Several ranks (``dist``, a :class:`r1omni_fast.train.distributed.Dist`): every rank calls
+    this; ``save_model`` and ``save_sharded(folder)`` are called on every rank (they are
+    collectives and write from the ranks that own the data); rank 0 writes the rest and renames
+    the folder once all ranks are done. ``optimizer`` is then None (its state is in the sharded
+    checkpoint).
     """
+    main = dist is None or dist.is_main
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     final = out / f"checkpoint-{step}"
-    tmp = out / f".tmp-checkpoint-{step}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = out / (f".tmp-checkpoint-{step}" if dist is not None and dist.enabled else f".tmp-checkpoint-{step}-{os.getpid()}")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if dist is not None:
+        dist.barrier()
     save_model(tmp)
+    if save_sharded is not None:
+        save_sharded(tmp)
+    if not main:
+        dist.barrier()  # rank 0 renames the folder
+        return final
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if scheduler is not None:
@@ -115,6 +132,8 @@ def save_checkpoint(
     if save_total_limit is not None and save_total_limit > 0:
         for old in checkpoint_dirs(out)[:-save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
+    if dist is not None:
+        dist.barrier()
     return final
 
 
@@ -124,15 +143,17 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any | None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Restore optimizer, scheduler and RNGs from ``folder``; return (trainer_state, extra).
+    """Restore optimizer (from ``optimizer.pt`` when the checkpoint has one), scheduler and RNGs
+    from ``folder``; return (trainer_state, extra).
 
-    The model weights are loaded by the caller (``OmniModel.from_pretrained(folder)``).
+    The model weights are loaded by the caller (``OmniModel.from_pretrained(folder)``), and so is
+    the optimizer state of a sharded checkpoint (``r1omni_fast.train.distributed.load_sharded``).
     """
     folder = Path(folder)
     state_path = folder / STATE_FILE
     if not state_path.is_file():
         raise FileNotFoundError(f"{folder} is not a complete checkpoint (no {STATE_FILE})")
-    if optimizer is not None:
+    if optimizer is not None and (folder / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))

@@ -97,7 +97,9 @@ def clip_gradients(params: Sequence[torch.nn.Parameter], max_norm: float) -> flo
     if not grads:
         return 0.0
     norm = torch.nn.utils.clip_grad_norm_(grads, max_norm if max_norm > 0 else float("inf"))
-    return float(norm)
+    from r1omni_fast.train.distributed import grad_norm_value
+
+    return grad_norm_value(norm)
 
 
 # -------------------------------------------------------------------------------------- data
@@ -137,47 +139,113 @@ def to_device(inputs: Dict[str, torch.Tensor], device: torch.device) -> Dict[str
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
-class BatchStream:
-    """Endless stream of collated batches in the order of ``epoch_batches(seed, epoch)``.
+@dataclass
+class Shard:
+    """This rank's part of one global batch.
 
-    ``batches_done`` counts batches handed out since the start of the run (epoch = batches_done
-    // batches_per_epoch), so a resumed run passes the checkpoint's value and continues with
-    exactly the next batch. Decoding runs ahead in background threads (``prefetch``). Batches
-    whose every clip failed to load are skipped (they still count as consumed).
+    ``positions[i]`` is the place of ``batch.samples[i]`` in the run's sample stream (epoch * N +
+    index in that epoch's order): it names a sample independently of the number of ranks.
+    ``global_size`` counts the samples of the global batch over all ranks. A ``ghost`` shard
+    stands in where this rank has no sample of the global batch (or none of its clips loaded):
+    it runs the same computation, so that collectives stay matched, with weight 0.
+    """
+
+    batch: Batch
+    positions: List[int]
+    global_size: int
+    ghost: bool = False
+
+
+class BatchStream:
+    """Endless stream of this rank's collated shards of global batches.
+
+    The run's sample order is ``epoch_batches(N, N, seed, epoch)`` (one permutation per epoch); a
+    global batch is the next ``batch_size * world_size`` samples of it (the last one of an epoch
+    holds the remainder) and rank r takes its contiguous share (``distributed.rank_slice``: the
+    shares differ by at most one sample, nothing is dropped or repeated). ``samples_done`` is the
+    stream position, so a run resumed with another number of ranks (or another batch size)
+    continues with exactly the next unseen sample. Decoding runs ahead in background threads
+    (``prefetch``). In one process, batches whose every clip failed to load are skipped; with
+    several ranks they become ghosts (see :class:`Shard`).
     """
 
     def __init__(self, samples: Sequence[Sample], batch_size: int, collate: Callable[..., Batch], *,
-                 seed: int, batches_done: int = 0, workers: int = 1, depth: int = 2) -> None:
+                 seed: int, samples_done: int = 0, batches_done: int = 0, workers: int = 1, depth: int = 2,
+                 rank: int = 0, world_size: int = 1) -> None:
         self.samples = list(samples)
         self.batch_size = batch_size
+        self.global_batch_size = batch_size * world_size
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.samples_done = samples_done
         self.batches_done = batches_done
-        self.batches_per_epoch = math.ceil(len(self.samples) / batch_size)
-        self._iter = prefetch(self._sample_lists(batches_done), collate, depth=depth, workers=workers)
+        self.batches_per_epoch = math.ceil(len(self.samples) / self.global_batch_size)
+        self._last_good: Optional[Batch] = None
+        self._collate = collate
+        self._iter = prefetch(self._shares(samples_done), self._load, depth=depth, workers=workers)
 
-    def _sample_lists(self, start: int) -> Iterator[List[Sample]]:
+    def _shares(self, start: int) -> Iterator[tuple]:
+        from r1omni_fast.train.distributed import rank_slice
+
+        n = len(self.samples)
         position = start
         while True:
-            epoch, offset = divmod(position, self.batches_per_epoch)
-            order = epoch_batches(len(self.samples), self.batch_size, seed=self.seed, epoch=epoch)
-            for indices in order[offset:]:
-                yield [self.samples[i] for i in indices]
-            position = (epoch + 1) * self.batches_per_epoch
+            epoch, offset = divmod(position, n)
+            order = epoch_batches(n, n, seed=self.seed, epoch=epoch)[0]
+            for begin in range(offset, n, self.global_batch_size):
+                chunk = order[begin:begin + self.global_batch_size]
+                share = range(len(chunk))[rank_slice(len(chunk), self.rank, self.world_size)]
+                ghost = len(share) == 0
+                if ghost:  # stand-in so that this rank runs the step too
+                    share = range(1)
+                yield ([self.samples[chunk[i]] for i in share], [epoch * n + begin + i for i in share],
+                       len(chunk), ghost)
+            position = (epoch + 1) * n
+
+    def _load(self, item: tuple, index: int) -> tuple:
+        samples, positions, size, ghost = item
+        return self._collate(samples, index), samples, positions, size, ghost
 
     @property
     def epoch(self) -> float:
-        return self.batches_done / self.batches_per_epoch
+        return self.samples_done / len(self.samples)
 
-    def next(self) -> Batch:
+    def next(self) -> Shard:
         while True:
-            batch = next(self._iter)
+            batch, requested, positions, size, ghost = next(self._iter)
             self.batches_done += 1
+            self.samples_done += size
             if len(batch):
-                return batch
+                where = {id(s): p for s, p in zip(requested, positions)}
+                shard = Shard(batch, [where[id(s)] for s in batch.samples], size, ghost)
+                if not ghost:
+                    self._last_good = batch
+                return shard
+            if self.world_size > 1:
+                if self._last_good is None:
+                    raise DataError(f"rank {self.rank}: no clip of batch {self.batches_done} could be loaded "
+                                    "and no earlier batch can stand in for it")
+                log.warning("rank %d, batch %d: no clip could be loaded; this rank contributes nothing to it",
+                            self.rank, self.batches_done)
+                return Shard(self._last_good, [-1] * len(self._last_good), size, True)
             log.warning("batch %d: no clip could be loaded; skipped", self.batches_done)
 
     def close(self) -> None:
         self._iter.close()
+
+
+def stream_position(state: Optional[Dict[str, Any]], num_samples: int, batch_size: int) -> Dict[str, int]:
+    """``samples_done`` / ``batches_done`` of a checkpoint's trainer state (older states carry
+    only ``batches_done`` and their batch size)."""
+    if not state:
+        return {"samples_done": 0, "batches_done": 0}
+    done = int(state.get("batches_done", 0))
+    if "samples_done" in state:
+        return {"samples_done": int(state["samples_done"]), "batches_done": done}
+    size = int(state.get("global_batch_size", batch_size))
+    per_epoch = math.ceil(num_samples / size)
+    epoch, offset = divmod(done, per_epoch)
+    return {"samples_done": epoch * num_samples + min(offset * size, num_samples), "batches_done": done}
 
 
 def total_steps(cfg: Any, batches_per_epoch: int) -> int:
@@ -212,22 +280,43 @@ def find_resume(cfg: Any) -> Optional[Path]:
     return folder
 
 
-def restore(folder: Optional[Path], optimizer: torch.optim.Optimizer, scheduler: Any) -> ResumePoint:
-    """Load optimizer, scheduler and every RNG from ``folder`` (the model was loaded from it)."""
+def restore(folder: Optional[Path], optimizer: torch.optim.Optimizer, scheduler: Any,
+            model: Optional[torch.nn.Module] = None, dist: Any = None) -> ResumePoint:
+    """Load optimizer, scheduler and every RNG from ``folder`` (the model weights were loaded
+    from it). A sharded checkpoint (``dcp/``, written by several ranks) restores the trainable
+    model state and the optimizer through ``model``, at any number of ranks; a single process's
+    ``optimizer.pt`` is spread over the ranks of a distributed run."""
     if folder is None:
         return ResumePoint()
-    state, extra = load_checkpoint(folder, optimizer=optimizer, scheduler=scheduler)
+    from r1omni_fast.train import distributed
+
+    state, extra = load_checkpoint(folder, optimizer=None if dist is not None and dist.enabled else optimizer,
+                                   scheduler=scheduler)
+    if (folder / distributed.SHARDED_DIR).is_dir():
+        distributed.load_sharded(folder, model, optimizer)
+    elif dist is not None and dist.enabled:
+        distributed.load_full_optimizer(folder / "optimizer.pt", model, optimizer)
     log.info("resumed from %s (step %d)", folder, state["global_step"])
     return ResumePoint(folder, int(state["global_step"]), state, extra)
 
 
 def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
          state: Dict[str, Any], extra: Optional[Dict[str, Any]] = None,
-         save_model: Optional[Callable[[Path], None]] = None) -> Path:
-    """``checkpoint-{step}`` of the run (atomic; keeps the newest ``save_total_limit``)."""
-    return save_checkpoint(cfg.output_dir, step, save_model=save_model or model.save_pretrained,
-                           optimizer=optimizer, scheduler=scheduler, trainer_state=state,
-                           extra_tensors=extra, save_total_limit=cfg.save_total_limit)
+         save_model: Optional[Callable[[Path], None]] = None, dist: Any = None) -> Path:
+    """``checkpoint-{step}`` of the run (atomic; keeps the newest ``save_total_limit``). With
+    several ranks every rank calls it: the model is consolidated into model.safetensors and the
+    trainable and optimizer states are written sharded (``dcp/``)."""
+    if dist is None or not dist.enabled:
+        return save_checkpoint(cfg.output_dir, step, save_model=save_model or model.save_pretrained,
+                               optimizer=optimizer, scheduler=scheduler, trainer_state=state,
+                               extra_tensors=extra, save_total_limit=cfg.save_total_limit)
+    from r1omni_fast.train import distributed
+
+    return save_checkpoint(cfg.output_dir, step,
+                           save_model=save_model or (lambda folder: distributed.export_model(model, folder, dist)),
+                           optimizer=None, scheduler=scheduler, trainer_state=dict(state, world_size=dist.world_size),
+                           extra_tensors=extra, save_total_limit=cfg.save_total_limit,
+                           save_sharded=lambda folder: distributed.save_sharded(folder, model, optimizer), dist=dist)
 
 
 def write_run_config(cfg: Any) -> None:
@@ -241,13 +330,15 @@ def write_run_config(cfg: Any) -> None:
 
 @torch.no_grad()
 def evaluate_answers(model: Any, data: DataFile, collate: Callable[..., Batch], cfg: Any,
-                     device: torch.device) -> Dict[str, float]:
+                     device: torch.device, dist: Any = None) -> Dict[str, float]:
     """Greedy answers on every sample of ``data``: ``{"eval/format_rate", "eval/accuracy", "eval/n"}``.
 
     format_rate = mean format reward (R1-Omni's full-match rule); accuracy = mean accuracy reward
     (``reward_mode`` of the config when it has one, else "robust") against the sample labels.
+    With several ranks each answers its contiguous share of ``data`` and the scores are gathered
+    (every rank must call it; all return the same numbers).
     """
-    from r1omni_fast.rewards import score_batch
+    from r1omni_fast.train import distributed
 
     was_training = model.training
     model.eval()
@@ -255,25 +346,43 @@ def evaluate_answers(model: Any, data: DataFile, collate: Callable[..., Batch], 
     label_set = label_sets.resolve(cfg.label_set)
     formats: List[float] = []
     accuracies: List[float] = []
+    samples = data.samples
+    if dist is not None and dist.enabled:
+        samples = samples[distributed.rank_slice(len(samples), dist.rank, dist.world_size)]
     try:
-        size = cfg.per_device_eval_batch_size
-        for start in range(0, len(data), size):
-            batch = collate(data.samples[start:start + size], start // size)
-            if not len(batch):
-                continue
-            inputs = to_device(model_batch(model.processor, batch), device)
-            with autocast(cfg, device):
-                out = model.generate(inputs, num_generations=1, max_new_tokens=cfg.eval_max_new_tokens,
-                                     do_sample=False)
-            scores = score_batch(out.texts, [s.solution for s in batch.samples], funcs=("accuracy", "format"),
-                                 mode=mode, labels=label_set)
-            formats += scores["format"].tolist()
-            accuracies += scores["accuracy"].tolist()
+        with distributed.gathered(model, dist) if dist is not None else contextlib.nullcontext():
+            scored = _answer_batches(model, samples, collate, cfg, device, mode, label_set)
+        for fmt, acc in (dist.gather(scored) if dist is not None else [scored]):
+            formats += fmt
+            accuracies += acc
     finally:
         model.train(was_training)
     n = len(formats)
     return {"eval/format_rate": float(np.mean(formats)) if n else float("nan"),
             "eval/accuracy": float(np.mean(accuracies)) if n else float("nan"), "eval/n": n}
+
+
+def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[..., Batch], cfg: Any,
+                    device: torch.device, mode: str, label_set: Any) -> tuple:
+    """(format rewards, accuracy rewards) of greedy answers to ``samples``."""
+    from r1omni_fast.rewards import score_batch
+
+    formats: List[float] = []
+    accuracies: List[float] = []
+    size = cfg.per_device_eval_batch_size
+    for start in range(0, len(samples), size):
+        batch = collate(samples[start:start + size], start // size)
+        if not len(batch):
+            continue
+        inputs = to_device(model_batch(model.processor, batch), device)
+        with autocast(cfg, device):
+            out = model.generate(inputs, num_generations=1, max_new_tokens=cfg.eval_max_new_tokens,
+                                 do_sample=False)
+        scores = score_batch(out.texts, [s.solution for s in batch.samples], funcs=("accuracy", "format"),
+                             mode=mode, labels=label_set)
+        formats += scores["format"].tolist()
+        accuracies += scores["accuracy"].tolist()
+    return formats, accuracies
 
 
 def eval_due(cfg: Any, step: int, last_step: int) -> bool:

@@ -44,7 +44,7 @@ from r1omni_fast.data import Batch
 from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
 from r1omni_fast.rewards import score_batch
-from r1omni_fast.train import common
+from r1omni_fast.train import common, distributed
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
 
@@ -88,74 +88,15 @@ def completion_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
 
 
-def completion_logits(model: Any, prompts: Dict[str, torch.Tensor], completion_ids: torch.Tensor,
-                      mask: torch.Tensor, group: int, *, share_prefix: bool = True) -> torch.Tensor:
-    """Logits (N, T, V) with ``logits[n, t]`` predicting ``completion_ids[n, t]``, N = B * group.
-
-    The B left-padded prompts (media included) are embedded once. With ``share_prefix`` the LLM
-    runs over each prompt once too: its keys/values are repeated for the group's rows (a
-    differentiable copy, so the prompt's activations receive the gradient of all G samples) and
-    the completions attend to them; the LM head runs over completion positions only. Without it
-    (and under activation checkpointing, which forbids a cache in training) the prompt embeddings
-    are repeated and the N full rows run through the LLM.
-    """
-    prompt_embeds = model.embed(prompts["input_ids"], pixel_values=prompts.get("pixel_values"),
-                                audio_features=prompts.get("audio_features"),
-                                bert_input_ids=prompts.get("bert_input_ids"),
-                                bert_attention_mask=prompts.get("bert_attention_mask"))
-    token_embeds = model.llm.get_input_embeddings()(completion_ids).to(prompt_embeds.dtype)
-    prompt_valid = prompts["attention_mask"].bool()
-    width = completion_ids.shape[1]
-    if not share_prefix or _checkpointing(model.llm):
-        embeds = torch.cat([prompt_embeds.repeat_interleave(group, 0), token_embeds], 1)
-        attention = torch.cat([prompt_valid.long().repeat_interleave(group, 0), mask.long()], 1)
-        return model(inputs_embeds=embeds, attention_mask=attention, logits_to_keep=width + 1).logits[:, :-1]
-
-    from transformers import DynamicCache
-
-    llm = model.llm
-    layer_types = set(getattr(llm.config, "layer_types", None) or ["full_attention"])
-    b, p = prompt_valid.shape
-    positions = (prompt_valid.long().cumsum(-1) - 1).clamp(min=0)
-    causal = torch.ones(p, p, dtype=torch.bool, device=prompt_valid.device).tril()
-    eye = torch.eye(p, dtype=torch.bool, device=prompt_valid.device)
-    prefill_mask = _additive(((causal[None] & prompt_valid[:, None, :]) | eye[None])[:, None], prompt_embeds.dtype)
-    cache = DynamicCache(config=llm.config)
-    prefix = llm.model(inputs_embeds=prompt_embeds, position_ids=positions, cache=cache, use_cache=True,
-                       attention_mask={t: prefill_mask for t in layer_types}).last_hidden_state
-    cache.batch_repeat_interleave(group)
-    steps = torch.arange(width, device=prompt_valid.device)
-    keys = torch.cat([prompt_valid.repeat_interleave(group, 0)[:, None, :].expand(-1, width, -1),
-                      (steps[None, :] <= steps[:, None])[None].expand(b * group, -1, -1)], 2)
-    lengths = prompt_valid.long().sum(1).repeat_interleave(group, 0)
-    hidden = llm.model(inputs_embeds=token_embeds, position_ids=lengths[:, None] + steps[None], cache=cache,
-                       use_cache=True, attention_mask={t: _additive(keys[:, None], token_embeds.dtype)
-                                                       for t in layer_types}).last_hidden_state
-    # the prompt's last position predicts the first completion token
-    hidden = torch.cat([prefix[:, -1:].repeat_interleave(group, 0), hidden[:, :-1]], 1)
-    return llm.lm_head(hidden)
-
-
-def _checkpointing(llm: Any) -> bool:
-    # transformers 5 renamed the flag (the old name warns)
-    if hasattr(type(llm), "is_activation_checkpointing"):
-        return bool(llm.is_activation_checkpointing)
-    return bool(getattr(llm, "is_gradient_checkpointing", False))
-
-
-def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where attention is allowed, the dtype's minimum elsewhere."""
-    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-
-def reference_view(policy: Any, source: Any = None) -> Any:
+def reference_view(policy: Any, source: Any = None, *, share_frozen: bool = True) -> Any:
     """A model computing like ``policy`` with its trainable parts frozen at ``source``'s values
     (a deep copy of the policy's own when ``source`` is None). Frozen modules (towers, BERT, …)
-    are the policy's own objects, shared, not copied."""
+    are the policy's own objects, shared, not copied (copied too when not ``share_frozen``)."""
     ref = copy.copy(policy)
-    ref._modules = dict(policy._modules)  # nn.Module keeps its children in this dict
+    # nn.Module keeps its children, parameters and hooks in dicts: the view gets its own
+    ref.__dict__ = {k: (copy.copy(v) if isinstance(v, dict) else v) for k, v in policy.__dict__.items()}
     for name, module in policy.named_children():
-        if any(p.requires_grad for p in module.parameters()):
+        if not share_frozen or any(p.requires_grad for p in module.parameters()):
             own = copy.deepcopy(module) if source is None else getattr(source, name)
             ref._modules[name] = own.requires_grad_(False).eval()
     return ref
@@ -194,6 +135,9 @@ class Rollout:
     old_logp: Optional[torch.Tensor] = None
     ref_logp: Optional[torch.Tensor] = None
     times: Dict[str, float] = field(default_factory=dict)
+    ghost: bool = False  # a stand-in of a rank without prompts in this global batch: weight 0
+    weight: float = 1.0  # this rank's share of the global micro-batch loss (see GRPOTrainer.loss_weights)
+    num_items: Optional[float] = None  # dapo: completion tokens of the global micro-batch
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -208,8 +152,15 @@ class GRPOTrainer:
         cfg.require("model_name_or_path", "data_file")
         self.cfg = cfg
         self.progress = progress
+        self.dist = distributed.from_environment(cfg)
+        self.per_prompt = cfg.per_prompt_sampling if cfg.per_prompt_sampling is not None else self.dist.enabled
+        if self.dist.enabled and not self.per_prompt:
+            raise ConfigError("per_prompt_sampling: false needs a single process (with several ranks each "
+                              "prompt samples from its own generator so that runs do not depend on the rank count)")
+        if self.dist.enabled and cfg.sync_ref_model:
+            raise ConfigError("sync_ref_model is not supported with several ranks yet: run it in one process")
         common.seed_everything(cfg.seed)
-        self.device = common.pick_device()
+        self.device = self.dist.device
         self.out = Path(cfg.output_dir)
         self.reward_funcs = resolve_reward_funcs(cfg.reward_funcs)
         self.reward_names = [reward_name(f) for f in self.reward_funcs]
@@ -228,16 +179,27 @@ class GRPOTrainer:
             source = None
             if self.resume_from is not None:  # the reference is the starting model, not the checkpoint
                 source = common.load_policy(cfg.model_name_or_path, cfg, self.device)
-            self.ref = reference_view(self.model, source)
+            self.ref = reference_view(self.model, source,
+                                      share_frozen=not (self.dist.fsdp and cfg.fsdp_shard_towers))
+        if self.dist.fsdp:
+            bf16 = common.uses_bf16(cfg, self.device)
+            distributed.fsdp(self.model, self.dist, cfg, use_bf16=bf16)
+            if self.ref is not None:
+                distributed.fsdp(self.ref, self.dist, cfg, use_bf16=bf16)
+        # the policy pass of a training step runs through this (DDP must see it as a forward; FSDP
+        # has wrapped the method with its hooks above)
+        self.policy_logits: Callable[..., torch.Tensor] = self.model.completion_logits
+        if self.dist.enabled and not self.dist.fsdp:
+            self.policy_logits = distributed.ddp(distributed.CompletionLogits(self.model), self.dist, cfg)
         self.params = common.trainable_parameters(self.model)
         self.optimizer = common.build_optimizer(self.model, cfg)
         self.collate = common.make_collator(cfg, self.model, loader)
-        batches_per_epoch = -(-len(self.train_data) // cfg.per_device_train_batch_size)
+        batches_per_epoch = -(-len(self.train_data) // (cfg.per_device_train_batch_size * self.dist.world_size))
         self.last_step = common.total_steps(cfg, batches_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, self.last_step)
         self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.start = common.restore(self.resume_from, self.optimizer, self.scheduler)
-        if self.start.extra:
+        self.start = common.restore(self.resume_from, self.optimizer, self.scheduler, self.model, self.dist)
+        if self.start.extra and "sampler" in self.start.extra:
             self.sampler.set_state(self.start.extra["sampler"])
             if self.ref is not None and "ref_model" in self.start.extra:
                 self._ref_load(self.start.extra["ref_model"])
@@ -254,33 +216,47 @@ class GRPOTrainer:
                                   f"({longest} tokens, each media placeholder counted once): raise it")
         return common.to_device(inputs, self.device)
 
-    def generate(self, prompts: Dict[str, torch.Tensor]) -> GenerationOutput:
+    def prompt_generators(self, positions: Sequence[int]) -> List[torch.Generator]:
+        """One generator per prompt, seeded by (seed, the prompt's place in the sample stream)."""
+        seeds = [int(np.random.SeedSequence([self.cfg.seed, max(p, 0)]).generate_state(1, np.uint64)[0] >> 1)
+                 for p in positions]
+        return [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+
+    def generate(self, prompts: Dict[str, torch.Tensor], positions: Optional[Sequence[int]] = None) -> GenerationOutput:
         cfg = self.cfg
+        generator: Any = self.sampler
+        if self.per_prompt:
+            if positions is None:
+                raise ValueError("per-prompt sampling needs the prompts' stream positions")
+            generator = self.prompt_generators(positions)
         self.model.eval()
         try:
-            with common.autocast(cfg, self.device):
+            with common.autocast(cfg, self.device), distributed.gathered(self.model, self.dist):
                 return self.model.generate(prompts, num_generations=cfg.num_generations,
                                            max_new_tokens=cfg.max_completion_length, do_sample=True,
                                            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or 0,
-                                           generator=self.sampler)
+                                           generator=generator)
         finally:
             self.model.train()
 
     def sequence_logprobs(self, model: Any, rollout: Rollout) -> torch.Tensor:
         """Per-token log-probs (N, T) of the rollout's completions under ``model``, no gradient."""
         with torch.no_grad(), common.autocast(self.cfg, self.device):
-            logits = completion_logits(model, rollout.prompts, rollout.completion_ids, rollout.mask,
-                                       self.cfg.num_generations)
+            logits = model.completion_logits(rollout.prompts, rollout.completion_ids, rollout.mask,
+                                             self.cfg.num_generations)
             return selective_logprobs(logits, rollout.completion_ids, self.cfg.temperature)
 
-    def make_rollout(self, batch: Batch, completions: Optional[GenerationOutput] = None) -> Rollout:
+    def make_rollout(self, batch: Union[Batch, common.Shard], completions: Optional[GenerationOutput] = None) -> Rollout:
         """Generate (or take ``completions``), decode, score, normalise, and compute the reference
-        and old log-probs the loss will need."""
+        and old log-probs the loss will need. ``batch`` is a Batch or this rank's Shard of one."""
         cfg, G = self.cfg, self.cfg.num_generations
+        shard = batch if isinstance(batch, common.Shard) else None
+        batch = shard.batch if shard is not None else batch
         times: Dict[str, float] = {}
         t = time.perf_counter()
         prompts = self.prompt_inputs(batch)
-        generated = completions if completions is not None else self.generate(prompts)
+        generated = completions if completions is not None else self.generate(
+            prompts, shard.positions if shard is not None else None)
         ids = generated.completion_ids.to(self.device)
         mask = completion_mask(generated.lengths.to(self.device), ids.shape[1])
         texts = generated.texts if generated.texts is not None else [
@@ -301,7 +277,8 @@ class GRPOTrainer:
 
         rollout = Rollout(batch, prompts, ids, mask, list(texts), rewards,
                           torch.from_numpy(scores["total"]), advantages, group_std,
-                          times=times)
+                          times=times, ghost=bool(shard is not None and shard.ghost))
+        self.loss_weights(rollout)
         t = time.perf_counter()
         if self.ref is not None:
             rollout.ref_logp = self.sequence_logprobs(self.ref, rollout)
@@ -310,18 +287,38 @@ class GRPOTrainer:
         times["reference"] = time.perf_counter() - t
         return rollout
 
+    def loss_weights(self, rollout: Rollout) -> None:
+        """Set ``rollout.weight`` (and ``num_items`` for dapo) so that the ranks' losses, averaged
+        by DDP / FSDP, equal the loss of the whole global micro-batch in one process: grpo and
+        dr_grpo weigh a rank by its share of the sequences, dapo divides by the completion tokens
+        of the global micro-batch (``num_items_in_batch``), bnpo keeps TRL's per-rank token mean
+        and averages the ranks that hold prompts. Ghosts weigh 0. One process: weight 1."""
+        if not self.dist.enabled:
+            return
+        world = self.dist.world_size
+        rows = 0 if rollout.ghost else rollout.mask.shape[0]
+        tokens = 0 if rollout.ghost else int(rollout.mask.sum())
+        all_rows, all_tokens, active = self.dist.sum([rows, tokens, 0 if rollout.ghost else 1])
+        loss_type = self.cfg.loss_type
+        if loss_type in ("grpo", "dr_grpo"):
+            rollout.weight = rows * world / max(all_rows, 1.0)
+        elif loss_type == "bnpo":
+            rollout.weight = 0.0 if rollout.ghost else world / max(active, 1.0)
+        else:  # dapo
+            rollout.weight = 0.0 if rollout.ghost else float(world)
+            rollout.num_items = all_tokens
+
     def policy_loss(self, rollout: Rollout) -> tuple:
         """``grpo_loss`` of the current policy on a rollout: (loss, metrics)."""
         cfg = self.cfg
         with common.autocast(cfg, self.device):
-            logits = completion_logits(self.model, rollout.prompts, rollout.completion_ids, rollout.mask,
-                                       cfg.num_generations)
+            logits = self.policy_logits(rollout.prompts, rollout.completion_ids, rollout.mask, cfg.num_generations)
         return grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=rollout.mask,
                          old_logp=rollout.old_logp, ref_logp=rollout.ref_logp, beta=cfg.beta,
                          eps_low=cfg.epsilon, eps_high=cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon,
                          delta=cfg.delta, temperature=cfg.temperature, loss_type=cfg.loss_type,
                          importance_sampling_level=cfg.importance_sampling_level,
-                         max_completion_length=cfg.max_completion_length)
+                         max_completion_length=cfg.max_completion_length, num_items_in_batch=rollout.num_items)
 
     # --- one optimizer step ------------------------------------------------------------------
     def train_step(self, step: int) -> Dict[str, Any]:
@@ -334,10 +331,12 @@ class GRPOTrainer:
 
         t = time.perf_counter()
         losses, parts = [], []
-        for rollout in self.rollouts:
-            loss, metrics = self.policy_loss(rollout)
-            (loss / len(self.rollouts)).backward()
-            losses.append(float(loss.detach()))
+        module = self.policy_logits if isinstance(self.policy_logits, torch.nn.Module) else self.model
+        for i, rollout in enumerate(self.rollouts):
+            with distributed.accumulating(module, self.dist, last=i == len(self.rollouts) - 1):
+                loss, metrics = self.policy_loss(rollout)
+                (loss * rollout.weight / len(self.rollouts)).backward()
+            losses.append(float(loss.detach()) * rollout.weight / self.dist.world_size)
             parts.append(metrics)
         policy_time = time.perf_counter() - t
 
@@ -352,12 +351,9 @@ class GRPOTrainer:
         optimizer_time = time.perf_counter() - t
 
         step_time = time.perf_counter() - t0
-        record = {"step": step, "epoch": self.stream.epoch, "loss": float(np.mean(losses)),
-                  "learning_rate": lr, "grad_norm": grad_norm}
+        record = {"step": step, "epoch": self.stream.epoch, "learning_rate": lr, "grad_norm": grad_norm}
+        record.update(self.loss_metrics(losses, parts))
         record.update(self.rollout_metrics(self.rollouts))
-        for key in ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"):
-            if key in parts[0]:
-                record[key] = float(np.mean([float(m[key]) for m in parts]))
         gen_times = {k: sum(r.times[k] for r in self.rollouts) if fresh else 0.0
                      for k in ("generate", "score", "reference")}
         record.update({f"time/{k}": v for k, v in gen_times.items()})
@@ -367,14 +363,38 @@ class GRPOTrainer:
         record["tokens_per_second"] = tokens / step_time if step_time > 0 else 0.0
         return record
 
+    def loss_metrics(self, losses: Sequence[float], parts: Sequence[Dict[str, Any]]) -> Dict[str, float]:
+        """The step's loss (mean over micro-batches of the global micro-batch loss) and the loss
+        metrics (KL, clip ratios: token- or sequence-weighted over the ranks, then averaged over
+        micro-batches, as one process computes them over the whole batch)."""
+        keys = [k for k in ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
+                if k in parts[0]]
+        sequence_level = self.cfg.importance_sampling_level == "sequence"
+        numbers: List[float] = [sum(losses)]
+        for r, m in zip(self.rollouts, parts):
+            units = 0.0 if r.ghost else float(r.mask.shape[0] if sequence_level else r.mask.sum())
+            kl_units = 0.0 if r.ghost else float(r.mask.sum())
+            numbers += [units, kl_units] + [float(m[k]) * (kl_units if k == "kl" else units) for k in keys]
+        if self.dist.enabled:
+            numbers = self.dist.sum(numbers)
+        out = {"loss": numbers[0] / len(parts)}
+        width = 2 + len(keys)
+        for j, key in enumerate(keys):
+            values = []
+            for i in range(len(parts)):
+                units, kl_units = numbers[1 + i * width], numbers[2 + i * width]
+                den = kl_units if key == "kl" else units
+                values.append(numbers[3 + i * width + j] / den if den else 0.0)
+            out[key] = float(np.mean(values))
+        return out
+
     def rollout_metrics(self, rollouts: Sequence[Rollout]) -> Dict[str, float]:
-        """TRL's reward and completion metrics over the completions of ``rollouts``."""
-        rewards = torch.cat([r.rewards for r in rollouts]).double()
-        total = torch.cat([r.total for r in rollouts]).double()
-        group_std = torch.cat([r.group_std for r in rollouts]).double().cpu()
-        lengths = torch.cat([r.mask.sum(1) for r in rollouts]).double().cpu()
-        ends = torch.cat([r.completion_ids.gather(1, (r.mask.sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
-                          for r in rollouts])
+        """TRL's reward and completion metrics over the completions of ``rollouts`` (of every rank)."""
+        local = [(r.rewards.double(), r.total.double(), r.group_std.double().cpu(), r.mask.sum(1).double().cpu(),
+                  r.completion_ids.gather(1, (r.mask.sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1).cpu())
+                 for r in rollouts if not r.ghost]
+        parts = [p for rank in self.dist.gather(local) for p in rank]
+        rewards, total, group_std, lengths, ends = (torch.cat(column) for column in zip(*parts))
         eos = torch.tensor(self.model.processor.eos_token_ids, device=ends.device)
         out = {"reward": float(total.mean()), "reward_std": float(group_std.mean()),
                "frac_reward_zero_std": float(torch.isclose(group_std, torch.zeros_like(group_std)).double().mean())}
@@ -390,14 +410,27 @@ class GRPOTrainer:
         return out
 
     def write_completions(self, step: int, rollouts: Sequence[Rollout]) -> None:
+        """Append the rollouts' completions to completions.jsonl (rank 0 writes every rank's,
+        micro-batch by micro-batch in rank order: the order of the global batch)."""
+        local: List[List[str]] = []
+        for r in rollouts:
+            rows = []
+            samples = [s for s in r.batch.samples for _ in range(self.cfg.num_generations)]
+            for i, (sample, text) in enumerate(zip(samples, r.texts)):
+                if r.ghost:
+                    break
+                row = {"step": step, "prompt_id": sample.id, "label": sample.label, "completion": text}
+                row.update({name: _finite(float(r.rewards[i, j])) for j, name in enumerate(self.reward_names)})
+                row.update({"reward": float(r.total[i]), "advantage": float(r.advantages[i])})
+                rows.append(json.dumps(row) + "\n")
+            local.append(rows)
+        ranks = self.dist.gather(local)
+        if not self.dist.is_main:
+            return
         with open(self.out / "completions.jsonl", "a", encoding="utf-8") as fh:
-            for r in rollouts:
-                samples = [s for s in r.batch.samples for _ in range(self.cfg.num_generations)]
-                for i, (sample, text) in enumerate(zip(samples, r.texts)):
-                    row = {"step": step, "prompt_id": sample.id, "label": sample.label, "completion": text}
-                    row.update({name: _finite(float(r.rewards[i, j])) for j, name in enumerate(self.reward_names)})
-                    row.update({"reward": float(r.total[i]), "advantage": float(r.advantages[i])})
-                    fh.write(json.dumps(row) + "\n")
+            for micro in range(len(rollouts)):
+                for rank in ranks:
+                    fh.writelines(rank[micro])
 
     # --- reference model -----------------------------------------------------------------------
     @torch.no_grad()
@@ -419,30 +452,42 @@ class GRPOTrainer:
 
     # --- the loop --------------------------------------------------------------------------------
     def save(self, step: int) -> None:
-        extra: Dict[str, Any] = {"sampler": self.sampler.get_state()}
+        extra: Dict[str, Any] = {} if self.per_prompt else {"sampler": self.sampler.get_state()}
         if self.ref is not None and self.cfg.sync_ref_model:
             extra["ref_model"] = self._ref_state()
         common.save(self.cfg, step, self.model, self.optimizer, self.scheduler,
-                    {"stage": "grpo", "batches_done": self.stream.batches_done, "max_steps": self.last_step},
-                    extra)
+                    {"stage": "grpo", "batches_done": self.stream.batches_done,
+                     "samples_done": self.stream.samples_done, "global_batch_size": self.stream.global_batch_size,
+                     "max_steps": self.last_step}, extra, dist=self.dist)
 
     def train(self) -> Path:
         """Run to ``last_step``; returns the folder of the final model (``output_dir``)."""
-        cfg, start = self.cfg, self.start
-        common.write_run_config(cfg)
-        metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=start.step if start.folder else None)
-        _truncate_completions(self.out / "completions.jsonl", start.step if start.folder else None)
+        try:
+            return self._train()
+        finally:
+            distributed.shutdown(self.dist)
+
+    def _train(self) -> Path:
+        cfg, start, main = self.cfg, self.start, self.dist.is_main
+        metrics = None
+        if main:
+            common.write_run_config(cfg)
+            metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=start.step if start.folder else None)
+            _truncate_completions(self.out / "completions.jsonl", start.step if start.folder else None)
+        position = common.stream_position(start.state, len(self.train_data), cfg.per_device_train_batch_size)
         self.stream = common.BatchStream(self.train_data.samples, cfg.per_device_train_batch_size, self.collate,
-                                         seed=cfg.seed, batches_done=start.state["batches_done"] if start.state else 0,
-                                         workers=cfg.dataloader_num_workers, depth=cfg.dataloader_prefetch_factor)
-        bar = common.progress_bar(self.last_step, start.step, "grpo", self.progress)
+                                         seed=cfg.seed, **position, workers=cfg.dataloader_num_workers,
+                                         depth=cfg.dataloader_prefetch_factor, rank=self.dist.rank,
+                                         world_size=self.dist.world_size)
+        bar = common.progress_bar(self.last_step, start.step, "grpo", self.progress and main)
         save_pending = False
         try:
             for step in range(start.step + 1, self.last_step + 1):
                 record = self.train_step(step)
                 if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):
-                    record.update(common.evaluate_answers(self.model, self.eval_data, self.collate, cfg, self.device))
-                if step % cfg.logging_steps == 0 or step == self.last_step or "eval/n" in record:
+                    record.update(common.evaluate_answers(self.model, self.eval_data, self.collate, cfg, self.device,
+                                                          self.dist))
+                if main and (step % cfg.logging_steps == 0 or step == self.last_step or "eval/n" in record):
                     metrics.log(common.plain_numbers(record))
                 bar.set_postfix(reward=f"{record['reward']:.3f}", step_s=f"{record['step_time']:.1f}", refresh=False)
                 bar.update(1)
@@ -453,10 +498,11 @@ class GRPOTrainer:
         finally:
             bar.close()
             self.stream.close()
-        self.model.save_pretrained(self.out)
-        plot_curves(read_jsonl(self.out / "metrics.jsonl"),
-                    ["reward", "kl", "reward_std", "completions/mean_length", "eval/accuracy"],
-                    self.out / "grpo_curves.png", title="GRPO")
+        distributed.export_model(self.model, self.out, self.dist)
+        if main:
+            plot_curves(read_jsonl(self.out / "metrics.jsonl"),
+                        ["reward", "kl", "reward_std", "completions/mean_length", "eval/accuracy"],
+                        self.out / "grpo_curves.png", title="GRPO")
         return self.out
 
 

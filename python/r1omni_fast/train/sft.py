@@ -24,7 +24,7 @@ import torch
 
 from r1omni_fast.config import ConfigError, SFTConfig
 from r1omni_fast.model import IGNORE_INDEX
-from r1omni_fast.train import common
+from r1omni_fast.train import common, distributed
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
 
@@ -50,13 +50,24 @@ def run_sft(cfg: SFTConfig, *, loader: Optional[Callable] = None, progress: bool
     """Train with ``cfg`` and return the folder of the final model (``cfg.output_dir``).
 
     ``loader`` replaces ``r1omni_fast.media.load_batch`` (same signature). With ``cfg.resume``
-    the run continues from the newest complete checkpoint exactly as if never stopped.
+    the run continues from the newest complete checkpoint exactly as if never stopped. Under
+    torchrun every rank runs this (``r1omni_fast.train.distributed``): each takes its share of
+    every global batch of ``per_device_train_batch_size * WORLD_SIZE`` samples, and the loss is
+    the mean over the assistant tokens of the whole global batch, as in one process.
     """
     if cfg.stage != "sft":
         raise ConfigError(f"run_sft needs an sft config, got stage {cfg.stage!r}")
     cfg.require("model_name_or_path", "data_file")
+    dist = distributed.from_environment(cfg)
+    try:
+        return _run(cfg, dist, loader, progress)
+    finally:
+        distributed.shutdown(dist)
+
+
+def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], progress: bool) -> Path:
     common.seed_everything(cfg.seed)
-    device = common.pick_device()
+    device = dist.device
     out = Path(cfg.output_dir)
     train_data = common.read_split(cfg, "data_file", kind="sft")
     eval_data = common.read_split(cfg, "eval_file", kind="auto") if cfg.eval_file else None
@@ -64,52 +75,72 @@ def run_sft(cfg: SFTConfig, *, loader: Optional[Callable] = None, progress: bool
     resume_from = common.find_resume(cfg)
     model = common.load_policy(resume_from or cfg.model_name_or_path, cfg, device)
     model.train()
+    step_module: torch.nn.Module = model  # what the training forward runs through
+    if dist.fsdp:
+        distributed.fsdp(model, dist, cfg, use_bf16=common.uses_bf16(cfg, device))
+    elif dist.enabled:
+        step_module = distributed.ddp(model, dist, cfg)
     params = common.trainable_parameters(model)
     optimizer = common.build_optimizer(model, cfg)
     collate = common.make_collator(cfg, model, loader)
-    batches_per_epoch = -(-len(train_data) // cfg.per_device_train_batch_size)
+    batches_per_epoch = -(-len(train_data) // (cfg.per_device_train_batch_size * dist.world_size))
     last_step = common.total_steps(cfg, batches_per_epoch)
     scheduler = build_scheduler(optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, last_step)
-    start = common.restore(resume_from, optimizer, scheduler)  # RNGs too: after every seeding
-    common.write_run_config(cfg)
-    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start.step if start.folder else None)
+    start = common.restore(resume_from, optimizer, scheduler, model, dist)  # RNGs too: after every seeding
+    main = dist.is_main
+    if main:
+        common.write_run_config(cfg)
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start.step if start.folder else None) if main else None
+    position = common.stream_position(start.state, len(train_data), cfg.per_device_train_batch_size)
     stream = common.BatchStream(train_data.samples, cfg.per_device_train_batch_size, collate, seed=cfg.seed,
-                                batches_done=start.state["batches_done"] if start.state else 0,
-                                workers=cfg.dataloader_num_workers, depth=cfg.dataloader_prefetch_factor)
-    bar = common.progress_bar(last_step, start.step, "sft", progress)
+                                **position, workers=cfg.dataloader_num_workers, depth=cfg.dataloader_prefetch_factor,
+                                rank=dist.rank, world_size=dist.world_size)
+    bar = common.progress_bar(last_step, start.step, "sft", progress and main)
+    accumulation = cfg.gradient_accumulation_steps
     try:
         for step in range(start.step + 1, last_step + 1):
             t0 = time.perf_counter()
             loss_sum, tokens = 0.0, 0
-            for _ in range(cfg.gradient_accumulation_steps):
-                inputs = common.to_device(sft_inputs(model.processor, stream.next(), cfg.max_length), device)
-                with common.autocast(cfg, device):
-                    loss = model(**inputs).loss
-                (loss / cfg.gradient_accumulation_steps).backward()
-                loss_sum += float(loss.detach())
-                tokens += int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+            for micro in range(accumulation):
+                shard = stream.next()
+                inputs = common.to_device(sft_inputs(model.processor, shard.batch, cfg.max_length), device)
+                local = 0 if shard.ghost else int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+                # this rank's share of the global batch's token mean (DDP and FSDP average over ranks)
+                weight = 1.0
+                if dist.enabled:
+                    weight = local * dist.world_size / max(dist.sum([local])[0], 1.0)
+                with distributed.accumulating(step_module, dist, last=micro == accumulation - 1):
+                    with common.autocast(cfg, device):
+                        loss = step_module(**inputs).loss
+                    (loss * weight / accumulation).backward()
+                loss_sum += float(loss.detach()) * weight / dist.world_size
+                tokens += local
+            if dist.enabled:
+                loss_sum, tokens = dist.sum([loss_sum, tokens])
             grad_norm = common.clip_gradients(params, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             record: Dict[str, Any] = {
-                "step": step, "epoch": stream.epoch, "loss": loss_sum / cfg.gradient_accumulation_steps,
-                "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": tokens,
+                "step": step, "epoch": stream.epoch, "loss": loss_sum / accumulation,
+                "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": int(tokens),
                 "step_time": time.perf_counter() - t0}
             if eval_data is not None and common.eval_due(cfg, step, last_step):
-                record.update(common.evaluate_answers(model, eval_data, collate, cfg, device))
-            if step % cfg.logging_steps == 0 or step == last_step or "eval/n" in record:
+                record.update(common.evaluate_answers(model, eval_data, collate, cfg, device, dist))
+            if main and (step % cfg.logging_steps == 0 or step == last_step or "eval/n" in record):
                 metrics.log(common.plain_numbers(record))
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
             if step % cfg.save_steps == 0 or step == last_step:
                 common.save(cfg, step, model, optimizer, scheduler,
-                            {"stage": "sft", "batches_done": stream.batches_done, "max_steps": last_step})
+                            {"stage": "sft", "batches_done": stream.batches_done, "samples_done": stream.samples_done,
+                             "global_batch_size": stream.global_batch_size, "max_steps": last_step}, dist=dist)
     finally:
         bar.close()
         stream.close()
-    model.save_pretrained(out)
-    plot_curves(read_jsonl(out / "metrics.jsonl"), ["loss", "learning_rate", "eval/format_rate"],
-                out / "sft_curves.png", title="SFT")
+    distributed.export_model(model, out, dist)
+    if main:
+        plot_curves(read_jsonl(out / "metrics.jsonl"), ["loss", "learning_rate", "eval/format_rate"],
+                    out / "sft_curves.png", title="SFT")
     return out

@@ -1,0 +1,314 @@
+"""Training on several processes: torchrun launch, DDP or FSDP2, reductions, sharded checkpoints.
+
+Launch (every rank runs the same command; torchrun sets RANK, WORLD_SIZE, LOCAL_RANK)::
+
+    torchrun --nproc-per-node 8 -m r1omni_fast train --config FILE [--parallelism fsdp]
+
+Contracts:
+
+- Process group: ``nccl`` with CUDA (rank ``r`` on ``cuda:LOCAL_RANK``), ``gloo`` on the CPU; every
+  collective times out after ``cfg.ddp_timeout`` seconds, so a rank that died or hangs ends the
+  job with an error instead of a silent wait (torchrun also stops the other ranks as soon as one
+  exits with an error).
+- ``parallelism: ddp``: the model is replicated; the trainable gradients are averaged over the
+  ranks in backward (``DistributedDataParallel``). ``parallelism: fsdp``: FSDP2
+  (``fully_shard``) shards every LLM decoder layer and then the rest of the trainable model; the
+  frozen towers are replicated (their parameters are left out of the root unit) or, with
+  ``fsdp_shard_towers``, sharded one unit per tower. On CUDA with bf16, parameters are gathered
+  in bf16 and gradients reduced in fp32 (``MixedPrecisionPolicy``).
+- Generation under FSDP runs with every unit gathered once (:func:`gathered`): the ranks then
+  decode any number of tokens without collectives, so ranks whose completions stop at different
+  lengths never wait on each other.
+- Checkpoints: ``checkpoint-N/dcp/`` holds the trainable model state and the optimizer state as a
+  Distributed Checkpoint (each rank writes its shards; it loads at any number of ranks), beside
+  the consolidated ``model.safetensors`` that rank 0 writes and ``OmniModel.from_pretrained`` loads
+  in one process. The folder is filled under a temporary name and renamed by rank 0 only when
+  every rank has finished (it assumes a filesystem that all ranks share).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Sequence
+
+import torch
+
+from r1omni_fast.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+SHARDED_DIR = "dcp"
+
+
+@dataclass
+class Dist:
+    """This process's place in the job (``world_size == 1``: a single process, no collective)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    parallelism: str = "none"
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def fsdp(self) -> bool:
+        return self.enabled and self.parallelism == "fsdp"
+
+    def sum(self, values: Sequence[float]) -> List[float]:
+        """Element-wise sum over the ranks (float64)."""
+        if not self.enabled:
+            return [float(v) for v in values]
+        import torch.distributed as dist
+
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=self._comm_device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, obj: Any) -> List[Any]:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out: List[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    @property
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+
+def from_environment(cfg: Any) -> Dist:
+    """Join the torchrun job described by the environment (``WORLD_SIZE`` > 1), else a single
+    process on CUDA when available."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world <= 1:
+        return Dist(device=torch.device("cuda") if cuda else torch.device("cpu"))
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cpu")
+    if cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo",
+                                timeout=datetime.timedelta(seconds=cfg.ddp_timeout))
+    if dist.get_world_size() != world:
+        raise ConfigError(f"WORLD_SIZE={world} but the process group has {dist.get_world_size()} ranks")
+    log.info("rank %d of %d on %s (%s)", rank, world, device, cfg.parallelism)
+    return Dist(rank, world, local_rank, device, cfg.parallelism)
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def rank_slice(count: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous share of ``count`` items: the first ``count % world_size``
+    ranks take one more than the others (sizes differ by at most one; nothing is dropped or
+    repeated)."""
+    base, extra = divmod(count, world_size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+# ------------------------------------------------------------------------------ wrapping
+
+
+class CompletionLogits(torch.nn.Module):
+    """``model.completion_logits`` as a module forward, so that DDP sees the GRPO policy pass."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, prompts: dict, completion_ids: torch.Tensor, mask: torch.Tensor, group: int) -> torch.Tensor:
+        return self.model.completion_logits(prompts, completion_ids, mask, group)
+
+
+def ddp(module: torch.nn.Module, d: Dist, cfg: Any) -> torch.nn.Module:
+    """``DistributedDataParallel`` over ``module`` (its trainable parameters)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [d.device.index] if d.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=cfg.ddp_find_unused_parameters,
+                                   gradient_as_bucket_view=True)
+
+
+def _frozen_parts(model: torch.nn.Module) -> List[torch.nn.Module]:
+    """Top-level children of ``model`` without a trainable parameter (towers, BERT gate)."""
+    return [m for m in model.children()
+            if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+
+
+def fsdp(model: torch.nn.Module, d: Dist, cfg: Any, *, use_bf16: bool) -> torch.nn.Module:
+    """FSDP2 over ``model`` (an OmniModel or a reference view of one), in place.
+
+    Units: each LLM decoder layer; with ``cfg.fsdp_shard_towers`` each frozen top-level part;
+    then the root (embeddings, norm, LM head, projectors). Frozen parts that are not sharded are
+    left out of the root unit: every rank keeps them whole. ``generate`` and
+    ``completion_logits`` run the root's FSDP hooks like ``forward``.
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+    mp = MixedPrecisionPolicy()
+    if use_bf16 and d.device.type == "cuda":
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for layer in model.llm.model.layers:
+        fully_shard(layer, mp_policy=mp)
+    ignored = set()
+    for part in _frozen_parts(model):
+        if cfg.fsdp_shard_towers:
+            fully_shard(part, mp_policy=mp)
+        else:
+            ignored.update(part.parameters())
+    fully_shard(model, mp_policy=mp, ignored_params=ignored or None)
+    for name in ("generate", "completion_logits"):
+        register_fsdp_forward_method(model, name)
+    return model
+
+
+def _fsdp_units(model: torch.nn.Module) -> List[Any]:
+    from torch.distributed.fsdp import FSDPModule
+
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+@contextlib.contextmanager
+def gathered(model: torch.nn.Module, d: Dist) -> Iterator[None]:
+    """Within the block every FSDP unit of ``model`` stays gathered (one all-gather each, in the
+    same order on every rank), so forwards need no collective; resharded on exit. A no-op
+    without FSDP. Every rank must enter it together."""
+    units = _fsdp_units(model) if d.fsdp else []
+    if not units:
+        yield
+        return
+    for unit in units:
+        unit.unshard()
+        unit.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.set_reshard_after_forward(unit is not model, recurse=False)
+            unit.reshard()
+
+
+@contextlib.contextmanager
+def accumulating(module: torch.nn.Module, d: Dist, last: bool) -> Iterator[None]:
+    """Gradient accumulation: skip the gradient reduction of every micro-batch but the last."""
+    if not d.enabled or last:
+        if d.fsdp:
+            module.set_requires_gradient_sync(True)
+        yield
+        return
+    if d.fsdp:
+        module.set_requires_gradient_sync(False)
+        yield
+    else:
+        with module.no_sync():
+            yield
+
+
+def grad_norm_value(norm: torch.Tensor) -> float:
+    """A (possibly DTensor) total norm as a float."""
+    full = getattr(norm, "full_tensor", None)
+    return float(full() if full is not None else norm)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def _options(**kw: Any):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(ignore_frozen_params=True, **kw)
+
+
+def save_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Trainable model state and optimizer state as a Distributed Checkpoint in ``folder/dcp``
+    (every rank calls it; each writes its own shards, replicated tensors once)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+
+
+def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Inverse of :func:`save_sharded`, at any number of ranks (one process included)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer, options=_options())
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+    # the frozen parameters are not in the checkpoint: they came with the model's weights
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=_options(strict=False))
+
+
+def load_full_optimizer(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """A single process's ``optimizer.pt`` (parameters numbered in ``model``'s trainable order)
+    into an optimizer over a replicated or sharded ``model``."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    saved = torch.load(path, weights_only=True)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    full = {"state": {names[int(i)]: s for i, s in saved["state"].items()},
+            "param_groups": [dict(g, params=[names[int(i)] for i in g["params"]]) for g in saved["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, full, options=_options(full_state_dict=True))
+
+
+def full_state_dict(model: torch.nn.Module, d: Dist) -> Optional[dict]:
+    """The whole model state on rank 0 (None elsewhere): gathered from the shards under FSDP
+    (every rank must call it), the module's own otherwise."""
+    if not d.fsdp:
+        return dict(model.state_dict()) if d.is_main else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return state if d.is_main else None
+
+
+def export_model(model: Any, folder: Path, d: Dist) -> None:
+    """The consolidated model (``save_pretrained``: model.safetensors, config, tokenizer) written
+    by rank 0 into ``folder``; a collective under FSDP."""
+    state = full_state_dict(model, d)
+    if d.is_main:
+        model.save_pretrained(folder, state_dict=state)
+
+
+__all__ = [
+    "CompletionLogits", "Dist", "accumulating", "ddp", "export_model", "from_environment", "fsdp",
+    "full_state_dict", "gathered", "grad_norm_value", "load_full_optimizer", "load_sharded", "rank_slice",
+    "save_sharded", "shutdown",
+]
