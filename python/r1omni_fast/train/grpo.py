@@ -255,8 +255,12 @@ class GRPOTrainer:
         times: Dict[str, float] = {}
         t = time.perf_counter()
         prompts = self.prompt_inputs(batch)
-        generated = completions if completions is not None else self.generate(
-            prompts, shard.positions if shard is not None else None)
+        if completions is not None:
+            generated = completions
+        elif self.per_prompt:
+            generated = self.generate(prompts, shard.positions if shard is not None else None)
+        else:
+            generated = self.generate(prompts)
         ids = generated.completion_ids.to(self.device)
         mask = completion_mask(generated.lengths.to(self.device), ids.shape[1])
         texts = generated.texts if generated.texts is not None else [

@@ -1,0 +1,263 @@
+"""Training on 2 processes (CPU, gloo): DDP and FSDP2 against one process on the same global
+batch, sharded checkpoints resumed on 1 and 2 ranks, a failing rank ending the job.
+
+Every multi-process run is a real ``torchrun --standalone --nproc-per-node 2`` of the CLI (with
+the test clip loader installed, see ``_train_fixtures``). Tolerances: fp32 on the CPU, where the
+ranks sum the same terms in another order: losses agree to 1e-6 (relative), weights after 3
+AdamW steps at lr 1e-3 to 2e-5 (absolute; measured 4.4e-6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from _train_fixtures import grpo_fields, sft_fields, shared_assets, write_config
+
+TESTS = Path(__file__).resolve().parent
+LAUNCHER = str(TESTS / "_train_fixtures.py")
+LOSS_RTOL = 1e-6
+WEIGHT_ATOL = 2e-5
+
+
+def _env(**extra: str) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent / "python"), str(TESTS), env.get("PYTHONPATH", "")])
+    return env
+
+
+def torchrun(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 r1omni-fast train --config CONFIG ARGS``."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "--max-restarts", "0", LAUNCHER, "train", "--config", str(config), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def one_process(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, LAUNCHER, "train", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=300, env=_env())
+
+
+def check(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+
+
+def metrics(out: Path) -> list:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def max_weight_difference(a: Path, b: Path) -> float:
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    model, data = shared_assets(tmp_path_factory)
+    # 5 samples: with 2 per global batch the third batch holds 1, so rank 1 gets none (a ghost)
+    sft5 = Path(data.sft).parent / "sft5.json"
+    sft5.write_text(json.dumps(json.loads(Path(data.sft).read_text())[:5]))
+    # 3 prompts: the second global batch of 2 holds 1 (a ghost on rank 1 again)
+    train3 = Path(data.train).parent / "train3.json"
+    train3.write_text(json.dumps(json.loads(Path(data.train).read_text())[:3]))
+    return model, data, sft5, train3
+
+
+# --------------------------------------------------------------------------- the data stream
+
+
+def _stream(n: int, per_device: int, world: int, batches: int, start: int = 0) -> list:
+    """For each global batch: (sample ids, stream positions) of every rank's real (non-ghost)
+    samples, ranks in order."""
+    from r1omni_fast.data import Batch
+    from r1omni_fast.train.common import BatchStream
+
+    samples = list(range(n))
+    streams = [BatchStream(samples, per_device, lambda s, i: Batch(i, list(s), None, None, None, None),
+                           seed=3, samples_done=start, rank=r, world_size=world) for r in range(world)]
+    out = []
+    for _ in range(batches):
+        shards = [s.next() for s in streams]
+        assert len({s.global_size for s in shards}) == 1
+        real = [s for s in shards if not s.ghost]
+        assert all(len(s.batch) == 1 for s in shards if s.ghost)
+        out.append(([i for s in real for i in s.batch.samples], [p for s in real for p in s.positions]))
+    for s in streams:
+        s.close()
+    return out
+
+
+@pytest.mark.parametrize("n,per_device,world", [(5, 1, 2), (5, 2, 2), (12, 1, 3), (7, 3, 2), (4, 2, 3)])
+def test_rank_shards_cover_each_sample_once_per_epoch(n, per_device, world):
+    from r1omni_fast.data import epoch_batches
+
+    got = _stream(n, per_device, world, batches=2 * -(-n // (per_device * world)))
+    single = [b for e in range(2) for b in epoch_batches(n, per_device * world, seed=3, epoch=e)]
+    # the global batches are the one-process batches of size per_device * world, in order
+    assert [ids for ids, _ in got] == single
+    assert sorted(p for _, positions in got for p in positions) == list(range(2 * n))  # none dropped or repeated
+
+
+def test_stream_resumes_at_another_rank_count():
+    straight = [i for ids, _ in _stream(11, 2, 1, batches=8) for i in ids]
+    first = [i for ids, _ in _stream(11, 1, 2, batches=3) for i in ids]  # 2 ranks x 1 = the same global batch
+    rest = [i for ids, _ in _stream(11, 2, 1, batches=5, start=len(first)) for i in ids]
+    assert first + rest == straight
+
+
+# --------------------------------------------------------------------------- SFT
+
+
+@pytest.fixture(scope="module")
+def sft_runs(assets, tmp_path_factory):
+    model, data, sft5, _ = assets
+    root = tmp_path_factory.mktemp("dist-sft")
+    runs = {}
+    for name, over in [("single", dict(per_device_train_batch_size=2)),
+                       ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
+                       ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp"))]:
+        fields = sft_fields(model, data, root / name, data_file=str(sft5), max_steps=3, save_steps=2,
+                            save_total_limit=3, lr_scheduler_type="constant", warmup_ratio=0.0, **over)
+        config = write_config(root / f"{name}.yaml", **fields)
+        check(one_process(config) if name == "single" else torchrun(config))
+        runs[name] = (root / name, fields)
+    return root, runs
+
+
+def test_ddp_sft_matches_one_process(sft_runs):
+    _, runs = sft_runs
+    single, ddp = metrics(runs["single"][0]), metrics(runs["ddp"][0])
+    assert [m["step"] for m in ddp] == [1, 2, 3]
+    for a, b in zip(single, ddp):
+        assert b["loss"] == pytest.approx(a["loss"], rel=LOSS_RTOL)
+        assert b["num_tokens"] == a["num_tokens"]  # the ranks' tokens add up to the global batch
+    assert max_weight_difference(runs["single"][0], runs["ddp"][0]) < WEIGHT_ATOL
+
+
+def test_fsdp_sft_matches_ddp(sft_runs):
+    _, runs = sft_runs
+    for a, b in zip(metrics(runs["ddp"][0]), metrics(runs["fsdp"][0])):
+        assert b["loss"] == pytest.approx(a["loss"], rel=LOSS_RTOL)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5)
+    assert max_weight_difference(runs["ddp"][0], runs["fsdp"][0]) < WEIGHT_ATOL
+
+
+def test_sharded_checkpoint_holds_dcp_and_a_consolidated_model(sft_runs):
+    from r1omni_fast.model import OmniModel
+
+    _, runs = sft_runs
+    ckpt = runs["fsdp"][0] / "checkpoint-3"
+    assert (ckpt / "dcp" / ".metadata").is_file() and not (ckpt / "optimizer.pt").exists()
+    assert json.loads((ckpt / "trainer_state.json").read_text())["world_size"] == 2
+    model = OmniModel.from_pretrained(ckpt)  # one process, no process group
+    final = load_file(str(runs["fsdp"][0] / "model.safetensors"))
+    saved = model.checkpoint_state_dict()
+    assert all(torch.equal(saved[k].cpu(), final[k]) for k in final)
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_two_rank_checkpoint_resumes_with_the_same_next_step_loss(sft_runs, ranks):
+    import shutil
+
+    root, runs = sft_runs
+    straight, fields = runs["fsdp"]
+    out = root / f"resume-{ranks}"
+    out.mkdir()
+    shutil.copytree(straight / "checkpoint-2", out / "checkpoint-2")
+    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics(straight)[:2]))
+    # the same global batch: 1 rank x 2 samples, or 2 ranks x 1
+    over = dict(output_dir=str(out), per_device_train_batch_size=2 // ranks)
+    config = write_config(root / f"resume-{ranks}.yaml", **dict(fields, **over))
+    check(one_process(config, "--resume") if ranks == 1 else torchrun(config, "--resume"))
+    resumed, expected = metrics(out), metrics(straight)
+    assert [m["step"] for m in resumed] == [1, 2, 3]
+    assert resumed[2]["loss"] == pytest.approx(expected[2]["loss"], rel=LOSS_RTOL)
+    assert max_weight_difference(out, straight) < 1e-6
+
+
+# --------------------------------------------------------------------------- GRPO
+
+
+@pytest.fixture(scope="module")
+def grpo_runs(assets, tmp_path_factory):
+    model, data, _, train3 = assets
+    root = tmp_path_factory.mktemp("dist-grpo")
+    runs = {}
+    for name, over in [("single", dict(per_device_train_batch_size=2)),
+                       ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
+                       ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp"))]:
+        fields = grpo_fields(model, data, root / name, data_file=str(train3), per_prompt_sampling=True,
+                             reward_funcs=["_train_fixtures.answer_length_reward", "format"], **over)
+        config = write_config(root / f"{name}.yaml", **fields)
+        check(one_process(config) if name == "single" else torchrun(config))
+        runs[name] = root / name
+    return runs
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp"])
+def test_grpo_on_two_ranks_matches_one_process(grpo_runs, name):
+    single, multi = grpo_runs["single"], grpo_runs[name]
+    # per-prompt sampling: the same completions whatever the number of ranks
+    assert (multi / "completions.jsonl").read_text() == (single / "completions.jsonl").read_text()
+    a, b = metrics(single), metrics(multi)
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        for key in ("loss", "reward", "reward_std", "kl", "completions/mean_length", "rewards/format/mean"):
+            assert y[key] == pytest.approx(x[key], rel=1e-5, abs=1e-7), key
+        assert y["grad_norm"] == pytest.approx(x["grad_norm"], rel=1e-5)
+    assert b[1]["kl"] > 0  # the policy moved: the comparison is not between two idle runs
+    assert max_weight_difference(single, multi) < WEIGHT_ATOL
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_a_failing_rank_ends_the_job_with_its_error(assets, tmp_path):
+    model, data, _, _ = assets
+    fields = grpo_fields(model, data, tmp_path / "out", per_device_train_batch_size=1, ddp_timeout=60,
+                         reward_funcs=["_train_fixtures.reward_failing_on_rank_1"])
+    config = write_config(tmp_path / "fail.yaml", **fields)
+    t0 = time.monotonic()
+    proc = torchrun(config, timeout=240)
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 240
+    assert "rank 1 gives up" in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_without_a_launcher_the_collective_timeout_ends_the_surviving_rank(assets, tmp_path):
+    """Ranks started by hand (no torchrun agent to stop them): rank 1 fails, rank 0 must not wait
+    forever in its next collective."""
+    model, data, _, _ = assets
+    fields = grpo_fields(model, data, tmp_path / "out", per_device_train_batch_size=1, ddp_timeout=20,
+                         reward_funcs=["_train_fixtures.reward_failing_on_rank_1"])
+    config = write_config(tmp_path / "fail.yaml", **fields)
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, LAUNCHER, "train", "--config", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                                       MASTER_PORT=port))
+             for r in range(2)]
+    try:
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert procs[1].returncode != 0 and "rank 1 gives up" in outs[1][1]
+    assert procs[0].returncode != 0, outs[0][1][-3000:]
