@@ -35,10 +35,12 @@ def _env(**extra: str) -> dict:
     return env
 
 
-def torchrun(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc-per-node 2 r1omni-fast train --config CONFIG ARGS``."""
+def torchrun(config: Path, *args: str, timeout: float = 300, module: bool = False) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 LAUNCHER train --config CONFIG ARGS``; the
+    launcher is the tests' CLI (its clip loader installed) or, with ``module``, ``-m r1omni_fast``."""
+    launcher = ["-m", "r1omni_fast"] if module else [LAUNCHER]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "--max-restarts", "0", LAUNCHER, "train", "--config", str(config), *args]
+           "--max-restarts", "0", *launcher, "train", "--config", str(config), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
 
 
@@ -178,7 +180,7 @@ def test_two_rank_checkpoint_resumes_with_the_same_next_step_loss(sft_runs, rank
     # the same global batch: 1 rank x 2 samples, or 2 ranks x 1
     over = dict(output_dir=str(out), per_device_train_batch_size=2 // ranks)
     config = write_config(root / f"resume-{ranks}.yaml", **dict(fields, **over))
-    check(one_process(config, "--resume") if ranks == 1 else torchrun(config, "--resume"))
+    check(one_process(config, "--resume") if ranks == 1 else torchrun(config, "--resume", module=True))
     resumed, expected = metrics(out), metrics(straight)
     assert [m["step"] for m in resumed] == [1, 2, 3]
     assert resumed[2]["loss"] == pytest.approx(expected[2]["loss"], rel=LOSS_RTOL)
@@ -195,18 +197,25 @@ def grpo_runs(assets, tmp_path_factory):
     runs = {}
     for name, over in [("single", dict(per_device_train_batch_size=2)),
                        ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
-                       ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp"))]:
+                       ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp")),
+                       ("single-dapo", dict(per_device_train_batch_size=2, loss_type="dapo")),
+                       ("fsdp-towers-dapo", dict(per_device_train_batch_size=1, parallelism="fsdp",
+                                                 fsdp_shard_towers=True, loss_type="dapo"))]:
         fields = grpo_fields(model, data, root / name, data_file=str(train3), per_prompt_sampling=True,
-                             reward_funcs=["_train_fixtures.answer_length_reward", "format"], **over)
+                             reward_funcs=["_train_fixtures.answer_length_reward", "format"], save_steps=1, **over)
         config = write_config(root / f"{name}.yaml", **fields)
-        check(one_process(config) if name == "single" else torchrun(config))
+        check(one_process(config) if name.startswith("single") else torchrun(config))
         runs[name] = root / name
+        runs[name + ":fields"] = fields
     return runs
 
 
-@pytest.mark.parametrize("name", ["ddp", "fsdp"])
-def test_grpo_on_two_ranks_matches_one_process(grpo_runs, name):
-    single, multi = grpo_runs["single"], grpo_runs[name]
+@pytest.mark.parametrize("name,reference", [("ddp", "single"), ("fsdp", "single"),
+                                            ("fsdp-towers-dapo", "single-dapo")])
+def test_grpo_on_two_ranks_matches_one_process(grpo_runs, name, reference):
+    """DDP, FSDP2, and FSDP2 with sharded towers (the reference holding its own sharded copy)
+    under dapo's global token normalisation, against one process with the same global batch."""
+    single, multi = grpo_runs[reference], grpo_runs[name]
     # per-prompt sampling: the same completions whatever the number of ranks
     assert (multi / "completions.jsonl").read_text() == (single / "completions.jsonl").read_text()
     a, b = metrics(single), metrics(multi)
@@ -228,7 +237,7 @@ def test_a_failing_rank_ends_the_job_with_its_error(assets, tmp_path):
                          reward_funcs=["_train_fixtures.reward_failing_on_rank_1"])
     config = write_config(tmp_path / "fail.yaml", **fields)
     t0 = time.monotonic()
-    proc = torchrun(config, timeout=240)
+    proc = torchrun(config, timeout=240, module=True)
     assert proc.returncode != 0
     assert time.monotonic() - t0 < 240
     assert "rank 1 gives up" in proc.stderr
@@ -261,3 +270,25 @@ def test_without_a_launcher_the_collective_timeout_ends_the_surviving_rank(asset
                 p.kill()
     assert procs[1].returncode != 0 and "rank 1 gives up" in outs[1][1]
     assert procs[0].returncode != 0, outs[0][1][-3000:]
+
+
+def test_grpo_two_rank_checkpoint_resumes_in_one_process(grpo_runs, tmp_path):
+    """Per-prompt sampling makes the resumed step sample the same completions on 1 rank."""
+    import shutil
+
+    straight = grpo_runs["fsdp"]
+    out = tmp_path / "resume"
+    out.mkdir()
+    shutil.copytree(straight / "checkpoint-1", out / "checkpoint-1")
+    (out / "metrics.jsonl").write_text(json.dumps(metrics(straight)[0]) + "\n")
+    rows = (straight / "completions.jsonl").read_text().splitlines(keepends=True)
+    (out / "completions.jsonl").write_text("".join(r for r in rows if json.loads(r)["step"] == 1))
+    fields = dict(grpo_runs["fsdp:fields"], output_dir=str(out), per_device_train_batch_size=2,
+                  per_prompt_sampling=None)  # None: taken from the checkpoint
+    check(one_process(write_config(tmp_path / "resume.yaml", **fields), "--resume"))
+    assert (out / "completions.jsonl").read_text() == (straight / "completions.jsonl").read_text()
+    resumed, expected = metrics(out), metrics(straight)
+    assert [m["step"] for m in resumed] == [1, 2]
+    for key in ("loss", "reward", "kl"):
+        assert resumed[1][key] == pytest.approx(expected[1][key], rel=1e-5, abs=1e-7), key
+    assert max_weight_difference(out, straight) < WEIGHT_ATOL

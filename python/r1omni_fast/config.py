@@ -250,7 +250,8 @@ class GRPOConfig(_TrainConfig):
     per_prompt_sampling: Optional[bool] = _f(None, "draw each prompt's completions from its own generator, "
                                                    "seeded by (seed, the prompt's place in the data stream), "
                                                    "so that runs agree at any number of ranks; None = on "
-                                                   "under torchrun, off in one process")
+                                                   "under torchrun or when resuming a run that used it, "
+                                                   "off in one process")
 
     stage = "grpo"
 

@@ -45,6 +45,7 @@ from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
 from r1omni_fast.rewards import score_batch
 from r1omni_fast.train import common, distributed
+from r1omni_fast.train.checkpoint import STATE_FILE
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
 
@@ -153,7 +154,12 @@ class GRPOTrainer:
         self.cfg = cfg
         self.progress = progress
         self.dist = distributed.from_environment(cfg)
-        self.per_prompt = cfg.per_prompt_sampling if cfg.per_prompt_sampling is not None else self.dist.enabled
+        self.resume_from = common.find_resume(cfg)
+        # a run resumed from a per-prompt-sampling checkpoint keeps sampling that way
+        resumed_per_prompt = bool(self.resume_from is not None and json.loads(
+            (self.resume_from / STATE_FILE).read_text()).get("per_prompt_sampling", False))
+        self.per_prompt = (cfg.per_prompt_sampling if cfg.per_prompt_sampling is not None
+                           else self.dist.enabled or resumed_per_prompt)
         if self.dist.enabled and not self.per_prompt:
             raise ConfigError("per_prompt_sampling: false needs a single process (with several ranks each "
                               "prompt samples from its own generator so that runs do not depend on the rank count)")
@@ -171,7 +177,6 @@ class GRPOTrainer:
         self.train_data = common.read_split(cfg, "data_file", kind="auto")
         self.eval_data = common.read_split(cfg, "eval_file", kind="auto") if cfg.eval_file else None
 
-        self.resume_from = common.find_resume(cfg)
         self.model = common.load_policy(self.resume_from or cfg.model_name_or_path, cfg, self.device)
         self.model.train()
         self.ref = None
@@ -462,7 +467,7 @@ class GRPOTrainer:
         common.save(self.cfg, step, self.model, self.optimizer, self.scheduler,
                     {"stage": "grpo", "batches_done": self.stream.batches_done,
                      "samples_done": self.stream.samples_done, "global_batch_size": self.stream.global_batch_size,
-                     "max_steps": self.last_step}, extra, dist=self.dist)
+                     "per_prompt_sampling": self.per_prompt, "max_steps": self.last_step}, extra, dist=self.dist)
 
     def train(self) -> Path:
         """Run to ``last_step``; returns the folder of the final model (``output_dir``)."""
