@@ -164,17 +164,19 @@ def ddp(module: torch.nn.Module, d: Dist, cfg: Any) -> torch.nn.Module:
 
 
 def _frozen_parts(model: torch.nn.Module) -> List[torch.nn.Module]:
-    """Top-level children of ``model`` without a trainable parameter (towers, BERT gate)."""
-    return [m for m in model.children()
-            if any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
+    """Top-level children of ``model`` other than the LLM without a trainable parameter (towers,
+    BERT gate; the LLM is always sharded, in the frozen reference too)."""
+    return [m for m in model.children() if m is not model.llm
+            and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
 
 
 def fsdp(model: torch.nn.Module, d: Dist, cfg: Any, *, use_bf16: bool) -> torch.nn.Module:
     """FSDP2 over ``model`` (an OmniModel or a reference view of one), in place.
 
-    Units: each LLM decoder layer; with ``cfg.fsdp_shard_towers`` each frozen top-level part;
-    then the root (embeddings, norm, LM head, projectors). Frozen parts that are not sharded are
-    left out of the root unit: every rank keeps them whole. ``generate`` and
+    Units: each LLM decoder layer; with ``cfg.fsdp_shard_towers`` each layer of the frozen parts'
+    layer stacks (SigLIP, Whisper and BERT encoder layers); then the root (embeddings, norm, LM
+    head, projectors). Frozen parameters outside those units are left out of the root unit:
+    every rank keeps them whole. ``generate`` and
     ``completion_logits`` run the root's FSDP hooks like ``forward``.
     """
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
@@ -186,20 +188,29 @@ def fsdp(model: torch.nn.Module, d: Dist, cfg: Any, *, use_bf16: bool) -> torch.
         fully_shard(layer, mp_policy=mp)
     ignored = set()
     for part in _frozen_parts(model):
-        if cfg.fsdp_shard_towers:
-            fully_shard(part, mp_policy=mp)
-        else:
-            ignored.update(part.parameters())
+        if cfg.fsdp_shard_towers:  # each layer of the part's outermost layer stacks is a unit
+            inside: set = set()
+            for stack in [m for m in part.modules() if isinstance(m, torch.nn.ModuleList)]:
+                for layer in stack:
+                    if id(layer) not in inside:
+                        fully_shard(layer, mp_policy=mp)
+                        inside.update(id(m) for m in layer.modules())
+        sharded = {id(p) for m in part.modules() if _is_fsdp(m) for p in m.parameters()}
+        ignored.update(p for p in part.parameters() if id(p) not in sharded)  # kept whole on every rank
     fully_shard(model, mp_policy=mp, ignored_params=ignored or None)
     for name in ("generate", "completion_logits"):
         register_fsdp_forward_method(model, name)
     return model
 
 
-def _fsdp_units(model: torch.nn.Module) -> List[Any]:
+def _is_fsdp(module: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
-    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+    return isinstance(module, FSDPModule)
+
+
+def _fsdp_units(model: torch.nn.Module) -> List[Any]:
+    return [m for m in model.modules() if _is_fsdp(m)]
 
 
 @contextlib.contextmanager
