@@ -292,3 +292,57 @@ def test_grpo_two_rank_checkpoint_resumes_in_one_process(grpo_runs, tmp_path):
     for key in ("loss", "reward", "kl"):
         assert resumed[1][key] == pytest.approx(expected[1][key], rel=1e-5, abs=1e-7), key
     assert max_weight_difference(out, straight) < WEIGHT_ATOL
+
+
+# --------------------------------------------------------------------------- loss weights
+
+
+class _SummedOver:
+    """A stand-in Dist of rank ``rank`` whose ``sum`` returns precomputed sums over the ranks."""
+
+    def __init__(self, sums, world_size):
+        self.sums, self.world_size, self.enabled = sums, world_size, True
+
+    def sum(self, values):
+        return list(self.sums)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "bnpo"])
+def test_rank_weights_recombine_the_loss_of_the_global_batch(loss_type):
+    """Ranks holding 4, 2 and 0 (a ghost) of 6 sequences with ragged lengths: the ranks' weighted
+    losses, averaged as DDP/FSDP average gradients, equal one process's loss on all 6 (bnpo:
+    the mean of the ranks' own token means, as TRL)."""
+    from types import SimpleNamespace
+
+    from r1omni_fast.kernels import grpo_loss
+    from r1omni_fast.train.grpo import GRPOTrainer
+
+    g = torch.Generator().manual_seed(0)
+    n, length, vocab, world = 6, 5, 11, 3
+    logits = torch.randn(n, length, vocab, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, vocab, (n, length), generator=g)
+    adv = torch.randn(n, generator=g, dtype=torch.float64)
+    mask = torch.arange(length)[None] < torch.tensor([5, 1, 3, 4, 2, 5])[:, None]
+    ref = torch.randn(n, length, generator=g, dtype=torch.float64) - 2.0
+
+    def loss(rows, num_items=None):
+        return grpo_loss(logits[rows].clone(), ids[rows], adv[rows], mask=mask[rows], ref_logp=ref[rows], beta=0.04,
+                         loss_type=loss_type, max_completion_length=length, num_items_in_batch=num_items,
+                         inplace_grad=False)[0]
+
+    shares = [slice(0, 4), slice(4, 6), slice(0, 1)]  # the third rank is a ghost standing in with row 0
+    ghosts = [False, False, True]
+    rollouts = [SimpleNamespace(ghost=ghost, mask=mask[rows], weight=1.0, num_items=None)
+                for rows, ghost in zip(shares, ghosts)]
+    sums = [sum(0 if r.ghost else r.mask.shape[0] for r in rollouts),
+            sum(0 if r.ghost else int(r.mask.sum()) for r in rollouts), sum(0 if r.ghost else 1 for r in rollouts)]
+    trainer = SimpleNamespace(dist=_SummedOver(sums, world), cfg=SimpleNamespace(loss_type=loss_type))
+    combined = 0.0
+    for rows, r in zip(shares, rollouts):
+        GRPOTrainer.loss_weights(trainer, r)
+        combined = combined + float(loss(rows, r.num_items)) * r.weight / world
+    if loss_type == "bnpo":
+        expected = (float(loss(shares[0])) + float(loss(shares[1]))) / 2
+    else:
+        expected = float(loss(slice(0, n)))
+    assert combined == pytest.approx(expected, rel=1e-12)
