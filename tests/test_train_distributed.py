@@ -26,6 +26,7 @@ from _train_fixtures import grpo_fields, sft_fields, shared_assets, write_config
 TESTS = Path(__file__).resolve().parent
 LAUNCHER = str(TESTS / "_train_fixtures.py")
 LOSS_RTOL = 1e-6
+SYNC = dict(sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=0.5)
 WEIGHT_ATOL = 2e-5
 
 
@@ -213,7 +214,9 @@ def grpo_runs(assets, tmp_path_factory):
                        ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp")),
                        ("single-dapo", dict(per_device_train_batch_size=2, loss_type="dapo")),
                        ("fsdp-towers-dapo", dict(per_device_train_batch_size=1, parallelism="fsdp",
-                                                 fsdp_shard_towers=True, loss_type="dapo"))]:
+                                                 fsdp_shard_towers=True, loss_type="dapo")),
+                       ("single-sync", dict(per_device_train_batch_size=2, **SYNC)),
+                       ("fsdp-sync", dict(per_device_train_batch_size=1, parallelism="fsdp", **SYNC))]:
         fields = grpo_fields(model, data, root / name, data_file=str(train3), per_prompt_sampling=True,
                              reward_funcs=["_train_fixtures.answer_length_reward", "format"], save_steps=1, **over)
         config = write_config(root / f"{name}.yaml", **fields)
@@ -224,7 +227,7 @@ def grpo_runs(assets, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,reference", [("ddp", "single"), ("fsdp", "single"),
-                                            ("fsdp-towers-dapo", "single-dapo")])
+                                            ("fsdp-towers-dapo", "single-dapo"), ("fsdp-sync", "single-sync")])
 def test_grpo_on_two_ranks_matches_one_process(grpo_runs, name, reference):
     """DDP, FSDP2, and FSDP2 with sharded towers (the reference holding its own sharded copy)
     under dapo's global token normalisation, against one process with the same global batch."""
@@ -285,18 +288,20 @@ def test_without_a_launcher_the_collective_timeout_ends_the_surviving_rank(asset
     assert procs[0].returncode != 0, outs[0][1][-3000:]
 
 
-def test_grpo_two_rank_checkpoint_resumes_in_one_process(grpo_runs, tmp_path):
-    """Per-prompt sampling makes the resumed step sample the same completions on 1 rank."""
+@pytest.mark.parametrize("name", ["fsdp", "fsdp-sync"])
+def test_grpo_two_rank_checkpoint_resumes_in_one_process(grpo_runs, tmp_path, name):
+    """Per-prompt sampling makes the resumed step sample the same completions on 1 rank; the
+    synced reference (which sets step 2's KL) comes back from the sharded checkpoint."""
     import shutil
 
-    straight = grpo_runs["fsdp"]
+    straight = grpo_runs[name]
     out = tmp_path / "resume"
     out.mkdir()
     shutil.copytree(straight / "checkpoint-1", out / "checkpoint-1")
     (out / "metrics.jsonl").write_text(json.dumps(metrics(straight)[0]) + "\n")
     rows = (straight / "completions.jsonl").read_text().splitlines(keepends=True)
     (out / "completions.jsonl").write_text("".join(r for r in rows if json.loads(r)["step"] == 1))
-    fields = dict(grpo_runs["fsdp:fields"], output_dir=str(out), per_device_train_batch_size=2,
+    fields = dict(grpo_runs[name + ":fields"], output_dir=str(out), per_device_train_batch_size=2,
                   per_prompt_sampling=None)  # None: taken from the checkpoint
     check(one_process(write_config(tmp_path / "resume.yaml", **fields), "--resume"))
     assert (out / "completions.jsonl").read_text() == (straight / "completions.jsonl").read_text()

@@ -302,10 +302,12 @@ def restore(folder: Optional[Path], optimizer: torch.optim.Optimizer, scheduler:
 
 def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
          state: Dict[str, Any], extra: Optional[Dict[str, Any]] = None,
-         save_model: Optional[Callable[[Path], None]] = None, dist: Any = None) -> Path:
+         save_model: Optional[Callable[[Path], None]] = None, dist: Any = None,
+         sharded_states: Optional[Dict[str, Any]] = None) -> Path:
     """``checkpoint-{step}`` of the run (atomic; keeps the newest ``save_total_limit``). With
     several ranks every rank calls it: the model is consolidated into model.safetensors and the
-    trainable and optimizer states are written sharded (``dcp/``)."""
+    trainable and optimizer states are written sharded (``dcp/``), with ``sharded_states`` (more
+    named state dicts, e.g. a synced reference model)."""
     if dist is None or not dist.enabled:
         return save_checkpoint(cfg.output_dir, step, save_model=save_model or model.save_pretrained,
                                optimizer=optimizer, scheduler=scheduler, trainer_state=state,
@@ -316,7 +318,8 @@ def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, sche
                            save_model=save_model or (lambda folder: distributed.export_model(model, folder, dist)),
                            optimizer=None, scheduler=scheduler, trainer_state=dict(state, world_size=dist.world_size),
                            extra_tensors=extra, save_total_limit=cfg.save_total_limit,
-                           save_sharded=lambda folder: distributed.save_sharded(folder, model, optimizer), dist=dist)
+                           save_sharded=lambda folder: distributed.save_sharded(folder, model, optimizer, sharded_states),
+                           dist=dist)
 
 
 def write_run_config(cfg: Any) -> None:

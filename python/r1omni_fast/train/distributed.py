@@ -233,6 +233,14 @@ def gathered(model: torch.nn.Module, d: Dist) -> Iterator[None]:
             unit.reshard()
 
 
+def reshard(model: torch.nn.Module, d: Dist) -> None:
+    """Free the gathered parameters of every FSDP unit of ``model`` (a root unit keeps them after
+    a forward without backward, e.g. the reference pass); local, no collective."""
+    if d.fsdp:
+        for unit in _fsdp_units(model):
+            unit.reshard()
+
+
 @contextlib.contextmanager
 def accumulating(module: torch.nn.Module, d: Dist, last: bool) -> Iterator[None]:
     """Gradient accumulation: skip the gradient reduction of every micro-batch but the last."""
@@ -264,14 +272,37 @@ def _options(**kw: Any):
     return StateDictOptions(ignore_frozen_params=True, **kw)
 
 
-def save_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Trainable model state and optimizer state as a Distributed Checkpoint in ``folder/dcp``
-    (every rank calls it; each writes its own shards, replicated tensors once)."""
+def save_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 states: Optional[dict] = None) -> None:
+    """Trainable model state and optimizer state, and the named state dicts ``states``, as a
+    Distributed Checkpoint in ``folder/dcp`` (every rank calls it; each writes its own shards,
+    replicated tensors once)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_state, optim_state = get_state_dict(model, optimizer, options=_options())
-    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+    dcp.save({"model": model_state, "optim": optim_state, **(states or {})},
+             checkpoint_id=str(Path(folder) / SHARDED_DIR))
+
+
+def load_sharded_states(folder: Path, states: dict) -> None:
+    """Fill the named state dicts ``states`` (their tensors, plain or sharded, in place) from the
+    Distributed Checkpoint in ``folder/dcp``."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(states, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+
+
+def load_module_state(module: torch.nn.Module, state: dict) -> None:
+    """``module.load_state_dict(state)`` where ``module`` may be sharded and ``state`` holds full
+    tensors (each rank keeps its shard) or tensors sharded like the module."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full = not any(hasattr(v, "device_mesh") for v in state.values())
+    if full and not any(_is_fsdp(m) for m in module.modules()):
+        module.load_state_dict(state)
+        return
+    set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=full))
 
 
 def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

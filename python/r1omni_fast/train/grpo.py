@@ -163,8 +163,6 @@ class GRPOTrainer:
         if self.dist.enabled and not self.per_prompt:
             raise ConfigError("per_prompt_sampling: false needs a single process (with several ranks each "
                               "prompt samples from its own generator so that runs do not depend on the rank count)")
-        if self.dist.enabled and cfg.sync_ref_model:
-            raise ConfigError("sync_ref_model is not supported with several ranks yet: run it in one process")
         common.seed_everything(cfg.seed)
         self.device = self.dist.device
         self.out = Path(cfg.output_dir)
@@ -204,10 +202,16 @@ class GRPOTrainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, self.last_step)
         self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.start = common.restore(self.resume_from, self.optimizer, self.scheduler, self.model, self.dist)
-        if self.start.extra and "sampler" in self.start.extra:
-            self.sampler.set_state(self.start.extra["sampler"])
-            if self.ref is not None and "ref_model" in self.start.extra:
-                self._ref_load(self.start.extra["ref_model"])
+        extra = self.start.extra or {}
+        if "sampler" in extra:
+            self.sampler.set_state(extra["sampler"])
+        if self.ref is not None and cfg.sync_ref_model and self.resume_from is not None:
+            if "ref_model" in extra:  # written by one process
+                self._ref_load(extra["ref_model"])
+            else:  # written by several ranks: in the sharded checkpoint
+                state = self._ref_state()
+                distributed.load_sharded_states(self.resume_from, {"reference": state})
+                self._ref_load(state)
         self.stream: Optional[common.BatchStream] = None
         self.rollouts: List[Rollout] = []
 
@@ -249,7 +253,9 @@ class GRPOTrainer:
         with torch.no_grad(), common.autocast(self.cfg, self.device):
             logits = model.completion_logits(rollout.prompts, rollout.completion_ids, rollout.mask,
                                              self.cfg.num_generations)
-            return selective_logprobs(logits, rollout.completion_ids, self.cfg.temperature)
+            logp = selective_logprobs(logits, rollout.completion_ids, self.cfg.temperature)
+        distributed.reshard(model, self.dist)
+        return logp
 
     def make_rollout(self, batch: Union[Batch, common.Shard], completions: Optional[GenerationOutput] = None) -> Rollout:
         """Generate (or take ``completions``), decode, score, normalise, and compute the reference
@@ -446,28 +452,38 @@ class GRPOTrainer:
     def sync_reference(self) -> None:
         """``ref <- alpha * policy + (1 - alpha) * ref`` over the reference's own parts (TRL)."""
         alpha = self.cfg.ref_model_mixup_alpha
+        distributed.reshard(self.ref, self.dist)  # both sharded alike
+        distributed.reshard(self.model, self.dist)
         for name, module in reference_parts(self.ref, self.model).items():
             for p_ref, p in zip(module.parameters(), getattr(self.model, name).parameters()):
                 p_ref.mul_(1.0 - alpha).add_(p.detach(), alpha=alpha)
 
     def _ref_state(self) -> Dict[str, torch.Tensor]:
+        distributed.reshard(self.ref, self.dist)
         return {f"{name}.{k}": v for name, m in reference_parts(self.ref, self.model).items()
                 for k, v in m.state_dict().items()}
 
     def _ref_load(self, state: Dict[str, torch.Tensor]) -> None:
+        """Inverse of ``_ref_state``; full tensors are spread over a sharded reference."""
         for name, module in reference_parts(self.ref, self.model).items():
             prefix = name + "."
-            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            distributed.load_module_state(module, {k[len(prefix):]: v for k, v in state.items()
+                                                   if k.startswith(prefix)})
 
     # --- the loop --------------------------------------------------------------------------------
     def save(self, step: int) -> None:
         extra: Dict[str, Any] = {} if self.per_prompt else {"sampler": self.sampler.get_state()}
-        if self.ref is not None and self.cfg.sync_ref_model:
-            extra["ref_model"] = self._ref_state()
+        sharded: Dict[str, Any] = {}
+        if self.ref is not None and self.cfg.sync_ref_model:  # the synced reference is part of the run's state
+            if self.dist.enabled:
+                sharded["reference"] = self._ref_state()
+            else:
+                extra["ref_model"] = self._ref_state()
         common.save(self.cfg, step, self.model, self.optimizer, self.scheduler,
                     {"stage": "grpo", "batches_done": self.stream.batches_done,
                      "samples_done": self.stream.samples_done, "global_batch_size": self.stream.global_batch_size,
-                     "per_prompt_sampling": self.per_prompt, "max_steps": self.last_step}, extra, dist=self.dist)
+                     "per_prompt_sampling": self.per_prompt, "max_steps": self.last_step}, extra, dist=self.dist,
+                    sharded_states=sharded)
 
     def train(self) -> Path:
         """Run to ``last_step``; returns the folder of the final model (``output_dir``)."""
