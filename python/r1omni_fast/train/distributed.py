@@ -156,8 +156,14 @@ class CompletionLogits(torch.nn.Module):
 
 def ddp(module: torch.nn.Module, d: Dist, cfg: Any) -> torch.nn.Module:
     """``DistributedDataParallel`` over ``module`` (its trainable parameters)."""
+    import warnings
+
     from torch.nn.parallel import DistributedDataParallel
 
+    # The projector's depthwise convolution weights (C, 1, k, k) get gradients whose stride on the
+    # size-1 dimension differs from the parameter's: the same memory layout, which DDP still
+    # reports as a stride mismatch.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [d.device.index] if d.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=cfg.ddp_find_unused_parameters,
                                    gradient_as_bucket_view=True)
