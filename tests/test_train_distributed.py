@@ -121,23 +121,31 @@ def test_stream_resumes_at_another_rank_count():
 # --------------------------------------------------------------------------- SFT
 
 
+def _run_variants(root: Path, variants: list, make_fields) -> dict:
+    """Run each ``(name, overrides)``: in one process when the name starts with "single", else on
+    2 ranks. Returns ``{name: (output folder, config fields)}``."""
+    runs = {}
+    for name, over in variants:
+        fields = make_fields(root / name, **over)
+        config = write_config(root / f"{name}.yaml", **fields)
+        check(one_process(config) if name.startswith("single") else torchrun(config))
+        runs[name] = (root / name, fields)
+    return runs
+
+
 @pytest.fixture(scope="module")
 def sft_runs(assets, tmp_path_factory):
     model, data, sft5, _ = assets
     root = tmp_path_factory.mktemp("dist-sft")
-    runs = {}
-    for name, over in [("single", dict(per_device_train_batch_size=2)),
-                       ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
-                       ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp")),
-                       ("single-ga", dict(per_device_train_batch_size=2, gradient_accumulation_steps=2)),
-                       ("fsdp-ga-ckpt", dict(per_device_train_batch_size=1, parallelism="fsdp",
-                                             gradient_accumulation_steps=2, gradient_checkpointing=True))]:
-        fields = sft_fields(model, data, root / name, data_file=str(sft5), max_steps=3, save_steps=2,
-                            save_total_limit=3, lr_scheduler_type="constant", warmup_ratio=0.0, **over)
-        config = write_config(root / f"{name}.yaml", **fields)
-        check(one_process(config) if name.startswith("single") else torchrun(config))
-        runs[name] = (root / name, fields)
-    return root, runs
+    variants = [("single", dict(per_device_train_batch_size=2)),
+                ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
+                ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp")),
+                ("single-ga", dict(per_device_train_batch_size=2, gradient_accumulation_steps=2)),
+                ("fsdp-ga-ckpt", dict(per_device_train_batch_size=1, parallelism="fsdp",
+                                      gradient_accumulation_steps=2, gradient_checkpointing=True))]
+    return root, _run_variants(root, variants, lambda out, **over: sft_fields(
+        model, data, out, data_file=str(sft5), max_steps=3, save_steps=2, save_total_limit=3,
+        lr_scheduler_type="constant", warmup_ratio=0.0, **over))
 
 
 def test_ddp_sft_matches_one_process(sft_runs):
@@ -208,22 +216,17 @@ def test_two_rank_checkpoint_resumes_with_the_same_next_step_loss(sft_runs, rank
 def grpo_runs(assets, tmp_path_factory):
     model, data, _, train3 = assets
     root = tmp_path_factory.mktemp("dist-grpo")
-    runs = {}
-    for name, over in [("single", dict(per_device_train_batch_size=2)),
-                       ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
-                       ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp")),
-                       ("single-dapo", dict(per_device_train_batch_size=2, loss_type="dapo")),
-                       ("fsdp-towers-dapo", dict(per_device_train_batch_size=1, parallelism="fsdp",
-                                                 fsdp_shard_towers=True, loss_type="dapo")),
-                       ("single-sync", dict(per_device_train_batch_size=2, **SYNC)),
-                       ("fsdp-sync", dict(per_device_train_batch_size=1, parallelism="fsdp", **SYNC))]:
-        fields = grpo_fields(model, data, root / name, data_file=str(train3), per_prompt_sampling=True,
-                             reward_funcs=["_train_fixtures.answer_length_reward", "format"], save_steps=1, **over)
-        config = write_config(root / f"{name}.yaml", **fields)
-        check(one_process(config) if name.startswith("single") else torchrun(config))
-        runs[name] = root / name
-        runs[name + ":fields"] = fields
-    return runs
+    variants = [("single", dict(per_device_train_batch_size=2)),
+                ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
+                ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp")),
+                ("single-dapo", dict(per_device_train_batch_size=2, loss_type="dapo")),
+                ("fsdp-towers-dapo", dict(per_device_train_batch_size=1, parallelism="fsdp",
+                                          fsdp_shard_towers=True, loss_type="dapo")),
+                ("single-sync", dict(per_device_train_batch_size=2, **SYNC)),
+                ("fsdp-sync", dict(per_device_train_batch_size=1, parallelism="fsdp", **SYNC))]
+    return _run_variants(root, variants, lambda out, **over: grpo_fields(
+        model, data, out, data_file=str(train3), per_prompt_sampling=True, save_steps=1,
+        reward_funcs=["_train_fixtures.answer_length_reward", "format"], **over))
 
 
 @pytest.mark.parametrize("name,reference", [("ddp", "single"), ("fsdp", "single"),
@@ -231,7 +234,7 @@ def grpo_runs(assets, tmp_path_factory):
 def test_grpo_on_two_ranks_matches_one_process(grpo_runs, name, reference):
     """DDP, FSDP2, and FSDP2 with sharded towers (the reference holding its own sharded copy)
     under dapo's global token normalisation, against one process with the same global batch."""
-    single, multi = grpo_runs[reference], grpo_runs[name]
+    single, multi = grpo_runs[reference][0], grpo_runs[name][0]
     # per-prompt sampling: the same completions whatever the number of ranks
     assert (multi / "completions.jsonl").read_text() == (single / "completions.jsonl").read_text()
     a, b = metrics(single), metrics(multi)
@@ -294,14 +297,14 @@ def test_grpo_two_rank_checkpoint_resumes_in_one_process(grpo_runs, tmp_path, na
     synced reference (which sets step 2's KL) comes back from the sharded checkpoint."""
     import shutil
 
-    straight = grpo_runs[name]
+    straight, fields = grpo_runs[name]
     out = tmp_path / "resume"
     out.mkdir()
     shutil.copytree(straight / "checkpoint-1", out / "checkpoint-1")
     (out / "metrics.jsonl").write_text(json.dumps(metrics(straight)[0]) + "\n")
     rows = (straight / "completions.jsonl").read_text().splitlines(keepends=True)
     (out / "completions.jsonl").write_text("".join(r for r in rows if json.loads(r)["step"] == 1))
-    fields = dict(grpo_runs[name + ":fields"], output_dir=str(out), per_device_train_batch_size=2,
+    fields = dict(fields, output_dir=str(out), per_device_train_batch_size=2,
                   per_prompt_sampling=None)  # None: taken from the checkpoint
     check(one_process(write_config(tmp_path / "resume.yaml", **fields), "--resume"))
     assert (out / "completions.jsonl").read_text() == (straight / "completions.jsonl").read_text()
