@@ -169,6 +169,27 @@ def test_whisper_log_mel_matches_transformers(name, n_mels):
     assert np.abs(got - want).max() <= 1e-4
 
 
+# Frame t's window covers samples [160 t - 200, 160 t + 200) (reflected at both ends of the 30 s).
+# The native path skips the FFT of frames whose window is all zeros: put the first/last non-zero
+# sample just outside, on the edge of, and inside a window, in the middle and at both ends.
+@pytest.mark.parametrize("first,last", [(0, 15_799), (0, 15_800), (0, 16_199), (0, 16_200),
+                                        (15_799, 40_000), (15_800, 40_000), (16_199, 40_000),
+                                        (0, 0), (1, 1), (200, 200), (201, 201),
+                                        (479_799, 479_999), (479_800, 479_800), (479_999, 479_999),
+                                        (300_000, 479_798)])
+def test_whisper_log_mel_silent_frame_boundaries(first, last):
+    from transformers import WhisperFeatureExtractor
+
+    rng = np.random.default_rng(first + last)
+    x = np.zeros(last + 1 + 37, np.float32)
+    x[first:last + 1] = 0.2 * rng.standard_normal(last + 1 - first)
+    x[first] = x[last] = 0.5  # the span's ends are certainly non-zero
+    got = media.whisper_log_mel(x, 80)
+    want = WhisperFeatureExtractor(feature_size=80)(x, sampling_rate=16000,
+                                                    return_tensors="np")["input_features"][0]
+    assert np.abs(got - want).max() <= 1e-4
+
+
 def test_whisper_log_mel_nan_is_zero():
     x = np.sin(np.arange(16000, dtype=np.float32))
     y = x.copy()

@@ -1,10 +1,13 @@
 //! The per-clip pipeline (frames + log-mel) and the parallel batch loader.
 
+use std::time::Instant;
+
 use rayon::prelude::*;
 
 use super::audio::{load_audio_16k, track_to_16k};
-use super::image::{to_model_input, Aspect};
+use super::image::{normalise_into, pad_and_resize, Aspect};
 use super::mel::{whisper_log_mel, MAX_MELS};
+use super::profile::{self, timed, StageTimes};
 use super::sampling::uniform_indices;
 use super::video::{decode_track, demux, fps, frame_count, DemuxRequest};
 use super::{guarded, MediaError, MediaResult, DEFAULT_MAX_DIMENSION};
@@ -83,47 +86,61 @@ pub struct Clip {
 
 /// Decodes `path` into model inputs: HumanOmni-sampled frames and the Whisper log-mel.
 pub fn load_clip(path: &str, opts: &ClipOptions) -> MediaResult<Clip> {
-    guarded(path, || {
-        opts.validate(path)?;
-        let own_audio = opts.audio && opts.audio_path.is_none();
-        let demuxed = demux(path, DemuxRequest { video: true, audio: own_audio, max_dimension: opts.max_dimension })?;
-        let video = demuxed.video.as_ref().expect("demux checked the video stream");
-        let n = frame_count(video);
-        let indices = uniform_indices(n, opts.num_frames);
-        let pictures = decode_track(video, &indices, opts.decoder_threads, opts.max_dimension, path)?;
-        let s = opts.image_size as usize;
-        let per_frame = 3 * s * s;
-        let mut frames = vec![0f32; indices.len() * per_frame];
-        for (pic, out) in pictures.iter().zip(frames.chunks_mut(per_frame)) {
-            to_model_input(pic, opts.image_size, opts.aspect, opts.mean, opts.std, out)
-                .map_err(|r| MediaError::new(path, r))?;
-        }
+    let started = Instant::now();
+    let mut times = StageTimes::default();
+    let clip = guarded(path, || load_clip_timed(path, opts, &mut times));
+    if profile::enabled() {
+        times.report(path, started.elapsed());
+    }
+    clip
+}
 
-        let (mel, has_audio, audio_seconds) = if opts.audio {
-            let samples = match &opts.audio_path {
-                Some(audio_path) => load_audio_16k(audio_path)?,
-                None => track_to_16k(demuxed.audio.as_ref(), path)?,
-            };
-            if samples.is_none() && opts.require_audio {
-                let source = opts.audio_path.as_deref().unwrap_or(path);
-                return Err(MediaError::new(source, "no audio stream (require_audio=True)"));
-            }
-            let has_audio = samples.is_some();
-            let samples = samples.unwrap_or_default();
-            let mel = whisper_log_mel(&samples, opts.n_mels).map_err(|r| MediaError::new(path, r))?;
-            (Some(mel), has_audio, samples.len() as f64 / 16_000.0)
-        } else {
-            (None, false, 0.0)
-        };
-        Ok(Clip {
-            frames,
-            frame_indices: indices,
-            num_video_frames: n,
-            fps: fps(video),
-            mel,
-            has_audio,
-            audio_seconds,
-        })
+fn load_clip_timed(path: &str, opts: &ClipOptions, times: &mut StageTimes) -> MediaResult<Clip> {
+    opts.validate(path)?;
+    let own_audio = opts.audio && opts.audio_path.is_none();
+    let request = DemuxRequest { video: true, audio: own_audio, max_dimension: opts.max_dimension };
+    let demuxed = timed(&mut times.demux, || demux(path, request))?;
+    let video = demuxed.video.as_ref().expect("demux checked the video stream");
+    let n = frame_count(video);
+    let indices = uniform_indices(n, opts.num_frames);
+    let decode_started = Instant::now();
+    let pictures =
+        decode_track(video, &indices, opts.decoder_threads, opts.max_dimension, path, &mut times.convert)?;
+    times.decode += decode_started.elapsed().saturating_sub(times.convert);
+    let s = opts.image_size as usize;
+    let per_frame = 3 * s * s;
+    let mut frames = vec![0f32; indices.len() * per_frame];
+    for (pic, out) in pictures.iter().zip(frames.chunks_mut(per_frame)) {
+        let resized = timed(&mut times.resize, || pad_and_resize(pic, opts.image_size, opts.aspect, opts.mean))
+            .map_err(|r| MediaError::new(path, r))?;
+        timed(&mut times.normalise, || normalise_into(&resized, opts.mean, opts.std, out));
+    }
+
+    let (mel, has_audio, audio_seconds) = if opts.audio {
+        let samples = timed(&mut times.audio, || match &opts.audio_path {
+            Some(audio_path) => load_audio_16k(audio_path),
+            None => track_to_16k(demuxed.audio.as_ref(), path),
+        })?;
+        if samples.is_none() && opts.require_audio {
+            let source = opts.audio_path.as_deref().unwrap_or(path);
+            return Err(MediaError::new(source, "no audio stream (require_audio=True)"));
+        }
+        let has_audio = samples.is_some();
+        let samples = samples.unwrap_or_default();
+        let mel = timed(&mut times.mel, || whisper_log_mel(&samples, opts.n_mels))
+            .map_err(|r| MediaError::new(path, r))?;
+        (Some(mel), has_audio, samples.len() as f64 / 16_000.0)
+    } else {
+        (None, false, 0.0)
+    };
+    Ok(Clip {
+        frames,
+        frame_indices: indices,
+        num_video_frames: n,
+        fps: fps(video),
+        mel,
+        has_audio,
+        audio_seconds,
     })
 }
 

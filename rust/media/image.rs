@@ -87,15 +87,8 @@ pub fn normalise_into(img: &RgbImage, mean: [f32; 3], std: [f32; 3], out: &mut [
     }
 }
 
-/// Pad (or not), resize to `size x size` and normalise into `out` (3, size, size).
-pub fn to_model_input(
-    img: &RgbImage,
-    size: u32,
-    aspect: Aspect,
-    mean: [f32; 3],
-    std: [f32; 3],
-    out: &mut [f32],
-) -> Result<(), String> {
+/// Pad (or not) and resize to `size x size` (RGB24).
+pub fn pad_and_resize(img: &RgbImage, size: u32, aspect: Aspect, mean: [f32; 3]) -> Result<RgbImage, String> {
     let padded;
     let square = match aspect {
         Aspect::Pad if img.width != img.height => {
@@ -105,7 +98,19 @@ pub fn to_model_input(
         }
         _ => img,
     };
-    let resized = resize_bicubic(square, size, size)?;
+    resize_bicubic(square, size, size)
+}
+
+/// Pad (or not), resize to `size x size` and normalise into `out` (3, size, size).
+pub fn to_model_input(
+    img: &RgbImage,
+    size: u32,
+    aspect: Aspect,
+    mean: [f32; 3],
+    std: [f32; 3],
+    out: &mut [f32],
+) -> Result<(), String> {
+    let resized = pad_and_resize(img, size, aspect, mean)?;
     normalise_into(&resized, mean, std, out);
     Ok(())
 }

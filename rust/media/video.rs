@@ -184,14 +184,23 @@ pub(crate) fn fps(track: &Track) -> f64 {
 struct RgbConverter {
     scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)>,
     out: ff::util::frame::Video,
+    /// Wall time spent converting (for the stage profile).
+    spent: std::time::Duration,
 }
 
 impl RgbConverter {
     fn new() -> Self {
-        RgbConverter { scaler: None, out: ff::util::frame::Video::empty() }
+        RgbConverter { scaler: None, out: ff::util::frame::Video::empty(), spent: std::time::Duration::ZERO }
     }
 
     fn convert(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbImage> {
+        let started = std::time::Instant::now();
+        let out = self.convert_untimed(frame, path, max_dim);
+        self.spent += started.elapsed();
+        out
+    }
+
+    fn convert_untimed(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbImage> {
         let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
         check_dimensions(path, w as i32, h as i32, max_dim)?;
         let stale = !matches!(&self.scaler, Some((f, sw, sh, _)) if *f == fmt && *sw == w && *sh == h);
@@ -301,12 +310,14 @@ pub(crate) fn frame_count(track: &Track) -> usize {
 }
 
 /// Decodes frames `indices` (presentation order, any order, repeats allowed) of `track` to RGB24.
+/// Adds the time spent in colour conversion to `convert_time`.
 pub(crate) fn decode_track(
     track: &Track,
     indices: &[usize],
     threads: usize,
     max_dim: u32,
     path: &str,
+    convert_time: &mut std::time::Duration,
 ) -> MediaResult<Vec<RgbImage>> {
     let n = track.packets.len();
     if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
@@ -329,6 +340,7 @@ pub(crate) fn decode_track(
     } else {
         decode_sequentially(track, indices, &mut decoder, &mut converter, max_dim, path, &mut got)?;
     }
+    *convert_time += converter.spent;
     indices
         .iter()
         .map(|i| {
@@ -464,6 +476,7 @@ pub fn decode_frames(path: &str, indices: &[usize], max_dimension: u32, threads:
     guarded(path, || {
         let demuxed = demux(path, DemuxRequest { video: true, audio: false, max_dimension })?;
         let track = demuxed.video.expect("demux checked the video stream");
-        decode_track(&track, indices, threads, max_dimension, path)
+        let mut convert_time = std::time::Duration::ZERO;
+        decode_track(&track, indices, threads, max_dimension, path, &mut convert_time)
     })
 }
