@@ -10,13 +10,13 @@
 //! decoding everything and counting output frames. Conversion to RGB24 uses swscale at full size
 //! with the frame's colour matrix and range (the same call PyAV's `to_ndarray("rgb24")` makes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ffmpeg_next as ff;
 use ff::codec::packet::Packet;
 use ff::ffi;
 
-use super::image::RgbImage;
+use super::image::{RgbImage, RgbView};
 use super::{guarded, init_ffmpeg, MediaError, MediaResult};
 
 /// Give up demuxing after this many consecutive unreadable packets (a demuxer resyncs past one
@@ -180,27 +180,23 @@ pub(crate) fn fps(track: &Track) -> f64 {
 }
 
 /// Converts decoded pictures to packed RGB24 at full size, recreating the swscale context when
-/// the picture format or size changes mid-stream.
-struct RgbConverter {
+/// the picture format or size changes mid-stream. The output picture is FFmpeg-allocated (aligned
+/// rows, as PyAV's), and is reused from one conversion to the next.
+pub(crate) struct RgbConverter {
     scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)>,
     out: ff::util::frame::Video,
     /// Wall time spent converting (for the stage profile).
-    spent: std::time::Duration,
+    pub spent: std::time::Duration,
 }
 
 impl RgbConverter {
-    fn new() -> Self {
+    pub fn new() -> Self {
         RgbConverter { scaler: None, out: ff::util::frame::Video::empty(), spent: std::time::Duration::ZERO }
     }
 
-    fn convert(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbImage> {
+    /// `frame` as RGB24, borrowed from the converter's output picture (no copy).
+    pub fn convert_view(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbView<'_>> {
         let started = std::time::Instant::now();
-        let out = self.convert_untimed(frame, path, max_dim);
-        self.spent += started.elapsed();
-        out
-    }
-
-    fn convert_untimed(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbImage> {
         let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
         check_dimensions(path, w as i32, h as i32, max_dim)?;
         let stale = !matches!(&self.scaler, Some((f, sw, sh, _)) if *f == fmt && *sw == w && *sh == h);
@@ -222,14 +218,19 @@ impl RgbConverter {
         let (_, _, _, ctx) = self.scaler.as_mut().expect("scaler set above");
         ctx.run(frame, &mut self.out)
             .map_err(|e| MediaError::new(path, format!("colour conversion failed: {e}")))?;
-        let stride = self.out.stride(0);
-        let src = self.out.data(0);
-        let row = w as usize * 3;
-        let mut data = Vec::with_capacity(row * h as usize);
-        for y in 0..h as usize {
-            data.extend_from_slice(&src[y * stride..y * stride + row]);
+        self.spent += started.elapsed();
+        Ok(RgbView { width: w, height: h, stride: self.out.stride(0), data: self.out.data(0) })
+    }
+
+    /// `frame` as an owned, tightly packed RGB24 picture.
+    fn convert(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbImage> {
+        let view = self.convert_view(frame, path, max_dim)?;
+        let row = view.width as usize * 3;
+        let mut data = Vec::with_capacity(row * view.height as usize);
+        for y in 0..view.height as usize {
+            data.extend_from_slice(view.row(y));
         }
-        Ok(RgbImage { width: w, height: h, data })
+        Ok(RgbImage { width: view.width, height: view.height, data })
     }
 }
 
@@ -319,12 +320,33 @@ pub(crate) fn decode_track(
     path: &str,
     convert_time: &mut std::time::Duration,
 ) -> MediaResult<Vec<RgbImage>> {
+    let mut converter = RgbConverter::new();
+    let mut got: BTreeMap<usize, RgbImage> = BTreeMap::new();
+    let decoded = decode_targets(track, indices, threads, path, &mut |idx, f| {
+        got.insert(idx, converter.convert(f, path, max_dim)?);
+        Ok(())
+    });
+    *convert_time += converter.spent;
+    decoded?;
+    Ok(indices.iter().map(|i| got[i].clone()).collect())
+}
+
+/// Decodes the distinct frames of `indices` (presentation order) and hands each decoded target
+/// picture to `on_target(index, picture)` once, in decode order. Errors when an index is out of
+/// range or a target cannot be decoded.
+pub(crate) fn decode_targets(
+    track: &Track,
+    indices: &[usize],
+    threads: usize,
+    path: &str,
+    on_target: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
+) -> MediaResult<()> {
     let n = track.packets.len();
     if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
         return Err(MediaError::new(path, format!("frame index {bad} out of range: the video has {n} frames")));
     }
     if indices.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let pts: Vec<Option<i64>> = track.packets.iter().map(|p| p.pts()).collect();
     let mut order: Vec<usize> = (0..n).collect();
@@ -333,22 +355,22 @@ pub(crate) fn decode_track(
         order.windows(2).all(|w| pts[w[0]] != pts[w[1]])
     };
     let mut decoder = open_video_decoder(track, threads, path)?;
-    let mut converter = RgbConverter::new();
-    let mut got: BTreeMap<usize, RgbImage> = BTreeMap::new();
+    let mut delivered: BTreeSet<usize> = BTreeSet::new();
+    let mut sink = |idx: usize, f: &ff::util::frame::Video| -> MediaResult<()> {
+        if delivered.insert(idx) {
+            on_target(idx, f)?;
+        }
+        Ok(())
+    };
     if timestamps_usable {
-        decode_by_timestamp(track, &pts, &order, indices, &mut decoder, &mut converter, max_dim, path, &mut got)?;
+        decode_by_timestamp(track, &pts, &order, indices, &mut decoder, &mut sink)?;
     } else {
-        decode_sequentially(track, indices, &mut decoder, &mut converter, max_dim, path, &mut got)?;
+        decode_sequentially(track, indices, &mut decoder, &mut sink)?;
     }
-    *convert_time += converter.spent;
-    indices
-        .iter()
-        .map(|i| {
-            got.get(i).cloned().ok_or_else(|| {
-                MediaError::new(path, format!("frame {i} could not be decoded (corrupt stream)"))
-            })
-        })
-        .collect()
+    match indices.iter().find(|i| !delivered.contains(i)) {
+        Some(i) => Err(MediaError::new(path, format!("frame {i} could not be decoded (corrupt stream)"))),
+        None => Ok(()),
+    }
 }
 
 fn receive_all(
@@ -375,10 +397,7 @@ fn decode_by_timestamp(
     order: &[usize],
     indices: &[usize],
     decoder: &mut ff::decoder::Video,
-    converter: &mut RgbConverter,
-    max_dim: u32,
-    path: &str,
-    got: &mut BTreeMap<usize, RgbImage>,
+    sink: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
 ) -> MediaResult<()> {
     // Pending targets keyed by timestamp -> presentation index.
     let mut pending: BTreeMap<i64, usize> = BTreeMap::new();
@@ -423,7 +442,7 @@ fn decode_by_timestamp(
             receive_all(decoder, &mut frame, |f| {
                 let ts = f.timestamp().or(f.pts());
                 if let Some(idx) = ts.and_then(|t| pending.remove(&t)) {
-                    got.insert(idx, converter.convert(f, path, max_dim)?);
+                    sink(idx, f)?;
                     if idx == target_idx {
                         reached = true;
                     }
@@ -443,10 +462,7 @@ fn decode_sequentially(
     track: &Track,
     indices: &[usize],
     decoder: &mut ff::decoder::Video,
-    converter: &mut RgbConverter,
-    max_dim: u32,
-    path: &str,
-    got: &mut BTreeMap<usize, RgbImage>,
+    sink: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
 ) -> MediaResult<()> {
     let last = *indices.iter().max().expect("non-empty");
     let mut frame = ff::util::frame::Video::empty();
@@ -454,7 +470,7 @@ fn decode_sequentially(
     let mut on_frame = |f: &ff::util::frame::Video| -> MediaResult<()> {
         let i = count.get();
         if indices.contains(&i) {
-            got.insert(i, converter.convert(f, path, max_dim)?);
+            sink(i, f)?;
         }
         count.set(i + 1);
         Ok(())
