@@ -37,6 +37,17 @@ def test_frame_count_is_exact(clips):
         assert c.num_video_frames == spec.frames
 
 
+def test_fps_and_frame_count_match_pyav(video):
+    # MP4 headers are read without FFmpeg's stream probe: the rate and count must not change.
+    import av
+
+    c = media.load_clip(video, num_frames=2, image_size=8, audio=False)
+    with av.open(str(video)) as f:
+        rate = f.streams.video[0].average_rate
+    assert c.num_video_frames == ref.video_frame_count(video)
+    assert c.fps == pytest.approx(float(rate), rel=1e-12)
+
+
 def test_decode_frames_equals_pyav_byte_for_byte(video):
     n = ref.video_frame_count(video)
     rng = np.random.default_rng(n)

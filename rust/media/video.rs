@@ -62,8 +62,7 @@ pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
     if meta.len() == 0 {
         return Err(err("empty file".into()));
     }
-    let mut input =
-        ff::format::input(&path).map_err(|e| err(format!("not a readable media file: {e}")))?;
+    let mut input = open_input(path).map_err(|e| err(format!("not a readable media file: {e}")))?;
 
     let format_name = input.format().name().to_string();
     if req.video && is_still_image_format(&format_name) {
@@ -148,6 +147,57 @@ pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
         }
     }
     Ok(Demuxed { video: video.map(|(_, t)| t), audio: audio.map(|(_, t)| t) })
+}
+
+/// Opens `path` for demuxing.
+///
+/// The stream probe (`avformat_find_stream_info`, which decodes the first pictures and audio
+/// frames of every stream) is skipped for MP4/MOV files whose header already gives each stream's
+/// codec, picture size or sample rate and channels: their sample tables hold the exact frame
+/// count and frame rate, and the decoders learn everything else from the bitstream. Any other
+/// file is probed, as `ffmpeg_next::format::input` does.
+fn open_input(path: &str) -> Result<ff::format::context::Input, ff::Error> {
+    let c_path = std::ffi::CString::new(path).map_err(|_| ff::Error::InvalidData)?;
+    // SAFETY: the standard libavformat open sequence; on failure the context is closed here,
+    // on success it is owned by the returned `Input`.
+    unsafe {
+        let mut ctx: *mut ffi::AVFormatContext = std::ptr::null_mut();
+        let rc = ffi::avformat_open_input(&mut ctx, c_path.as_ptr(), std::ptr::null(), std::ptr::null_mut());
+        if rc < 0 {
+            return Err(ff::Error::from(rc));
+        }
+        if !header_is_complete(ctx) {
+            let rc = ffi::avformat_find_stream_info(ctx, std::ptr::null_mut());
+            if rc < 0 {
+                ffi::avformat_close_input(&mut ctx);
+                return Err(ff::Error::from(rc));
+            }
+        }
+        Ok(ff::format::context::Input::wrap(ctx))
+    }
+}
+
+/// Whether an opened MP4/MOV file's header describes every stream fully (see [`open_input`]).
+///
+/// # Safety
+/// `ctx` must be a valid, opened input context.
+unsafe fn header_is_complete(ctx: *const ffi::AVFormatContext) -> bool {
+    let format = (*ctx).iformat;
+    if format.is_null() || std::ffi::CStr::from_ptr((*format).name).to_bytes() != b"mov,mp4,m4a,3gp,3g2,mj2" {
+        return false;
+    }
+    let streams = std::slice::from_raw_parts((*ctx).streams, (*ctx).nb_streams as usize);
+    streams.iter().all(|&st| {
+        let par = (*st).codecpar;
+        if par.is_null() || (*par).codec_id == ffi::AVCodecID::AV_CODEC_ID_NONE {
+            return false;
+        }
+        match (*par).codec_type {
+            ffi::AVMediaType::AVMEDIA_TYPE_VIDEO => (*par).width > 0 && (*par).height > 0,
+            ffi::AVMediaType::AVMEDIA_TYPE_AUDIO => (*par).sample_rate > 0 && (*par).ch_layout.nb_channels > 0,
+            _ => true,
+        }
+    })
 }
 
 /// FFmpeg's single-picture demuxers (`png_pipe`, `jpeg_pipe`, `image2`, ...): a still image
