@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::audio::{load_audio_16k, track_to_16k};
 use super::image::{fill_colour, normalise_pixels, Aspect, SquareResizer};
@@ -194,8 +195,36 @@ fn clip_audio(
 
 /// [`load_clip`] over many paths in parallel (rayon), results in input order, one error per
 /// failed item. `threads` = 0 uses rayon's global pool; otherwise a pool of that size.
+///
+/// Scheduling: each worker takes the next clip from one shared queue ordered by file size,
+/// largest first (longest-processing-time-first), so that a big clip does not start last and
+/// leave the other workers idle at the end of the batch. Inside a clip, idle workers pick up its
+/// audio and log-mel work.
 pub fn load_batch(paths: &[String], opts: &ClipOptions, threads: usize) -> Vec<MediaResult<Clip>> {
-    let run = || paths.par_iter().map(|p| load_clip(p, opts)).collect::<Vec<_>>();
+    let run = || {
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        let size = |i: usize| std::fs::metadata(&paths[i]).map_or(0, |m| m.len());
+        order.sort_by_cached_key(|&i| std::cmp::Reverse(size(i)));
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<MediaResult<Clip>>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
+        let workers = rayon::current_num_threads().min(paths.len());
+        rayon::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|_| loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { break };
+                    let clip = load_clip(&paths[i], opts);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(clip);
+                });
+            }
+        });
+        results
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .map(|r| r.expect("every queued clip was loaded"))
+            .collect::<Vec<_>>()
+    };
     if threads == 0 {
         return run();
     }
