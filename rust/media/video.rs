@@ -454,18 +454,26 @@ fn decode_by_timestamp(
     for &i in indices {
         pending.insert(pts[order[i]].expect("checked"), i);
     }
+    // Per target: the last keyframe at or before it in decode order that is presented no later
+    // than it (an open-GOP leading picture needs the keyframe before).
+    let key_start: BTreeMap<usize, usize> = indices
+        .iter()
+        .map(|&i| {
+            let (dec, ts) = (order[i], pts[order[i]].expect("checked"));
+            let start = (0..=dec)
+                .rev()
+                .find(|&d| track.packets[d].is_key() && pts[d].expect("checked") <= ts)
+                .unwrap_or(0);
+            (i, start)
+        })
+        .collect();
     let n = track.packets.len();
     let mut frame = ff::util::frame::Video::empty();
     let mut next_packet = 0usize; // next packet (decode order) to send
     let mut drained = false;
     while let Some((&target_ts, &target_idx)) = pending.iter().next() {
         let target_dec = order[target_idx];
-        // Last keyframe at or before the target in decode order that is presented no later
-        // than it (an open-GOP leading picture needs the keyframe before).
-        let start = (0..=target_dec)
-            .rev()
-            .find(|&d| track.packets[d].is_key() && pts[d].expect("checked") <= target_ts)
-            .unwrap_or(0);
+        let start = key_start[&target_idx];
         // Jump ahead (a seek in the packet list) when a keyframe lies between where the
         // decoder is and the target; a drained decoder must restart from a keyframe too.
         // Otherwise keep going: the target is ahead, or already sent and in the reorder buffer.
@@ -476,7 +484,16 @@ fn decode_by_timestamp(
         }
         let mut reached = false;
         while !reached {
-            if next_packet < n {
+            // Once the target's packet is sent, everything it depends on is in the decoder: when
+            // no other pending target needs the packets that follow (each is already sent, or
+            // starts at a keyframe not before them), draining releases it without decoding the
+            // reference pictures a reorder delay would otherwise pull in.
+            let drain_now = !drained
+                && next_packet > target_dec
+                && pending.values().all(|&u| {
+                    u == target_idx || order[u] < next_packet || key_start[&u] >= next_packet
+                });
+            if next_packet < n && !drain_now {
                 let p = &track.packets[next_packet];
                 let is_target = pending.contains_key(&pts[next_packet].expect("checked"));
                 set_skip(decoder, !is_target);
