@@ -14,7 +14,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::prelude::*;
-use realfft::{RealFftPlanner, RealToComplex};
+use rustfft::num_complex::Complex;
+use rustfft::{Fft, FftPlanner};
 
 pub const SAMPLE_RATE: usize = 16_000;
 pub const N_SAMPLES: usize = 480_000;
@@ -90,7 +91,8 @@ fn reflect_index(j: isize) -> usize {
 /// What every call shares: the periodic Hann window and the planned 400-point real FFT.
 struct StftPlan {
     window: Vec<f32>,
-    fft: Arc<dyn RealToComplex<f32>>,
+    /// 400-point complex FFT: two real frames at once (one as the real, one as the imaginary part).
+    fft: Arc<dyn Fft<f32>>,
 }
 
 fn stft_plan() -> &'static StftPlan {
@@ -99,7 +101,7 @@ fn stft_plan() -> &'static StftPlan {
         window: (0..N_FFT)
             .map(|n| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / N_FFT as f64).cos()) as f32)
             .collect(),
-        fft: RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT),
+        fft: FftPlanner::<f32>::new().plan_fft_forward(N_FFT),
     })
 }
 
@@ -162,10 +164,46 @@ struct ChunkLogMel {
 /// Per-worker buffers of pass 1.
 struct ChunkScratch {
     frame: Vec<f32>,
-    spectrum: Vec<realfft::num_complex::Complex<f32>>,
-    fft_scratch: Vec<realfft::num_complex::Complex<f32>>,
-    /// Bin-major power `(N_BINS, CHUNK)`.
+    frame_b: Vec<f32>,
+    spectrum: Vec<Complex<f32>>,
+    fft_scratch: Vec<Complex<f32>>,
+    /// Bin-major power `(N_BINS, frames)` of the chunk.
     power: Vec<f32>,
+}
+
+/// Power spectra of frames `t0 + a` and `t0 + b` into columns `a` and `b` of the bin-major
+/// `(N_BINS, frames)` power matrix, from one complex FFT of `z = x_a + i x_b`:
+/// `X_a[k] = (Z[k] + conj Z[N-k]) / 2` and `X_b[k] = (Z[k] - conj Z[N-k]) / 2i`, so
+/// `|X_a[k]|^2 = |Z[k] + conj Z[N-k]|^2 / 4` and `|X_b[k]|^2 = |Z[k] - conj Z[N-k]|^2 / 4`.
+#[inline(always)]
+fn power_of_pair(
+    samples: &[f32],
+    t0: usize,
+    frames: usize,
+    a: usize,
+    b: Option<usize>,
+    plan: &StftPlan,
+    scratch: &mut ChunkScratch,
+) {
+    fill_frame(samples, t0 + a, &plan.window, &mut scratch.frame);
+    match b {
+        Some(b) => fill_frame(samples, t0 + b, &plan.window, &mut scratch.frame_b),
+        None => scratch.frame_b.fill(0.0),
+    }
+    for ((z, &re), &im) in scratch.spectrum.iter_mut().zip(&scratch.frame).zip(&scratch.frame_b) {
+        *z = Complex::new(re, im);
+    }
+    plan.fft.process_with_scratch(&mut scratch.spectrum, &mut scratch.fft_scratch);
+    let z = &scratch.spectrum;
+    for k in 0..N_BINS {
+        let (p, q) = (z[k], z[(N_FFT - k) % N_FFT]);
+        let (sum_re, sum_im) = (p.re + q.re, p.im - q.im);
+        scratch.power[k * frames + a] = (sum_re * sum_re + sum_im * sum_im) * 0.25;
+        if let Some(b) = b {
+            let (diff_re, diff_im) = (p.re - q.re, p.im + q.im);
+            scratch.power[k * frames + b] = (diff_re * diff_re + diff_im * diff_im) * 0.25;
+        }
+    }
 }
 
 /// The largest value (NaN-free input), in 8 independent lanes so that it vectorises.
@@ -245,9 +283,10 @@ pub fn whisper_log_mel(samples: &[f32], n_mels: usize) -> Result<Vec<f32>, Strin
         .into_par_iter()
         .map_init(
             || ChunkScratch {
-                frame: plan.fft.make_input_vec(),
-                spectrum: plan.fft.make_output_vec(),
-                fft_scratch: plan.fft.make_scratch_vec(),
+                frame: vec![0f32; N_FFT],
+                frame_b: vec![0f32; N_FFT],
+                spectrum: vec![Complex::default(); N_FFT],
+                fft_scratch: vec![Complex::default(); plan.fft.get_inplace_scratch_len()],
                 power: vec![0f32; N_BINS * CHUNK],
             },
             |scratch, c| chunk_log_mel(samples, nonzero, c, &filters, plan, scratch, log_zero),
@@ -257,7 +296,7 @@ pub fn whisper_log_mel(samples: &[f32], n_mels: usize) -> Result<Vec<f32>, Strin
 
     // Pass 2: clamp to max - 8 and scale, row by row of the (n_mels, 3000) output.
     let floor = max - 8.0;
-    let scale = |v: f32| (v.max(floor) + 4.0) / 4.0;
+    let scale = |v: f32| (v.max(floor) + 4.0) * 0.25; // exactly / 4
     let silent = scale(log_zero);
     let mut out = vec![0f32; n_mels * N_FRAMES];
     out.par_chunks_mut(N_FRAMES).enumerate().for_each(|(m, row)| {
@@ -326,30 +365,30 @@ fn chunk_log_mel_any(
     if (t0..t0 + frames).all(|t| frame_is_silent(t, nonzero)) {
         return ChunkLogMel { values: None, frames, max: log_zero };
     }
-    let power = &mut scratch.power[..N_BINS * frames];
+    // Frames go through the FFT in pairs; an odd one out is paired with silence.
+    let mut unpaired: Option<usize> = None;
     for f in 0..frames {
-        let t = t0 + f;
-        if frame_is_silent(t, nonzero) {
+        if frame_is_silent(t0 + f, nonzero) {
             // Exactly what the FFT of an all-zero window gives.
             for k in 0..N_BINS {
-                power[k * frames + f] = 0.0;
+                scratch.power[k * frames + f] = 0.0;
             }
             continue;
         }
-        fill_frame(samples, t, &plan.window, &mut scratch.frame);
-        plan.fft
-            .process_with_scratch(&mut scratch.frame, &mut scratch.spectrum, &mut scratch.fft_scratch)
-            .expect("buffers come from the same plan");
-        for (k, z) in scratch.spectrum.iter().enumerate() {
-            power[k * frames + f] = z.re * z.re + z.im * z.im;
+        match unpaired.take() {
+            None => unpaired = Some(f),
+            Some(first) => power_of_pair(samples, t0, frames, first, Some(f), plan, scratch),
         }
+    }
+    if let Some(first) = unpaired {
+        power_of_pair(samples, t0, frames, first, None, plan, scratch);
     }
     // mel[m][f] = sum over the filter's bins k (ascending) of power[k][f] * w[m][k].
     let mut values = vec![0f32; filters.len() * frames];
     for (filt, mel) in filters.iter().zip(values.chunks_mut(frames)) {
         for (j, &w) in filt.weights.iter().enumerate() {
             let k = filt.first_bin + j;
-            for (acc, &p) in mel.iter_mut().zip(&power[k * frames..(k + 1) * frames]) {
+            for (acc, &p) in mel.iter_mut().zip(&scratch.power[k * frames..(k + 1) * frames]) {
                 *acc += p * w;
             }
         }
