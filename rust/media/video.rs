@@ -10,13 +10,13 @@
 //! decoding everything and counting output frames. Conversion to RGB24 uses swscale at full size
 //! with the frame's colour matrix and range (the same call PyAV's `to_ndarray("rgb24")` makes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ffmpeg_next as ff;
 use ff::codec::packet::Packet;
 use ff::ffi;
 
-use super::image::RgbImage;
+use super::image::{RgbImage, RgbView};
 use super::{guarded, init_ffmpeg, MediaError, MediaResult};
 
 /// Give up demuxing after this many consecutive unreadable packets (a demuxer resyncs past one
@@ -62,8 +62,7 @@ pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
     if meta.len() == 0 {
         return Err(err("empty file".into()));
     }
-    let mut input =
-        ff::format::input(&path).map_err(|e| err(format!("not a readable media file: {e}")))?;
+    let mut input = open_input(path).map_err(|e| err(format!("not a readable media file: {e}")))?;
 
     let format_name = input.format().name().to_string();
     if req.video && is_still_image_format(&format_name) {
@@ -150,6 +149,57 @@ pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
     Ok(Demuxed { video: video.map(|(_, t)| t), audio: audio.map(|(_, t)| t) })
 }
 
+/// Opens `path` for demuxing.
+///
+/// The stream probe (`avformat_find_stream_info`, which decodes the first pictures and audio
+/// frames of every stream) is skipped for MP4/MOV files whose header already gives each stream's
+/// codec, picture size or sample rate and channels: their sample tables hold the exact frame
+/// count and frame rate, and the decoders learn everything else from the bitstream. Any other
+/// file is probed, as `ffmpeg_next::format::input` does.
+fn open_input(path: &str) -> Result<ff::format::context::Input, ff::Error> {
+    let c_path = std::ffi::CString::new(path).map_err(|_| ff::Error::InvalidData)?;
+    // SAFETY: the standard libavformat open sequence; on failure the context is closed here,
+    // on success it is owned by the returned `Input`.
+    unsafe {
+        let mut ctx: *mut ffi::AVFormatContext = std::ptr::null_mut();
+        let rc = ffi::avformat_open_input(&mut ctx, c_path.as_ptr(), std::ptr::null(), std::ptr::null_mut());
+        if rc < 0 {
+            return Err(ff::Error::from(rc));
+        }
+        if !header_is_complete(ctx) {
+            let rc = ffi::avformat_find_stream_info(ctx, std::ptr::null_mut());
+            if rc < 0 {
+                ffi::avformat_close_input(&mut ctx);
+                return Err(ff::Error::from(rc));
+            }
+        }
+        Ok(ff::format::context::Input::wrap(ctx))
+    }
+}
+
+/// Whether an opened MP4/MOV file's header describes every stream fully (see [`open_input`]).
+///
+/// # Safety
+/// `ctx` must be a valid, opened input context.
+unsafe fn header_is_complete(ctx: *const ffi::AVFormatContext) -> bool {
+    let format = (*ctx).iformat;
+    if format.is_null() || std::ffi::CStr::from_ptr((*format).name).to_bytes() != b"mov,mp4,m4a,3gp,3g2,mj2" {
+        return false;
+    }
+    let streams = std::slice::from_raw_parts((*ctx).streams, (*ctx).nb_streams as usize);
+    streams.iter().all(|&st| {
+        let par = (*st).codecpar;
+        if par.is_null() || (*par).codec_id == ffi::AVCodecID::AV_CODEC_ID_NONE {
+            return false;
+        }
+        match (*par).codec_type {
+            ffi::AVMediaType::AVMEDIA_TYPE_VIDEO => (*par).width > 0 && (*par).height > 0,
+            ffi::AVMediaType::AVMEDIA_TYPE_AUDIO => (*par).sample_rate > 0 && (*par).ch_layout.nb_channels > 0,
+            _ => true,
+        }
+    })
+}
+
 /// FFmpeg's single-picture demuxers (`png_pipe`, `jpeg_pipe`, `image2`, ...): a still image
 /// is not a clip.
 fn is_still_image_format(name: &str) -> bool {
@@ -180,18 +230,23 @@ pub(crate) fn fps(track: &Track) -> f64 {
 }
 
 /// Converts decoded pictures to packed RGB24 at full size, recreating the swscale context when
-/// the picture format or size changes mid-stream.
-struct RgbConverter {
+/// the picture format or size changes mid-stream. The output picture is FFmpeg-allocated (aligned
+/// rows, as PyAV's), and is reused from one conversion to the next.
+pub(crate) struct RgbConverter {
     scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)>,
     out: ff::util::frame::Video,
+    /// Wall time spent converting (for the stage profile).
+    pub spent: std::time::Duration,
 }
 
 impl RgbConverter {
-    fn new() -> Self {
-        RgbConverter { scaler: None, out: ff::util::frame::Video::empty() }
+    pub fn new() -> Self {
+        RgbConverter { scaler: None, out: ff::util::frame::Video::empty(), spent: std::time::Duration::ZERO }
     }
 
-    fn convert(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbImage> {
+    /// `frame` as RGB24, borrowed from the converter's output picture (no copy).
+    pub fn convert_view(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbView<'_>> {
+        let started = std::time::Instant::now();
         let (fmt, w, h) = (frame.format(), frame.width(), frame.height());
         check_dimensions(path, w as i32, h as i32, max_dim)?;
         let stale = !matches!(&self.scaler, Some((f, sw, sh, _)) if *f == fmt && *sw == w && *sh == h);
@@ -213,14 +268,19 @@ impl RgbConverter {
         let (_, _, _, ctx) = self.scaler.as_mut().expect("scaler set above");
         ctx.run(frame, &mut self.out)
             .map_err(|e| MediaError::new(path, format!("colour conversion failed: {e}")))?;
-        let stride = self.out.stride(0);
-        let src = self.out.data(0);
-        let row = w as usize * 3;
-        let mut data = Vec::with_capacity(row * h as usize);
-        for y in 0..h as usize {
-            data.extend_from_slice(&src[y * stride..y * stride + row]);
+        self.spent += started.elapsed();
+        Ok(RgbView { width: w, height: h, stride: self.out.stride(0), data: self.out.data(0) })
+    }
+
+    /// `frame` as an owned, tightly packed RGB24 picture.
+    fn convert(&mut self, frame: &ff::util::frame::Video, path: &str, max_dim: u32) -> MediaResult<RgbImage> {
+        let view = self.convert_view(frame, path, max_dim)?;
+        let row = view.width as usize * 3;
+        let mut data = Vec::with_capacity(row * view.height as usize);
+        for y in 0..view.height as usize {
+            data.extend_from_slice(view.row(y));
         }
-        Ok(RgbImage { width: w, height: h, data })
+        Ok(RgbImage { width: view.width, height: view.height, data })
     }
 }
 
@@ -301,19 +361,42 @@ pub(crate) fn frame_count(track: &Track) -> usize {
 }
 
 /// Decodes frames `indices` (presentation order, any order, repeats allowed) of `track` to RGB24.
+/// Adds the time spent in colour conversion to `convert_time`.
 pub(crate) fn decode_track(
     track: &Track,
     indices: &[usize],
     threads: usize,
     max_dim: u32,
     path: &str,
+    convert_time: &mut std::time::Duration,
 ) -> MediaResult<Vec<RgbImage>> {
+    let mut converter = RgbConverter::new();
+    let mut got: BTreeMap<usize, RgbImage> = BTreeMap::new();
+    let decoded = decode_targets(track, indices, threads, path, &mut |idx, f| {
+        got.insert(idx, converter.convert(f, path, max_dim)?);
+        Ok(())
+    });
+    *convert_time += converter.spent;
+    decoded?;
+    Ok(indices.iter().map(|i| got[i].clone()).collect())
+}
+
+/// Decodes the distinct frames of `indices` (presentation order) and hands each decoded target
+/// picture to `on_target(index, picture)` once, in decode order. Errors when an index is out of
+/// range or a target cannot be decoded.
+pub(crate) fn decode_targets(
+    track: &Track,
+    indices: &[usize],
+    threads: usize,
+    path: &str,
+    on_target: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
+) -> MediaResult<()> {
     let n = track.packets.len();
     if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
         return Err(MediaError::new(path, format!("frame index {bad} out of range: the video has {n} frames")));
     }
     if indices.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let pts: Vec<Option<i64>> = track.packets.iter().map(|p| p.pts()).collect();
     let mut order: Vec<usize> = (0..n).collect();
@@ -322,21 +405,22 @@ pub(crate) fn decode_track(
         order.windows(2).all(|w| pts[w[0]] != pts[w[1]])
     };
     let mut decoder = open_video_decoder(track, threads, path)?;
-    let mut converter = RgbConverter::new();
-    let mut got: BTreeMap<usize, RgbImage> = BTreeMap::new();
+    let mut delivered: BTreeSet<usize> = BTreeSet::new();
+    let mut sink = |idx: usize, f: &ff::util::frame::Video| -> MediaResult<()> {
+        if delivered.insert(idx) {
+            on_target(idx, f)?;
+        }
+        Ok(())
+    };
     if timestamps_usable {
-        decode_by_timestamp(track, &pts, &order, indices, &mut decoder, &mut converter, max_dim, path, &mut got)?;
+        decode_by_timestamp(track, &pts, &order, indices, &mut decoder, &mut sink)?;
     } else {
-        decode_sequentially(track, indices, &mut decoder, &mut converter, max_dim, path, &mut got)?;
+        decode_sequentially(track, indices, &mut decoder, &mut sink)?;
     }
-    indices
-        .iter()
-        .map(|i| {
-            got.get(i).cloned().ok_or_else(|| {
-                MediaError::new(path, format!("frame {i} could not be decoded (corrupt stream)"))
-            })
-        })
-        .collect()
+    match indices.iter().find(|i| !delivered.contains(i)) {
+        Some(i) => Err(MediaError::new(path, format!("frame {i} could not be decoded (corrupt stream)"))),
+        None => Ok(()),
+    }
 }
 
 fn receive_all(
@@ -363,28 +447,33 @@ fn decode_by_timestamp(
     order: &[usize],
     indices: &[usize],
     decoder: &mut ff::decoder::Video,
-    converter: &mut RgbConverter,
-    max_dim: u32,
-    path: &str,
-    got: &mut BTreeMap<usize, RgbImage>,
+    sink: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
 ) -> MediaResult<()> {
     // Pending targets keyed by timestamp -> presentation index.
     let mut pending: BTreeMap<i64, usize> = BTreeMap::new();
     for &i in indices {
         pending.insert(pts[order[i]].expect("checked"), i);
     }
+    // Per target: the last keyframe at or before it in decode order that is presented no later
+    // than it (an open-GOP leading picture needs the keyframe before).
+    let key_start: BTreeMap<usize, usize> = indices
+        .iter()
+        .map(|&i| {
+            let (dec, ts) = (order[i], pts[order[i]].expect("checked"));
+            let start = (0..=dec)
+                .rev()
+                .find(|&d| track.packets[d].is_key() && pts[d].expect("checked") <= ts)
+                .unwrap_or(0);
+            (i, start)
+        })
+        .collect();
     let n = track.packets.len();
     let mut frame = ff::util::frame::Video::empty();
     let mut next_packet = 0usize; // next packet (decode order) to send
     let mut drained = false;
     while let Some((&target_ts, &target_idx)) = pending.iter().next() {
         let target_dec = order[target_idx];
-        // Last keyframe at or before the target in decode order that is presented no later
-        // than it (an open-GOP leading picture needs the keyframe before).
-        let start = (0..=target_dec)
-            .rev()
-            .find(|&d| track.packets[d].is_key() && pts[d].expect("checked") <= target_ts)
-            .unwrap_or(0);
+        let start = key_start[&target_idx];
         // Jump ahead (a seek in the packet list) when a keyframe lies between where the
         // decoder is and the target; a drained decoder must restart from a keyframe too.
         // Otherwise keep going: the target is ahead, or already sent and in the reorder buffer.
@@ -395,7 +484,16 @@ fn decode_by_timestamp(
         }
         let mut reached = false;
         while !reached {
-            if next_packet < n {
+            // Once the target's packet is sent, everything it depends on is in the decoder: when
+            // no other pending target needs the packets that follow (each is already sent, or
+            // starts at a keyframe not before them), draining releases it without decoding the
+            // reference pictures a reorder delay would otherwise pull in.
+            let drain_now = !drained
+                && next_packet > target_dec
+                && pending.values().all(|&u| {
+                    u == target_idx || order[u] < next_packet || key_start[&u] >= next_packet
+                });
+            if next_packet < n && !drain_now {
                 let p = &track.packets[next_packet];
                 let is_target = pending.contains_key(&pts[next_packet].expect("checked"));
                 set_skip(decoder, !is_target);
@@ -411,7 +509,7 @@ fn decode_by_timestamp(
             receive_all(decoder, &mut frame, |f| {
                 let ts = f.timestamp().or(f.pts());
                 if let Some(idx) = ts.and_then(|t| pending.remove(&t)) {
-                    got.insert(idx, converter.convert(f, path, max_dim)?);
+                    sink(idx, f)?;
                     if idx == target_idx {
                         reached = true;
                     }
@@ -431,10 +529,7 @@ fn decode_sequentially(
     track: &Track,
     indices: &[usize],
     decoder: &mut ff::decoder::Video,
-    converter: &mut RgbConverter,
-    max_dim: u32,
-    path: &str,
-    got: &mut BTreeMap<usize, RgbImage>,
+    sink: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
 ) -> MediaResult<()> {
     let last = *indices.iter().max().expect("non-empty");
     let mut frame = ff::util::frame::Video::empty();
@@ -442,7 +537,7 @@ fn decode_sequentially(
     let mut on_frame = |f: &ff::util::frame::Video| -> MediaResult<()> {
         let i = count.get();
         if indices.contains(&i) {
-            got.insert(i, converter.convert(f, path, max_dim)?);
+            sink(i, f)?;
         }
         count.set(i + 1);
         Ok(())
@@ -464,6 +559,7 @@ pub fn decode_frames(path: &str, indices: &[usize], max_dimension: u32, threads:
     guarded(path, || {
         let demuxed = demux(path, DemuxRequest { video: true, audio: false, max_dimension })?;
         let track = demuxed.video.expect("demux checked the video stream");
-        decode_track(&track, indices, threads, max_dimension, path)
+        let mut convert_time = std::time::Duration::ZERO;
+        decode_track(&track, indices, threads, max_dimension, path, &mut convert_time)
     })
 }
