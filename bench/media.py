@@ -199,6 +199,16 @@ def measure(name, folder, repeats):
     return json.loads(out.stdout.strip().splitlines()[-1]), None
 
 
+def print_table(title: str, unit: str, names, results: dict, base_name: str, digits: int) -> None:
+    """One table: time, ratio to ``base_name`` (measured in the same run), peak RSS."""
+    base = results[base_name]
+    print(f"\n{title:34s} {unit:>9s} {'vs native':>10s} {'peak RSS MB':>12s}")
+    for name in names:
+        r = results[name]
+        if r:
+            print(f"{name:34s} {r['ms']:9.{digits}f} {r['ms'] / base['ms']:9.2f}x {r['rss_mb']:12.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
@@ -222,18 +232,8 @@ def main() -> None:
         results[name], err = measure(name, str(folder), args.repeats)
         if err:
             print(f"  {name}: unavailable ({err})")
-    base = results["native load_batch"]
-    print(f"\n{'pipeline':34s} {'ms/clip':>9s} {'vs native':>10s} {'peak RSS MB':>12s}")
-    for name in PIPELINES:
-        r = results[name]
-        if r:
-            print(f"{name:34s} {r['ms']:9.1f} {r['ms'] / base['ms']:9.2f}x {r['rss_mb']:12.0f}")
-    mel = results["native whisper_log_mel"]
-    print(f"\n{'log-mel (128, 3 s/10 s/30 s)':34s} {'ms/call':>9s} {'vs native':>10s} {'peak RSS MB':>12s}")
-    for name in MEL:
-        r = results[name]
-        if r:
-            print(f"{name:34s} {r['ms']:9.2f} {r['ms'] / mel['ms']:9.2f}x {r['rss_mb']:12.0f}")
+    print_table("pipeline", "ms/clip", PIPELINES, results, "native load_batch", digits=1)
+    print_table("log-mel (128, 3 s/10 s/30 s)", "ms/call", MEL, results, "native whisper_log_mel", digits=2)
     if args.profile:
         profile_native(str(folder))
 

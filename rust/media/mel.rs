@@ -161,6 +161,16 @@ struct ChunkLogMel {
     max: f32,
 }
 
+/// What every chunk of one call reads: the signal (cut to 30 s), the span of its non-zero
+/// samples (None: all silent), the mel filters, the FFT plan and `log10(1e-10)`.
+struct MelInputs<'a> {
+    samples: &'a [f32],
+    nonzero: Option<(usize, usize)>,
+    filters: &'a [Filter],
+    plan: &'a StftPlan,
+    log_zero: f32,
+}
+
 /// Per-worker buffers of pass 1.
 struct ChunkScratch {
     frame: Vec<f32>,
@@ -277,6 +287,7 @@ pub fn whisper_log_mel(samples: &[f32], n_mels: usize) -> Result<Vec<f32>, Strin
     let filters = cached_filters(n_mels);
     let log_zero = 1e-10f32.log10();
     let n_chunks = N_FRAMES.div_ceil(CHUNK);
+    let inputs = MelInputs { samples, nonzero, filters: &filters, plan, log_zero };
 
     // Pass 1: per chunk of frames, FFT power (bin-major), mel projection, log10, maximum.
     let chunks: Vec<ChunkLogMel> = (0..n_chunks)
@@ -289,7 +300,7 @@ pub fn whisper_log_mel(samples: &[f32], n_mels: usize) -> Result<Vec<f32>, Strin
                 fft_scratch: vec![Complex::default(); plan.fft.get_inplace_scratch_len()],
                 power: vec![0f32; N_BINS * CHUNK],
             },
-            |scratch, c| chunk_log_mel(samples, nonzero, c, &filters, plan, scratch, log_zero),
+            |scratch, c| chunk_log_mel(&inputs, c, scratch),
         )
         .collect();
     let max = chunks.iter().map(|c| c.max).fold(log_zero, f32::max);
@@ -317,49 +328,26 @@ pub fn whisper_log_mel(samples: &[f32], n_mels: usize) -> Result<Vec<f32>, Strin
 
 /// Pass 1 of [`whisper_log_mel`] for frames `c * CHUNK ..` (see [`ChunkLogMel`]): the same
 /// arithmetic compiled twice, for AVX2 (chosen at run time) and for the baseline CPU.
-fn chunk_log_mel(
-    samples: &[f32],
-    nonzero: Option<(usize, usize)>,
-    c: usize,
-    filters: &[Filter],
-    plan: &StftPlan,
-    scratch: &mut ChunkScratch,
-    log_zero: f32,
-) -> ChunkLogMel {
+fn chunk_log_mel(inputs: &MelInputs, c: usize, scratch: &mut ChunkScratch) -> ChunkLogMel {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { chunk_log_mel_avx2(samples, nonzero, c, filters, plan, scratch, log_zero) };
+        return unsafe { chunk_log_mel_avx2(inputs, c, scratch) };
     }
-    chunk_log_mel_any(samples, nonzero, c, filters, plan, scratch, log_zero)
+    chunk_log_mel_any(inputs, c, scratch)
 }
 
 /// [`chunk_log_mel_any`] with 8-wide vectors. Plain multiplies and adds (no FMA), so the result
 /// is bit-identical to the baseline build.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn chunk_log_mel_avx2(
-    samples: &[f32],
-    nonzero: Option<(usize, usize)>,
-    c: usize,
-    filters: &[Filter],
-    plan: &StftPlan,
-    scratch: &mut ChunkScratch,
-    log_zero: f32,
-) -> ChunkLogMel {
-    chunk_log_mel_any(samples, nonzero, c, filters, plan, scratch, log_zero)
+unsafe fn chunk_log_mel_avx2(inputs: &MelInputs, c: usize, scratch: &mut ChunkScratch) -> ChunkLogMel {
+    chunk_log_mel_any(inputs, c, scratch)
 }
 
 #[inline(always)]
-fn chunk_log_mel_any(
-    samples: &[f32],
-    nonzero: Option<(usize, usize)>,
-    c: usize,
-    filters: &[Filter],
-    plan: &StftPlan,
-    scratch: &mut ChunkScratch,
-    log_zero: f32,
-) -> ChunkLogMel {
+fn chunk_log_mel_any(inputs: &MelInputs, c: usize, scratch: &mut ChunkScratch) -> ChunkLogMel {
+    let MelInputs { samples, nonzero, filters, plan, log_zero } = *inputs;
     let t0 = c * CHUNK;
     let frames = CHUNK.min(N_FRAMES - t0);
     if (t0..t0 + frames).all(|t| frame_is_silent(t, nonzero)) {

@@ -37,10 +37,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def uses_bf16(cfg: Any, device: torch.device) -> bool:
     """``cfg.bf16``, or when unset: on with CUDA, off on CPU (fp32 keeps CPU runs exact)."""
     return device.type == "cuda" if cfg.bf16 is None else bool(cfg.bf16)
@@ -410,7 +406,7 @@ def plain_numbers(record: Dict[str, Any]) -> Dict[str, Any]:
 
 __all__ = [
     "BatchStream", "ResumePoint", "autocast", "build_optimizer", "clip_gradients", "eval_due",
-    "evaluate_answers", "find_resume", "load_policy", "make_collator", "model_batch", "pick_device",
+    "evaluate_answers", "find_resume", "load_policy", "make_collator", "model_batch",
     "plain_numbers", "progress_bar", "read_split", "restore", "save", "seed_everything", "to_device", "total_steps",
     "trainable_parameters", "uses_bf16", "write_run_config",
 ]
