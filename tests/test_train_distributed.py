@@ -367,3 +367,33 @@ def test_rank_weights_recombine_the_loss_of_the_global_batch(loss_type):
     else:
         expected = float(loss(slice(0, n)))
     assert combined == pytest.approx(expected, rel=1e-12)
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_world_size_without_a_rank_is_a_config_error(monkeypatch):
+    from r1omni_fast.config import ConfigError, SFTConfig
+    from r1omni_fast.train.distributed import from_environment
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(ConfigError, match="WORLD_SIZE=2 but RANK"):
+        from_environment(SFTConfig())
+
+
+@pytest.mark.parametrize("damage", ["metadata", "trainer_state"])
+def test_a_damaged_sharded_checkpoint_is_an_error_naming_it(sft_runs, tmp_path, damage):
+    import shutil
+
+    _, runs = sft_runs
+    straight, fields = runs["fsdp"]
+    out = tmp_path / "out"
+    shutil.copytree(straight / "checkpoint-2", out / "checkpoint-2")
+    target = out / "checkpoint-2" / ("dcp/.metadata" if damage == "metadata" else "trainer_state.json")
+    target.write_bytes(target.read_bytes()[:20])
+    config = write_config(tmp_path / "resume.yaml", **dict(fields, output_dir=str(out), per_device_train_batch_size=2))
+    proc = one_process(config, "--resume")
+    assert proc.returncode != 0
+    assert str(target if damage == "trainer_state" else target.parent) in proc.stderr
+    assert "delete" in proc.stderr.splitlines()[-1]

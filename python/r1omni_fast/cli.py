@@ -222,6 +222,7 @@ def train(ctx: click.Context, config_path: str | None) -> None:
     import os
 
     from r1omni_fast.config import ConfigError, load_config
+    from r1omni_fast.train.checkpoint import ResumeError
 
     run = _run_stage
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun shows a failed rank's traceback
@@ -230,7 +231,7 @@ def train(ctx: click.Context, config_path: str | None) -> None:
         run = record(_run_stage)
     try:
         out = run(load_config(config_path, ctx.args))
-    except ConfigError as exc:
+    except (ConfigError, ResumeError) as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(2)
     if os.environ.get("RANK", "0") == "0":

@@ -137,6 +137,25 @@ def save_checkpoint(
     return final
 
 
+class ResumeError(RuntimeError):
+    """A checkpoint that cannot be resumed from (damaged files); the message names it."""
+
+
+def read_trainer_state(folder: str | os.PathLike) -> dict[str, Any]:
+    """``folder/trainer_state.json``; a missing or unreadable one is an error naming it."""
+    path = Path(folder) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} is not a complete checkpoint (no {STATE_FILE})")
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"{path} is unreadable ({exc}): delete {folder} to resume from the checkpoint "
+                          "before it") from None
+    if not isinstance(state, dict) or "global_step" not in state:
+        raise ResumeError(f"{path} has no global_step: delete {folder} to resume from the checkpoint before it")
+    return state
+
+
 def load_checkpoint(
     folder: str | os.PathLike,
     *,
@@ -150,15 +169,11 @@ def load_checkpoint(
     the optimizer state of a sharded checkpoint (``r1omni_fast.train.distributed.load_sharded``).
     """
     folder = Path(folder)
-    state_path = folder / STATE_FILE
-    if not state_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a complete checkpoint (no {STATE_FILE})")
+    state = read_trainer_state(folder)
     if optimizer is not None and (folder / "optimizer.pt").is_file():
         optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     rng = torch.load(folder / "rng_state.pt", weights_only=True)
     restore_rng_state(rng)
-    with open(state_path) as f:
-        state = json.load(f)
     return state, rng.get("extra")

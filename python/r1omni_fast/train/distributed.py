@@ -109,7 +109,11 @@ def from_environment(cfg: Any) -> Dist:
 
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    try:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise ConfigError(f"WORLD_SIZE={world} but RANK / LOCAL_RANK are missing or not integers "
+                          f"(RANK={os.environ.get('RANK')!r}): launch with torchrun") from None
     device = torch.device("cpu")
     if cuda:
         device = torch.device("cuda", local_rank)
@@ -295,8 +299,16 @@ def load_sharded_states(folder: Path, states: dict) -> None:
     """Fill the named state dicts ``states`` (their tensors, plain or sharded, in place) from the
     Distributed Checkpoint in ``folder/dcp``."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
-    dcp.load(states, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+    from r1omni_fast.train.checkpoint import ResumeError
+
+    try:
+        dcp.load(states, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+    except (Exception, CheckpointException) as exc:  # DCP's own wrapper is a BaseException
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ResumeError(f"cannot load the sharded checkpoint {Path(folder) / SHARDED_DIR}: {reason}; "
+                          f"delete {folder} to resume from the checkpoint before it") from exc
 
 
 def load_module_state(module: torch.nn.Module, state: dict) -> None:
@@ -318,7 +330,7 @@ def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Op
 
     model_state, optim_state = get_state_dict(model, optimizer, options=_options())
     state = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+    load_sharded_states(folder, state)
     # the frozen parameters are not in the checkpoint: they came with the model's weights
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                    options=_options(strict=False))

@@ -45,7 +45,7 @@ from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
 from r1omni_fast.rewards import score_batch
 from r1omni_fast.train import common, distributed
-from r1omni_fast.train.checkpoint import STATE_FILE
+from r1omni_fast.train.checkpoint import read_trainer_state
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
 
@@ -156,8 +156,8 @@ class GRPOTrainer:
         self.dist = distributed.from_environment(cfg)
         self.resume_from = common.find_resume(cfg)
         # a run resumed from a per-prompt-sampling checkpoint keeps sampling that way
-        resumed_per_prompt = bool(self.resume_from is not None and json.loads(
-            (self.resume_from / STATE_FILE).read_text()).get("per_prompt_sampling", False))
+        resumed_per_prompt = bool(self.resume_from is not None
+                                  and read_trainer_state(self.resume_from).get("per_prompt_sampling", False))
         self.per_prompt = (cfg.per_prompt_sampling if cfg.per_prompt_sampling is not None
                            else self.dist.enabled or resumed_per_prompt)
         if self.dist.enabled and not self.per_prompt:
