@@ -165,7 +165,8 @@ fn clip_frames(
     times.resize += resize_time;
     times.normalise += normalise_time;
     times.decode += started.elapsed().saturating_sub(converter.spent + resize_time + normalise_time);
-    decoded?;
+    times.pictures += decoded?;
+    times.frames += frame_count(video);
     Ok((indices, frames))
 }
 

@@ -4,7 +4,8 @@
 //! The stages: `demux` (open + read every packet, which also counts the frames), `decode`
 //! (keyframe seeks + decoding up to the last target, without the colour conversion), `convert`
 //! (swscale YUV -> RGB), `resize` (pad + bicubic resize), `normalise` (into float32 CHW),
-//! `audio` (audio decode + channel mean + resample to 16 kHz) and `mel` (Whisper log-mel).
+//! `audio` (audio decode + channel mean + resample to 16 kHz) and `mel` (Whisper log-mel); then
+//! how many pictures the video decoder reconstructed, of the stream's frames.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -25,6 +26,10 @@ pub struct StageTimes {
     pub normalise: Duration,
     pub audio: Duration,
     pub mel: Duration,
+    /// Pictures the video decoder reconstructed (targets and the reference pictures they need).
+    pub pictures: usize,
+    /// Frames of the video stream.
+    pub frames: usize,
 }
 
 impl StageTimes {
@@ -33,9 +38,9 @@ impl StageTimes {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         eprintln!(
             "media profile {path}: demux {:.2} decode {:.2} convert {:.2} resize {:.2} normalise {:.2} \
-             audio {:.2} mel {:.2} total {:.2} ms",
+             audio {:.2} mel {:.2} total {:.2} ms; decoded {} of {} pictures",
             ms(self.demux), ms(self.decode), ms(self.convert), ms(self.resize), ms(self.normalise),
-            ms(self.audio), ms(self.mel), ms(total),
+            ms(self.audio), ms(self.mel), ms(total), self.pictures, self.frames,
         );
     }
 }

@@ -382,21 +382,23 @@ pub(crate) fn decode_track(
 }
 
 /// Decodes the distinct frames of `indices` (presentation order) and hands each decoded target
-/// picture to `on_target(index, picture)` once, in decode order. Errors when an index is out of
-/// range or a target cannot be decoded.
+/// picture to `on_target(index, picture)` once, in decode order. Returns how many pictures the
+/// decoder reconstructed (targets and the reference pictures they need; skipped non-reference
+/// pictures are not counted). Errors when an index is out of range or a target cannot be
+/// decoded.
 pub(crate) fn decode_targets(
     track: &Track,
     indices: &[usize],
     threads: usize,
     path: &str,
     on_target: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
-) -> MediaResult<()> {
+) -> MediaResult<usize> {
     let n = track.packets.len();
     if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
         return Err(MediaError::new(path, format!("frame index {bad} out of range: the video has {n} frames")));
     }
     if indices.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let pts: Vec<Option<i64>> = track.packets.iter().map(|p| p.pts()).collect();
     let mut order: Vec<usize> = (0..n).collect();
@@ -412,25 +414,31 @@ pub(crate) fn decode_targets(
         }
         Ok(())
     };
+    let mut pictures = 0usize;
     if timestamps_usable {
-        decode_by_timestamp(track, &pts, &order, indices, &mut decoder, &mut sink)?;
+        decode_by_timestamp(track, &pts, &order, indices, &mut decoder, &mut pictures, &mut sink)?;
     } else {
-        decode_sequentially(track, indices, &mut decoder, &mut sink)?;
+        decode_sequentially(track, indices, &mut decoder, &mut pictures, &mut sink)?;
     }
     match indices.iter().find(|i| !delivered.contains(i)) {
         Some(i) => Err(MediaError::new(path, format!("frame {i} could not be decoded (corrupt stream)"))),
-        None => Ok(()),
+        None => Ok(pictures),
     }
 }
 
+/// Hands every picture the decoder has ready to `on_frame`, counting them in `pictures`.
 fn receive_all(
     decoder: &mut ff::decoder::Video,
     frame: &mut ff::util::frame::Video,
+    pictures: &mut usize,
     mut on_frame: impl FnMut(&ff::util::frame::Video) -> MediaResult<()>,
 ) -> MediaResult<()> {
     loop {
         match decoder.receive_frame(frame) {
-            Ok(()) => on_frame(frame)?,
+            Ok(()) => {
+                *pictures += 1;
+                on_frame(frame)?
+            }
             // EAGAIN: needs more input; EOF: drained; any other error is a bad picture that
             // the decoder has already dropped.
             Err(ff::Error::Other { errno }) if errno == ffi::EAGAIN => return Ok(()),
@@ -447,6 +455,7 @@ fn decode_by_timestamp(
     order: &[usize],
     indices: &[usize],
     decoder: &mut ff::decoder::Video,
+    pictures: &mut usize,
     sink: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
 ) -> MediaResult<()> {
     // Pending targets keyed by timestamp -> presentation index.
@@ -506,7 +515,7 @@ fn decode_by_timestamp(
             } else {
                 break;
             }
-            receive_all(decoder, &mut frame, |f| {
+            receive_all(decoder, &mut frame, pictures, |f| {
                 let ts = f.timestamp().or(f.pts());
                 if let Some(idx) = ts.and_then(|t| pending.remove(&t)) {
                     sink(idx, f)?;
@@ -529,6 +538,7 @@ fn decode_sequentially(
     track: &Track,
     indices: &[usize],
     decoder: &mut ff::decoder::Video,
+    pictures: &mut usize,
     sink: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
 ) -> MediaResult<()> {
     let last = *indices.iter().max().expect("non-empty");
@@ -544,13 +554,13 @@ fn decode_sequentially(
     };
     for p in &track.packets {
         let _ = decoder.send_packet(p);
-        receive_all(decoder, &mut frame, &mut on_frame)?;
+        receive_all(decoder, &mut frame, pictures, &mut on_frame)?;
         if count.get() > last {
             return Ok(());
         }
     }
     let _ = decoder.send_eof();
-    receive_all(decoder, &mut frame, &mut on_frame)
+    receive_all(decoder, &mut frame, pictures, &mut on_frame)
 }
 
 /// Frames `indices` (presentation order) of the first video stream of `path`, as RGB24 at full
