@@ -253,3 +253,60 @@ def test_batch_reads_separate_audio_files_per_item(clips, tmp_path):
     assert isinstance(got[2], media.MediaError) and got[2].path == str(paths[2])
     with pytest.raises(ValueError, match="audio_paths has 1 entries for 3 paths"):
         media.load_batch(paths, audio_paths=[audio])
+
+
+def _required_pictures(path, indices) -> int:
+    """How many pictures an exact decoder must reconstruct for the frames ``indices``: for each
+    target, every H.264 reference picture (nal_ref_idc != 0) from the keyframe it is decoded from
+    up to the target in decode order, plus the target itself (the union over targets). Read from
+    the bitstream with PyAV's demuxer, independently of the native code."""
+    import av
+
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        extra = bytes(vs.codec_context.extradata or b"")
+        assert extra[:1] == b"\x01", "length-prefixed (avcC) H.264 expected"
+        nal_len = (extra[4] & 3) + 1
+        packets = [(p.pts, p.is_keyframe, bytes(p)) for p in c.demux(vs) if p.size]
+
+    def is_reference(data: bytes) -> bool:
+        i = 0
+        while i + nal_len < len(data):
+            n = int.from_bytes(data[i:i + nal_len], "big")
+            header = data[i + nal_len]
+            if header & 0x1F in (1, 5):  # the picture's first slice
+                return (header >> 5) & 3 != 0
+            i += nal_len + n
+        raise AssertionError("packet without a slice")
+
+    order = sorted(range(len(packets)), key=lambda d: packets[d][0])  # presentation -> decode
+    needed = set()
+    for t in set(indices):
+        d = order[t]
+        start = max(k for k in range(d + 1) if packets[k][1] and packets[k][0] <= packets[d][0])
+        needed |= {k for k in range(start, d) if is_reference(packets[k][2])} | {d}
+    return len(needed)
+
+
+def _decoded_pictures(path) -> tuple[int, int]:
+    """(pictures decoded, frames) of one native load_clip, from the media profile line."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    code = "import sys; from r1omni_fast import media; media.load_clip(sys.argv[1], decoder_threads=1)"
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                         env=dict(os.environ, R1OMNI_MEDIA_PROFILE="1"), check=True)
+    m = re.search(r"decoded (\d+) of (\d+) pictures", out.stderr)
+    assert m, out.stderr
+    return int(m[1]), int(m[2])
+
+
+def test_decodes_only_the_pictures_the_targets_need(video):
+    """Keyframe seeks, skipped non-reference pictures and the early drain: the native decoder
+    reconstructs exactly the targets and the reference pictures they depend on."""
+    decoded, frames = _decoded_pictures(video)
+    indices = ref.uniform_indices(frames, 8)
+    assert decoded == _required_pictures(video, indices)
+    assert decoded <= frames

@@ -486,7 +486,21 @@ fn decode_by_timestamp(
         // Jump ahead (a seek in the packet list) when a keyframe lies between where the
         // decoder is and the target; a drained decoder must restart from a keyframe too.
         // Otherwise keep going: the target is ahead, or already sent and in the reorder buffer.
-        if drained || start > next_packet {
+        if !drained && start > next_packet {
+            // Before leaving this stretch of packets, release what the decoder holds: pictures
+            // it has already reconstructed (references presented after the last target, or a
+            // pending target), so that every decoded picture is delivered or counted.
+            let _ = decoder.send_eof();
+            drained = true;
+            receive_all(decoder, &mut frame, pictures, |f| {
+                if let Some(idx) = f.timestamp().or(f.pts()).and_then(|t| pending.remove(&t)) {
+                    sink(idx, f)?;
+                }
+                Ok(())
+            })?;
+            continue; // the target may have come out
+        }
+        if drained {
             decoder.flush();
             next_packet = start;
             drained = false;
@@ -530,6 +544,11 @@ fn decode_by_timestamp(
             // Never produced: leave it for the caller to report.
             pending.remove(&target_ts);
         }
+    }
+    if !drained {
+        // Count the pictures still held (decoded before the last target, presented after it).
+        let _ = decoder.send_eof();
+        receive_all(decoder, &mut frame, pictures, |_| Ok(()))?;
     }
     Ok(())
 }
