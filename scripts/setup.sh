@@ -3,12 +3,20 @@
 #   1. system packages (FFmpeg -dev libraries, pkg-config, libclang, a C toolchain) via apt-get;
 #   2. a Python virtual environment OUTSIDE the clone, in a cache folder keyed by a hash of the
 #      dependency specification, so an unchanged dependency list is never installed twice;
+#      environments of older dependency lists are pruned: the newest other one is kept (a quick
+#      way back), every older one is removed (~5 GB each);
 #   3. the native extension, built in release mode and installed into that environment.
 # A second run with nothing changed takes seconds. Without root or apt-get it prints exactly
-# what must be installed by hand and stops.
+# what must be installed by hand and stops. Any failure prints one line naming the step.
 #
-# Environment: R1OMNI_CACHE (default ~/.cache/r1omni-fast), PYTHON (default python3).
-set -euo pipefail
+# Environment:
+#   R1OMNI_CACHE            cache folder (default ~/.cache/r1omni-fast)
+#   PYTHON                  interpreter for the environment (default python3)
+#   R1OMNI_SETUP_INSTALL    command run instead of pip for step 2, with the requirements file as
+#                           its argument (tests set it to skip the torch download)
+#   R1OMNI_SETUP_BUILD      command run instead of `maturin develop --release` for step 3
+#                           (tests set it to skip the Rust build)
+set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${R1OMNI_CACHE:-$HOME/.cache/r1omni-fast}
@@ -18,13 +26,17 @@ APT_PACKAGES=(pkg-config clang libclang-dev build-essential ffmpeg
   libavfilter-dev libavdevice-dev patchelf)
 
 say() { printf '[setup] %s\n' "$*" >&2; }
+STEP="start"
+trap 'rc=$?; say "failed (exit $rc) in step: $STEP (scripts/setup.sh line $LINENO)"; exit $rc' ERR
 
 # --- 1. system packages -------------------------------------------------------------
+STEP="1/3 system packages"
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ $status == *"install ok installed"* ]] || missing+=("$p")
 done
-if ((${#missing[@]})); then
+if ((${#missing[@]} > 0)); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     say "installing system packages: ${missing[*]}"
     apt-get update -qq
@@ -45,6 +57,7 @@ if ! command -v "$PYTHON" >/dev/null; then
 fi
 
 # --- 2. the virtual environment -------------------------------------------------------
+STEP="2/3 Python environment"
 # The key covers the interpreter version and every dependency line of pyproject.toml.
 spec=$("$PYTHON" - "$ROOT/pyproject.toml" <<'PY'
 import sys, json, platform
@@ -68,28 +81,49 @@ if [[ ! -f "$VENV/.complete" ]]; then
   rm -rf "$VENV"
   mkdir -p "$CACHE"
   "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
   "$PYTHON" -c 'import json,sys; print("\n".join(json.loads(sys.argv[1])["deps"]))' "$spec" > "$VENV/requirements.txt"
-  "$VENV/bin/python" -m pip install -q -r "$VENV/requirements.txt"
+  if [[ -n ${R1OMNI_SETUP_INSTALL:-} ]]; then
+    say "installing with R1OMNI_SETUP_INSTALL: $R1OMNI_SETUP_INSTALL"
+    $R1OMNI_SETUP_INSTALL "$VENV/requirements.txt"
+  else
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -r "$VENV/requirements.txt"
+  fi
   touch "$VENV/.complete"
 else
   say "reusing $VENV"
 fi
+if [[ -d $CACHE/venv && ! -L $CACHE/venv ]]; then
+  say "$CACHE/venv is a folder, not the link this script maintains: move it away and run again"
+  exit 1
+fi
 ln -sfn "$VENV" "$CACHE/venv"
-# Environments of older dependency lists: keep the newest other one, remove the rest (~5 GB each).
-ls -1dt "$CACHE"/venv-* 2>/dev/null | grep -vx "$VENV" | tail -n +2 | while read -r old; do
+# Environments of older dependency lists, newest first: keep the first, remove the rest.
+others=()
+while IFS= read -r -d '' dir; do
+  [[ $dir == "$VENV" ]] || others+=("$dir")
+done < <(find "$CACHE" -mindepth 1 -maxdepth 1 -type d -name 'venv-*' -printf '%T@ %p\0' \
+           | sort -z -r -n | sed -z 's/^[^ ]* //')
+for old in "${others[@]:1}"; do
   say "removing stale environment $old"
   rm -rf "$old"
 done
 
 # --- 3. the native extension ------------------------------------------------------------
+STEP="3/3 native extension"
 export CARGO_TARGET_DIR="$CACHE/target"
 cd "$ROOT"
 say "building the native extension (release)"
 log="$CACHE/build.log"
-if ! VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "$VENV/bin/maturin" develop --release >"$log" 2>&1; then
+build=("$VENV/bin/maturin" develop --release)
+if [[ -n ${R1OMNI_SETUP_BUILD:-} ]]; then
+  say "building with R1OMNI_SETUP_BUILD: $R1OMNI_SETUP_BUILD"
+  read -r -a build <<<"$R1OMNI_SETUP_BUILD"
+fi
+if ! VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" "${build[@]}" >"$log" 2>&1; then
   tail -n 40 "$log" >&2
   say "building the native extension failed (full log: $log)"
   exit 1
 fi
+trap - ERR
 say "ready: $CACHE/venv/bin/r1omni-fast"
