@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The test command: set up (idempotent), then the Rust core's tests, then pytest.
 # pytest runs with warnings as errors (pyproject.toml); "no tests ran" (exit 5) fails too.
-set -euo pipefail
+# Any failure prints one line naming the step that failed.
+set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${R1OMNI_CACHE:-$HOME/.cache/r1omni-fast}
+STEP="set-up (scripts/setup.sh)"
+trap 'rc=$?; echo "[test] failed (exit $rc) in step: $STEP" >&2; exit $rc' ERR
 bash "$ROOT/scripts/setup.sh"
 export CARGO_TARGET_DIR="$CACHE/target"
 cd "$ROOT"
+STEP="cargo test (Rust core)"
 echo "[test] cargo test (Rust core, no Python)"
 cargo test --locked
+STEP="pytest"
 echo "[test] pytest"
-exec "$CACHE/venv/bin/python" -m pytest "$@"
+"$CACHE/venv/bin/python" -m pytest "$@"
