@@ -8,6 +8,12 @@ import os
 import pytest
 from hypothesis import settings
 
+from r1omni_fast.threads import configure_cpu_threads
+
+# As the command line does, before torch is imported: this process and the training processes
+# the tests start (two ranks on two cores) wait for OpenMP work without spinning.
+configure_cpu_threads()
+
 # Triton kernels run in Triton's interpreter where there is no CUDA device; the variable must be
 # set before triton is first imported.
 try:

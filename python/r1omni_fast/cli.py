@@ -5,6 +5,11 @@ from __future__ import annotations
 import click
 
 import r1omni_fast
+from r1omni_fast.threads import configure_cpu_threads
+
+# Before anything imports torch: OpenMP threads sleep instead of spinning while they wait, so
+# that processes sharing the machine slow each other down fairly (r1omni_fast/threads.py).
+configure_cpu_threads()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -32,6 +32,7 @@ def collect() -> dict[str, str]:
 
         cuda = torch.cuda.is_available()
         info["cuda_available"] = str(cuda)
+        info["torch_threads"] = f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"
         if cuda:
             info["cuda_devices"] = ", ".join(
                 torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
@@ -39,6 +40,9 @@ def collect() -> dict[str, str]:
             info["cuda_version"] = str(torch.version.cuda)
     except ImportError:
         info["cuda_available"] = "unknown (torch not importable)"
+    for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "RAYON_NUM_THREADS"):
+        if var in os.environ:
+            info[var] = os.environ[var]
     try:
         from r1omni_fast import _native
     except ImportError as exc:
