@@ -336,7 +336,7 @@ def test_rank_weights_recombine_the_loss_of_the_global_batch(loss_type):
     from types import SimpleNamespace
 
     from r1omni_fast.kernels import grpo_loss
-    from r1omni_fast.train.grpo import GRPOTrainer
+    from r1omni_fast.train.grpo import normalise_step
 
     g = torch.Generator().manual_seed(0)
     n, length, vocab, world = 6, 5, 11, 3
@@ -360,7 +360,8 @@ def test_rank_weights_recombine_the_loss_of_the_global_batch(loss_type):
     trainer = SimpleNamespace(dist=_SummedOver(sums, world), cfg=SimpleNamespace(loss_type=loss_type))
     combined = 0.0
     for rows, r in zip(shares, rollouts):
-        GRPOTrainer.loss_weights(trainer, r)
+        normalise_step([r], loss_type=loss_type, scale_rewards="group", group_size=1, reward_weights=[1.0],
+                       dist=trainer.dist)
         combined = combined + float(loss(rows, r.num_items)) * r.weight / world
     if loss_type == "bnpo":
         expected = (float(loss(shares[0])) + float(loss(shares[1]))) / 2

@@ -116,6 +116,58 @@ def prompt_text_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) ->
     return ((attention_mask.bool() & ~media).sum(1) + runs.sum(1))
 
 
+def accumulation_divisor(loss_type: str, micro_batches: int) -> int:
+    """What each micro-batch's loss is divided by before its backward, as in TRL's GRPOTrainer:
+    grpo, bnpo and dr_grpo by the accumulation count; dapo by nothing, since its
+    ``num_items_in_batch`` already counts the tokens of every micro-batch of the step."""
+    return 1 if loss_type == "dapo" else int(micro_batches)
+
+
+def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewards: str, group_size: int,
+                   reward_weights: Sequence[float], dist: distributed.Dist) -> None:
+    """Set the step-level quantities of a step's rollouts once all of them are generated (every
+    micro-batch of every rank, ghosts included so that the collectives match):
+
+    - ``weight``: each rank's share of a global micro-batch's loss, so that the ranks' losses,
+      averaged by DDP / FSDP, equal one process on the whole global micro-batch: grpo and
+      dr_grpo weigh a rank by its share of the sequences; bnpo keeps TRL's per-rank token mean
+      and averages the ranks that hold prompts; dapo ``world_size``; ghosts 0; one process 1;
+    - ``num_items`` (dapo): the completion tokens of the whole step, every micro-batch and every
+      rank (TRL's ``num_items_in_batch``; the kernel divides by it, DDP's average divides by the
+      rank count, so ``sum l*m / num_items`` over the step, one token mean per optimizer step);
+    - ``advantages`` with ``scale_rewards="batch"``: group means, divided by the standard
+      deviation of every reward of the step on every rank (TRL's generation batch).
+
+    Inputs: ``rollouts`` of this rank in micro-batch order; ``dist`` the job's ranks."""
+    world = dist.world_size
+    live = [r for r in rollouts if not r.ghost]
+    counts: List[float] = []
+    for r in rollouts:
+        counts += [0 if r.ghost else r.mask.shape[0], 0 if r.ghost else int(r.mask.sum()), 0 if r.ghost else 1]
+    totals = dist.sum(counts)
+    step_tokens = sum(totals[1::3])
+    for i, r in enumerate(rollouts):
+        all_rows, active = totals[3 * i], totals[3 * i + 2]
+        rows = 0 if r.ghost else r.mask.shape[0]
+        if loss_type in ("grpo", "dr_grpo"):
+            r.weight = rows * world / max(all_rows, 1.0)
+        elif loss_type == "bnpo":
+            r.weight = 0.0 if r.ghost else world / max(active, 1.0)
+        else:  # dapo
+            r.weight = 0.0 if r.ghost else float(world)
+            r.num_items = step_tokens
+    if scale_rewards == "batch":
+        ranks = dist.gather([r.rewards.float().cpu() for r in live])
+        everything = torch.cat([t for rank in ranks for t in rank])
+        weights = torch.tensor(list(reward_weights), dtype=torch.float32)
+        advantages, _, _ = group_advantages(everything, group_size, weights=weights, scale="batch")
+        start = sum(t.shape[0] for rank in ranks[:dist.rank] for t in rank)
+        for r in live:
+            n = r.rewards.shape[0]
+            r.advantages = advantages[start:start + n].to(r.advantages.device, r.advantages.dtype)
+            start += n
+
+
 @dataclass
 class Rollout:
     """One generated micro-batch: everything its loss needs, reused for ``num_iterations`` steps.
@@ -137,8 +189,8 @@ class Rollout:
     ref_logp: Optional[torch.Tensor] = None
     times: Dict[str, float] = field(default_factory=dict)
     ghost: bool = False  # a stand-in of a rank without prompts in this global batch: weight 0
-    weight: float = 1.0  # this rank's share of the global micro-batch loss (see GRPOTrainer.loss_weights)
-    num_items: Optional[float] = None  # dapo: completion tokens of the global micro-batch
+    weight: float = 1.0  # this rank's share of the global micro-batch loss (see normalise_step)
+    num_items: Optional[float] = None  # dapo: completion tokens of the whole step, every rank
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -293,7 +345,6 @@ class GRPOTrainer:
         rollout = Rollout(batch, prompts, ids, mask, list(texts), rewards,
                           torch.from_numpy(scores["total"]), advantages, group_std,
                           times=times, ghost=bool(shard is not None and shard.ghost))
-        self.loss_weights(rollout)
         t = time.perf_counter()
         if self.ref is not None:
             rollout.ref_logp = self.sequence_logprobs(self.ref, rollout)
@@ -301,27 +352,6 @@ class GRPOTrainer:
             rollout.old_logp = self.sequence_logprobs(self.model, rollout)
         times["reference"] = time.perf_counter() - t
         return rollout
-
-    def loss_weights(self, rollout: Rollout) -> None:
-        """Set ``rollout.weight`` (and ``num_items`` for dapo) so that the ranks' losses, averaged
-        by DDP / FSDP, equal the loss of the whole global micro-batch in one process: grpo and
-        dr_grpo weigh a rank by its share of the sequences, dapo divides by the completion tokens
-        of the global micro-batch (``num_items_in_batch``), bnpo keeps TRL's per-rank token mean
-        and averages the ranks that hold prompts. Ghosts weigh 0. One process: weight 1."""
-        if not self.dist.enabled:
-            return
-        world = self.dist.world_size
-        rows = 0 if rollout.ghost else rollout.mask.shape[0]
-        tokens = 0 if rollout.ghost else int(rollout.mask.sum())
-        all_rows, all_tokens, active = self.dist.sum([rows, tokens, 0 if rollout.ghost else 1])
-        loss_type = self.cfg.loss_type
-        if loss_type in ("grpo", "dr_grpo"):
-            rollout.weight = rows * world / max(all_rows, 1.0)
-        elif loss_type == "bnpo":
-            rollout.weight = 0.0 if rollout.ghost else world / max(active, 1.0)
-        else:  # dapo
-            rollout.weight = 0.0 if rollout.ghost else float(world)
-            rollout.num_items = all_tokens
 
     def policy_loss(self, rollout: Rollout) -> tuple:
         """``grpo_loss`` of the current policy on a rollout: (loss, metrics)."""
@@ -342,15 +372,18 @@ class GRPOTrainer:
         fresh = (step - 1) % cfg.num_iterations == 0
         if fresh:
             self.rollouts = [self.make_rollout(self.stream.next()) for _ in range(cfg.gradient_accumulation_steps)]
+            normalise_step(self.rollouts, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
+                           group_size=cfg.num_generations, reward_weights=self.reward_weights, dist=self.dist)
             self.write_completions(step, self.rollouts)
 
         t = time.perf_counter()
         losses, parts = [], []
+        divisor = accumulation_divisor(cfg.loss_type, len(self.rollouts))
         module = self.policy_logits if isinstance(self.policy_logits, torch.nn.Module) else self.model
         for i, rollout in enumerate(self.rollouts):
             with distributed.accumulating(module, self.dist, last=i == len(self.rollouts) - 1):
                 loss, metrics = self.policy_loss(rollout)
-                (loss * rollout.weight / len(self.rollouts)).backward()
+                (loss * rollout.weight / divisor).backward()
             losses.append(float(loss.detach()) * rollout.weight / self.dist.world_size)
             parts.append(metrics)
         policy_time = time.perf_counter() - t
@@ -379,7 +412,7 @@ class GRPOTrainer:
         return record
 
     def loss_metrics(self, losses: Sequence[float], parts: Sequence[Dict[str, Any]]) -> Dict[str, float]:
-        """The step's loss (mean over micro-batches of the global micro-batch loss) and the loss
+        """The step's loss (the sum of the micro-batch losses as they enter backward) and the loss
         metrics (KL, clip ratios: token- or sequence-weighted over the ranks, then averaged over
         micro-batches, as one process computes them over the whole batch)."""
         keys = [k for k in ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
@@ -392,7 +425,7 @@ class GRPOTrainer:
             numbers += [units, kl_units] + [float(m[k]) * (kl_units if k == "kl" else units) for k in keys]
         if self.dist.enabled:
             numbers = self.dist.sum(numbers)
-        out = {"loss": numbers[0] / len(parts)}
+        out = {"loss": numbers[0] / accumulation_divisor(self.cfg.loss_type, len(parts))}
         width = 2 + len(keys)
         for j, key in enumerate(keys):
             values = []

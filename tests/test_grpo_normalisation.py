@@ -1,0 +1,208 @@
+"""The GRPO step's loss normalisation under gradient accumulation and several ranks, against an
+fp64 oracle written from TRL's GRPOTrainer formulas (``_compute_loss``): one process computing
+TRL's loss on the whole generation batch of a step (every micro-batch, every rank).
+
+The model is a shared parameter ``W``: ``logits[b, t] = feats[b, t] @ W``, so that the ranks'
+gradients are averaged over one set of weights, as DDP does."""
+
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from r1omni_fast.kernels import grpo_loss
+from r1omni_fast.train.distributed import Dist
+from r1omni_fast.train.grpo import accumulation_divisor, normalise_step
+
+LOSS_TYPES = ["grpo", "bnpo", "dr_grpo", "dapo"]
+G, L, V, D = 2, 6, 9, 4
+BETA, EPS, TEMPERATURE = 0.04, 0.2, 0.9
+
+
+def micro_batch(seed: int, prompts: int) -> dict:
+    """One micro-batch of ``prompts * G`` completions with unequal lengths and a fully masked row."""
+    g = torch.Generator().manual_seed(seed)
+    n = prompts * G
+    lengths = torch.randint(1, L + 1, (n,), generator=g)
+    lengths[seed % n] = 0  # a fully masked row
+    rewards = torch.randint(0, 3, (n, 1), generator=g).double()
+    return {"feats": torch.randn(n, L, D, generator=g, dtype=torch.float64),
+            "ids": torch.randint(0, V, (n, L), generator=g),
+            "mask": torch.arange(L)[None] < lengths[:, None],
+            "ref": torch.randn(n, L, generator=g, dtype=torch.float64) - 2.0,
+            "rewards": rewards}
+
+
+def group_adv(rewards: torch.Tensor, std: torch.Tensor = None) -> torch.Tensor:
+    """TRL's advantages: group mean baseline, divided by the group's (or the given) std + 1e-4."""
+    grouped = rewards.view(-1, G)
+    mean = grouped.mean(1).repeat_interleave(G)
+    if std is None:
+        std = grouped.std(1).repeat_interleave(G)
+    return (rewards - mean) / (std + 1e-4)
+
+
+def trl_per_token_loss(w: torch.Tensor, mb: dict, adv: torch.Tensor) -> torch.Tensor:
+    """TRL: on-policy ratio exp(logp - logp.detach()), clipped surrogate, k3 KL times beta."""
+    logits = (mb["feats"] @ w) / TEMPERATURE
+    logp = torch.log_softmax(logits, -1).gather(-1, mb["ids"][..., None]).squeeze(-1)
+    coef1 = torch.exp(logp - logp.detach())
+    coef2 = coef1.clamp(1 - EPS, 1 + EPS)
+    a = adv[:, None]
+    kl = torch.exp(mb["ref"] - logp) - (mb["ref"] - logp) - 1
+    return -torch.min(coef1 * a, coef2 * a) + BETA * kl
+
+
+def trl_micro_loss(per_token: torch.Tensor, m: torch.Tensor, loss_type: str, accumulation: int,
+                   num_items: float, processes: int) -> torch.Tensor:
+    """TRL's ``_compute_loss`` normalisation of one micro-batch in training mode."""
+    m = m.double()
+    if loss_type == "grpo":
+        return ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1.0)).mean() / accumulation
+    if loss_type == "bnpo":
+        return (per_token * m).sum() / m.sum().clamp(min=1.0) / accumulation
+    if loss_type == "dr_grpo":
+        return (per_token * m).sum() / (per_token.size(0) * L) / accumulation
+    return (per_token * m).sum() / (max(num_items, 1.0) / processes)  # dapo
+
+
+def oracle(w0: torch.Tensor, ranks: list, loss_type: str, scale: str = "group"):
+    """The step's loss and gradient. ``ranks[r][i]`` is rank r's micro-batch i. grpo, dr_grpo and
+    dapo: one process whose micro-batch i is every rank's micro-batch i; bnpo: TRL's per-rank
+    token mean, averaged over the ranks (as DDP averages them)."""
+    accumulation = len(ranks[0])
+    every = [mb for rank in ranks for mb in rank]
+    num_items = float(sum(int(mb["mask"].sum()) for mb in every))
+    batch_std = torch.cat([mb["rewards"][:, 0] for mb in every]).std() if scale == "batch" else None
+    w = w0.clone().requires_grad_(True)
+    if loss_type == "bnpo":
+        groups = [[(mb,) for mb in rank] for rank in ranks]
+    else:
+        groups = [[tuple(rank[i] for rank in ranks) for i in range(accumulation)]]
+    total = 0.0
+    for rank in groups:
+        for parts in rank:
+            mb = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            std = None if batch_std is None else batch_std.expand(mb["rewards"].shape[0])
+            per_token = trl_per_token_loss(w, mb, group_adv(mb["rewards"][:, 0], std))
+            total = total + trl_micro_loss(per_token, mb["mask"], loss_type, accumulation, num_items, 1)
+    total = total / len(groups)
+    total.backward()
+    return total.detach(), w.grad
+
+
+def ours(w0: torch.Tensor, local: list, loss_type: str, dist: Dist, scale: str = "group"):
+    """What GRPOTrainer.train_step does with this rank's micro-batches: normalise_step once, then
+    every micro-batch's grpo_loss times its weight over the accumulation divisor; the gradient
+    averaged over the ranks as DDP does."""
+    rollouts = [SimpleNamespace(ghost=False, mask=mb["mask"], rewards=mb["rewards"], weight=1.0, num_items=None,
+                                advantages=group_adv(mb["rewards"][:, 0])) for mb in local]
+    normalise_step(rollouts, loss_type=loss_type, scale_rewards=scale, group_size=G, reward_weights=[1.0], dist=dist)
+    divisor = accumulation_divisor(loss_type, len(rollouts))
+    w = w0.clone().requires_grad_(True)
+    reported = 0.0
+    for mb, r in zip(local, rollouts):
+        loss, _ = grpo_loss(mb["feats"] @ w, mb["ids"], r.advantages.double(), mask=mb["mask"], ref_logp=mb["ref"],
+                            beta=BETA, eps_low=EPS, eps_high=EPS, temperature=TEMPERATURE, loss_type=loss_type,
+                            max_completion_length=L, num_items_in_batch=r.num_items, inplace_grad=False)
+        (loss * r.weight / divisor).backward()
+        reported += float(loss.detach()) * r.weight / dist.world_size / divisor
+    grad = w.grad
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.all_reduce(grad)
+        grad = grad / dist.world_size
+        reported = dist.sum([reported])[0]
+    return reported, grad
+
+
+def weights() -> torch.Tensor:
+    return torch.randn(D, V, generator=torch.Generator().manual_seed(99), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2, 4])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_one_process_step_equals_trl_on_the_generation_batch(loss_type, accumulation):
+    local = [micro_batch(seed, prompts=2) for seed in range(accumulation)]
+    expected_loss, expected_grad = oracle(weights(), [local], loss_type)
+    loss, grad = ours(weights(), local, loss_type, Dist())
+    assert loss == pytest.approx(float(expected_loss), rel=1e-9, abs=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+
+
+def test_dapo_is_one_token_mean_per_step_not_a_mean_of_micro_batch_means():
+    """The issue's example: micro-batches of very different token counts weigh by their tokens."""
+    short, long = micro_batch(0, prompts=1), micro_batch(1, prompts=3)
+    short["mask"][:, 2:] = False
+    _, grad = ours(weights(), [short, long], "dapo", Dist())
+    _, per_micro_mean = oracle(weights(), [[short]], "dapo")
+    assert not torch.allclose(grad, per_micro_mean / 2)  # the short micro-batch alone no longer counts half
+    _, expected = oracle(weights(), [[short, long]], "dapo")
+    torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_batch_scaled_advantages_use_every_micro_batch():
+    local = [micro_batch(seed, prompts=2) for seed in range(3)]
+    rollouts = [SimpleNamespace(ghost=False, mask=mb["mask"], rewards=mb["rewards"], weight=1.0, num_items=None,
+                                advantages=torch.zeros(mb["rewards"].shape[0])) for mb in local]
+    normalise_step(rollouts, loss_type="grpo", scale_rewards="batch", group_size=G, reward_weights=[1.0], dist=Dist())
+    std = torch.cat([mb["rewards"][:, 0] for mb in local]).std()
+    for mb, r in zip(local, rollouts):
+        expected = group_adv(mb["rewards"][:, 0], std.expand(mb["rewards"].shape[0]))
+        torch.testing.assert_close(r.advantages.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# rank r's micro-batches: equal shares in the first micro-batch, the remainder (1 prompt vs 2) in
+# the second, as the last global batch of an epoch is split
+_SHARES = [[2, 2], [2, 1]]
+
+
+def _rank_batches(rank: int) -> list:
+    return [micro_batch(10 * rank + i, prompts=p) for i, p in enumerate(_SHARES[rank])]
+
+
+def _two_rank_worker(rank: int, port: int, queue) -> None:
+    import torch.distributed as tdist
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        dist = Dist(rank=rank, world_size=2)
+        results = {}
+        for loss_type in LOSS_TYPES:
+            for scale in ("group", "batch"):
+                results[loss_type, scale] = ours(weights(), _rank_batches(rank), loss_type, dist, scale)
+        queue.put((rank, results))
+    finally:
+        tdist.destroy_process_group()
+
+
+def test_two_gloo_ranks_equal_trl_on_the_whole_generation_batch():
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_two_rank_worker, args=(r, port, queue)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    ranks = [_rank_batches(0), _rank_batches(1)]
+    for (loss_type, scale), (loss, grad) in results[0].items():
+        expected_loss, expected_grad = oracle(weights(), ranks, loss_type, scale)
+        tol = 1e-9 if scale == "group" else 1e-6  # batch-scaled advantages are computed in float32
+        assert loss == pytest.approx(float(expected_loss), rel=tol, abs=1e-12), (loss_type, scale)
+        torch.testing.assert_close(grad, expected_grad, rtol=tol, atol=tol * 1e-3, msg=f"{loss_type} {scale}")
+        assert results[1][loss_type, scale][0] == pytest.approx(loss, rel=1e-12)
