@@ -142,7 +142,18 @@ def test_zero_variance_groups_give_no_policy_gradient(assets, tmp_path):
     mixed = _completions(trainer, [same, same, f"<answer>{b}</answer>", f"<think>y</think><answer>{b}</answer>"])
     rollout = trainer.make_rollout(batch, completions=mixed)
     assert rollout.advantages[:2].abs().max() == 0 and rollout.advantages[2:].abs().min() > 0.5
-    assert trainer.rollout_metrics([rollout])["frac_reward_zero_std"] == 0.5
+    metrics = trainer.rollout_metrics([rollout])
+    assert metrics["frac_reward_zero_std"] == 0.5
+    total = rollout.total.double()
+    assert metrics["reward_std"] == pytest.approx(float(total.std()))  # TRL: std of all the rewards
+    assert metrics["reward_std/group_mean"] == pytest.approx(float(total.view(2, 2).std(1).mean()))
+    lengths = rollout.mask.sum(1)
+    last = rollout.completion_ids[torch.arange(4), lengths - 1]
+    ended = torch.isin(last, torch.tensor(trainer.model.processor.eos_token_ids))
+    assert metrics["completions/clipped_ratio"] == pytest.approx(float((~ended).double().mean()))
+    if ended.any():
+        assert metrics["completions/mean_terminated_length"] == pytest.approx(float(lengths[ended].double().mean()))
+        assert metrics["completions/max_terminated_length"] == float(lengths[ended].max())
     loss, _ = trainer.policy_loss(rollout)
     loss.backward()
     grads_mixed = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}

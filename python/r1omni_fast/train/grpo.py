@@ -444,7 +444,9 @@ class GRPOTrainer:
         parts = [p for rank in self.dist.gather(local) for p in rank]
         rewards, total, group_std, lengths, ends = (torch.cat(column) for column in zip(*parts))
         eos = torch.tensor(self.model.processor.eos_token_ids, device=ends.device)
-        out = {"reward": float(total.mean()), "reward_std": float(group_std.mean()),
+        out = {"reward": float(total.mean()),
+               "reward_std": float(total.std()) if total.numel() > 1 else 0.0,  # TRL: the std of all rewards
+               "reward_std/group_mean": float(group_std.mean()),
                "frac_reward_zero_std": float(torch.isclose(group_std, torch.zeros_like(group_std)).double().mean())}
         for i, name in enumerate(self.reward_names):
             col = rewards[:, i]
@@ -454,7 +456,12 @@ class GRPOTrainer:
         out["completions/mean_length"] = float(lengths.mean())
         out["completions/max_length"] = float(lengths.max())
         out["completions/min_length"] = float(lengths.min())
-        out["completions/clipped_ratio"] = float((~torch.isin(ends, eos)).double().mean())
+        truncated = ~torch.isin(ends, eos)
+        out["completions/clipped_ratio"] = float(truncated.double().mean())
+        terminated = lengths[~truncated] if bool((~truncated).any()) else torch.zeros(1, dtype=lengths.dtype)
+        out["completions/mean_terminated_length"] = float(terminated.mean())  # TRL: 0 when none ended
+        out["completions/min_terminated_length"] = float(terminated.min())
+        out["completions/max_terminated_length"] = float(terminated.max())
         return out
 
     def write_completions(self, step: int, rollouts: Sequence[Rollout]) -> None:
