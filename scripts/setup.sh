@@ -23,7 +23,8 @@ CACHE=${R1OMNI_CACHE:-$HOME/.cache/r1omni-fast}
 PYTHON=${PYTHON:-python3}
 APT_PACKAGES=(pkg-config clang libclang-dev build-essential ffmpeg
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
-  libavfilter-dev libavdevice-dev patchelf)
+  libavfilter-dev libavdevice-dev patchelf
+  chromium)  # headless browser of the report.html test
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 STEP="start"

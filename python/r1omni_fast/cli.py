@@ -317,7 +317,9 @@ def _format_prediction(row: dict, i: int, n: int) -> str:
     head = f"[{i}/{n}] {row['video']}"
     if row["label"] is not None:
         head += f"  label: {row['label']}  ({'right' if row['correct'] else 'wrong'})"
-    answer = row["answer"] if row["answer"] else "(empty)"
+    answer = "(no <answer> block)" if row["answer"] is None else (row["answer"].strip() or "(empty)")
+    if row["prediction"] is not None and row["prediction"] != (row["answer"] or "").strip():
+        answer += f" -> {row['prediction']}"
     lines = [head, f"  answer: {answer}"]
     if row["votes"]:
         lines[-1] += "  (" + ", ".join(f"{k or '(empty)'} {v:.0%}" for k, v in row["votes"].items()) + ")"

@@ -205,8 +205,9 @@ def predict_iter(
     dict, receives the frame strip and mel image of every loaded clip by row ``id`` (for the
     report). ``loader`` replaces ``r1omni_fast.media.load_batch``.
 
-    Row fields: ``answer`` (text of the ``<answer>`` block, else the stripped completion; with
-    N > 1 the most frequent answer), ``prediction`` (the label the answer names, or None),
+    Row fields: ``answer`` (text of the ``<answer>`` block, None without one; with N > 1 that of
+    the most frequent answer), ``prediction`` (the label named by the answer, or by the whole
+    completion when it has no ``<answer>`` block, as the accuracy reward reads it; else None),
     ``think``, ``completion``, ``well_formed`` (the format reward), ``votes`` ({answer: share},
     N > 1 only), ``completions`` (all N, N > 1 only), ``elapsed_s`` (the batch's generation time
     divided by its clips), ``error`` (why the clip could not be predicted, else None).
@@ -343,15 +344,14 @@ def _generate_rows(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Option
     g = num_generations
     for b, sample in enumerate(batch.samples):
         span = range(b * g, (b + 1) * g)
-        # an answer counts as its label when it names one, else as its own stripped text
+        # a sample votes for the label it names, else for its answer's (or completion's) stripped text
         keys = [matched[j] if matched[j] is not None else answers[j].strip() for j in span]
         counts = Counter(keys)
         top = max(counts.values())
         winner = next(k for k in keys if counts[k] == top)  # ties: the first drawn
         j = span[keys.index(winner)]
         row = _blank_row(sample, keep)
-        row.update(answer=parsed[j].answer if parsed[j].answer is not None else texts[j].strip(),
-                   prediction=matched[j], think=parsed[j].think, completion=texts[j],
+        row.update(answer=parsed[j].answer, prediction=matched[j], think=parsed[j].think, completion=texts[j],
                    well_formed=parsed[j].well_formed, elapsed_s=round(elapsed, 4))
         if sample.label is not None:
             row["correct"] = matched[j] == sample.label
