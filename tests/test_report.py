@@ -250,6 +250,15 @@ def test_report_in_headless_chromium(scripted_eval, tmp_path):
     assert [r["data-label"] for r in page.rows if "hidden" not in r] == [target]
     assert _console(run.stderr) == []
 
+    # sorting by a column (descending with "-"), ties kept in clip order
+    run = _chromium(browser, profile, "--dump-dom", url + "#sort=-label")
+    page = _Page()
+    page.feed(run.stdout)
+    order = [(r["data-label"], int(r["data-index"])) for r in page.rows]
+    assert order == sorted(sorted(order, key=lambda x: x[1]), key=lambda x: x[0], reverse=True)  # stable
+    assert [r["data-label"] for r in page.rows] != [r["data-label"] for r in _parse(out / "report.html").rows]
+    assert _console(run.stderr) == []
+
     shot = tmp_path / "report.png"
     run = _chromium(browser, profile, "--hide-scrollbars", "--window-size=1400,1000", f"--screenshot={shot}", url)
     assert run.returncode == 0 and shot.is_file()

@@ -9,7 +9,8 @@ Filters (class, correct / wrong, ablation setting) and column sorting are a few 
 JavaScript; everything else works with JavaScript disabled. Images are embedded as base64
 ``data:`` URIs, so the file opens offline and can be mailed as it is.
 
-The filters also read the page's fragment, e.g. ``report.html#label=sad&correct=wrong``.
+The filters and the sort order also live in the page's fragment, e.g.
+``report.html#label=sad&correct=wrong&sort=-answer`` (``-``: descending).
 """
 
 from __future__ import annotations
