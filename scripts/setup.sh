@@ -9,6 +9,7 @@
 # A second run with nothing changed takes seconds. Without root or apt-get it prints exactly
 # what must be installed by hand and stops. Any failure prints one line naming the step.
 #
+# Usage: bash scripts/setup.sh [--with-test-tools]
 # Environment:
 #   R1OMNI_CACHE            cache folder (default ~/.cache/r1omni-fast)
 #   PYTHON                  interpreter for the environment (default python3)
@@ -24,6 +25,14 @@ PYTHON=${PYTHON:-python3}
 APT_PACKAGES=(pkg-config clang libclang-dev build-essential ffmpeg
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev patchelf)
+# --with-test-tools (scripts/test.sh passes it): what only the tests need
+TEST_PACKAGES=(chromium)  # the headless browser of the report.html test
+for arg in "$@"; do
+  case $arg in
+    --with-test-tools) APT_PACKAGES+=("${TEST_PACKAGES[@]}") ;;
+    *) printf '[setup] unknown argument %q (usage: bash scripts/setup.sh [--with-test-tools])\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 STEP="start"

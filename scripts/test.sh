@@ -7,7 +7,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${R1OMNI_CACHE:-$HOME/.cache/r1omni-fast}
 STEP="set-up (scripts/setup.sh)"
 trap 'rc=$?; echo "[test] failed (exit $rc) in step: $STEP" >&2; exit $rc' ERR
-bash "$ROOT/scripts/setup.sh"
+bash "$ROOT/scripts/setup.sh" --with-test-tools
 export CARGO_TARGET_DIR="$CACHE/target"
 cd "$ROOT"
 STEP="cargo test (Rust core)"

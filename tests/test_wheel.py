@@ -69,6 +69,7 @@ def test_wheel_ships_stub_and_marker(installed_wheel):
     pkg = purelib / "r1omni_fast"
     assert (pkg / "py.typed").exists()
     assert (pkg / "_native.pyi").exists()
+    assert (pkg / "eval" / "templates" / "report.html.j2").exists()  # report.html's template
     assert list(pkg.glob("_native*.so"))
 
 

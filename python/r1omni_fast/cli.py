@@ -168,6 +168,172 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
 # --- end eval ------------------------------------------------------------------------------
 
 
+# --- predict (r1omni_fast.eval.predict) ----------------------------------------------------
+@main.command("predict")
+@click.argument("clips", nargs=-1, type=click.Path())
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="checkpoint folder (config.json, model.safetensors, tokenizer)")
+@click.option("--data", "data_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="R1-Omni JSON/JSONL file: its clips, labels and prompts")
+@click.option("--glob", "globs", multiple=True, help="clips matching a pattern, e.g. 'dir/**/*.mp4' (repeatable)")
+@click.option("--audio", "audio", multiple=True, type=click.Path(),
+              help="separate audio file, once per clip in the same order")
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
+              help="write one JSON row per clip to this .jsonl file")
+@click.option("--report", "report_file", default=None, type=click.Path(dir_okay=False),
+              help="write report.html here [default with --data and --out: report.html beside --out]")
+@click.option("--no-report", is_flag=True, help="write no report.html")
+@click.option("--modalities", default="video,audio", show_default=True,
+              help="inputs given to the model: video,audio | video | audio")
+@click.option("--prompt", default=None, help="instruction replacing the default / the records' ones")
+@click.option("--prompt-preset", default=None, help="named instruction: r1omni (default), r1omni-labels, question")
+@click.option("--num-generations", default=1, show_default=True, type=click.IntRange(min=1),
+              help="1: greedy; N > 1: N sampled answers and their vote share")
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="sampling temperature (with --num-generations > 1)")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="nucleus sampling (with --num-generations > 1)")
+@click.option("--seed", default=0, show_default=True, help="seed of the sampled answers (clip i uses seed + i)")
+@click.option("--max-new-tokens", default=512, show_default=True, type=click.IntRange(min=1),
+              help="most tokens generated per answer")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="clips per generation batch (the next batch decodes meanwhile)")
+@click.option("--num-frames", default=None, type=click.IntRange(min=1),
+              help="frames per clip [default: the checkpoint's num_frames]")
+@click.option("--labels", "label_spec", default=None,
+              help="label set answers are matched to: dfew, mafw, ravdess, or comma-separated labels "
+                   "[default: dfew]")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto (bf16 on CUDA, fp16 where bf16 is unsupported, fp32 on CPU), float32, bfloat16, float16")
+@click.option("--quiet", is_flag=True, help="print nothing per clip (errors still go to stderr)")
+def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: tuple, audio: tuple,
+                    out_file: str | None, report_file: str | None, no_report: bool, modalities: str,
+                    prompt: str | None, prompt_preset: str | None, num_generations: int, temperature: float,
+                    top_p: float, seed: int, max_new_tokens: int, batch_size: int, num_frames: int | None,
+                    label_spec: str | None, device: str, dtype: str, quiet: bool) -> None:
+    """Answer and reasoning of the model for each clip: r1omni-fast predict --model DIR CLIP...
+
+    Clips come from the arguments (a folder stands for the clips in it), --glob patterns and/or
+    --data. Each clip's answer and reasoning are printed; --out writes one JSON row per clip
+    (video, answer, label, think, completion, well_formed, modalities, elapsed_s, ...). A clip
+    that cannot be loaded is reported (stderr, and its row's "error") and the others go on.
+    With --data, the labels give WAR / UAR and report.html is written beside --out.
+
+    Exit status: 0 when at least one clip was predicted, 1 when none could be (or the model
+    cannot be loaded), 2 for bad options.
+    """
+    import json
+    from pathlib import Path
+
+    from r1omni_fast.data import DataError
+    from r1omni_fast.data.check import label_spec_from_text
+    from r1omni_fast.eval import predict as pred
+    from r1omni_fast.labels import resolve
+    from r1omni_fast.model import CheckpointError
+    from r1omni_fast.model.prompt import normalise_modalities
+
+    try:
+        keep = normalise_modalities(modalities)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--modalities") from None
+    if not clips and not globs and data_file is None:
+        raise click.UsageError("no clips: give CLIP paths, --glob 'dir/**/*.mp4' or --data FILE")
+    try:
+        labels = resolve(label_spec_from_text(label_spec)) if label_spec is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--labels") from None
+    items, problems = [], []
+    try:
+        paths, problems = pred.gather_clips(clips, globs)
+        items = pred.clip_inputs(paths, audio)
+        if audio and data_file is not None:
+            raise ValueError("--audio pairs with CLIP arguments; in --data give each record an \"audio\" path")
+        if data_file is not None:
+            records, file_labels = pred.data_inputs(data_file, labels)
+            items += records
+            labels = labels or file_labels
+        instruction = pred.prompt_text(prompt, prompt_preset, labels)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for line in problems:
+        click.echo(f"error: {line}", err=True)
+    if not items:
+        raise click.ClickException("no clips to predict")
+    try:
+        model = pred.load_for_inference(model_dir, device, dtype)
+    except ValueError as exc:  # a bad --device / --dtype
+        if isinstance(exc, CheckpointError):
+            raise click.ClickException(str(exc)) from None
+        raise click.UsageError(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    want_report = not no_report and (report_file is not None or (data_file is not None and out_file is not None))
+    if want_report and report_file is None:
+        report_file = str(Path(out_file).with_name("report.html"))
+    previews: dict | None = {} if want_report else None
+    rows = []
+    sink = None
+    if out_file is not None:
+        Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+        sink = open(out_file, "w", encoding="utf-8")
+    try:
+        for row in pred.predict_iter(model, items, modalities=keep, prompt=instruction,
+                                     num_generations=num_generations, temperature=temperature, top_p=top_p,
+                                     seed=seed, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                     num_frames=num_frames, label_set=labels, previews=previews):
+            rows.append(row)
+            if sink is not None:
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                sink.flush()
+            if row["error"] is not None:
+                click.echo(f"error: {row['error']}", err=True)
+            elif not quiet:
+                click.echo(_format_prediction(row, len(rows), len(items)))
+    finally:
+        if sink is not None:
+            sink.close()
+    done = [r for r in rows if r["error"] is None]
+    metrics = pred.labelled_metrics(rows, labels)
+    if metrics is not None and not quiet:
+        from r1omni_fast.eval.runner import metrics_table
+
+        click.echo(metrics_table(metrics))
+    if want_report and done:
+        from r1omni_fast.eval.report import write_report
+
+        if metrics is not None:
+            metrics.update(model=model_dir, data=data_file, modalities=list(keep))
+        title = (f"Predictions of {model_dir}" if metrics is None else
+                 f"Predictions of {model_dir}: WAR {metrics['war']:.3f}, UAR {metrics['uar']:.3f} (n={metrics['n']})")
+        write_report(report_file, done, metrics=metrics, previews=previews, title=title,
+                     failed=[{"video": r["video"], "error": r["error"]} for r in rows if r["error"] is not None])
+    if not quiet:
+        written = [p for p in (out_file, report_file if want_report and done else None) if p]
+        click.echo(f"{len(done)} of {len(rows)} clips predicted" + (f"; wrote {', '.join(written)}" if written else ""))
+    if not done:
+        raise click.ClickException(f"none of the {len(rows)} clips could be predicted")
+
+
+def _format_prediction(row: dict, i: int, n: int) -> str:
+    head = f"[{i}/{n}] {row['video']}"
+    if row["label"] is not None:
+        head += f"  label: {row['label']}  ({'right' if row['correct'] else 'wrong'})"
+    answer = "(no <answer> block)" if row["answer"] is None else (row["answer"].strip() or "(empty)")
+    if row["prediction"] is not None and row["prediction"] != (row["answer"] or "").strip():
+        answer += f" -> {row['prediction']}"
+    lines = [head, f"  answer: {answer}"]
+    if row["votes"]:
+        lines[-1] += "  (" + ", ".join(f"{k or '(empty)'} {v:.0%}" for k, v in row["votes"].items()) + ")"
+    think = row["think"] if row["think"] is not None else f"(no <think> block) {row['completion']}"
+    lines.append(f"  reasoning: {' '.join(think.split())}")
+    return "\n".join(lines)
+# --- end predict ---------------------------------------------------------------------------
+
+
 # --- demo (r1omni_fast.demo) ---------------------------------------------------------------
 @main.command("demo")
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),

@@ -105,10 +105,47 @@ def predict_labels(answers: Sequence[Optional[str]], label_set: label_sets.Label
     return [None if a is None else next(found) for a in answers]
 
 
+@dataclasses.dataclass
+class EvalResult:
+    """What :func:`evaluate_rows` returns: the metrics dict, one prediction row per loaded clip
+    (data order) and, when previews were asked for, the clips' images by sample id
+    (``r1omni_fast.eval.report.Preview``)."""
+
+    metrics: Dict[str, Any]
+    rows: List[Dict[str, Any]]
+    previews: Dict[str, Any]
+
+
 def evaluate(
     model: ModelLike,
     data: DataLike,
     out_dir: Union[str, "os.PathLike[str]", None] = None,
+    *,
+    report: bool = True,
+    **kwargs: Any,
+) -> Dict[str, Any]:
+    """Greedy evaluation of ``model`` on ``data``; returns the metrics dict.
+
+    ``model``: an ``OmniModel`` or a checkpoint folder. ``data``: an R1-Omni JSON/JSONL file (bare
+    labels or reasoning targets), a ``DataFile`` or a list of ``Sample``. The keyword arguments are
+    those of :func:`evaluate_rows`.
+
+    With ``out_dir``, writes ``metrics.json``, ``predictions.jsonl`` (one row per clip, in data
+    order), ``confusion_matrix.png`` and, with ``report`` (default), ``report.html``
+    (``r1omni_fast.eval.report``) there. Clips whose media cannot be loaded are reported,
+    listed under ``skipped`` and left out of ``n``.
+    """
+    result = evaluate_rows(model, data, previews=report and out_dir is not None, **kwargs)
+    if out_dir is not None:
+        write_artifacts(out_dir, result.metrics, result.rows)
+        if report:
+            write_eval_report(Path(out_dir) / "report.html", result)
+    return result.metrics
+
+
+def evaluate_rows(
+    model: ModelLike,
+    data: DataLike,
     *,
     modalities: Union[str, Sequence[str]] = ("video", "audio"),
     batch_size: int = 8,
@@ -121,21 +158,18 @@ def evaluate(
     loader: Optional[Callable[..., list]] = None,
     progress: bool = True,
     desc: str = "eval",
-) -> Dict[str, Any]:
-    """Greedy evaluation of ``model`` on ``data``; returns the metrics dict.
+    previews: bool = False,
+) -> EvalResult:
+    """The evaluation itself, writing nothing: metrics, rows and (``previews``) clip images.
 
-    ``model``: an ``OmniModel`` or a checkpoint folder. ``data``: an R1-Omni JSON/JSONL file (bare
-    labels or reasoning targets), a ``DataFile`` or a list of ``Sample``. ``label_set``: a dataset
-    name, a list of labels or a ``LabelSet`` (default: the DataFile's, else DFEW).
-    ``modalities``: what the model is given — "video,audio", "video" or "audio"; each prompt gets
-    exactly the placeholders of these modalities, whatever its data record holds. ``num_frames``
-    / ``image_size`` default to the checkpoint's; ``aspect="resize"`` squashes frames to a square
-    as HumanOmni's evaluation does. ``prompt`` replaces every record's instruction (media
-    placeholders are added). ``loader`` replaces ``r1omni_fast.media.load_batch``.
-
-    With ``out_dir``, writes ``metrics.json``, ``predictions.jsonl`` (one row per clip, in data
-    order) and ``confusion_matrix.png`` there. Clips whose media cannot be loaded are reported,
-    listed under ``skipped`` and left out of ``n``.
+    ``label_set``: a dataset name, a list of labels or a ``LabelSet`` (default: the DataFile's,
+    else DFEW). ``modalities``: what the model is given — "video,audio", "video" or "audio"; each
+    prompt gets exactly the placeholders of these modalities, whatever its data record holds.
+    ``num_frames`` / ``image_size`` default to the checkpoint's; ``aspect="resize"`` squashes
+    frames to a square as HumanOmni's evaluation does. ``prompt`` replaces every record's
+    instruction (media placeholders are added). ``loader`` replaces
+    ``r1omni_fast.media.load_batch``. ``previews`` makes the frame strip and mel image of every
+    clip in the decoding thread (for ``report.html``).
     """
     from r1omni_fast.model.prompt import normalise_modalities
 
@@ -153,17 +187,23 @@ def evaluate(
     started = time.perf_counter()
     frames = num_frames or model.config.num_frames
     rows = []
+    images: Dict[str, Any] = {}
     skipped: List[Tuple[str, str]] = []
-    with _eval_mode(model, frames):
-        collate = _collator(model, keep, frames, image_size, aspect, loader)
+    with eval_mode(model, frames):
+        collate = clip_collator(model, keep, frames, image_size, aspect, loader)
+        if previews:
+            collate = with_previews(collate)
         chunks = [samples[i:i + batch_size] for i in range(0, len(samples), batch_size)]
         bar = _progress(len(samples), desc, progress)
         try:
-            for batch in _prefetched(chunks, collate):
+            for batch in prefetch_batches(chunks, collate):
+                if previews:
+                    batch, shown = batch
+                    images.update(shown)
                 skipped += batch.skipped
                 if len(batch):
                     texts = _generate(model, batch, keep, prompt, max_new_tokens)
-                    rows += _score_rows(batch.samples, texts, labels)
+                    rows += score_rows(batch.samples, texts, labels)
                 bar.update(len(batch) + len(batch.skipped))
         finally:
             bar.close()
@@ -171,7 +211,7 @@ def evaluate(
         raise ValueError(f"none of the {len(samples)} clips of {data_path or 'the data'} could be loaded: "
                          f"first error: {skipped[0][1] if skipped else 'unknown'}")
 
-    metrics = _summarise(rows, labels)
+    metrics = summarise(rows, labels)
     metrics.update({
         "skipped": [{"id": i, "reason": r} for i, r in skipped],
         "modalities": list(keep),
@@ -182,9 +222,34 @@ def evaluate(
                      "decoding": "greedy", "answer_matching": "robust"},
         "elapsed_s": round(time.perf_counter() - started, 3),
     })
-    if out_dir is not None:
-        write_artifacts(out_dir, metrics, rows)
-    return metrics
+    return EvalResult(metrics, rows, images)
+
+
+def write_eval_report(path: Union[str, "os.PathLike[str]"], result: EvalResult, **kwargs: Any) -> Path:
+    """``report.html`` of one evaluation (``r1omni_fast.eval.report.write_report``)."""
+    from r1omni_fast.eval.report import write_report
+
+    m = result.metrics
+    title = f"Evaluation: {'+'.join(m['modalities'])}, WAR {m['war']:.3f}, UAR {m['uar']:.3f} (n={m['n']})"
+    failed = [{"video": s["id"], "error": s["reason"]} for s in m.get("skipped", [])]
+    return write_report(path, result.rows, metrics=m, previews=result.previews, title=title, failed=failed,
+                        **kwargs)
+
+
+def with_previews(collate: Any) -> Callable[[Sequence[Any], int], Tuple[Any, Dict[str, Any]]]:
+    """Wrap a :class:`~r1omni_fast.data.ClipCollator` so that it also returns the previews of the
+    loaded clips (``r1omni_fast.eval.report.preview_batch``): ``(batch, {id: Preview})``. Runs in
+    the prefetch thread, beside decoding."""
+    from r1omni_fast.eval.report import preview_batch
+
+    mean = collate.media_kwargs.get("mean", (0.5, 0.5, 0.5))
+    std = collate.media_kwargs.get("std", (0.5, 0.5, 0.5))
+
+    def run(samples: Sequence[Any], index: int = 0) -> Tuple[Any, Dict[str, Any]]:
+        batch = collate(samples, index)
+        return batch, (preview_batch(batch, mean, std) if len(batch) else {})
+
+    return run
 
 
 def ablate(
@@ -195,6 +260,7 @@ def ablate(
     settings: Dict[str, Tuple[str, ...]] = MODALITY_SETTINGS,
     label_set: Any = None,
     progress: bool = True,
+    report: bool = True,
     **kwargs: Any,
 ) -> Dict[str, Any]:
     """Evaluate the same clips with each modality setting (default: video+audio, video, audio).
@@ -203,29 +269,50 @@ def ablate(
     ``video_audio``), then ``out_dir/modalities.json`` —
     ``{"labels", "n", "settings": {name: {modalities, war, uar, format_rate, per_class_recall,
     outside_label_set, cue_mentions, by_cue?, dir}}}`` — and ``out_dir/modalities.png`` (per-class
-    recall, WAR and UAR per setting). Returns the modalities.json dict. ``kwargs`` go to
-    :func:`evaluate`.
+    recall, WAR and UAR per setting); with ``report``, ``out_dir/report.html`` holds every setting's
+    rows (filterable by setting) and the chart. Returns the modalities.json dict. ``kwargs`` go to
+    :func:`evaluate_rows`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     samples, labels, data_path = load_samples(data, label_set)
-    report: Dict[str, Any] = {"data": data_path, "labels": list(labels.labels), "settings": {}}
+    summary: Dict[str, Any] = {"data": data_path, "labels": list(labels.labels), "settings": {}}
+    all_rows: List[Dict[str, Any]] = []
+    previews: Dict[str, Any] = {}
+    first = None
     for name, modalities in settings.items():
         folder = out / name.replace("+", "_")
-        m = evaluate(model, samples, folder, modalities=modalities, label_set=labels, progress=progress,
-                     desc=f"eval {name}", **kwargs)
+        result = evaluate_rows(model, samples, modalities=modalities, label_set=labels, progress=progress,
+                               desc=f"eval {name}", previews=report, **kwargs)
+        write_artifacts(folder, result.metrics, result.rows)
+        if report:
+            write_eval_report(folder / "report.html", result)
+        m = result.metrics
+        first = first or m
         entry = {k: m[k] for k in ("modalities", "war", "uar", "format_rate", "per_class_recall",
                                    "outside_label_set", "unparsable", "cue_mentions", "n")}
         if "by_cue" in m:
             entry["by_cue"] = m["by_cue"]
         entry["dir"] = str(folder)
-        report["settings"][name] = entry
-    report["n"] = next(iter(report["settings"].values()))["n"]
-    _write_json(out / "modalities.json", report)
-    plot_modalities(report, out / "modalities.png")
-    return report
+        summary["settings"][name] = entry
+        all_rows += [dict(r, setting=name) for r in result.rows]
+        for key, preview in result.previews.items():  # keep the mel of a setting that loaded audio
+            if key not in previews or (previews[key].mel is None and preview.mel is not None):
+                previews[key] = preview
+    summary["n"] = next(iter(summary["settings"].values()))["n"]
+    _write_json(out / "modalities.json", summary)
+    plot_modalities(summary, out / "modalities.png")
+    if report:
+        from r1omni_fast.eval.report import write_report
+
+        write_report(out / "report.html", all_rows, metrics=None, previews=previews, ablation=summary,
+                     ablation_chart=out / "modalities.png",
+                     title=f"Modality ablation (n={summary['n']}): " + ", ".join(
+                         f"{k} WAR {v['war']:.3f}" for k, v in summary["settings"].items()),
+                     labels=summary["labels"])
+    return summary
 
 
 # ---------------------------------------------------------------------------- terminal tables
@@ -318,7 +405,7 @@ def plot_modalities(report: Dict[str, Any], out_png: Union[str, "os.PathLike[str
 
 
 @contextlib.contextmanager
-def _eval_mode(model: Any, num_frames: int) -> Iterator[None]:
+def eval_mode(model: Any, num_frames: int) -> Iterator[None]:
     """Eval mode and the placeholder count of ``num_frames`` frames for the duration; both are
     restored afterwards (the trainers evaluate their policy in place)."""
     was_training = model.training
@@ -333,7 +420,7 @@ def _eval_mode(model: Any, num_frames: int) -> Iterator[None]:
         model.train(was_training)
 
 
-def _collator(model: Any, keep: Tuple[str, ...], num_frames: int, image_size: Optional[int], aspect: str,
+def clip_collator(model: Any, keep: Tuple[str, ...], num_frames: int, image_size: Optional[int], aspect: str,
               loader: Optional[Callable[..., list]]) -> Any:
     """A ClipCollator with the checkpoint's preprocessing: frame size, mean/std, mel bins."""
     from r1omni_fast.data import ClipCollator
@@ -353,7 +440,9 @@ def _collator(model: Any, keep: Tuple[str, ...], num_frames: int, image_size: Op
     )
 
 
-def _prefetched(chunks: List[List[Any]], collate: Any) -> Iterator[Any]:
+def prefetch_batches(chunks: List[List[Any]], collate: Any) -> Iterator[Any]:
+    """``collate(chunk, i)`` of every chunk, in order; the next two are computed in a background
+    thread while the caller works on the current one (``r1omni_fast.data.prefetch``)."""
     from r1omni_fast.data import prefetch
 
     return prefetch(chunks, collate, depth=2, workers=1)
@@ -365,7 +454,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, leave=False)
 
 
-def _instruction(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -> str:
+def instruction_for(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -> str:
     """The record's instruction (or ``prompt``) behind exactly the placeholders of ``keep``."""
     from r1omni_fast.model.prompt import build_instruction
 
@@ -375,14 +464,14 @@ def _instruction(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -> s
 
 
 def _generate(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str], max_new_tokens: int) -> List[str]:
-    instructions = [_instruction(s, keep, prompt) for s in batch.samples]
+    instructions = [instruction_for(s, keep, prompt) for s in batch.samples]
     inputs = model.processor(instructions, pixel_values=batch.frames if "video" in keep else None,
                              audio_features=batch.mel if "audio" in keep else None, modalities=keep)
     out = model.generate(inputs, num_generations=1, do_sample=False, max_new_tokens=max_new_tokens)
     return list(out.texts)
 
 
-def _score_rows(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet) -> List[Dict[str, Any]]:
+def score_rows(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet) -> List[Dict[str, Any]]:
     from r1omni_fast.rewards import parse_completion
 
     parsed = [parse_completion(t) for t in texts]
@@ -400,7 +489,7 @@ def _score_rows(samples: Sequence[Any], texts: Sequence[str], labels: label_sets
     return rows
 
 
-def _summarise(rows: Sequence[Dict[str, Any]], labels: label_sets.LabelSet) -> Dict[str, Any]:
+def summarise(rows: Sequence[Dict[str, Any]], labels: label_sets.LabelSet) -> Dict[str, Any]:
     metrics = classification_metrics([r["label"] for r in rows], [r["prediction"] for r in rows], labels.labels)
     n = len(rows)
     metrics["format_rate"] = sum(r["well_formed"] for r in rows) / n
