@@ -81,11 +81,19 @@ def completion_text(completion: Any) -> str:
         if isinstance(content, str):
             return content
         if isinstance(content, (list, tuple)):
-            return "".join(p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text")
+            return "".join(_part_text(p) for p in content if isinstance(p, dict) and p.get("type") == "text")
     raise TypeError(
         f"a completion must be a str or a chat-message list [{{'role': ..., 'content': ...}}], "
         f"got {type(completion).__name__}: {completion!r:.120}"
     )
+
+
+def _part_text(part: dict) -> str:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise TypeError(f"a chat-message content part of type 'text' needs a str 'text' field, got "
+                        f"{'no such field' if 'text' not in part else type(text).__name__}: {part!r:.120}")
+    return text
 
 
 def _texts(completions: Sequence[Any]) -> list:
