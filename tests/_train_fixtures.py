@@ -99,6 +99,16 @@ def answer_length_reward(completions, solution, label, prompts, completion_ids, 
     return [min(len(c), 100) / 100 for c in completions]
 
 
+def infinite_reward(completions, **kwargs):
+    """A user reward returning inf for every completion (a non-finite reward must not reach the weights)."""
+    return [float("inf")] * len(completions)
+
+
+def huge_on_first_reward(completions, **kwargs):
+    """A user reward far beyond any bound for the first completion of each call, 0.5 for the others."""
+    return [1e9] + [0.5] * (len(completions) - 1)
+
+
 def reward_failing_on_rank_1(completions, **kwargs):
     """A reward that raises on rank 1 of a torchrun job (the failed-rank test)."""
     if os.environ.get("RANK") == "1":
