@@ -269,3 +269,16 @@ def test_the_file_reader_raises_only_data_error(tmp_path):
     (tmp_path / "latin1.json").write_bytes(b"[\xff]")
     with pytest.raises(DataError, match="cannot read data file"):
         read_data(tmp_path / "latin1.json")
+
+
+def test_an_integer_beyond_pythons_digit_limit_is_a_bad_record(folder):
+    huge = "9" * 5000  # int() refuses more than 4300 digits
+    jsonl = folder / "big.jsonl"
+    jsonl.write_text(json.dumps(rec()) + "\n" + '{"video": "a.mp4", "n": ' + huge + "}\n")
+    data = read_data(jsonl)
+    assert len(data) == 1 and [p.line for p in data.problems] == [2]
+    assert "invalid JSON value" in data.problems[0].message
+    lst = folder / "big.json"
+    lst.write_text("[" + '{"n": ' + huge + "},\n" + json.dumps(rec()) + "]")
+    data = read_data(lst)
+    assert len(data) == 1 and [p.line for p in data.problems] == [1]

@@ -263,6 +263,9 @@ def _iter_records(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[st
         except RecursionError:
             yield lineno, None, _TOO_DEEP
             continue
+        except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+            yield lineno, None, f"invalid JSON value: {exc}"
+            continue
         yield lineno, record, None
 
 
@@ -300,11 +303,11 @@ def _iter_json_list(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise fatal(exc.pos, exc.msg) from None
-        except RecursionError:
-            end = _skip_value(text, pos)
+        except (RecursionError, ValueError) as exc:  # too deep, or a value json cannot hold (huge integer)
+            end = _skip_value(text, pos) if text.startswith(("[", "{"), pos) else None
             if end is None:
-                raise fatal(pos, "unbalanced brackets in a deeply nested record") from None
-            yield line_of(pos), None, _TOO_DEEP
+                raise fatal(pos, _TOO_DEEP if isinstance(exc, RecursionError) else str(exc)) from None
+            yield line_of(pos), None, _TOO_DEEP if isinstance(exc, RecursionError) else f"invalid JSON value: {exc}"
         else:
             yield line_of(pos), obj, None
         pos = ws.match(text, end).end()
