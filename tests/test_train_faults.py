@@ -409,3 +409,34 @@ def test_sigint_saves_too_and_says_so_instead_of_aborted(assets, tmp_path):
     stopped = max(r["step"] for r in _rows(out))
     assert f"SIGINT: stopped after step {stopped}; wrote {out / f'checkpoint-{stopped}'}" in text
     assert "Aborted!" not in text and "Traceback" not in text
+
+
+class _OtherRanks:
+    """A Dist stand-in whose other rank contributes ``theirs`` to every sum."""
+
+    enabled = True
+
+    def __init__(self, theirs):
+        self.theirs = theirs
+
+    def sum(self, values):
+        return [float(v) + t for v, t in zip(values, self.theirs)]
+
+
+def test_skip_and_stop_decisions_include_the_other_ranks():
+    guard = faults.NonFiniteGuard(limit=3)
+    assert guard.check(1, {"loss": 1.0, "grad_norm": 1.0}, _OtherRanks([1.0]))  # finite here, not there
+    assert not guard.check(2, {"loss": 1.0, "grad_norm": 1.0}, _OtherRanks([0.0]))
+    stop = faults.StopSignals()
+    assert stop.requested(_OtherRanks([0.0, 0.0])) is None
+    assert stop.requested(_OtherRanks([0.0, 1.0])) == signal.SIGTERM  # another rank got SIGTERM / SIGUSR1
+    assert stop.requested(_OtherRanks([1.0, 0.0])) == signal.SIGINT
+    with pytest.raises(faults.NonFiniteError):
+        faults.check_finite_weights([torch.nn.Parameter(torch.ones(2))], _OtherRanks([1.0]))
+    # a global batch with no clip on this rank but some on the other is not skipped here either
+    stream = BatchStream(_samples(8), 2, _failing_collate(lambda s, i: True), seed=0, rank=0, world_size=2,
+                         dist=_OtherRanks([0.0, 2.0]))
+    with pytest.raises(Exception, match="no earlier batch can stand in"):
+        stream.next()
+    assert stream.skipped_samples == 2
+    stream.close()

@@ -235,12 +235,14 @@ class BatchStream:
         """Count this global batch's samples that failed to load (every rank's); return how many
         loaded (every rank's, stand-ins excluded); raise when the epoch's budget is spent."""
         failed = [] if ghost else list(batch.skipped)
-        if len(self._failures) < self.SHOWN_FAILURES:
+        if failed and len(self._failures) < self.SHOWN_FAILURES:
             source = {s.id: s.source for s in requested}
             self._failures += [f"{sid} ({source.get(sid, '?')}): {why}" for sid, why in failed]
         counts = [len(failed), 0 if ghost else len(batch)]
         if self.dist is not None and self.dist.enabled:
             counts = self.dist.sum(counts)
+        elif self.world_size > 1:  # no collective to ask the other ranks: never skip (ghosts stand in)
+            counts[1] = 1
         self.skipped_samples += int(counts[0])
         self.skipped_in_epoch += int(counts[0])
         if self.max_skipped_fraction < 1.0 and self.skipped_in_epoch > self.max_skipped_fraction * len(self.samples):
