@@ -109,6 +109,18 @@ def huge_on_first_reward(completions, **kwargs):
     return [1e9] + [0.5] * (len(completions) - 1)
 
 
+#: signals ``length_reward_sending_signals`` sends to its own process, one per call, while any are left
+PENDING_SIGNALS: List[int] = []
+
+
+def length_reward_sending_signals(completions, **kwargs):
+    """``answer_length_reward``'s values; first sends the next of ``PENDING_SIGNALS`` to this
+    process (a real signal arriving in the middle of a GRPO step)."""
+    if PENDING_SIGNALS:
+        os.kill(os.getpid(), PENDING_SIGNALS.pop(0))
+    return [min(len(c), 100) / 100 for c in completions]
+
+
 def reward_failing_on_rank_1(completions, **kwargs):
     """A reward that raises on rank 1 of a torchrun job (the failed-rank test)."""
     if os.environ.get("RANK") == "1":

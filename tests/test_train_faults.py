@@ -440,3 +440,31 @@ def test_skip_and_stop_decisions_include_the_other_ranks():
         stream.next()
     assert stream.skipped_samples == 2
     stream.close()
+
+
+def test_grpo_sigusr1_saves_at_the_end_of_the_reuse_cycle_and_resume_continues_exactly(assets, tmp_path):
+    import _train_fixtures
+    from r1omni_fast.train.grpo import run_grpo
+
+    model_dir, data = assets
+    fields = dict(max_steps=4, save_steps=100, num_iterations=2,
+                  reward_funcs=["format", "_train_fixtures.length_reward_sending_signals"])
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    run_grpo(_config(GRPOConfig, grpo_fields(model_dir, data, straight, **fields)), loader=clip_loader(),
+             progress=False)
+    _train_fixtures.PENDING_SIGNALS[:] = [signal.SIGUSR1]  # arrives while step 1 scores its completions
+    with pytest.raises(faults.Preempted) as stopped:
+        run_grpo(_config(GRPOConfig, grpo_fields(model_dir, data, broken, **fields)), loader=clip_loader(),
+                 progress=False)
+    assert not _train_fixtures.PENDING_SIGNALS
+    # step 1 reuses its completions in step 2: the checkpoint comes at the end of that cycle
+    assert (stopped.value.step, stopped.value.exit_status) == (2, faults.EXIT_PREEMPTED)
+    assert str(stopped.value) == f"SIGUSR1: stopped after step 2; wrote {broken / 'checkpoint-2'}; continue with --resume"
+    assert [p.name for p in broken.glob("checkpoint-*")] == ["checkpoint-2"]
+    run_grpo(_config(GRPOConfig, grpo_fields(model_dir, data, broken, resume=True, **fields)), loader=clip_loader(),
+             progress=False)
+    expected = {r["step"]: (r["loss"], r["reward"]) for r in _rows(straight)}
+    assert {r["step"]: (r["loss"], r["reward"]) for r in _rows(broken)} == expected
+    assert (broken / "completions.jsonl").read_text() == (straight / "completions.jsonl").read_text()
+    a, b = _weights(straight), _weights(broken)
+    assert all(torch.equal(a[k], b[k]) for k in a)
