@@ -162,10 +162,10 @@ class BatchStream:
     shares differ by at most one sample, nothing is dropped or repeated). ``samples_done`` is the
     stream position, so a run resumed with another number of ranks (or another batch size)
     continues with exactly the next unseen sample. Decoding runs ahead in background threads
-    (``prefetch``). In one process, batches whose every clip failed to load are skipped; with
-    several ranks they become ghosts (see :class:`Shard`).
+    (``prefetch``). A global batch of which no clip loaded (on any rank) is skipped, on every
+    rank; a rank whose own share failed while others loaded runs a ghost (see :class:`Shard`).
 
-    Faults: a global batch of which no clip loaded (on any rank) is skipped on every rank;
+    Faults:
     ``max_skipped_batches`` such batches in a row, or more than ``max_skipped_fraction`` of an
     epoch's samples failing to load, end the run with a :class:`TrainingError` listing the first
     failures. ``skipped_samples`` counts the failed samples of the run (all ranks; ``dist`` sums

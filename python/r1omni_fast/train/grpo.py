@@ -6,13 +6,15 @@ One optimizer step, top to bottom (:meth:`GRPOTrainer.train_step`):
    ``per_device_train_batch_size`` PROMPTS:
    generate G completions per prompt with a shared prompt prefix (``model.generate``); decode;
    score every reward function in one batch call (``rewards.score_batch``: the built-ins in one
-   native pass, user callables with TRL's signature); ``group_advantages``; reference log-probs
-   (``selective_logprobs`` under no_grad; skipped, and no reference built, when beta = 0); old
+   native pass, user callables with TRL's signature); rewards beyond ``reward_bound`` or infinite
+   are an error or, by choice, left out (:meth:`GRPOTrainer.check_rewards`); ``group_advantages``;
+   reference log-probs (``selective_logprobs`` under no_grad; skipped, and no reference built, when beta = 0); old
    log-probs computed once when ``num_iterations > 1``;
 2. policy forward over the completion positions only (the prompt and its media are embedded once
    per prompt and shared by its G rows); ``grpo_loss`` (Triton on CUDA, PyTorch reference on CPU);
    backward, divided by the accumulation count;
-3. clip, optimizer and scheduler step.
+3. clip, optimizer and scheduler step (skipped when the loss or the gradient norm is not finite:
+   ``r1omni_fast.train.faults.NonFiniteGuard``).
 
 The reference model shares the policy's frozen modules (towers, BERT) and holds its own copy of
 the trainable parts only. Checkpoints and resume follow the SFT stage and add the sampler's
