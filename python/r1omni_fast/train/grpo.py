@@ -8,8 +8,8 @@ One optimizer step, top to bottom (:meth:`GRPOTrainer.train_step`):
    score every reward function in one batch call (``rewards.score_batch``: the built-ins in one
    native pass, user callables with TRL's signature); rewards beyond ``reward_bound`` or infinite
    are an error or, by choice, left out (:meth:`GRPOTrainer.check_rewards`); ``group_advantages``;
-   reference log-probs (``selective_logprobs`` under no_grad; skipped, and no reference built, when beta = 0); old
-   log-probs computed once when ``num_iterations > 1``;
+   reference log-probs (``selective_logprobs`` under no_grad; skipped, and no reference built,
+   when beta = 0); old log-probs computed once when ``num_iterations > 1``;
 2. policy forward over the completion positions only (the prompt and its media are embedded once
    per prompt and shared by its G rows); ``grpo_loss`` (Triton on CUDA, PyTorch reference on CPU);
    backward, divided by the accumulation count;
