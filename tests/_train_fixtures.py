@@ -99,6 +99,28 @@ def answer_length_reward(completions, solution, label, prompts, completion_ids, 
     return [min(len(c), 100) / 100 for c in completions]
 
 
+def infinite_reward(completions, **kwargs):
+    """A user reward returning inf for every completion (a non-finite reward must not reach the weights)."""
+    return [float("inf")] * len(completions)
+
+
+def huge_on_first_reward(completions, **kwargs):
+    """A user reward far beyond any bound for the first completion of each call, 0.5 for the others."""
+    return [1e9] + [0.5] * (len(completions) - 1)
+
+
+#: signals ``length_reward_sending_signals`` sends to its own process, one per call, while any are left
+PENDING_SIGNALS: List[int] = []
+
+
+def length_reward_sending_signals(completions, **kwargs):
+    """``answer_length_reward``'s values; first sends the next of ``PENDING_SIGNALS`` to this
+    process (a real signal arriving in the middle of a GRPO step)."""
+    if PENDING_SIGNALS:
+        os.kill(os.getpid(), PENDING_SIGNALS.pop(0))
+    return [min(len(c), 100) / 100 for c in completions]
+
+
 def reward_failing_on_rank_1(completions, **kwargs):
     """A reward that raises on rank 1 of a torchrun job (the failed-rank test)."""
     if os.environ.get("RANK") == "1":

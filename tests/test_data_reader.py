@@ -221,3 +221,64 @@ def test_json_list_line_of_each_record_for_any_layout(tmp_path_factory, layout):
     bad = [s for s, (_, _, gpt) in zip(starts, layout) if gpt != "sad"]
     assert [s.source for s in data] == [f"{path}:{n}" for n in good]
     assert [p.line for p in data.problems] == bad
+
+
+def test_deep_nesting_is_a_bad_record_with_its_line_in_json_lists_and_jsonl(folder):
+    """'[' * 100000 overflows Python's JSON parser (RecursionError) and a record within the
+    parser's limit can still nest beyond MAX_DEPTH: both are bad records, the others are kept."""
+    from r1omni_fast.data.reader import MAX_DEPTH
+
+    bomb = "[" * 100000 + "]" * 100000
+    nested: object = "x"
+    for _ in range(MAX_DEPTH + 1):
+        nested = [nested]
+    lst = folder / "deep.json"
+    lst.write_text("[" + json.dumps(rec()) + ",\n" + bomb + ",\n" + json.dumps(rec("b.mp4", tags=nested))
+                   + ",\n" + json.dumps(rec("c.mp4")) + "]")
+    data = read_data(lst)
+    assert [s.id for s in data] == ["a", "c"]
+    assert [p.line for p in data.problems] == [2, 3]
+    assert all(f"deeper than {MAX_DEPTH} levels" in p.message for p in data.problems)
+    jsonl = write_jsonl(folder / "deep.jsonl", [rec(), bomb, rec("b.mp4", tags=nested)])
+    data = read_data(jsonl)
+    assert [p.line for p in data.problems] == [2, 3] and len(data) == 1
+    (folder / "bomb.json").write_text(bomb)  # the whole file is one over-deep list
+    assert [p.line for p in read_data(folder / "bomb.json").problems] == [1]
+    # a string holding brackets does not confuse the skip to the end of an over-deep record
+    (folder / "strings.json").write_text("[" + "[" * 5000 + json.dumps("]]\\\"]") + "]" * 5000 + ",\n"
+                                         + json.dumps(rec()) + "]")
+    data = read_data(folder / "strings.json")
+    assert [s.id for s in data] == ["a"] and [p.line for p in data.problems] == [1]
+
+
+def test_unusable_media_paths_are_bad_records_not_file_errors(folder):
+    too_long = "x" * 300 + "/a.mp4"  # a component over 255 bytes: ENAMETOOLONG from the filesystem
+    path = write_jsonl(folder / "paths.jsonl", [rec(), rec(too_long), rec("a\x00b.mp4"), rec("b.mp4")])
+    data = read_data(path)
+    assert len(data) == 2
+    assert [p.line for p in data.problems] == [2, 3]
+    assert "cannot be used: File name too long" in data.problems[0].message
+    assert "does not exist" in data.problems[1].message
+
+
+def test_the_file_reader_raises_only_data_error(tmp_path):
+    (tmp_path / "dir.json").mkdir()
+    for bad in (tmp_path / "dir.json", tmp_path / ("y" * 300 + ".json"), tmp_path / "nul\x00.json"):
+        with pytest.raises(DataError, match="cannot read data file"):
+            read_data(bad)
+    (tmp_path / "latin1.json").write_bytes(b"[\xff]")
+    with pytest.raises(DataError, match="cannot read data file"):
+        read_data(tmp_path / "latin1.json")
+
+
+def test_an_integer_beyond_pythons_digit_limit_is_a_bad_record(folder):
+    huge = "9" * 5000  # int() refuses more than 4300 digits
+    jsonl = folder / "big.jsonl"
+    jsonl.write_text(json.dumps(rec()) + "\n" + '{"video": "a.mp4", "n": ' + huge + "}\n")
+    data = read_data(jsonl)
+    assert len(data) == 1 and [p.line for p in data.problems] == [2]
+    assert "invalid JSON value" in data.problems[0].message
+    lst = folder / "big.json"
+    lst.write_text("[" + '{"n": ' + huge + "},\n" + json.dumps(rec()) + "]")
+    data = read_data(lst)
+    assert len(data) == 1 and [p.line for p in data.problems] == [1]

@@ -169,6 +169,13 @@ def test_chat_completions_score_their_first_message():
     assert R.accuracy_reward(chat, ["sad", "happy"]) == [1.0, 0.0]
 
 
+@pytest.mark.parametrize("part, what", [({"type": "text"}, "no such field"), ({"type": "text", "text": 5}, "int")])
+def test_chat_text_part_without_a_text_string_is_a_type_error_naming_the_field(part, what):
+    chat = [[{"role": "assistant", "content": [{"type": "text", "text": "<think>x</think>"}, part]}]]
+    with pytest.raises(TypeError, match=f"content part of type 'text' needs a str 'text' field, got {what}"):
+        R.format_reward(chat)
+
+
 def test_user_callables_join_the_batch():
     def length_penalty(completions, solution, **kw):
         return [None if c == "skip" else -len(c) / 100 for c in completions]

@@ -66,13 +66,16 @@ def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, r
               help="label set: dfew, mafw, ravdess, or comma-separated labels")
 @click.option("--kind", type=click.Choice(["auto", "sft", "label"]), default="auto",
               show_default=True, help="sft: reasoning targets required; label: bare labels required")
-def data_check(file: str, labels: str, kind: str) -> None:
-    """Validate a data file and print a summary; exit status 1 if any record is bad."""
+@click.option("--decode", default=0, show_default=True, type=click.IntRange(min=0),
+              help="also decode N clips spread over the file with the media loader (8 frames, 224 px, audio)")
+def data_check(file: str, labels: str, kind: str, decode: int) -> None:
+    """Validate a data file and print a summary; exit status 1 if any record is bad or a clip
+    fails to open or decode."""
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import format_summary, label_spec_from_text, summarize
 
     try:
-        summary = summarize(file, labels=label_spec_from_text(labels), kind=kind)
+        summary = summarize(file, labels=label_spec_from_text(labels), kind=kind, decode=decode)
     except (DataError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_summary(summary))
@@ -387,24 +390,40 @@ def train(ctx: click.Context, config_path: str | None) -> None:
 
     Flags override the YAML (--max-steps and --max_steps both work). --resume continues from the
     newest complete checkpoint in output_dir. A bad value exits with status 2 and a one-line
-    error naming the field. Under torchrun (`torchrun --nproc-per-node N -m r1omni_fast train
+    error naming the field; a run that cannot go on (non-finite steps, unloadable data, a full
+    disk) with status 1. SIGTERM or SIGUSR1 finish the step, write a checkpoint and exit with
+    status 75 (SIGINT: 130). Under torchrun (`torchrun --nproc-per-node N -m r1omni_fast train
     ...`) every rank runs it: `parallelism: ddp | fsdp` chooses how the model is spread.
     """
     import os
 
     from r1omni_fast.config import ConfigError, load_config
-    from r1omni_fast.train.checkpoint import ResumeError
+    from r1omni_fast.train.checkpoint import ResumeError, latest_checkpoint
+    from r1omni_fast.train.faults import EXIT_INTERRUPTED, Preempted, TrainingError
 
     run = _run_stage
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun shows a failed rank's traceback
         from torch.distributed.elastic.multiprocessing.errors import record
 
         run = record(_run_stage)
+    cfg = None
     try:
-        out = run(load_config(config_path, ctx.args))
+        cfg = load_config(config_path, ctx.args)
+        out = run(cfg)
     except (ConfigError, ResumeError) as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(2)
+    except TrainingError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(1)
+    except Preempted as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(exc.exit_status)
+    except KeyboardInterrupt:
+        newest = latest_checkpoint(cfg.output_dir) if cfg is not None and hasattr(cfg, "output_dir") else None
+        kept = f"the newest checkpoint is {newest}" if newest is not None else "no checkpoint was written"
+        click.echo(f"interrupted: stopped without saving; {kept}", err=True)
+        ctx.exit(EXIT_INTERRUPTED)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"final model: {out}")
 

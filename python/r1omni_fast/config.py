@@ -156,6 +156,14 @@ class _TrainConfig(_RunConfig):
     eval_max_new_tokens: int = _f(256, "generation length when evaluating eval_file")
     per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
     resume: bool = _f(False, "continue from the newest complete checkpoint in output_dir")
+    # faults (README, "When something goes wrong")
+    max_nonfinite_steps: int = _f(3, "optimizer steps in a row skipped for a NaN/inf loss or gradient norm "
+                                     "before the run stops")
+    max_skipped_batches: int = _f(20, "batches in a row with no loadable clip before the run stops")
+    max_skipped_fraction: float = _f(0.25, "share of an epoch's samples whose media may fail to load before "
+                                           "the run stops; 1 = no limit")
+    preflight_clips: int = _f(4, "clips decoded before step 1 (the run does not start when none loads); "
+                                 "0 = no check")
     # several processes (torchrun); ignored in a single process
     parallelism: str = _f("ddp", "under torchrun: ddp (replicated model, gradients all-reduced) or fsdp "
                                  "(FSDP2: every LLM decoder layer sharded)")
@@ -199,6 +207,11 @@ class _TrainConfig(_RunConfig):
         _at_least(self, "per_device_eval_batch_size", 1)
         _choice(self, "parallelism", ("ddp", "fsdp"))
         _at_least(self, "ddp_timeout", 1)
+        _at_least(self, "max_nonfinite_steps", 1)
+        _at_least(self, "max_skipped_batches", 1)
+        if not 0.0 < self.max_skipped_fraction <= 1.0:
+            raise ConfigError(f"max_skipped_fraction must be in (0, 1], got {self.max_skipped_fraction}")
+        _at_least(self, "preflight_clips", 0)
 
 
 @dataclass
@@ -244,6 +257,10 @@ class GRPOConfig(_TrainConfig):
                                  "built-in rewards (accuracy, format) or dotted paths to callables")
     reward_weights: Optional[List[float]] = _f(None, "one weight per reward function; None = all 1")
     reward_mode: str = _f("robust", "robust (label aliases, whitespace) or r1omni (exact R1-Omni parsing)")
+    reward_bound: float = _f(1e6, "a reward function's value beyond +-reward_bound (or +-inf) is invalid; "
+                                  "NaN / None means 'not scored'")
+    on_invalid_reward: str = _f("raise", "raise (an error naming the function and the sample) or skip (count "
+                                         "it in rewards/num_invalid and treat it as not scored)")
     sync_ref_model: bool = _f(False, "periodically copy the policy into the reference model")
     ref_model_sync_steps: int = _f(512, "steps between reference syncs (when sync_ref_model)")
     ref_model_mixup_alpha: float = _f(0.6, "ref <- alpha*policy + (1-alpha)*ref at each sync")
@@ -294,6 +311,8 @@ class GRPOConfig(_TrainConfig):
                 f"reward_weights has {len(self.reward_weights)} values for "
                 f"{len(self.reward_funcs)} reward_funcs: give one weight per function")
         _choice(self, "reward_mode", ("robust", "r1omni"))
+        _positive(self, "reward_bound")
+        _choice(self, "on_invalid_reward", ("raise", "skip"))
         _at_least(self, "ref_model_sync_steps", 1)
         if not 0.0 <= self.ref_model_mixup_alpha <= 1.0:
             raise ConfigError(

@@ -49,6 +49,7 @@ __all__ = [
     "format_reward",
     "parse_completion",
     "score_batch",
+    "weighted_total",
 ]
 
 #: Accuracy modes.
@@ -81,11 +82,19 @@ def completion_text(completion: Any) -> str:
         if isinstance(content, str):
             return content
         if isinstance(content, (list, tuple)):
-            return "".join(p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text")
+            return "".join(_part_text(p) for p in content if isinstance(p, dict) and p.get("type") == "text")
     raise TypeError(
         f"a completion must be a str or a chat-message list [{{'role': ..., 'content': ...}}], "
         f"got {type(completion).__name__}: {completion!r:.120}"
     )
+
+
+def _part_text(part: dict) -> str:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise TypeError(f"a chat-message content part of type 'text' needs a str 'text' field, got "
+                        f"{'no such field' if 'text' not in part else type(text).__name__}: {part!r:.120}")
+    return text
 
 
 def _texts(completions: Sequence[Any]) -> list:
@@ -211,8 +220,14 @@ def score_batch(
             if col.shape != (len(texts),):
                 raise ValueError(f"reward function {name!r} returned {col.shape[0]} values for {len(texts)} completions")
             out[name] = col
-    total = np.zeros(len(texts), dtype=np.float64)
-    for w, name in zip(weights, names):
-        total += np.nan_to_num(w * out[name], nan=0.0)
-    out["total"] = total
+    out["total"] = weighted_total([out[name] for name in names], weights)
     return out
+
+
+def weighted_total(columns: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """``sum_i weights[i] * columns[i]`` per completion (float64), a NaN entry ("not scored")
+    counting as 0, as TRL does."""
+    total = np.zeros(len(columns[0]), dtype=np.float64)
+    for w, col in zip(weights, columns):
+        total += np.nan_to_num(w * col, nan=0.0)
+    return total

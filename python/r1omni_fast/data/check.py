@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from r1omni_fast.data.reader import DataFile, LabelSpec, read_data
+from r1omni_fast.data.reader import DataFile, LabelSpec, Sample, read_data
 
 
 @dataclass
@@ -20,10 +20,31 @@ class DataSummary:
     missing_files: int
     durations: List[float]
     unreadable: List[Tuple[str, str]] = field(default_factory=list)
+    decoded: int = 0  # clips decoded with the media loader (``decode``)
+    undecodable: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.data.problems and not self.unreadable
+        return not self.data.problems and not self.unreadable and not self.undecodable
+
+
+def decode_sample(samples: Sequence[Sample], count: int, *, loader: Optional[Callable[..., list]] = None,
+                  **media_kwargs: Any) -> List[Tuple[Sample, Optional[str]]]:
+    """Decode ``count`` clips spread evenly over ``samples`` (first and last included) with
+    ``loader`` (default ``r1omni_fast.media.load_batch``; ``media_kwargs`` go to it) and return
+    ``(sample, None)`` for each clip that loaded, ``(sample, reason)`` for each that did not."""
+    if count <= 0 or not samples:
+        return []
+    if loader is None:
+        from r1omni_fast.media import load_batch as loader
+    n = len(samples)
+    picked = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
+    chosen = [samples[i] for i in picked]
+    kwargs = dict(media_kwargs)
+    if any(s.audio is not None for s in chosen):
+        kwargs["audio_paths"] = [None if s.audio is None else str(s.audio) for s in chosen]
+    results = loader([str(s.video) for s in chosen], **kwargs)
+    return [(s, (str(r) or type(r).__name__) if isinstance(r, Exception) else None) for s, r in zip(chosen, results)]
 
 
 def media_duration(path: Union[str, os.PathLike]) -> float:
@@ -41,7 +62,10 @@ def media_duration(path: Union[str, os.PathLike]) -> float:
 
 
 def summarize(path: Union[str, os.PathLike], *, labels: LabelSpec = "dfew",
-              kind: str = "auto") -> DataSummary:
+              kind: str = "auto", decode: int = 0, loader: Optional[Callable[..., list]] = None) -> DataSummary:
+    """Read ``path`` and summarise it; ``decode`` > 0 also decodes that many clips spread over
+    the file with the media loader (:func:`decode_sample`, default settings: 8 frames at 224,
+    audio)."""
     data = read_data(path, labels=labels, on_error="skip", kind=kind)
     counts = Counter(s.label for s in data.samples)
     durations, unreadable = [], []
@@ -51,6 +75,7 @@ def summarize(path: Union[str, os.PathLike], *, labels: LabelSpec = "dfew",
         except Exception as exc:  # noqa: BLE001 - any decoder failure is reported, not fatal
             unreadable.append((f"{sample.source} ({sample.id})", str(exc) or type(exc).__name__))
     missing = sum(1 for p in data.problems if "missing media" in p.message)
+    decoded = decode_sample(data.samples, decode, loader=loader)
     return DataSummary(
         data=data,
         label_counts={label: counts.get(label, 0) for label in data.label_set.labels},
@@ -58,6 +83,8 @@ def summarize(path: Union[str, os.PathLike], *, labels: LabelSpec = "dfew",
         missing_files=missing,
         durations=durations,
         unreadable=unreadable,
+        decoded=len(decoded),
+        undecodable=[(f"{s.source} ({s.id})", why) for s, why in decoded if why is not None],
     )
 
 
@@ -77,12 +104,18 @@ def format_summary(summary: DataSummary) -> str:
             f"duration    {total:.1f} s over {len(summary.durations)} clips (min "
             f"{min(summary.durations):.2f}, mean {total / len(summary.durations):.2f}, max "
             f"{max(summary.durations):.2f} s)")
+    if summary.decoded:
+        lines.append(f"decoded     {summary.decoded - len(summary.undecodable)} of {summary.decoded} clips "
+                     f"checked loaded ({len(summary.undecodable)} failed)")
     if d.problems:
         lines.append("bad records:")
         lines.extend(f"  {p}" for p in d.problems)
     if summary.unreadable:
         lines.append("unreadable media:")
         lines.extend(f"  {where}: {why}" for where, why in summary.unreadable)
+    if summary.undecodable:
+        lines.append("clips that failed to decode:")
+        lines.extend(f"  {where}: {why}" for where, why in summary.undecodable)
     return "\n".join(lines)
 
 

@@ -14,7 +14,9 @@ sample's ``solution`` is ``"<answer> {label} </answer>"``, the form R1-Omni's ac
 Every bad record is reported with ``file:line`` (the JSONL line, or the line where the object
 starts in a JSON list) and either skipped with a count (``on_error="skip"``) or, after all records
 were checked, raised together as one :class:`DataError` (``on_error="raise"``). Nothing is dropped
-silently.
+silently. A record nested deeper than :data:`MAX_DEPTH` levels (arrays and objects) and a media
+path the filesystem rejects (a component over 255 bytes, a path over PATH_MAX) are bad records
+like any other. :func:`read_data` raises nothing but :class:`DataError` for a file's content.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _PLACEHOLDER_RE = re.compile(r"\A(?:\s*<(?:video|audio|image)>\s*)+")
 
 LabelSpec = Union[str, Sequence[str], label_sets.LabelSet, None]
+
+#: Deepest nesting of arrays and objects a record may have (R1-Omni's records have 4 levels).
+MAX_DEPTH = 64
 
 
 class DataError(ValueError):
@@ -149,8 +154,17 @@ def read_data(
     path = Path(path)
     label_set = label_sets.resolve(labels)
     try:
+        return _read(path, label_set, on_error, kind, check_media)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the contract: a file's content only ever gives DataError
+        raise DataError(f"{path}: cannot read data file: {type(exc).__name__}: {exc}") from exc
+
+
+def _read(path: Path, label_set: label_sets.LabelSet, on_error: str, kind: str, check_media: bool) -> DataFile:
+    try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path}: cannot read data file: {exc}") from None
 
     samples: list[Sample] = []
@@ -162,6 +176,8 @@ def read_data(
         try:
             if parse_error is not None:
                 raise _BadRecord(parse_error)
+            if _depth(record) > MAX_DEPTH:
+                raise _BadRecord(_TOO_DEEP)
             sample = _make_sample(record, path, line, label_set, kind, check_media)
         except _BadRecord as bad:
             problems.append(RecordProblem(str(path), line, str(bad)))
@@ -187,6 +203,41 @@ class _BadRecord(Exception):
     pass
 
 
+_TOO_DEEP = f"record nests arrays/objects deeper than {MAX_DEPTH} levels"
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0, ``[]`` is 1), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _skip_value(text: str, pos: int) -> Optional[int]:
+    """End of the array/object starting at ``text[pos]`` (bracket matching outside strings), or
+    None when it never closes. Used only for records too deep for ``json``."""
+    token = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+    level = 0
+    for m in token.finditer(text, pos):
+        ch = m.group()
+        if ch in "[{":
+            level += 1
+        elif ch in "]}":
+            level -= 1
+            if level == 0:
+                return m.end()
+    return None
+
+
 def _iter_records(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[str]]]:
     """Yield (line, record, parse_error) for a JSON list or a JSONL file."""
     stripped = text.lstrip()
@@ -196,7 +247,7 @@ def _iter_records(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[st
     if stripped.startswith("{") and "\n" in stripped.rstrip():
         try:  # a pretty-printed single object would otherwise fail line by line
             whole = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             whole = None
         if isinstance(whole, dict):
             raise DataError(f"{path}: the file holds a single JSON object; expected a JSON list of "
@@ -205,16 +256,25 @@ def _iter_records(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[st
         if not raw.strip():
             continue
         try:
-            yield lineno, json.loads(raw), None
+            record = json.loads(raw)
         except json.JSONDecodeError as exc:
             yield lineno, None, f"invalid JSON at column {exc.colno}: {exc.msg}"
+            continue
+        except RecursionError:
+            yield lineno, None, _TOO_DEEP
+            continue
+        except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+            yield lineno, None, f"invalid JSON value: {exc}"
+            continue
+        yield lineno, record, None
 
 
-def _iter_json_list(path: Path, text: str) -> Iterator[Tuple[int, Any, None]]:
+def _iter_json_list(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[str]]]:
     """Walk a top-level JSON list element by element, tracking the line each element starts on.
 
     A syntax error inside a list cannot be skipped (the rest of the list has no reliable
-    boundary), so it is fatal and names the line and column.
+    boundary), so it is fatal and names the line and column. An element nested too deeply for the
+    parser is skipped to its matching bracket and reported as a bad record.
     """
     newlines = [i for i, ch in enumerate(text) if ch == "\n"]
 
@@ -243,7 +303,13 @@ def _iter_json_list(path: Path, text: str) -> Iterator[Tuple[int, Any, None]]:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             raise fatal(exc.pos, exc.msg) from None
-        yield line_of(pos), obj, None
+        except (RecursionError, ValueError) as exc:  # too deep, or a value json cannot hold (huge integer)
+            end = _skip_value(text, pos) if text.startswith(("[", "{"), pos) else None
+            if end is None:
+                raise fatal(pos, _TOO_DEEP if isinstance(exc, RecursionError) else str(exc)) from None
+            yield line_of(pos), None, _TOO_DEEP if isinstance(exc, RecursionError) else f"invalid JSON value: {exc}"
+        else:
+            yield line_of(pos), obj, None
         pos = ws.match(text, end).end()
         if text.startswith(",", pos):
             pos = ws.match(text, pos + 1).end()
@@ -338,9 +404,16 @@ def _media_path(
     media = Path(value)
     if not media.is_absolute():
         media = folder / media
-    if check and not media.is_file():
-        errors.append(f"missing media: {key} file {str(media)!r} does not exist")
-        return None
+    if check:
+        try:
+            exists = media.is_file()
+        except (OSError, ValueError) as exc:  # e.g. a component longer than the filesystem allows
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            errors.append(f"missing media: {key} path {_short(str(media))} cannot be used: {reason}")
+            return None
+        if not exists:
+            errors.append(f"missing media: {key} file {str(media)!r} does not exist")
+            return None
     return media
 
 

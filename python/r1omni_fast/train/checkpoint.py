@@ -7,11 +7,20 @@ by the model's ``save_pretrained``), ``optimizer.pt``, ``scheduler.pt``, ``rng_s
 (Python, numpy, torch CPU and CUDA generators) and ``trainer_state.json`` (step, data order
 position, anything the trainer needs). Everything is loaded with ``weights_only=True``: nothing
 is unpickled.
+
+Durability: every file and folder of the temporary checkpoint is fsynced before the rename and
+the output folder after it, so a power loss leaves either no ``checkpoint-N`` or a complete one.
+The temporary folder is ``.tmp-checkpoint-N-PID`` (PID of the writing process, rank 0's with
+several ranks); a write that fails (a full disk, an interrupt) removes it, and
+:func:`remove_stale_temporaries` removes those left by processes that died (SIGKILL). A full disk
+is one :class:`CheckpointWriteError` line naming the filesystem; the previous checkpoint stays.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import random
 import re
@@ -22,8 +31,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from r1omni_fast.train.faults import TrainingError
+
+log = logging.getLogger(__name__)
+
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+_TMP = re.compile(r"^\.tmp-checkpoint-(\d+)-(\d+)$")
 STATE_FILE = "trainer_state.json"
+
+
+class CheckpointWriteError(TrainingError):
+    """A checkpoint could not be written (e.g. no space left); its partial folder was removed."""
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -99,42 +117,147 @@ def save_checkpoint(
     main = dist is None or dist.is_main
     out = Path(output_dir)
     final = out / f"checkpoint-{step}"
-    tmp = out / (f".tmp-checkpoint-{step}" if dist is not None and dist.enabled else f".tmp-checkpoint-{step}-{os.getpid()}")
+    pid = os.getpid() if dist is None or not dist.enabled else dist.gather(os.getpid())[0]
+    tmp = out / f".tmp-checkpoint-{step}-{pid}"
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    if dist is not None:
-        dist.barrier()
-    save_model(tmp)
-    if save_sharded is not None:
-        save_sharded(tmp)
-    if not main:
-        dist.barrier()  # rank 0 renames the folder
-        return final
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    if scheduler is not None:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = capture_rng_state()
-    if extra_tensors:
-        rng["extra"] = extra_tensors
-    torch.save(rng, tmp / "rng_state.pt")
-    state = dict(trainer_state, global_step=step)
-    with open(tmp / STATE_FILE, "w") as f:
-        json.dump(state, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        if main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+        if dist is not None:
+            dist.barrier()
+        save_model(tmp)
+        if save_sharded is not None:
+            save_sharded(tmp)
+        if not main:
+            dist.barrier()  # rank 0 renames the folder
+            return final
+        if optimizer is not None:
+            _torch_save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if scheduler is not None:
+            _torch_save(scheduler.state_dict(), tmp / "scheduler.pt")
+        rng = capture_rng_state()
+        if extra_tensors:
+            rng["extra"] = extra_tensors
+        _torch_save(rng, tmp / "rng_state.pt")
+        state = dict(trainer_state, global_step=step)
+        with open(tmp / STATE_FILE, "w") as f:
+            json.dump(state, f, indent=2)
+        fsync_tree(tmp)  # every file and folder on disk before the rename makes it visible
+    except BaseException as exc:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and _out_of_space(exc, out):
+            previous = latest_checkpoint(out)
+            kept = (f"the previous checkpoint is intact ({previous.name})" if previous is not None
+                    else "no earlier checkpoint exists")
+            raise CheckpointWriteError(f"no space left on {filesystem_of(out)} while writing {final.name}; "
+                                       f"{kept}") from exc
+        raise
     if final.exists():  # a rerun of the same step replaces it
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync_dir(out)
     if save_total_limit is not None and save_total_limit > 0:
         for old in checkpoint_dirs(out)[:-save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
     if dist is not None:
         dist.barrier()
     return final
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    # through a Python file object: a failed write keeps its OSError (errno) as the cause
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | os.PathLike) -> None:
+    """fsync every file under ``folder``, then every folder, deepest first."""
+    for root, _, files in os.walk(folder, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(root))
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """Whether ``exc`` (or an exception it chains) is ENOSPC, or the filesystem is full (libraries
+    such as torch's zip writer replace the OSError by their own message)."""
+    seen: set = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(cur) or "os error 28" in str(cur):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
+def filesystem_of(path: str | os.PathLike) -> str:
+    """``MOUNTPOINT (SOURCE, TYPE)`` of the filesystem holding ``path`` (from /proc/mounts when
+    readable), else its mount point."""
+    mount = Path(os.path.abspath(path))
+    while not os.path.ismount(mount) and mount != mount.parent:
+        mount = mount.parent
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                source, point, kind = (line.split() + ["", "", ""])[:3]
+                if point == str(mount):
+                    return f"{mount} ({source}, {kind})"
+    except OSError:
+        pass
+    return str(mount)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(output_dir: str | os.PathLike) -> list[Path]:
+    """Remove the ``.tmp-checkpoint-N-PID`` folders of ``output_dir`` whose process (on this
+    machine) is dead: writes interrupted by SIGKILL or a crash. Returns the folders removed."""
+    out = Path(output_dir)
+    removed = []
+    if not out.is_dir():
+        return removed
+    for p in out.iterdir():
+        m = _TMP.match(p.name)
+        if m is None or not p.is_dir():
+            continue
+        pid = int(m.group(2))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("removed %s, left by an interrupted checkpoint write (process %d is gone)", p, pid)
+        removed.append(p)
+    return removed
 
 
 class ResumeError(RuntimeError):

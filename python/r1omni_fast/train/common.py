@@ -25,7 +25,8 @@ import torch
 from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError
 from r1omni_fast.data import Batch, ClipCollator, DataError, DataFile, Sample, epoch_batches, prefetch, read_data
-from r1omni_fast.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from r1omni_fast.train.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from r1omni_fast.train.faults import TrainingError, check_finite_weights
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +162,23 @@ class BatchStream:
     shares differ by at most one sample, nothing is dropped or repeated). ``samples_done`` is the
     stream position, so a run resumed with another number of ranks (or another batch size)
     continues with exactly the next unseen sample. Decoding runs ahead in background threads
-    (``prefetch``). In one process, batches whose every clip failed to load are skipped; with
-    several ranks they become ghosts (see :class:`Shard`).
+    (``prefetch``). A global batch of which no clip loaded (on any rank) is skipped, on every
+    rank; a rank whose own share failed while others loaded runs a ghost (see :class:`Shard`).
+
+    Faults:
+    ``max_skipped_batches`` such batches in a row, or more than ``max_skipped_fraction`` of an
+    epoch's samples failing to load, end the run with a :class:`TrainingError` listing the first
+    failures. ``skipped_samples`` counts the failed samples of the run (all ranks; ``dist`` sums
+    them, the same on every rank).
     """
+
+    #: failures quoted in the error that ends a run
+    SHOWN_FAILURES = 5
 
     def __init__(self, samples: Sequence[Sample], batch_size: int, collate: Callable[..., Batch], *,
                  seed: int, samples_done: int = 0, batches_done: int = 0, workers: int = 1, depth: int = 2,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, dist: Any = None, max_skipped_batches: int = 20,
+                 max_skipped_fraction: float = 1.0, skipped_samples: int = 0, skipped_in_epoch: int = 0) -> None:
         self.samples = list(samples)
         self.batch_size = batch_size
         self.global_batch_size = batch_size * world_size
@@ -177,6 +188,14 @@ class BatchStream:
         self.batches_done = batches_done
         self.batches_per_epoch = math.ceil(len(self.samples) / self.global_batch_size)
         self._last_good: Optional[Batch] = None
+        self.dist = dist
+        self.max_skipped_batches = max_skipped_batches
+        self.max_skipped_fraction = max_skipped_fraction
+        self.skipped_samples = skipped_samples
+        self.skipped_in_epoch = skipped_in_epoch
+        self._epoch = samples_done // max(len(self.samples), 1)
+        self._empty_in_a_row = 0
+        self._failures: List[str] = []
         self._collate = collate
         self._iter = prefetch(self._shares(samples_done), self._load, depth=depth, workers=workers)
 
@@ -206,11 +225,53 @@ class BatchStream:
     def epoch(self) -> float:
         return self.samples_done / len(self.samples)
 
+    def state(self) -> Dict[str, int]:
+        """The stream's part of a checkpoint's trainer state (see :func:`stream_position`)."""
+        return {"batches_done": self.batches_done, "samples_done": self.samples_done,
+                "global_batch_size": self.global_batch_size, "skipped_samples": self.skipped_samples,
+                "skipped_in_epoch": self.skipped_in_epoch}
+
+    def _count_failures(self, batch: Batch, requested: Sequence[Sample], ghost: bool) -> int:
+        """Count this global batch's samples that failed to load (every rank's); return how many
+        loaded (every rank's, stand-ins excluded); raise when the epoch's budget is spent."""
+        failed = [] if ghost else list(batch.skipped)
+        if failed and len(self._failures) < self.SHOWN_FAILURES:
+            source = {s.id: s.source for s in requested}
+            self._failures += [f"{sid} ({source.get(sid, '?')}): {why}" for sid, why in failed]
+        counts = [len(failed), 0 if ghost else len(batch)]
+        if self.dist is not None and self.dist.enabled:
+            counts = self.dist.sum(counts)
+        elif self.world_size > 1:  # no collective to ask the other ranks: never skip (ghosts stand in)
+            counts[1] = 1
+        self.skipped_samples += int(counts[0])
+        self.skipped_in_epoch += int(counts[0])
+        if self.max_skipped_fraction < 1.0 and self.skipped_in_epoch > self.max_skipped_fraction * len(self.samples):
+            raise TrainingError(self._failure_report(
+                f"{self.skipped_in_epoch} of the {len(self.samples)} samples of epoch {self._epoch} failed to load, "
+                f"more than max_skipped_fraction {self.max_skipped_fraction:g}"))
+        return int(counts[1])
+
+    def _failure_report(self, what: str) -> str:
+        shown = "".join(f"\n  {f}" for f in self._failures[:self.SHOWN_FAILURES])
+        return (f"{what}; stopped. Check the media with `r1omni-fast data check FILE --decode N`. "
+                f"First failures{' (this rank)' if self.world_size > 1 else ''}:{shown or ' none on this rank'}")
+
     def next(self) -> Shard:
         while True:
             batch, requested, positions, size, ghost = next(self._iter)
+            epoch = self.samples_done // len(self.samples)
+            if epoch != self._epoch:
+                self._epoch, self.skipped_in_epoch = epoch, 0
             self.batches_done += 1
             self.samples_done += size
+            if self._count_failures(batch, requested, ghost) == 0:  # no clip of the global batch loaded
+                self._empty_in_a_row += 1
+                log.warning("batch %d: no clip could be loaded; skipped", self.batches_done)
+                if self._empty_in_a_row >= self.max_skipped_batches:
+                    raise TrainingError(self._failure_report(
+                        f"no clip could be loaded for {self._empty_in_a_row} batches in a row (max_skipped_batches)"))
+                continue
+            self._empty_in_a_row = 0
             if len(batch):
                 where = {id(s): p for s, p in zip(requested, positions)}
                 shard = Shard(batch, [where[id(s)] for s in batch.samples], size, ghost)
@@ -224,7 +285,7 @@ class BatchStream:
                 log.warning("rank %d, batch %d: no clip could be loaded; this rank contributes nothing to it",
                             self.rank, self.batches_done)
                 return Shard(self._last_good, [-1] * len(self._last_good), size, True)
-            log.warning("batch %d: no clip could be loaded; skipped", self.batches_done)
+            raise AssertionError("a one-process batch with no clip is counted above")  # pragma: no cover
 
     def close(self) -> None:
         self._iter.close()
@@ -237,7 +298,9 @@ def stream_position(state: Optional[Dict[str, Any]], num_samples: int, batch_siz
         return {"samples_done": 0, "batches_done": 0}
     done = int(state.get("batches_done", 0))
     if "samples_done" in state:
-        return {"samples_done": int(state["samples_done"]), "batches_done": done}
+        return {"samples_done": int(state["samples_done"]), "batches_done": done,
+                "skipped_samples": int(state.get("skipped_samples", 0)),
+                "skipped_in_epoch": int(state.get("skipped_in_epoch", 0))}
     size = int(state.get("global_batch_size", batch_size))
     per_epoch = math.ceil(num_samples / size)
     epoch, offset = divmod(done, per_epoch)
@@ -303,7 +366,9 @@ def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, sche
     """``checkpoint-{step}`` of the run (atomic; keeps the newest ``save_total_limit``). With
     several ranks every rank calls it: the model is consolidated into model.safetensors and the
     trainable and optimizer states are written sharded (``dcp/``), with ``sharded_states`` (more
-    named state dicts, e.g. a synced reference model)."""
+    named state dicts, e.g. a synced reference model). Weights holding NaN or inf are never
+    written (:class:`r1omni_fast.train.faults.NonFiniteError`)."""
+    check_finite_weights(trainable_parameters(model), dist)
     if dist is None or not dist.enabled:
         return save_checkpoint(cfg.output_dir, step, save_model=save_model or model.save_pretrained,
                                optimizer=optimizer, scheduler=scheduler, trainer_state=state,
@@ -319,9 +384,41 @@ def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, sche
 
 
 def write_run_config(cfg: Any) -> None:
+    """``OUT/run_config.yaml``; also removes the temporary checkpoint folders that dead processes
+    left in ``OUT``."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.yaml").write_text(cfg.to_yaml())
+    remove_stale_temporaries(out)
+
+
+def make_stream(cfg: Any, data: DataFile, collate: Callable[..., Batch], state: Optional[Dict[str, Any]],
+                dist: Any) -> BatchStream:
+    """The run's :class:`BatchStream`, at the position of the checkpoint ``state`` (None = start)."""
+    position = stream_position(state, len(data), cfg.per_device_train_batch_size)
+    return BatchStream(data.samples, cfg.per_device_train_batch_size, collate, seed=cfg.seed, **position,
+                       workers=cfg.dataloader_num_workers, depth=cfg.dataloader_prefetch_factor, rank=dist.rank,
+                       world_size=dist.world_size, dist=dist, max_skipped_batches=cfg.max_skipped_batches,
+                       max_skipped_fraction=cfg.max_skipped_fraction)
+
+
+def preflight_decode(cfg: Any, data: DataFile, collate: ClipCollator) -> None:
+    """Decode ``cfg.preflight_clips`` clips spread over ``data`` with the run's media settings
+    before step 1: when none loads, the run does not start (ConfigError naming data_file and the
+    failures); some failing is a warning. Every rank checks the same clips (no collective)."""
+    from r1omni_fast.data.check import decode_sample
+
+    if cfg.preflight_clips <= 0 or not len(data):
+        return
+    results = decode_sample(data.samples, cfg.preflight_clips, loader=collate.loader, **collate.media_kwargs)
+    failures = [f"{s.id} ({s.source}): {why}" for s, why in results if why is not None]
+    if failures and len(failures) == len(results):
+        shown = "".join(f"\n  {f}" for f in failures[:BatchStream.SHOWN_FAILURES])
+        raise ConfigError(f"data_file: none of the {len(results)} clips decoded before step 1 could be loaded; "
+                          f"check the media with `r1omni-fast data check {cfg.data_file} --decode N`:{shown}")
+    if failures:
+        log.warning("%d of %d clips checked before step 1 failed to load: %s", len(failures), len(results),
+                    "; ".join(failures))
 
 
 # -------------------------------------------------------------------------------- evaluation
@@ -406,8 +503,8 @@ def plain_numbers(record: Dict[str, Any]) -> Dict[str, Any]:
 
 __all__ = [
     "BatchStream", "ResumePoint", "autocast", "build_optimizer", "clip_gradients", "eval_due",
-    "evaluate_answers", "find_resume", "load_policy", "make_collator", "model_batch",
-    "plain_numbers", "progress_bar", "read_split", "restore", "save", "seed_everything", "to_device", "total_steps",
+    "evaluate_answers", "find_resume", "load_policy", "make_collator", "make_stream", "model_batch",
+    "plain_numbers", "preflight_decode", "progress_bar", "read_split", "restore", "save", "seed_everything", "to_device", "total_steps",
     "trainable_parameters", "uses_bf16", "write_run_config",
 ]
 

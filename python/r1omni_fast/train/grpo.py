@@ -6,13 +6,15 @@ One optimizer step, top to bottom (:meth:`GRPOTrainer.train_step`):
    ``per_device_train_batch_size`` PROMPTS:
    generate G completions per prompt with a shared prompt prefix (``model.generate``); decode;
    score every reward function in one batch call (``rewards.score_batch``: the built-ins in one
-   native pass, user callables with TRL's signature); ``group_advantages``; reference log-probs
-   (``selective_logprobs`` under no_grad; skipped, and no reference built, when beta = 0); old
-   log-probs computed once when ``num_iterations > 1``;
+   native pass, user callables with TRL's signature); rewards beyond ``reward_bound`` or infinite
+   are an error or, by choice, left out (:meth:`GRPOTrainer.check_rewards`); ``group_advantages``;
+   reference log-probs (``selective_logprobs`` under no_grad; skipped, and no reference built,
+   when beta = 0); old log-probs computed once when ``num_iterations > 1``;
 2. policy forward over the completion positions only (the prompt and its media are embedded once
    per prompt and shared by its G rows); ``grpo_loss`` (Triton on CUDA, PyTorch reference on CPU);
    backward, divided by the accumulation count;
-3. clip, optimizer and scheduler step.
+3. clip, optimizer and scheduler step (skipped when the loss or the gradient norm is not finite:
+   ``r1omni_fast.train.faults.NonFiniteGuard``).
 
 The reference model shares the policy's frozen modules (towers, BERT) and holds its own copy of
 the trainable parts only. Checkpoints and resume follow the SFT stage and add the sampler's
@@ -43,8 +45,8 @@ from r1omni_fast.config import ConfigError, GRPOConfig
 from r1omni_fast.data import Batch
 from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
-from r1omni_fast.rewards import score_batch
-from r1omni_fast.train import common, distributed
+from r1omni_fast.rewards import score_batch, weighted_total
+from r1omni_fast.train import common, distributed, faults
 from r1omni_fast.train.checkpoint import read_trainer_state
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
@@ -191,6 +193,7 @@ class Rollout:
     ghost: bool = False  # a stand-in of a rank without prompts in this global batch: weight 0
     weight: float = 1.0  # this rank's share of the global micro-batch loss (see normalise_step)
     num_items: Optional[float] = None  # dapo: completion tokens of the whole step, every rank
+    num_invalid: int = 0  # reward values set aside as invalid (on_invalid_reward: skip)
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -266,6 +269,8 @@ class GRPOTrainer:
                 self._ref_load(state)
         self.stream: Optional[common.BatchStream] = None
         self.rollouts: List[Rollout] = []
+        self.guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps,
+                                           int((self.start.state or {}).get("nonfinite_steps", 0)))
 
     # --- one micro-batch of prompts -> completions, rewards, advantages, log-probs -----------
     def prompt_inputs(self, batch: Batch) -> Dict[str, torch.Tensor]:
@@ -336,6 +341,7 @@ class GRPOTrainer:
                              weights=self.reward_weights, mode=cfg.reward_mode, labels=self.label_set,
                              prompts=[s.prompt for s in samples], label=[s.label for s in samples],
                              completion_ids=[row[:n] for row, n in zip(ids.tolist(), mask.sum(1).tolist())])
+        num_invalid = self.check_rewards(scores, samples)
         rewards = torch.from_numpy(np.stack([scores[n] for n in self.reward_names], 1))  # float64, for logs
         advantages, _, group_std = group_advantages(
             rewards.to(self.device, torch.float32), G, weights=torch.tensor(self.reward_weights, dtype=torch.float32, device=self.device),
@@ -344,7 +350,7 @@ class GRPOTrainer:
 
         rollout = Rollout(batch, prompts, ids, mask, list(texts), rewards,
                           torch.from_numpy(scores["total"]), advantages, group_std,
-                          times=times, ghost=bool(shard is not None and shard.ghost))
+                          times=times, ghost=bool(shard is not None and shard.ghost), num_invalid=num_invalid)
         t = time.perf_counter()
         if self.ref is not None:
             rollout.ref_logp = self.sequence_logprobs(self.ref, rollout)
@@ -352,6 +358,33 @@ class GRPOTrainer:
             rollout.old_logp = self.sequence_logprobs(self.model, rollout)
         times["reference"] = time.perf_counter() - t
         return rollout
+
+    def check_rewards(self, scores: Dict[str, np.ndarray], samples: Sequence[Any]) -> int:
+        """Validate every reward column in place: NaN is "not scored" (it counts 0 in the total);
+        +-inf or ``|value| > reward_bound`` raise a :class:`faults.TrainingError` naming the function
+        and the sample, or with ``on_invalid_reward: skip`` become NaN too and are counted (the
+        total is recomputed). Returns the number of values set aside."""
+        cfg, G = self.cfg, self.cfg.num_generations
+        set_aside = 0
+        for name in self.reward_names:
+            col = scores[name]
+            bad = np.isinf(col) | (np.abs(np.nan_to_num(col, nan=0.0, posinf=0.0, neginf=0.0)) > cfg.reward_bound)
+            if not bad.any():
+                continue
+            i = int(np.flatnonzero(bad)[0])
+            if cfg.on_invalid_reward == "raise":
+                raise faults.TrainingError(
+                    f"reward function {name!r} returned {float(col[i])!r} for sample {samples[i].id} ({samples[i].source}), "
+                    f"completion {i % G + 1} of {G}: a reward must be finite and within +-reward_bound "
+                    f"({cfg.reward_bound:g}); return None or NaN for 'not scored', or set on_invalid_reward: skip "
+                    "to count such values and leave them out")
+            log.warning("reward function %r returned %d invalid value(s) (first %r for sample %s); left out",
+                        name, int(bad.sum()), float(col[i]), samples[i].id)
+            col[bad] = np.nan
+            set_aside += int(bad.sum())
+        if set_aside:
+            scores["total"] = weighted_total([scores[n] for n in self.reward_names], self.reward_weights)
+        return set_aside
 
     def policy_loss(self, rollout: Rollout) -> tuple:
         """``grpo_loss`` of the current policy on a rollout: (loss, metrics)."""
@@ -391,8 +424,9 @@ class GRPOTrainer:
         t = time.perf_counter()
         grad_norm = common.clip_gradients(self.params, cfg.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
+        if not self.guard.check(step, {"loss": sum(losses), "grad_norm": grad_norm}, self.dist):
+            self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ref is not None and cfg.sync_ref_model and step % cfg.ref_model_sync_steps == 0:
             self.sync_reference()
@@ -402,6 +436,10 @@ class GRPOTrainer:
         record = {"step": step, "epoch": self.stream.epoch, "learning_rate": lr, "grad_norm": grad_norm}
         record.update(self.loss_metrics(losses, parts))
         record.update(self.rollout_metrics(self.rollouts))
+        invalid = [float(sum(r.num_invalid for r in self.rollouts)) if fresh else 0.0]
+        record["rewards/num_invalid"] = int(self.dist.sum(invalid)[0])
+        record["nonfinite_steps"] = self.guard.total
+        record["skipped_samples"] = self.stream.skipped_samples
         gen_times = {k: sum(r.times[k] for r in self.rollouts) if fresh else 0.0
                      for k in ("generate", "score", "reference")}
         record.update({f"time/{k}": v for k, v in gen_times.items()})
@@ -511,7 +549,7 @@ class GRPOTrainer:
                                                    if k.startswith(prefix)})
 
     # --- the loop --------------------------------------------------------------------------------
-    def save(self, step: int) -> None:
+    def save(self, step: int) -> Path:
         extra: Dict[str, Any] = {} if self.per_prompt else {"sampler": self.sampler.get_state()}
         sharded: Dict[str, Any] = {}
         if self.ref is not None and self.cfg.sync_ref_model:  # the synced reference is part of the run's state
@@ -519,11 +557,10 @@ class GRPOTrainer:
                 sharded["reference"] = self._ref_state()
             else:
                 extra["ref_model"] = self._ref_state()
-        common.save(self.cfg, step, self.model, self.optimizer, self.scheduler,
-                    {"stage": "grpo", "batches_done": self.stream.batches_done,
-                     "samples_done": self.stream.samples_done, "global_batch_size": self.stream.global_batch_size,
-                     "per_prompt_sampling": self.per_prompt, "max_steps": self.last_step}, extra, dist=self.dist,
-                    sharded_states=sharded)
+        return common.save(self.cfg, step, self.model, self.optimizer, self.scheduler,
+                           {"stage": "grpo", **self.stream.state(), "nonfinite_steps": self.guard.total,
+                            "per_prompt_sampling": self.per_prompt, "max_steps": self.last_step}, extra,
+                           dist=self.dist, sharded_states=sharded)
 
     def train(self) -> Path:
         """Run to ``last_step``; returns the folder of the final model (``output_dir``)."""
@@ -539,13 +576,12 @@ class GRPOTrainer:
             common.write_run_config(cfg)
             metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=start.step if start.folder else None)
             _truncate_completions(self.out / "completions.jsonl", start.step if start.folder else None)
-        position = common.stream_position(start.state, len(self.train_data), cfg.per_device_train_batch_size)
-        self.stream = common.BatchStream(self.train_data.samples, cfg.per_device_train_batch_size, self.collate,
-                                         seed=cfg.seed, **position, workers=cfg.dataloader_num_workers,
-                                         depth=cfg.dataloader_prefetch_factor, rank=self.dist.rank,
-                                         world_size=self.dist.world_size)
+        common.preflight_decode(cfg, self.train_data, self.collate)
+        self.stream = common.make_stream(cfg, self.train_data, self.collate, start.state, self.dist)
         bar = common.progress_bar(self.last_step, start.step, "grpo", self.progress and main)
         save_pending = False
+        # SIGTERM / SIGUSR1 / SIGINT: save at the end of the reuse cycle (num_iterations), then stop
+        signals = faults.StopSignals().__enter__()
         try:
             for step in range(start.step + 1, self.last_step + 1):
                 record = self.train_step(step)
@@ -557,10 +593,14 @@ class GRPOTrainer:
                 bar.set_postfix(reward=f"{record['reward']:.3f}", step_s=f"{record['step_time']:.1f}", refresh=False)
                 bar.update(1)
                 save_pending |= step % cfg.save_steps == 0
-                if step == self.last_step or (save_pending and step % cfg.num_iterations == 0):
-                    self.save(step)
+                stop = signals.requested(self.dist)
+                if step == self.last_step or ((save_pending or stop) and step % cfg.num_iterations == 0):
+                    saved = self.save(step)
                     save_pending = False
+                    if stop and step < self.last_step:
+                        raise faults.Preempted(stop, step, saved)
         finally:
+            signals.__exit__(None, None, None)
             bar.close()
             self.stream.close()
         distributed.export_model(self.model, self.out, self.dist)

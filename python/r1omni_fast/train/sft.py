@@ -24,7 +24,7 @@ import torch
 
 from r1omni_fast.config import ConfigError, SFTConfig
 from r1omni_fast.model import IGNORE_INDEX
-from r1omni_fast.train import common, distributed
+from r1omni_fast.train import common, distributed, faults
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
 
@@ -91,12 +91,18 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
     if main:
         common.write_run_config(cfg)
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start.step if start.folder else None) if main else None
-    position = common.stream_position(start.state, len(train_data), cfg.per_device_train_batch_size)
-    stream = common.BatchStream(train_data.samples, cfg.per_device_train_batch_size, collate, seed=cfg.seed,
-                                **position, workers=cfg.dataloader_num_workers, depth=cfg.dataloader_prefetch_factor,
-                                rank=dist.rank, world_size=dist.world_size)
+    common.preflight_decode(cfg, train_data, collate)
+    stream = common.make_stream(cfg, train_data, collate, start.state, dist)
+    guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps, int((start.state or {}).get("nonfinite_steps", 0)))
     bar = common.progress_bar(last_step, start.step, "sft", progress and main)
     accumulation = cfg.gradient_accumulation_steps
+
+    def save(step: int) -> Path:
+        return common.save(cfg, step, model, optimizer, scheduler,
+                           {"stage": "sft", **stream.state(), "nonfinite_steps": guard.total, "max_steps": last_step},
+                           dist=dist)
+
+    signals = faults.StopSignals().__enter__()  # SIGTERM / SIGUSR1 / SIGINT: save after the step, then stop
     try:
         for step in range(start.step + 1, last_step + 1):
             t0 = time.perf_counter()
@@ -119,12 +125,14 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                 loss_sum, tokens = dist.sum([loss_sum, tokens])
             grad_norm = common.clip_gradients(params, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
+            if not guard.check(step, {"loss": loss_sum / accumulation, "grad_norm": grad_norm}, dist):
+                optimizer.step()
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             record: Dict[str, Any] = {
                 "step": step, "epoch": stream.epoch, "loss": loss_sum / accumulation,
                 "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": int(tokens),
+                "nonfinite_steps": guard.total, "skipped_samples": stream.skipped_samples,
                 "step_time": time.perf_counter() - t0}
             if eval_data is not None and common.eval_due(cfg, step, last_step):
                 record.update(common.evaluate_answers(model, eval_data, collate, cfg, device, dist))
@@ -132,11 +140,12 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                 metrics.log(common.plain_numbers(record))
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
-            if step % cfg.save_steps == 0 or step == last_step:
-                common.save(cfg, step, model, optimizer, scheduler,
-                            {"stage": "sft", "batches_done": stream.batches_done, "samples_done": stream.samples_done,
-                             "global_batch_size": stream.global_batch_size, "max_steps": last_step}, dist=dist)
+            saved = save(step) if step % cfg.save_steps == 0 or step == last_step else None
+            stop = signals.requested(dist)
+            if stop and step < last_step:
+                raise faults.Preempted(stop, step, saved or save(step))
     finally:
+        signals.__exit__(None, None, None)
         bar.close()
         stream.close()
     distributed.export_model(model, out, dist)
