@@ -10,6 +10,7 @@ subprocess can be SIGKILLed mid-run.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,10 +94,15 @@ def grpo_fields(model: Path, data, out: Path, **over: Any) -> Dict[str, Any]:
     return fields
 
 
+def _content(completion):
+    """A completion's text: TRL passes chat messages for conversational data (or plain strings)."""
+    return completion if isinstance(completion, str) else completion[0]["content"]
+
+
 def answer_length_reward(completions, solution, label, prompts, completion_ids, **kwargs):
     """A TRL-style user reward for the tests: characters / 100, capped at 1."""
     assert len(solution) == len(label) == len(prompts) == len(completion_ids) == len(completions)
-    return [min(len(c), 100) / 100 for c in completions]
+    return [min(len(_content(c)), 100) / 100 for c in completions]
 
 
 def infinite_reward(completions, **kwargs):
@@ -118,7 +124,7 @@ def length_reward_sending_signals(completions, **kwargs):
     process (a real signal arriving in the middle of a GRPO step)."""
     if PENDING_SIGNALS:
         os.kill(os.getpid(), PENDING_SIGNALS.pop(0))
-    return [min(len(c), 100) / 100 for c in completions]
+    return [min(len(_content(c)), 100) / 100 for c in completions]
 
 
 def reward_failing_on_rank_1(completions, **kwargs):
@@ -165,3 +171,43 @@ if __name__ == "__main__":
     from r1omni_fast.cli import main
 
     main(sys.argv[1:], prog_name="r1omni-fast")
+
+
+# R1-Omni's GRPO reward functions as its trainer calls them (TRL's interface: completions are
+# chat messages, keyword arguments), written out from their published behaviour.
+def r1omni_accuracy_reward(completions, solution, **kwargs):
+    contents = [completion[0]["content"] for completion in completions]
+    rewards = []
+    for content, sol in zip(contents, solution):
+        sol_match = re.search(r"<answer>(.*?)</answer>", sol)
+        ground_truth = sol_match.group(1).strip() if sol_match else sol.strip()
+        content_match = re.search(r"<answer>(.*?)</answer>", content)
+        student_answer = content_match.group(1).strip() if content_match else content.strip()
+        rewards.append(1.0 if student_answer == ground_truth else 0.0)
+    return rewards
+
+
+def r1omni_format_reward(completions, **kwargs):
+    pattern = r"<think>.*?</think>\s*<answer>.*?</answer>"
+    contents = [completion[0]["content"] for completion in completions]
+    return [1.0 if re.fullmatch(pattern, content, re.DOTALL) else 0.0 for content in contents]
+
+
+#: every call's keyword arguments, recorded by ``recording_reward``
+RECORDED_CALLS: List[dict] = []
+
+
+def recording_reward(**kwargs):
+    """Records what the trainer passes; scores 1 for the first completion of each group, None
+    (not scored) for the others of the second group only."""
+    RECORDED_CALLS.append(kwargs)
+    n = len(kwargs["completions"])
+    return [1.0 if i % 2 == 0 else (None if i >= n // 2 else 0.0) for i in range(n)]
+
+
+async def async_length_reward(completions, **kwargs):
+    """An ``async def`` reward: the trainer awaits it."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    return [min(len(_content(c)), 100) / 100 for c in completions]

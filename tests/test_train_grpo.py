@@ -268,6 +268,81 @@ def test_user_reward_by_dotted_path(assets, tmp_path):
         _trainer(model_dir, data, tmp_path / "bad", reward_funcs=["_train_fixtures.no_such_reward"])
 
 
+def test_r1omni_reward_functions_run_unchanged_through_the_trainer(assets, tmp_path):
+    """R1-Omni's own accuracy and format functions (TRL's interface: chat-message completions),
+    by dotted path, score exactly as the built-in rewards in R1-Omni mode."""
+    model_dir, data = assets
+    trainer = _trainer(model_dir, data, tmp_path / "run", beta=0.0, reward_mode="r1omni",
+                       reward_funcs=["accuracy", "format", "_train_fixtures.r1omni_accuracy_reward",
+                                     "_train_fixtures.r1omni_format_reward"])
+    batch = trainer.collate(trainer.train_data.samples[:2])
+    a, b = (s.label for s in batch.samples)
+    other = next(label for label in LABELS if label != b)
+    texts = [f"<think>x</think><answer>{a}</answer>", f" <answer>{a}</answer>",
+             f"<think>y</think>\n<answer> {b} </answer>", f"<answer>{other}</answer>"]
+    rollout = trainer.make_rollout(batch, completions=_completions(trainer, texts))
+    names = trainer.reward_names
+    table = {n: rollout.rewards[:, i].tolist() for i, n in enumerate(names)}
+    assert table["r1omni_accuracy_reward"] == table["accuracy"] == [1.0, 1.0, 1.0, 0.0]
+    assert table["r1omni_format_reward"] == table["format"] == [1.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("style", ["messages", "text"])
+def test_reward_functions_get_trls_keyword_arguments(assets, tmp_path, style):
+    import _train_fixtures
+
+    model_dir, data = assets
+    trainer = _trainer(model_dir, data, tmp_path / style, beta=0.0, reward_completions=style,
+                       reward_funcs=["_train_fixtures.recording_reward", "_train_fixtures.async_length_reward"])
+    batch = trainer.collate(trainer.train_data.samples[:2])
+    texts = ["<answer>a</answer>", "bb", "<think>c</think>", "ddd"]
+    _train_fixtures.RECORDED_CALLS.clear()
+    trainer.global_step = 7
+    rollout = trainer.make_rollout(batch, completions=_completions(trainer, texts))
+    (call,) = _train_fixtures.RECORDED_CALLS
+    samples = [s for s in batch.samples for _ in range(2)]
+    assert {"prompts", "completions", "completion_ids", "solution", "label", "id", "video", "audio",
+            "trainer_state"} <= set(call)
+    if style == "messages":
+        assert call["completions"] == [[{"role": "assistant", "content": t}] for t in texts]
+        assert call["prompts"] == [[{"role": "user", "content": s.prompt}] for s in samples]
+    else:
+        assert call["completions"] == texts and call["prompts"] == [s.prompt for s in samples]
+    assert call["solution"] == [s.solution for s in samples]
+    assert call["video"] == [str(s.video) for s in samples]
+    tok = trainer.model.processor.tokenizer
+    assert [tok.decode(ids) for ids in call["completion_ids"]] == [t + "<|im_end|>" for t in texts]
+    assert call["trainer_state"].global_step == 7 and call["trainer_state"].max_steps == trainer.last_step
+    # None = not scored (NaN in the table); the async function was awaited
+    assert torch.isnan(rollout.rewards[3, 0]) and rollout.rewards[:3, 0].tolist() == [1.0, 0.0, 1.0]
+    assert rollout.rewards[:, 1].tolist() == [min(len(t), 100) / 100 for t in texts]
+
+
+def test_a_completion_no_function_scores_is_left_out_of_its_group(assets, tmp_path):
+    """TRL: a row every reward function skipped is excluded from its group's mean and std and
+    gets advantage 0."""
+    from r1omni_fast.train.grpo import step_advantages
+
+    rewards = torch.tensor([[1.0], [0.0], [float("nan")], [2.0], [0.0], [1.0]], dtype=torch.float64)
+    adv, mean, std = step_advantages(rewards, 3, [1.0], "group", torch.device("cpu"))
+    assert adv[2] == 0.0
+    first = torch.tensor([1.0, 0.0], dtype=torch.float64)  # the NaN row is not in the baseline
+    expected = (first - first.mean()) / (first.std() + 1e-4)
+    torch.testing.assert_close(adv[:2].double(), expected, rtol=1e-6, atol=1e-6)
+    second = torch.tensor([2.0, 0.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(adv[3:].double(), (second - second.mean()) / (second.std() + 1e-4), rtol=1e-6, atol=1e-6)
+    batch_adv, _, _ = step_advantages(rewards, 3, [1.0], "batch", torch.device("cpu"))
+    valid = torch.tensor([1.0, 0.0, 2.0, 0.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(batch_adv[3:].double(), (second - second.mean()) / (valid.std() + 1e-4),
+                               rtol=1e-6, atol=1e-6)
+    # without unscorable rows it is exactly the kernel's group_advantages
+    from r1omni_fast.kernels import group_advantages
+
+    plain = torch.tensor([[1.0], [0.0], [3.0], [2.0]], dtype=torch.float64)
+    torch.testing.assert_close(step_advantages(plain, 2, [1.0], "group", torch.device("cpu"))[0],
+                               group_advantages(plain.float(), 2, weights=torch.ones(1), scale="group")[0])
+
+
 def test_sigkill_then_resume_reproduces_the_straight_run(assets, tmp_path):
     from r1omni_fast.train.metrics_log import read_jsonl
 

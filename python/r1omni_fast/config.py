@@ -257,6 +257,8 @@ class GRPOConfig(_TrainConfig):
                                  "built-in rewards (accuracy, format) or dotted paths to callables")
     reward_weights: Optional[List[float]] = _f(None, "one weight per reward function; None = all 1")
     reward_mode: str = _f("robust", "robust (label aliases, whitespace) or r1omni (exact R1-Omni parsing)")
+    reward_completions: str = _f("messages", "what reward callables receive as prompts and completions: "
+                                             "messages (chat messages, as TRL passes conversational data) or text")
     reward_bound: float = _f(1e6, "a reward function's value beyond +-reward_bound (or +-inf) is invalid; "
                                   "NaN / None means 'not scored'")
     on_invalid_reward: str = _f("raise", "raise (an error naming the function and the sample) or skip (count "
@@ -313,6 +315,7 @@ class GRPOConfig(_TrainConfig):
         _choice(self, "reward_mode", ("robust", "r1omni"))
         _positive(self, "reward_bound")
         _choice(self, "on_invalid_reward", ("raise", "skip"))
+        _choice(self, "reward_completions", ("messages", "text"))
         _at_least(self, "ref_model_sync_steps", 1)
         if not 0.0 <= self.ref_model_mixup_alpha <= 1.0:
             raise ConfigError(

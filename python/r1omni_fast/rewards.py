@@ -30,6 +30,7 @@ Batches are scored in parallel in Rust with the GIL released (:func:`score_batch
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -181,8 +182,11 @@ def score_batch(
     """All reward columns of a batch at once, plus ``"total"``.
 
     ``funcs`` holds "accuracy", "format" (scored together in one parallel native pass) and any
-    TRL-style callables, called as ``f(completions, solution=solution, **columns)``; a callable's
-    column is keyed by its ``__name__``, and None entries it returns become NaN. Each column is a
+    TRL-style callables, called with keyword arguments only, as TRL calls them:
+    ``f(completions=completions, solution=solution, **columns)``; an ``async def`` function is
+    awaited (all of them concurrently); a callable's column is keyed by its ``__name__``, and
+    None entries it returns become NaN. ``completions`` may be strings or chat messages
+    (``[{"role": "assistant", "content": text}]``). Each column is a
     float64 array of length ``len(completions)``;
     ``total = nansum_i(weights[i] * column_i)`` (weights default to 1, NaN skipped, as TRL does).
     """
@@ -213,15 +217,38 @@ def score_batch(
         scorer = _scorer(mode, labels) if want_accuracy else _scorer("r1omni")
         sols = list(solution) if want_accuracy and solution is not None else None
         out.update(scorer.score(texts, sols, format=want_format, accuracy=want_accuracy))
+    results: Dict[str, Any] = {}
+    pending = {}
     for f, name in zip(funcs, names):
-        if callable(f):
-            values = f(completions, solution=solution, **columns)
-            col = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-            if col.shape != (len(texts),):
-                raise ValueError(f"reward function {name!r} returned {col.shape[0]} values for {len(texts)} completions")
-            out[name] = col
+        if callable(f):  # keyword arguments only, as TRL calls them
+            value = f(completions=completions, solution=solution, **columns)
+            if inspect.isawaitable(value):
+                pending[name] = value
+            else:
+                results[name] = value
+    if pending:
+        results.update(_await_all(pending))
+    for name, values in results.items():
+        col = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        if col.shape != (len(texts),):
+            raise ValueError(f"reward function {name!r} returned {col.shape[0]} values for {len(texts)} completions")
+        out[name] = col
     out["total"] = weighted_total([out[name] for name in names], weights)
     return out
+
+
+def _await_all(pending: Dict[str, Any]) -> Dict[str, Any]:
+    """Await the coroutines of async reward functions concurrently, on an event loop of their own
+    in a helper thread (so that it works whether or not the caller runs a loop, as in Jupyter)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    async def gather() -> list:
+        return list(await asyncio.gather(*pending.values()))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="r1omni-async-rewards") as pool:
+        values = pool.submit(asyncio.run, gather()).result()
+    return dict(zip(pending.keys(), values))
 
 
 def weighted_total(columns: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:

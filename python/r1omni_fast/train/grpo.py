@@ -118,6 +118,71 @@ def prompt_text_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) ->
     return ((attention_mask.bool() & ~media).sum(1) + runs.sum(1))
 
 
+@dataclass
+class RewardTrainerState:
+    """What TRL passes to reward functions as ``trainer_state`` (the fields of transformers'
+    ``TrainerState`` that a reward schedule reads): optimizer steps done, the last step, the
+    epoch."""
+
+    global_step: int
+    max_steps: int
+    epoch: int
+
+
+def reward_inputs(samples: Sequence[Any], texts: Sequence[str], style: str) -> tuple:
+    """``(completions, columns)`` for :func:`score_batch`, one entry per completion, as TRL's
+    GRPOTrainer passes them to reward functions: ``prompts`` and ``completions`` as chat messages
+    (``style="messages"``: ``[{"role": "user", "content": prompt}]`` and ``[{"role": "assistant",
+    "content": text}]``, R1-Omni's data being conversational) or as strings (``"text"``); every
+    column of the data record: ``solution``, ``label``, ``id``, ``video``, ``audio`` (str paths,
+    None when the audio is the video's own track) and every other key of the record (None where a
+    record lacks it)."""
+    if style == "messages":
+        completions: List[Any] = [[{"role": "assistant", "content": t}] for t in texts]
+        prompts: List[Any] = [[{"role": "user", "content": s.prompt}] for s in samples]
+    else:
+        completions, prompts = list(texts), [s.prompt for s in samples]
+    columns: Dict[str, List[Any]] = {
+        "prompts": prompts, "solution": [s.solution for s in samples], "label": [s.label for s in samples],
+        "id": [s.id for s in samples], "video": [str(s.video) for s in samples],
+        "audio": [None if s.audio is None else str(s.audio) for s in samples]}
+    reserved = set(columns) | {"completions", "completion_ids", "trainer_state"}
+    extra_keys = [k for s in samples for k in s.extra if k not in reserved]
+    for key in dict.fromkeys(extra_keys):
+        columns[key] = [s.extra.get(key) for s in samples]
+    return completions, columns
+
+
+def step_advantages(rewards: torch.Tensor, group_size: int, weights: Sequence[float], scale: str,
+                    device: torch.device) -> tuple:
+    """``group_advantages`` of a (N, R) float64 reward table (one column per function, NaN = not
+    scored), as TRL: a completion that every function left unscored (all NaN) is left out of its
+    group's mean and std (and of the batch std) and gets advantage 0. Returns (advantages (N,)
+    float32, group mean (N // G,), group std (N // G,)) on ``device``."""
+    w = torch.tensor(list(weights), dtype=torch.float32, device=device)
+    unscorable = torch.isnan(rewards).all(1)
+    if not bool(unscorable.any()):
+        return group_advantages(rewards.to(device, torch.float32), group_size, weights=w, scale=scale)
+    total = torch.nansum(rewards * torch.tensor(list(weights), dtype=torch.float64), dim=1)
+    total[unscorable] = float("nan")
+    grouped = total.view(-1, group_size)
+    mean = torch.nanmean(grouped, dim=1)
+    count = (~torch.isnan(grouped)).sum(1)
+    dev = grouped - mean[:, None]
+    std = torch.sqrt(torch.nansum(dev * dev, dim=1) / (count - 1).clamp(min=1))
+    std = torch.where(count > 1, std, torch.zeros_like(std))
+    if scale == "group":
+        adv = dev / (std[:, None] + 1e-4)
+    elif scale == "batch":
+        valid = total[~unscorable]
+        adv = dev / ((valid.std() if valid.numel() > 1 else torch.tensor(0.0, dtype=torch.float64)) + 1e-4)
+    else:
+        adv = dev
+    adv = torch.nan_to_num(adv.reshape(-1), nan=0.0)
+    return (adv.to(device, torch.float32), torch.nan_to_num(mean).to(device, torch.float32),
+            std.to(device, torch.float32))
+
+
 def accumulation_divisor(loss_type: str, micro_batches: int) -> int:
     """What each micro-batch's loss is divided by before its backward, as in TRL's GRPOTrainer:
     grpo, bnpo and dr_grpo by the accumulation count; dapo by nothing, since its
@@ -159,10 +224,9 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
             r.weight = 0.0 if r.ghost else float(world)
             r.num_items = step_tokens
     if scale_rewards == "batch":
-        ranks = dist.gather([r.rewards.float().cpu() for r in live])
+        ranks = dist.gather([r.rewards.double().cpu() for r in live])
         everything = torch.cat([t for rank in ranks for t in rank])
-        weights = torch.tensor(list(reward_weights), dtype=torch.float32)
-        advantages, _, _ = group_advantages(everything, group_size, weights=weights, scale="batch")
+        advantages, _, _ = step_advantages(everything, group_size, reward_weights, "batch", torch.device("cpu"))
         start = sum(t.shape[0] for rank in ranks[:dist.rank] for t in rank)
         for r in live:
             n = r.rewards.shape[0]
@@ -269,6 +333,7 @@ class GRPOTrainer:
                 self._ref_load(state)
         self.stream: Optional[common.BatchStream] = None
         self.rollouts: List[Rollout] = []
+        self.global_step = self.start.step
         self.guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps,
                                            int((self.start.state or {}).get("nonfinite_steps", 0)))
 
@@ -337,15 +402,14 @@ class GRPOTrainer:
 
         t = time.perf_counter()
         samples = [s for s in batch.samples for _ in range(G)]
-        scores = score_batch(texts, [s.solution for s in samples], funcs=self.reward_funcs,
-                             weights=self.reward_weights, mode=cfg.reward_mode, labels=self.label_set,
-                             prompts=[s.prompt for s in samples], label=[s.label for s in samples],
-                             completion_ids=[row[:n] for row, n in zip(ids.tolist(), mask.sum(1).tolist())])
+        completions, columns = reward_inputs(samples, texts, cfg.reward_completions)
+        scores = score_batch(completions, funcs=self.reward_funcs, weights=self.reward_weights,
+                             mode=cfg.reward_mode, labels=self.label_set, trainer_state=self.state_for_rewards(),
+                             completion_ids=[row[:n] for row, n in zip(ids.tolist(), mask.sum(1).tolist())],
+                             **columns)
         num_invalid = self.check_rewards(scores, samples)
         rewards = torch.from_numpy(np.stack([scores[n] for n in self.reward_names], 1))  # float64, for logs
-        advantages, _, group_std = group_advantages(
-            rewards.to(self.device, torch.float32), G, weights=torch.tensor(self.reward_weights, dtype=torch.float32, device=self.device),
-            scale=cfg.scale_rewards)
+        advantages, _, group_std = step_advantages(rewards, G, self.reward_weights, cfg.scale_rewards, self.device)
         times["score"] = time.perf_counter() - t
 
         rollout = Rollout(batch, prompts, ids, mask, list(texts), rewards,
@@ -358,6 +422,11 @@ class GRPOTrainer:
             rollout.old_logp = self.sequence_logprobs(self.model, rollout)
         times["reference"] = time.perf_counter() - t
         return rollout
+
+    def state_for_rewards(self) -> RewardTrainerState:
+        """``trainer_state`` for reward functions (TRL passes its TrainerState)."""
+        return RewardTrainerState(global_step=self.global_step, max_steps=self.last_step,
+                                  epoch=self.stream.epoch if self.stream is not None else 0)
 
     def check_rewards(self, scores: Dict[str, np.ndarray], samples: Sequence[Any]) -> int:
         """Validate every reward column in place: NaN is "not scored" (it counts 0 in the total);
@@ -401,6 +470,7 @@ class GRPOTrainer:
     # --- one optimizer step ------------------------------------------------------------------
     def train_step(self, step: int) -> Dict[str, Any]:
         cfg = self.cfg
+        self.global_step = step - 1  # optimizer steps done when this step's rewards are scored
         t0 = time.perf_counter()
         fresh = (step - 1) % cfg.num_iterations == 0
         if fresh:
