@@ -501,7 +501,49 @@ fn media_whisper_log_mel<'py>(
     Ok(PyArray1::from_vec(py, mel).reshape([n_mels, media::mel::N_FRAMES])?.into_any())
 }
 
+/// The picture half of the pipeline on one RGB24 picture: uint8 (H, W, 3) -> float32
+/// (3, S, S): pad (or not), PIL-exact bicubic resize, normalise.
+#[pyfunction]
+#[pyo3(signature = (rgb, image_size, aspect, mean, std))]
+fn media_preprocess_frame<'py>(
+    py: Python<'py>,
+    rgb: numpy::PyReadonlyArray3<'py, u8>,
+    image_size: u32,
+    aspect: &str,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> PyResult<Bound<'py, PyAny>> {
+    let aspect: media::image::Aspect = aspect.parse().map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let arr = rgb.as_array();
+    let shape = arr.shape().to_vec();
+    if shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "rgb must be a non-empty (H, W, 3) uint8 array, got shape {shape:?}"
+        )));
+    }
+    if image_size == 0 || image_size > media::DEFAULT_MAX_IMAGE_SIZE {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "image_size must be between 1 and {}, got {image_size}",
+            media::DEFAULT_MAX_IMAGE_SIZE
+        )));
+    }
+    let img = media::image::RgbImage {
+        width: shape[1] as u32,
+        height: shape[0] as u32,
+        data: arr.iter().copied().collect(),
+    };
+    let s = image_size as usize;
+    let out = py
+        .detach(|| {
+            let mut out = vec![0f32; 3 * s * s];
+            media::image::to_model_input(&img, image_size, aspect, mean, std, &mut out).map(|_| out)
+        })
+        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    Ok(PyArray1::from_vec(py, out).reshape([3, s, s])?.into_any())
+}
+
 fn register_media(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(media_preprocess_frame, m)?)?;
     m.add_function(wrap_pyfunction!(media_load_clip, m)?)?;
     m.add_function(wrap_pyfunction!(media_load_batch, m)?)?;
     m.add_function(wrap_pyfunction!(media_decode_frames, m)?)?;

@@ -165,7 +165,9 @@ def test_batch_of_bad_items(good, tmp_path):
 def mutate(data: bytes, edits) -> bytes:
     b = bytearray(data)
     for kind, pos, value, length in edits:
-        i = pos % max(len(b), 1)
+        if not b:  # cut to nothing: no byte left to edit
+            break
+        i = pos % len(b)
         if kind == "set":
             b[i] = value
         elif kind == "fill":

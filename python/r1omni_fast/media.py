@@ -39,6 +39,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 __all__ = ["Clip", "MediaError", "decode_frames", "load_audio", "load_batch", "load_clip",
+           "preprocess_frame", "output_bytes",
            "whisper_log_mel", "native_available", "DEFAULT_MAX_DIMENSION", "MAX_NUM_FRAMES",
            "MAX_IMAGE_SIZE", "MAX_OUTPUT_BYTES", "BACKENDS", "DOWNMIXES"]
 
@@ -305,6 +306,26 @@ def load_audio(path, *, downmix: str = "ffmpeg", max_seconds: Optional[float] = 
         return media_pyav.load_audio(path, downmix=downmix, max_seconds=max_seconds)
     return native.media_load_audio(path, downmix,
                                    None if max_seconds is None else float(max_seconds))
+
+
+def preprocess_frame(rgb, image_size: int = 224, aspect: str = "pad", *,
+                     mean: Sequence[float] = (0.5, 0.5, 0.5),
+                     std: Sequence[float] = (0.5, 0.5, 0.5), backend: str = "native") -> np.ndarray:
+    """The picture half of the pipeline on one RGB24 picture: uint8 (H, W, 3) -> float32
+    (3, S, S). ``aspect="pad"`` pads to a square of grey ``int(mean*255)`` (HumanOmni's
+    ``expand2square``); the bicubic resize is bit-exact with Pillow's ``Image.resize(...,
+    BICUBIC)``; then ``(x/255 - mean)/std``. Raises ``ValueError`` for a bad shape or option."""
+    mean, std = _norm3(mean, "mean"), _norm3(std, "std")
+    a = np.ascontiguousarray(np.asarray(rgb))
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:
+        raise ValueError(f"rgb must be a non-empty (H, W, 3) uint8 array, got {a.dtype} {a.shape}")
+    _check(1, image_size, aspect, 1, 1, std, audio=False)
+    native = _backend(backend)
+    if native is None:
+        from r1omni_fast import media_pyav
+
+        return media_pyav.preprocess_frame(a, int(image_size), aspect, mean, std)
+    return native.media_preprocess_frame(a, int(image_size), aspect, mean, std)
 
 
 def whisper_log_mel(samples, n_mels: int = 128, *, backend: str = "native") -> np.ndarray:

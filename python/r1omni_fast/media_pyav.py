@@ -290,6 +290,8 @@ def load_audio_seconds(path, *, downmix: str = "ffmpeg", max_seconds=None):
         chunks, rate, have = [], None, 0
         ctx = s.codec_context
         packets = [p for p in c.demux(s) if p.size]
+        tb = float(s.time_base) if s.time_base else 0.0
+        ends = [(p.pts, p.pts + max(p.duration or 0, 0)) for p in packets if p.pts is not None]
         remix = None
         for p in packets + [None]:
             try:
@@ -329,8 +331,6 @@ def load_audio_seconds(path, *, downmix: str = "ffmpeg", max_seconds=None):
     if max_seconds is not None:
         out = out[:int(math.ceil(max_seconds * TARGET_RATE))]
         if stopped:
-            tb = float(s.time_base)
-            ends = [(p.pts, p.pts + max(p.duration or 0, 0)) for p in packets if p.pts is not None]
             span = (max(e for _, e in ends) - min(b for b, _ in ends)) * tb if ends else 0.0
             if span > 0 and math.isfinite(span):
                 seconds = max(span, seconds)

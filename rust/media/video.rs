@@ -727,3 +727,42 @@ pub fn decode_frames(path: &str, indices: &[usize], max_dimension: u32, threads:
         decode_track(&track, indices, threads, max_dimension, path, &mut convert_time)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(v: f64) -> i32 {
+        (v * 65536.0).round() as i32
+    }
+
+    fn matrix(a: f64, b: f64, c: f64, d: f64) -> [i32; 9] {
+        [fixed(a), fixed(b), 0, fixed(c), fixed(d), 0, 0, 0, 1 << 30]
+    }
+
+    #[test]
+    fn display_matrices_map_as_ffmpeg_5_1_command_line() {
+        let t = |transpose, flip_x, flip_y| Orientation { transpose, flip_x, flip_y };
+        // av_display_rotation_set(m, angle): a = cos, b = -sin, c = sin, d = cos.
+        let rot = |deg: f64| {
+            let r = deg.to_radians();
+            matrix(r.cos(), -r.sin(), r.sin(), r.cos())
+        };
+        assert_eq!(orientation_of_display_matrix(&rot(0.0)), t(false, false, false));
+        // A counter-clockwise display rotation of 90 degrees (what `-metadata rotate=90` writes):
+        // theta = 270, m[3] > 0 -> cclock.
+        assert_eq!(orientation_of_display_matrix(&rot(90.0)), t(true, false, true));
+        assert_eq!(orientation_of_display_matrix(&rot(180.0)), t(false, true, true));
+        assert_eq!(orientation_of_display_matrix(&rot(-90.0)), t(true, true, false));
+        // Flips.
+        assert_eq!(orientation_of_display_matrix(&matrix(-1.0, 0.0, 0.0, 1.0)), t(false, true, false));
+        assert_eq!(orientation_of_display_matrix(&matrix(1.0, 0.0, 0.0, -1.0)), t(false, false, true));
+        // Transpose (m[3] > 0 at theta 90): cclock_flip.
+        assert_eq!(orientation_of_display_matrix(&matrix(0.0, 1.0, 1.0, 0.0)), t(true, false, false));
+        // Anti-transpose: clock_flip.
+        assert_eq!(orientation_of_display_matrix(&matrix(0.0, -1.0, -1.0, 0.0)), t(true, true, true));
+        // 45 degrees and a degenerate matrix are left as stored.
+        assert_eq!(orientation_of_display_matrix(&rot(45.0)), t(false, false, false));
+        assert_eq!(orientation_of_display_matrix(&[0; 9]), t(false, false, false));
+    }
+}
