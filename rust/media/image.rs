@@ -70,6 +70,9 @@ impl Orientation {
     }
 }
 
+/// Rows per block of the horizontal pass (the transposed block stays in cache).
+const ROW_BLOCK: usize = 64;
+
 /// Pillow's fixed-point precision for 8-bit resampling (`PRECISION_BITS = 32 - 8 - 2`).
 const PRECISION_BITS: u32 = 22;
 
@@ -133,43 +136,66 @@ impl Taps {
     }
 }
 
+/// `acc[i] = 2^21 + sum_j weights[j] * data[(first + j) * stride + i]`: the fixed-point taps of
+/// one output (a column of a transposed block, or a row of the vertical pass), vectorised with
+/// AVX2 where the CPU has it (the same integer arithmetic either way).
+fn taps_sum(acc: &mut [i32], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { taps_sum_avx2(acc, data, stride, first, weights) };
+        }
+    }
+    taps_sum_portable(acc, data, stride, first, weights)
+}
+
+#[inline(always)]
+fn taps_sum_portable(acc: &mut [i32], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
+    acc.fill(1i32 << (PRECISION_BITS - 1));
+    let n = acc.len();
+    for (j, &w) in weights.iter().enumerate() {
+        let start = (first + j) * stride;
+        let src = &data[start..start + n];
+        for (a, &p) in acc.iter_mut().zip(src) {
+            *a = a.wrapping_add(p as i32 * w);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn taps_sum_avx2(acc: &mut [i32], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
+    taps_sum_portable(acc, data, stride, first, weights)
+}
+
 #[inline]
 fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// One row resampled horizontally (Pillow's `ImagingResampleHorizontal_8bpc`, RGB).
-fn resample_row(src: &[u8], taps: &Taps, out: &mut [u8]) {
-    let half = 1i32 << (PRECISION_BITS - 1);
-    for (xx, o) in out.chunks_exact_mut(3).enumerate() {
-        let k = taps.weights(xx);
-        let px = &src[taps.first[xx] * 3..(taps.first[xx] + k.len()) * 3];
-        let (mut s0, mut s1, mut s2) = (half, half, half);
-        for (p, &w) in px.chunks_exact(3).zip(k) {
-            s0 = s0.wrapping_add(p[0] as i32 * w);
-            s1 = s1.wrapping_add(p[1] as i32 * w);
-            s2 = s2.wrapping_add(p[2] as i32 * w);
-        }
-        o[0] = clip8(s0);
-        o[1] = clip8(s1);
-        o[2] = clip8(s2);
+/// The horizontal pass over many rows at once, as Pillow computes it (each output pixel the
+/// rounded fixed-point sum of its taps), laid out for vectorising: the rows are transposed so
+/// that one tap multiplies a contiguous column of every row. `rows[i]` is an input row;
+/// `write(i, xx, rgb)` stores output pixel `xx` of row `i`.
+fn resample_rows(rows: &[&[u8]], in_width: usize, taps: &Taps, scratch: &mut Vec<u8>, acc: &mut Vec<i32>, mut write: impl FnMut(usize, usize, [u8; 3])) {
+    let stride = rows.len() * 3;
+    if stride == 0 {
+        return;
     }
-}
-
-/// Output row `yy` of the vertical pass (Pillow's `ImagingResampleVertical_8bpc`) over rows
-/// `rows(first..first+len)` of an intermediate picture `row_bytes` wide.
-fn resample_column<'a>(rows: impl Fn(usize) -> &'a [u8], taps: &Taps, yy: usize, out: &mut [u8]) {
-    let half = 1i32 << (PRECISION_BITS - 1);
-    let k = taps.weights(yy);
-    let mut acc = vec![half; out.len()];
-    for (j, &w) in k.iter().enumerate() {
-        let r = rows(taps.first[yy] + j);
-        for (a, &p) in acc.iter_mut().zip(r) {
-            *a = a.wrapping_add(p as i32 * w);
+    scratch.resize(in_width * stride, 0);
+    for (i, r) in rows.iter().enumerate() {
+        for (x, px) in r[..in_width * 3].chunks_exact(3).enumerate() {
+            let at = x * stride + i * 3;
+            scratch[at..at + 3].copy_from_slice(px);
         }
     }
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = clip8(a);
+    acc.resize(stride, 0);
+    for xx in 0..taps.first.len() {
+        taps_sum(acc, scratch, stride, taps.first[xx], taps.weights(xx));
+        for (i, c) in acc.chunks_exact(3).enumerate() {
+            write(i, xx, [clip8(c[0]), clip8(c[1]), clip8(c[2])]);
+        }
     }
 }
 
@@ -229,7 +255,8 @@ pub struct SquareResizer {
     taps: Option<((usize, usize), Taps, Taps)>,
     temp: Vec<u8>,
     row: Vec<u8>,
-    fill_out: Vec<u8>,
+    scratch: Vec<u8>,
+    acc: Vec<i32>,
     out: Vec<u8>,
 }
 
@@ -240,7 +267,7 @@ impl SquareResizer {
 
     /// A resizer to `width x height` (any output size, as `Image.resize((width, height))`).
     pub fn with_size(width: u32, height: u32) -> Self {
-        SquareResizer { width, height, taps: None, temp: Vec::new(), row: Vec::new(), fill_out: Vec::new(), out: Vec::new() }
+        SquareResizer { width, height, taps: None, temp: Vec::new(), row: Vec::new(), scratch: Vec::new(), acc: Vec::new(), out: Vec::new() }
     }
 
     /// `src` padded to a square of `fill` (for [`Aspect::Pad`]) and resized, as packed RGB24
@@ -265,32 +292,61 @@ impl SquareResizer {
         } else {
             (0, ih)
         };
-        // Horizontal pass (or a plain copy) into `temp`, rows y0..y1.
+        // Horizontal pass (or a plain copy) into `temp`, rows y0..y1; fill rows share one result.
         self.temp.resize((y1 - y0) * row_bytes, 0);
-        let mut fill_done = false;
-        for y in y0..y1 {
-            let dst = &mut self.temp[(y - y0) * row_bytes..(y - y0 + 1) * row_bytes];
-            if canvas.is_fill_row(y) && need_h {
-                if !fill_done {
-                    let fill_row = canvas.row(y, &mut self.row).to_vec();
-                    self.fill_out.resize(row_bytes, 0);
-                    resample_row(&fill_row, horizontal, &mut self.fill_out);
-                    fill_done = true;
-                }
-                dst.copy_from_slice(&self.fill_out);
-                continue;
+        if need_h {
+            let mut composed: Vec<Vec<u8>> = Vec::new();
+            let mut picture_rows: Vec<usize> = Vec::new();
+            let mut fill_rows: Vec<usize> = Vec::new();
+            for y in y0..y1 {
+                if canvas.is_fill_row(y) { fill_rows.push(y) } else { picture_rows.push(y) }
             }
-            let r = canvas.row(y, &mut self.row);
-            if need_h {
-                resample_row(r, horizontal, dst);
+            let needs_copy = canvas.left != 0 || canvas.width != canvas.src.width as usize;
+            if needs_copy {
+                composed = picture_rows.iter().map(|&y| canvas.row(y, &mut self.row).to_vec()).collect();
+            }
+            let mut inputs: Vec<&[u8]> = if needs_copy {
+                composed.iter().map(|r| &r[..]).collect()
             } else {
-                dst.copy_from_slice(r);
+                picture_rows.iter().map(|&y| canvas.src.row(y - canvas.top)).collect()
+            };
+            let fill_row;
+            if !fill_rows.is_empty() {
+                fill_row = vec![canvas.fill; iw].concat();
+                inputs.push(&fill_row);
+            }
+            let temp = &mut self.temp;
+            let n_picture = picture_rows.len();
+            // Blocks of rows keep the transposed block in cache.
+            for (b, block) in inputs.chunks(ROW_BLOCK).enumerate() {
+              resample_rows(block, iw, horizontal, &mut self.scratch, &mut self.acc, |i, xx, px| {
+                let i = b * ROW_BLOCK + i;
+                if i < n_picture {
+                    let at = (picture_rows[i] - y0) * row_bytes + xx * 3;
+                    temp[at..at + 3].copy_from_slice(&px);
+                } else {
+                    for &y in &fill_rows {
+                        let at = (y - y0) * row_bytes + xx * 3;
+                        temp[at..at + 3].copy_from_slice(&px);
+                    }
+                }
+              });
+            }
+        } else {
+            for y in y0..y1 {
+                let r = canvas.row(y, &mut self.row);
+                self.temp[(y - y0) * row_bytes..(y - y0 + 1) * row_bytes].copy_from_slice(r);
             }
         }
         if need_v {
-            let temp = &self.temp;
+            // Pillow's ImagingResampleVertical_8bpc, one output row at a time.
+            self.acc.resize(row_bytes, 0);
+            let acc = &mut self.acc[..row_bytes];
             for (yy, out) in self.out.chunks_exact_mut(row_bytes).enumerate() {
-                resample_column(|y| &temp[(y - y0) * row_bytes..(y - y0 + 1) * row_bytes], vertical, yy, out);
+                taps_sum(acc, &self.temp, row_bytes, vertical.first[yy] - y0, vertical.weights(yy));
+                for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                    *o = clip8(a);
+                }
             }
         } else {
             self.out.copy_from_slice(&self.temp);
