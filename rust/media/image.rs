@@ -184,10 +184,11 @@ fn resample_rows(rows: &[&[u8]], in_width: usize, taps: &Taps, scratch: &mut Vec
         return;
     }
     scratch.resize(in_width * stride, 0);
-    for (i, r) in rows.iter().enumerate() {
-        for (x, px) in r[..in_width * 3].chunks_exact(3).enumerate() {
-            let at = x * stride + i * 3;
-            scratch[at..at + 3].copy_from_slice(px);
+    // Column x of the block is written contiguously (every row's pixel x in turn).
+    let rows: Vec<&[u8]> = rows.iter().map(|r| &r[..in_width * 3]).collect();
+    for (x, column) in scratch.chunks_exact_mut(stride).enumerate() {
+        for (dst, r) in column.chunks_exact_mut(3).zip(&rows) {
+            dst.copy_from_slice(&r[x * 3..x * 3 + 3]);
         }
     }
     acc.resize(stride, 0);
