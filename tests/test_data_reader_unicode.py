@@ -45,7 +45,8 @@ def test_bom_is_not_data(folder, suffix):
 
 def test_crlf_jsonl(folder):
     path = folder / "data.jsonl"
-    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(r) for r in RECORDS).encode() + b"\r\n")
+    body = "\r\n".join(json.dumps(r) for r in RECORDS) + "\r\n"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
     data = read_data(path, on_error="raise", check_media=False)
     assert [s.label for s in data] == ["sad", "happy", "angry"]
 

@@ -127,7 +127,8 @@ def _backend(backend: str):
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     native = _native()
     if native is None:
-        raise ImportError(f"the native media extension r1omni_fast._native is missing: {_BUILD_HINT}")
+        raise ImportError("the native media extension r1omni_fast._native is missing: "
+                          + _BUILD_HINT)
     return native
 
 

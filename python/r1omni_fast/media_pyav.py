@@ -302,7 +302,8 @@ def load_audio_seconds(path, *, downmix: str = "ffmpeg", max_seconds=None):
                 if rate is None:
                     rate = f.sample_rate
                 elif f.sample_rate != rate:
-                    raise _error(path, f"sample rate changes mid-stream ({rate} -> {f.sample_rate} Hz)")
+                    raise _error(path, f"sample rate changes mid-stream ({rate} -> "
+                                       f"{f.sample_rate} Hz)")
                 if downmix == "ffmpeg":
                     if remix is None:
                         remix = av.AudioResampler(format="flt", layout="mono", rate=rate)
