@@ -348,3 +348,27 @@ def test_missing_extension_is_an_error_and_pyav_a_choice(rotated, monkeypatch):
     assert media.load_batch([p], backend="pyav", **SMALL)[0].num_video_frames == 50
     with pytest.raises(ValueError, match="backend"):
         media.decode_frames(p, [0], backend="decord")
+
+
+# --- log-mel on resampled audio ---
+
+@pytest.mark.parametrize("rate", [8000, 11025, 44100])
+@pytest.mark.parametrize("signal", ["sine=frequency=440", "sine=frequency=3000",
+                                    "anoisesrc=c=pink:a=0.3"])
+def test_log_mel_of_resampled_audio(tmp_path, rate, signal):
+    """The log-mel of audio resampled to 16 kHz against transformers on the same samples.
+
+    Natural (noisy) content stays within 1e-4. A pure tone's Hann-window leakage puts mel bins
+    70 dB and more below the frame's peak; there float32 FFT round-off (transformers computes in
+    float64) moves the log-mel by up to 3e-4."""
+    from transformers import WhisperFeatureExtractor
+
+    p = tmp_path / "tone.m4a"
+    source = f"{signal}:sample_rate={rate}:duration=3" if signal.startswith("sine") \
+        else f"{signal}:r={rate}:d=3"
+    F.ffmpeg("-f", "lavfi", "-i", source, "-c:a", "aac", str(p))
+    x = media.load_audio(p)
+    want = WhisperFeatureExtractor(feature_size=80)(x, sampling_rate=16000,
+                                                    return_tensors="np")["input_features"][0]
+    bound = 3e-4 if signal.startswith("sine") else 1e-4
+    assert np.abs(media.whisper_log_mel(x, 80) - want).max() <= bound
