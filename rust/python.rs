@@ -330,8 +330,11 @@ fn clip_options(
     audio_path: Option<String>,
     max_dimension: u32,
     decoder_threads: usize,
+    limits: Limits,
 ) -> PyResult<media::ClipOptions> {
     let aspect = aspect.parse().map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let (downmix, max_num_frames, max_image_size, max_output_bytes) = limits;
+    let downmix = downmix.parse().map_err(pyo3::exceptions::PyValueError::new_err)?;
     Ok(media::ClipOptions {
         num_frames,
         image_size,
@@ -344,8 +347,15 @@ fn clip_options(
         audio_path,
         max_dimension,
         decoder_threads,
+        downmix,
+        max_num_frames,
+        max_image_size,
+        max_output_bytes,
     })
 }
+
+/// `(downmix, max_num_frames, max_image_size, max_output_bytes)` from Python.
+type Limits = (String, usize, u32, u64);
 
 /// A decoded clip as a dict of the `Clip` fields (numpy arrays for the tensors).
 fn clip_to_dict<'py>(py: Python<'py>, clip: media::Clip, opts: &media::ClipOptions) -> PyResult<Bound<'py, PyDict>> {
@@ -356,6 +366,7 @@ fn clip_to_dict<'py>(py: Python<'py>, clip: media::Clip, opts: &media::ClipOptio
     let idx: Vec<i64> = clip.frame_indices.iter().map(|&i| i as i64).collect();
     d.set_item("frame_indices", PyArray1::from_vec(py, idx))?;
     d.set_item("num_video_frames", clip.num_video_frames)?;
+    d.set_item("declared_frames", clip.declared_frames)?;
     d.set_item("fps", clip.fps)?;
     match clip.mel {
         Some(mel) => d.set_item("mel", PyArray1::from_vec(py, mel).reshape([opts.n_mels, media::mel::N_FRAMES])?)?,
@@ -368,7 +379,7 @@ fn clip_to_dict<'py>(py: Python<'py>, clip: media::Clip, opts: &media::ClipOptio
 
 /// `load_clip` of rust/media; returns the `Clip` fields as a dict.
 #[pyfunction]
-#[pyo3(signature = (path, num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, audio_path, max_dimension, decoder_threads))]
+#[pyo3(signature = (path, num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, audio_path, max_dimension, decoder_threads, limits))]
 #[allow(clippy::too_many_arguments)]
 fn media_load_clip<'py>(
     py: Python<'py>,
@@ -384,15 +395,16 @@ fn media_load_clip<'py>(
     audio_path: Option<String>,
     max_dimension: u32,
     decoder_threads: usize,
+    limits: Limits,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = clip_options(num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, audio_path, max_dimension, decoder_threads)?;
+    let opts = clip_options(num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, audio_path, max_dimension, decoder_threads, limits)?;
     let clip = py.detach(|| media::load_clip(&path, &opts)).map_err(|e| media_error(py, e))?;
     clip_to_dict(py, clip, &opts)
 }
 
 /// `load_batch` of rust/media: a list with a dict per decoded clip or a `MediaError` instance.
 #[pyfunction]
-#[pyo3(signature = (paths, threads, num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, max_dimension, decoder_threads))]
+#[pyo3(signature = (paths, threads, num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, max_dimension, decoder_threads, limits))]
 #[allow(clippy::too_many_arguments)]
 fn media_load_batch<'py>(
     py: Python<'py>,
@@ -408,8 +420,9 @@ fn media_load_batch<'py>(
     require_audio: bool,
     max_dimension: u32,
     decoder_threads: usize,
+    limits: Limits,
 ) -> PyResult<Bound<'py, PyList>> {
-    let opts = clip_options(num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, None, max_dimension, decoder_threads)?;
+    let opts = clip_options(num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, None, max_dimension, decoder_threads, limits)?;
     let results = py.detach(|| media::load_batch(&paths, &opts, threads));
     let out = PyList::empty(py);
     for r in results {
@@ -450,11 +463,21 @@ fn media_decode_frames<'py>(
     Ok(PyArray1::from_vec(py, data).reshape([k, h, w, 3])?.into_any())
 }
 
-/// First audio stream of a file as 16 kHz mono float32, or None when the file has none.
+/// First audio stream of a file as 16 kHz mono float32, or None when the file has none
+/// (`max_seconds`: keep only the first seconds; decoding stops soon after them).
 #[pyfunction]
-fn media_load_audio<'py>(py: Python<'py>, path: String) -> PyResult<Option<Bound<'py, PyArray1<f32>>>> {
-    let samples = py.detach(|| media::audio::load_audio_16k(&path)).map_err(|e| media_error(py, e))?;
-    Ok(samples.map(|s| PyArray1::from_vec(py, s)))
+#[pyo3(signature = (path, downmix, max_seconds))]
+fn media_load_audio<'py>(
+    py: Python<'py>,
+    path: String,
+    downmix: &str,
+    max_seconds: Option<f64>,
+) -> PyResult<Option<Bound<'py, PyArray1<f32>>>> {
+    let downmix: media::Downmix = downmix.parse().map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let audio = py
+        .detach(|| media::audio::load_audio_16k(&path, downmix, max_seconds))
+        .map_err(|e| media_error(py, e))?;
+    Ok(audio.map(|a| PyArray1::from_vec(py, a.samples)))
 }
 
 /// `whisper_log_mel` of rust/media: float32 (n_mels, 3000).
@@ -478,7 +501,49 @@ fn media_whisper_log_mel<'py>(
     Ok(PyArray1::from_vec(py, mel).reshape([n_mels, media::mel::N_FRAMES])?.into_any())
 }
 
+/// The picture half of the pipeline on one RGB24 picture: uint8 (H, W, 3) -> float32
+/// (3, S, S): pad (or not), PIL-exact bicubic resize, normalise.
+#[pyfunction]
+#[pyo3(signature = (rgb, image_size, aspect, mean, std))]
+fn media_preprocess_frame<'py>(
+    py: Python<'py>,
+    rgb: numpy::PyReadonlyArray3<'py, u8>,
+    image_size: u32,
+    aspect: &str,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> PyResult<Bound<'py, PyAny>> {
+    let aspect: media::image::Aspect = aspect.parse().map_err(pyo3::exceptions::PyValueError::new_err)?;
+    let arr = rgb.as_array();
+    let shape = arr.shape().to_vec();
+    if shape[2] != 3 || shape[0] == 0 || shape[1] == 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "rgb must be a non-empty (H, W, 3) uint8 array, got shape {shape:?}"
+        )));
+    }
+    if image_size == 0 || image_size > media::DEFAULT_MAX_IMAGE_SIZE {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "image_size must be between 1 and {}, got {image_size}",
+            media::DEFAULT_MAX_IMAGE_SIZE
+        )));
+    }
+    let img = media::image::RgbImage {
+        width: shape[1] as u32,
+        height: shape[0] as u32,
+        data: arr.iter().copied().collect(),
+    };
+    let s = image_size as usize;
+    let out = py
+        .detach(|| {
+            let mut out = vec![0f32; 3 * s * s];
+            media::image::to_model_input(&img, image_size, aspect, mean, std, &mut out).map(|_| out)
+        })
+        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    Ok(PyArray1::from_vec(py, out).reshape([3, s, s])?.into_any())
+}
+
 fn register_media(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(media_preprocess_frame, m)?)?;
     m.add_function(wrap_pyfunction!(media_load_clip, m)?)?;
     m.add_function(wrap_pyfunction!(media_load_batch, m)?)?;
     m.add_function(wrap_pyfunction!(media_decode_frames, m)?)?;

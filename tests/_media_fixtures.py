@@ -148,3 +148,173 @@ def make_fixture_set(folder: Path) -> dict[str, Path]:
     """All synthetic clips written into ``folder``, keyed by name."""
     folder.mkdir(parents=True, exist_ok=True)
     return {spec.name: write_clip(spec, folder) for spec in SPECS}
+
+
+# --- Real-world recipes made with the ffmpeg command line (issue: media as phones and datasets
+# make it). Each starts from a 160x96, 2 s testsrc2 clip with a sine tone.
+
+def ffmpeg(*args: str) -> None:
+    """Runs the ffmpeg command line quietly; raises with its stderr on failure."""
+    import subprocess
+
+    r = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", *args], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"ffmpeg {' '.join(args)} failed: {r.stderr}")
+
+
+def ffmpeg_available() -> bool:
+    import shutil
+
+    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+
+
+SOURCE = ["-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=2",
+          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=2"]
+
+
+def base_clip(folder: Path, name: str = "gop25.mp4", x264: str = "", extra=()) -> Path:
+    """testsrc2 + sine in H.264/AAC, a keyframe every 25 frames (or ``x264`` params)."""
+    out = folder / name
+    params = ["-x264-params", x264] if x264 else ["-g", "25"]
+    ffmpeg(*SOURCE, "-c:v", "libx264", "-preset", "veryfast", *params, "-pix_fmt", "yuv420p",
+           "-c:a", "aac", "-shortest", *extra, str(out))
+    return out
+
+
+def patch_display_matrix(src: Path, dst: Path, a: int, b: int, c: int, d: int) -> Path:
+    """A copy of an MP4 whose first track header (the video) carries the matrix
+    ``[a b 0; c d 0; tx ty 1]`` (a..d in units of 1.0, translations that keep the picture in
+    view), as phone cameras write flips and rotations."""
+    import struct
+
+    data = bytearray(src.read_bytes())
+    at = data.find(b"tkhd")
+    assert at > 0 and data[at + 4] == 0, "version-0 tkhd expected"
+    m = at + 4 + 40
+    w, h = struct.unpack_from(">II", data, m + 36)
+    w, h = w >> 16, h >> 16
+    tx = w if a < 0 or c < 0 else 0
+    ty = h if b < 0 or d < 0 else 0
+    vals = [a << 16, b << 16, 0, c << 16, d << 16, 0, tx << 16, ty << 16, 1 << 30]
+    struct.pack_into(">9i", data, m, *vals)
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def rotation_recipes(folder: Path) -> dict[str, Path]:
+    """The base clip with display rotations (``-metadata rotate=``) and matrix flips."""
+    base = base_clip(folder)
+    out = {"upright": base}
+    for deg in (90, 180, 270):
+        p = folder / f"rot{deg}.mp4"
+        ffmpeg("-i", str(base), "-c", "copy", "-metadata:s:v:0", f"rotate={deg}", str(p))
+        out[f"rot{deg}"] = p
+    for name, m in {"hflip": (-1, 0, 0, 1), "vflip": (1, 0, 0, -1), "transpose": (0, 1, 1, 0),
+                    "antitranspose": (0, -1, -1, 0)}.items():
+        out[name] = patch_display_matrix(base, folder / f"{name}.mp4", *m)
+    return out
+
+
+def edit_list_recipes(folder: Path) -> dict[str, Path]:
+    """Stream-copy cuts (the MP4 edit list discards the packets before the cut) and their
+    neighbours: other offsets, B-frames, MKV and MOV containers, a cut at a keyframe."""
+    gop25 = base_clip(folder)
+    bframes = base_clip(folder, "bframes.mp4", "keyint=25:min-keyint=25:bframes=3:scenecut=0")
+    out = {}
+    for name, src, ss, ext in [("cut06", gop25, "0.6", "mp4"), ("cut03", gop25, "0.3", "mp4"),
+                               ("cut_at_key", gop25, "1.0", "mp4"),
+                               ("cut_bframes", bframes, "0.5", "mp4"),
+                               ("cut_mov", bframes, "0.7", "mov"),
+                               ("cut_mkv", bframes, "0.7", "mkv")]:
+        p = folder / f"{name}.{ext}"
+        ffmpeg("-ss", ss, "-i", str(src), "-c", "copy", str(p))
+        out[name] = p
+    return out
+
+
+def lying_header_recipes(folder: Path) -> dict[str, Path]:
+    """AVI files whose headers (avih total frames, strh length) declare 80 or 30 frames for
+    the 50 they hold; FFmpeg decodes both cleanly."""
+    import struct
+
+    base = folder / "honest.avi"
+    ffmpeg(*SOURCE[:4], "-c:v", "mpeg4", "-q:v", "3", str(base))
+    out = {}
+    for declared in (80, 30):
+        data = bytearray(base.read_bytes())
+        strh, avih = data.find(b"strh"), data.find(b"avih")
+        struct.pack_into("<I", data, strh + 8 + 32, declared)
+        struct.pack_into("<I", data, avih + 8 + 16, declared)
+        p = folder / f"declares{declared}.avi"
+        p.write_bytes(bytes(data))
+        out[f"declares{declared}"] = p
+    return out
+
+
+def open_gop_recipes(folder: Path) -> dict[str, Path]:
+    """Open-GOP H.264 (the recipe of the issue and neighbours) and HEVC."""
+    out = {}
+    for name, params in [("open_gop_k10_b3", "open_gop=1:keyint=10:min-keyint=10:bframes=3"),
+                         ("open_gop_k7_b2", "open_gop=1:keyint=7:min-keyint=7:bframes=2"),
+                         ("open_gop_k12_b3_pyramid",
+                          "open_gop=1:keyint=12:min-keyint=12:bframes=3:b-pyramid=normal")]:
+        out[name] = base_clip(folder, f"{name}.mp4", params)
+    hevc = folder / "open_gop_hevc.mp4"
+    ffmpeg(*SOURCE[:4], "-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
+           "open-gop=1:keyint=10:min-keyint=10:bframes=3:log-level=error", "-pix_fmt", "yuv420p",
+           str(hevc))
+    out["open_gop_hevc"] = hevc
+    return out
+
+
+def multichannel_recipes(folder: Path) -> dict[str, Path]:
+    """Clips with mono, stereo, 5.1 (AAC) and 7.1 (PCM in MOV) audio: a different tone per
+    channel, so that a wrong channel matrix shows."""
+    out = {}
+    for name, layout, n, codec, ext in [("mono", "mono", 1, "aac", "mp4"),
+                                        ("stereo", "stereo", 2, "aac", "mp4"),
+                                        ("surround51", "5.1", 6, "aac", "mp4"),
+                                        ("surround71_pcm", "7.1", 8, "pcm_s16le", "mov")]:
+        tones = "".join(f"sine=frequency={220 * (c + 1)}:sample_rate=48000:duration=2[a{c}];"
+                        for c in range(n))
+        inputs = "".join(f"[a{c}]" for c in range(n))
+        graph = (f"{tones}{inputs}amerge=inputs={n},"
+                 f"channelmap=channel_layout={layout}[aout]") if n > 1 else \
+            "sine=frequency=220:sample_rate=48000:duration=2[aout]"
+        p = folder / f"{name}.{ext}"
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x96:rate=25:duration=2",
+               "-filter_complex", graph, "-map", "0:v", "-map", "[aout]", "-c:v", "libx264",
+               "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", codec, "-shortest", str(p))
+        out[name] = p
+    return out
+
+
+def ffmpeg_mono_16k(path: Path) -> np.ndarray:
+    """FFmpeg's own downmix and resampling of the first audio stream: ``-ac 1 -ar 16000``."""
+    import subprocess
+
+    r = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-vn", "-ac", "1",
+                        "-ar", "16000", "-f", "f32le", "-"], capture_output=True, check=True)
+    return np.frombuffer(r.stdout, np.float32)
+
+
+def ffmpeg_rgb_frames(path: Path, height: int, width: int) -> np.ndarray:
+    """Every frame FFmpeg's command line presents (autorotated), RGB24 (n, height, width, 3),
+    the displayed size given by the caller."""
+    import subprocess
+
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-fps_mode",
+                          "passthrough", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def ffprobe_frame_count(path: Path) -> int:
+    """Frames FFmpeg decodes from the first video stream (``ffprobe -count_frames``)."""
+    import subprocess
+
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+                          "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip().split(",")[0])

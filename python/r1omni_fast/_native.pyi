@@ -41,10 +41,13 @@ def _panicking_batch_for_tests(n: int, panic_at: int) -> npt.NDArray[np.float64]
 # --- end rewards ---
 # --- media (rust/media; wrapped by r1omni_fast.media, which documents the contract) ---
 
+# limits: (downmix "ffmpeg" | "mean", max_num_frames, max_image_size, max_output_bytes)
+
 def media_load_clip(
     path: str, num_frames: int, image_size: int, aspect: str, mean: tuple[float, float, float],
     std: tuple[float, float, float], n_mels: int, audio: bool, require_audio: bool,
     audio_path: str | None, max_dimension: int, decoder_threads: int,
+    limits: tuple[str, int, int, int],
 ) -> dict[str, object]:
     """One clip as a dict of the ``Clip`` fields; raises ``r1omni_fast.media.MediaError``."""
 
@@ -52,6 +55,7 @@ def media_load_batch(
     paths: list[str], threads: int, num_frames: int, image_size: int, aspect: str,
     mean: tuple[float, float, float], std: tuple[float, float, float], n_mels: int, audio: bool,
     require_audio: bool, max_dimension: int, decoder_threads: int,
+    limits: tuple[str, int, int, int],
 ) -> list[dict[str, object] | Exception]:
     """Clips in parallel (GIL released), in order; a failed item is its ``MediaError``."""
 
@@ -60,8 +64,16 @@ def media_decode_frames(
 ) -> npt.NDArray[np.uint8]:
     """RGB24 frames (k, H, W, 3) at presentation indices."""
 
-def media_load_audio(path: str) -> npt.NDArray[np.float32] | None:
+def media_load_audio(
+    path: str, downmix: str, max_seconds: float | None
+) -> npt.NDArray[np.float32] | None:
     """First audio stream as 16 kHz mono float32, or None."""
+
+def media_preprocess_frame(
+    rgb: npt.NDArray[np.uint8], image_size: int, aspect: str, mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> npt.NDArray[np.float32]:
+    """(H, W, 3) uint8 -> (3, S, S) float32: pad (or not), Pillow's bicubic, normalise."""
 
 def media_whisper_log_mel(samples: npt.NDArray[np.float32], n_mels: int) -> npt.NDArray[np.float32]:
     """Whisper log-mel (n_mels, 3000)."""

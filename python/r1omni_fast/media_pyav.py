@@ -1,15 +1,20 @@
 """PyAV + PIL + numpy implementation of the ``r1omni_fast.media`` surface.
 
-The slow, obviously-correct reference for the native decoder (tests compare the two) and the
-fallback when the native extension is missing. Same contract (DESIGN.md §2):
+The slow, obviously-correct reference for the native decoder (tests compare the two), used by
+``r1omni_fast.media`` only when asked for with ``backend="pyav"``. Same contract (DESIGN.md §2):
 
-- N = number of packets of the first video stream (not an attached picture); a container that
-  declares more frames than can be read, or a packet flagged corrupt, is a truncated file.
-- frame i of the clip is the i-th picture the decoder outputs (presentation order).
+- N = number of packets of the first video stream (not an attached picture) that are not
+  flagged discarded (``Packet.is_discard``: an MP4 edit list keeps them only as references);
+  the declared count is a hint; a packet flagged corrupt or a read error is a truncated file.
+- frame i of the clip is the i-th picture the decoder outputs (presentation order), turned
+  upright by the display matrix of its side data as FFmpeg 5.1's command line does
+  (:func:`orientation`).
 - indices: ``floor((N-1)/k * (i+0.5) + 1e-6 + 0.5)``.
 - pictures: RGB24 at full size (``to_ndarray(format="rgb24")``), then HumanOmni ``expand2square``
   with ``int(mean*255)`` for ``aspect="pad"``, PIL BICUBIC resize, ``(x/255 - mean)/std``.
-- audio: first audio stream, mean of channels, swresample to 16 kHz float32, non-finite -> 0.
+- audio: first audio stream, mono by FFmpeg's channel matrix (PyAV's ``AudioResampler`` to
+  mono at the same rate) or the channel mean, swresample to 16 kHz float32, non-finite -> 0;
+  a clip decodes the first 30 s only.
 - log-mel: ``transformers.WhisperFeatureExtractor(feature_size=n_mels)``.
 """
 
@@ -26,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 TARGET_RATE = 16_000
 DEFAULT_MAX_DIMENSION = 8192
+CLIP_AUDIO_SECONDS = 30.0  # what the Whisper features use
 
 
 def _error(path, reason):
@@ -74,7 +80,8 @@ def _check_dims(path, w, h, max_dimension):
 
 
 def _video_packets(path, max_dimension):
-    """(container, stream, packets) of the first video stream, read in one pass."""
+    """(container, stream, packets, presented) of the first video stream, read in one pass:
+    every packet (to decode) and those not flagged discarded (the frames)."""
     c = _open(path)
     if c.format.name.endswith("_pipe") or c.format.name == "image2":
         c.close()
@@ -94,31 +101,104 @@ def _video_packets(path, max_dimension):
     except Exception:
         corrupt = True
     declared = s.frames
-    if not packets:
+    presented = [p for p in packets if not p.is_discard]
+    if not presented:
         c.close()
         raise _error(path, "video stream has no packets")
-    if corrupt or (declared > 0 and len(packets) < declared):
+    if corrupt:
         c.close()
-        raise _error(path, f"truncated or corrupt file: the container declares {declared} video "
-                           f"frames, {len(packets)} could be read")
-    return c, s, packets
+        raise _error(path, f"truncated or corrupt file: reading stopped with an error after "
+                           f"{len(presented)} video frames (the container declares {declared})")
+    return c, s, packets, presented
+
+
+def orientation(matrix) -> tuple[bool, bool, bool]:
+    """(transpose, flip_x, flip_y) for a display matrix (9 int32), as FFmpeg 5.1's command line
+    turns pictures upright: theta = ``-round(av_display_rotation_get(m))`` mod 360; 90:
+    ``cclock_flip`` if m[3] > 0 else ``clock``; 180: ``hflip`` if m[0] < 0, ``vflip`` if
+    m[4] < 0; 270: ``clock_flip`` if m[3] < 0 else ``cclock``; 0: ``vflip`` if m[4] < 0; other
+    angles unchanged. The transpose comes first, then the flips of the result."""
+    if matrix is None:
+        return (False, False, False)
+    m = [int(v) for v in matrix]
+    fp = [v / 65536.0 for v in m]
+    s0, s1 = math.hypot(fp[0], fp[3]), math.hypot(fp[1], fp[4])
+    if s0 == 0 or s1 == 0:
+        return (False, False, False)
+    rotation = -math.degrees(math.atan2(fp[1] / s1, fp[0] / s0))
+    theta = -float(round_half_away(rotation))
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)
+    if abs(theta - 90) < 1:
+        return (True, False, False) if m[3] > 0 else (True, True, False)
+    if abs(theta - 180) < 1:
+        return (False, m[0] < 0, m[4] < 0)
+    if abs(theta - 270) < 1:
+        return (True, True, True) if m[3] < 0 else (True, False, True)
+    if abs(theta) < 1:
+        return (False, False, m[4] < 0)
+    return (False, False, False)
+
+
+def round_half_away(x: float) -> float:
+    """C's ``round``: halves away from zero."""
+    return math.copysign(math.floor(abs(x) + 0.5), x)
+
+
+def apply_orientation(rgb: np.ndarray, o) -> np.ndarray:
+    """(H, W, 3) picture under ``(transpose, flip_x, flip_y)``."""
+    transpose, flip_x, flip_y = o
+    if transpose:
+        rgb = rgb.transpose(1, 0, 2)
+    if flip_x:
+        rgb = rgb[:, ::-1]
+    if flip_y:
+        rgb = rgb[::-1]
+    return np.ascontiguousarray(rgb)
+
+
+def _display_matrix(frame):
+    import av
+
+    for sd in frame.side_data:
+        if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            return np.frombuffer(bytes(sd), dtype=np.int32)[:9]
+    return None
+
+
+def stream_fps(stream, packets) -> float:
+    """The average rate, else the base rate, else (N-1)/span of the presented timestamps, else
+    N / their total duration, else NaN (never 0)."""
+    for r in (stream.average_rate, stream.base_rate):
+        if r is not None and r.numerator > 0 and r.denominator > 0:
+            return float(r)
+    tb = float(stream.time_base) if stream.time_base else 0.0
+    pts = [p.pts for p in packets if p.pts is not None]
+    if len(pts) == len(packets) > 1:
+        span = (max(pts) - min(pts)) * tb
+        if span > 0 and math.isfinite(span):
+            return (len(packets) - 1) / span
+    total = sum(max(p.duration or 0, 0) for p in packets) * tb
+    if total > 0 and math.isfinite(total):
+        return len(packets) / total
+    return float("nan")
 
 
 def video_frame_count(path, *, max_dimension: int = DEFAULT_MAX_DIMENSION) -> int:
-    """Exact frame count N: packets of the first video stream."""
-    c, _, packets = _video_packets(path, max_dimension)
+    """Frame count N: the presented (not discarded) packets of the first video stream."""
+    c, _, _, presented = _video_packets(path, max_dimension)
     c.close()
-    return len(packets)
+    return len(presented)
 
 
 def decode_frames(path, indices: Sequence[int], *, max_dimension: int = DEFAULT_MAX_DIMENSION,
                   decoder_threads: int = 0) -> np.ndarray:
-    """RGB24 frames (k, H, W, 3) uint8 at presentation indices, decoding every picture."""
+    """RGB24 frames (k, H, W, 3) uint8 at presentation indices, decoding every picture, each
+    turned upright by its display matrix."""
     del decoder_threads  # the reference decodes single-threaded, in order
     path = os.fspath(path)
     idx = [int(i) for i in indices]
-    c, s, packets = _video_packets(path, max_dimension)
-    n = len(packets)
+    c, s, packets, presented = _video_packets(path, max_dimension)
+    n = len(presented)
     for i in idx:
         if i < 0:
             raise _error(path, f"frame index {i} is negative")
@@ -137,7 +217,8 @@ def decode_frames(path, indices: Sequence[int], *, max_dimension: int = DEFAULT_
             for f in frames:
                 if count in wanted:
                     _check_dims(path, f.width, f.height, max_dimension)
-                    got[count] = f.to_ndarray(format="rgb24")
+                    got[count] = apply_orientation(f.to_ndarray(format="rgb24"),
+                                                   orientation(_display_matrix(f)))
                 count += 1
             if idx and count > max(idx):
                 break
@@ -182,21 +263,37 @@ def preprocess_frame(rgb: np.ndarray, image_size: int, aspect: str, mean, std) -
     return np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)
 
 
-def load_audio(path) -> np.ndarray | None:
-    """First audio stream as 16 kHz mono float32 (channel mean, then swresample); None if absent."""
+def load_audio(path, *, downmix: str = "ffmpeg", max_seconds=None) -> np.ndarray | None:
+    """First audio stream as 16 kHz mono float32 (downmix, then swresample); None if absent.
+    ``max_seconds`` keeps the first seconds only (see :func:`load_audio_seconds`)."""
+    got = load_audio_seconds(path, downmix=downmix, max_seconds=max_seconds)
+    return None if got is None else got[0]
+
+
+def load_audio_seconds(path, *, downmix: str = "ffmpeg", max_seconds=None):
+    """(16 kHz mono float32, length in seconds) of the first audio stream, or None.
+
+    Mono: ``downmix="ffmpeg"`` resamples each frame to mono at its own rate with PyAV's
+    ``AudioResampler`` (swresample's channel matrix); ``"mean"`` averages the channels. With
+    ``max_seconds``, decoding stops once the mono samples cover ``max_seconds + 1`` s, the
+    16 kHz result is cut to ``max_seconds``, and the length comes from the packets' timestamps
+    (last pts + duration - first pts); otherwise it is ``len / 16000``."""
     import av
 
     path = os.fspath(path)
     c = _open(path)
+    stopped = False
     try:
         s = _first(c, "audio")
         if s is None:
             return None
-        chunks, rate = [], None
+        chunks, rate, have = [], None, 0
         ctx = s.codec_context
-        for p in list(c.demux(s)) + [None]:
-            if p is not None and p.size == 0:
-                continue
+        packets = [p for p in c.demux(s) if p.size]
+        tb = float(s.time_base) if s.time_base else 0.0
+        ends = [(p.pts, p.pts + max(p.duration or 0, 0)) for p in packets if p.pts is not None]
+        remix = None
+        for p in packets + [None]:
             try:
                 frames = ctx.decode(p)
             except Exception:
@@ -205,20 +302,40 @@ def load_audio(path) -> np.ndarray | None:
                 if rate is None:
                     rate = f.sample_rate
                 elif f.sample_rate != rate:
-                    raise _error(path, f"sample rate changes mid-stream ({rate} -> {f.sample_rate} Hz)")
-                a = f.to_ndarray()
-                if not f.format.is_planar:
-                    a = a.reshape(-1, len(f.layout.channels)).T
-                chunks.append(_to_float(a).mean(axis=0, dtype=np.float32))
+                    raise _error(path, f"sample rate changes mid-stream ({rate} -> "
+                                       f"{f.sample_rate} Hz)")
+                if downmix == "ffmpeg":
+                    if remix is None:
+                        remix = av.AudioResampler(format="flt", layout="mono", rate=rate)
+                    mono = np.concatenate([o.to_ndarray().reshape(-1) for o in remix.resample(f)]
+                                          or [np.zeros(0, np.float32)])
+                else:
+                    a = f.to_ndarray()
+                    if not f.format.is_planar:
+                        a = a.reshape(-1, len(f.layout.channels)).T
+                    mono = _to_float(a).mean(axis=0, dtype=np.float32)
+                chunks.append(mono.astype(np.float32))
+                have += len(mono)
+            if max_seconds is not None and rate and have >= (max_seconds + 1) * rate:
+                stopped = True
+                break
     except av.error.FFmpegError as e:
         raise _error(path, f"audio decoding failed: {e}") from None
     finally:
         c.close()
-    if not chunks:
+    if not chunks or have == 0:
         raise _error(path, "audio stream decodes to no samples")
     mono = np.concatenate(chunks).astype(np.float32)
     mono[~np.isfinite(mono)] = 0.0
-    return resample_to_16k(mono, rate)
+    out = resample_to_16k(mono, rate)
+    seconds = len(out) / TARGET_RATE
+    if max_seconds is not None:
+        out = out[:int(math.ceil(max_seconds * TARGET_RATE))]
+        if stopped:
+            span = (max(e for _, e in ends) - min(b for b, _ in ends)) * tb if ends else 0.0
+            if span > 0 and math.isfinite(span):
+                seconds = max(span, seconds)
+    return out, seconds
 
 
 def _to_float(a: np.ndarray) -> np.ndarray:
@@ -266,30 +383,32 @@ def whisper_log_mel(samples, n_mels: int = 128) -> np.ndarray:
 def load_clip(path, *, num_frames: int = 8, image_size: int = 224, aspect: str = "pad",
               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), n_mels: int = 128, audio: bool = True,
               require_audio: bool = False, audio_path=None,
-              max_dimension: int = DEFAULT_MAX_DIMENSION, decoder_threads: int = 0) -> "Clip":
+              max_dimension: int = DEFAULT_MAX_DIMENSION, decoder_threads: int = 0,
+              downmix: str = "ffmpeg") -> "Clip":
     """The HumanOmni pipeline in PyAV + PIL + transformers (see the module docstring)."""
     from r1omni_fast.media import Clip
 
     path = os.fspath(path)
-    c, s, packets = _video_packets(path, max_dimension)
-    fps = float(s.average_rate) if s.average_rate else 0.0
+    c, s, _, presented = _video_packets(path, max_dimension)
+    fps = stream_fps(s, presented)
+    declared = max(int(s.frames or 0), 0)
     c.close()
-    n = len(packets)
+    n = len(presented)
     indices = uniform_indices(n, num_frames)
     rgb = decode_frames(path, indices, max_dimension=max_dimension)
     frames = np.stack([preprocess_frame(f, image_size, aspect, mean, std) for f in rgb])
     mel, has_audio, seconds = None, False, 0.0
     if audio:
         source = os.fspath(audio_path) if audio_path is not None else path
-        samples = load_audio(source)
-        if samples is None and require_audio:
+        got = load_audio_seconds(source, downmix=downmix, max_seconds=CLIP_AUDIO_SECONDS)
+        if got is None and require_audio:
             raise _error(source, "no audio stream (require_audio=True)")
-        has_audio = samples is not None
-        samples = samples if samples is not None else np.zeros(0, np.float32)
-        seconds = len(samples) / TARGET_RATE
+        has_audio = got is not None
+        samples, seconds = got if got is not None else (np.zeros(0, np.float32), 0.0)
         mel = whisper_log_mel(samples, n_mels)
     return Clip(frames=frames, frame_indices=np.asarray(indices, np.int64), num_video_frames=n,
-                fps=fps, mel=mel, has_audio=has_audio, audio_seconds=seconds)
+                declared_frames=declared, fps=fps, mel=mel, has_audio=has_audio,
+                audio_seconds=seconds)
 
 
 def load_batch(paths, *, threads=None, **options) -> list:

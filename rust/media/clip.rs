@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::audio::{load_audio_16k, track_to_16k};
+use super::audio::{load_audio_16k, track_to_16k, Downmix};
 use super::image::{fill_colour, normalise_pixels, Aspect, SquareResizer};
-use super::mel::{whisper_log_mel, MAX_MELS};
+use super::mel::{whisper_log_mel, MAX_MELS, N_SAMPLES, SAMPLE_RATE};
 use super::profile::{self, timed, StageTimes};
 use super::sampling::uniform_indices;
 use super::video::{decode_targets, demux, fps, frame_count, DemuxRequest, RgbConverter, Track};
-use super::{guarded, MediaError, MediaResult, DEFAULT_MAX_DIMENSION};
+use super::{guarded, MediaError, MediaResult, DEFAULT_MAX_DIMENSION, DEFAULT_MAX_IMAGE_SIZE, DEFAULT_MAX_NUM_FRAMES, DEFAULT_MAX_OUTPUT_BYTES};
 
 /// Options of [`load_clip`] (names and defaults as the Python `load_clip`).
 #[derive(Debug, Clone)]
@@ -31,6 +31,14 @@ pub struct ClipOptions {
     pub max_dimension: u32,
     /// Decoder threads per clip (0 lets FFmpeg choose).
     pub decoder_threads: usize,
+    /// How multichannel audio becomes mono.
+    pub downmix: Downmix,
+    /// Largest accepted `num_frames`.
+    pub max_num_frames: usize,
+    /// Largest accepted `image_size`.
+    pub max_image_size: u32,
+    /// Largest accepted total of output bytes (frames and mel of every clip of a batch).
+    pub max_output_bytes: u64,
 }
 
 impl Default for ClipOptions {
@@ -47,19 +55,46 @@ impl Default for ClipOptions {
             audio_path: None,
             max_dimension: DEFAULT_MAX_DIMENSION,
             decoder_threads: 0,
+            downmix: Downmix::Ffmpeg,
+            max_num_frames: DEFAULT_MAX_NUM_FRAMES,
+            max_image_size: DEFAULT_MAX_IMAGE_SIZE,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
 
 impl ClipOptions {
-    /// Rejects options no clip could satisfy (reported against `path`).
-    fn validate(&self, path: &str) -> MediaResult<()> {
+    /// Bytes of one clip's outputs: frames (k, 3, S, S) and mel (n_mels, 3000), float32.
+    pub fn output_bytes(&self) -> u64 {
+        let s = self.image_size as u64;
+        let frames = (self.num_frames as u64).saturating_mul(3 * s * s * 4);
+        let mel = if self.audio { self.n_mels as u64 * super::mel::N_FRAMES as u64 * 4 } else { 0 };
+        frames.saturating_add(mel)
+    }
+
+    /// Rejects options no clip could satisfy, before anything is allocated (reported against
+    /// `path`); `clips` is the number of clips whose outputs must fit `max_output_bytes`.
+    pub fn validate_for(&self, path: &str, clips: usize) -> MediaResult<()> {
         let bad = |r: String| Err(MediaError::new(path, r));
-        if self.num_frames == 0 {
-            return bad("num_frames must be at least 1".into());
+        if self.num_frames == 0 || self.num_frames > self.max_num_frames {
+            return bad(format!(
+                "num_frames must be between 1 and max_num_frames={}, got {}",
+                self.max_num_frames, self.num_frames
+            ));
         }
-        if self.image_size == 0 || self.image_size > 4096 {
-            return bad(format!("image_size must be between 1 and 4096, got {}", self.image_size));
+        if self.image_size == 0 || self.image_size > self.max_image_size {
+            return bad(format!(
+                "image_size must be between 1 and max_image_size={}, got {}",
+                self.max_image_size, self.image_size
+            ));
+        }
+        let total = self.output_bytes().saturating_mul(clips as u64);
+        if total > self.max_output_bytes {
+            return bad(format!(
+                "the outputs of {clips} clip(s) (num_frames={}, image_size={}) need {total} bytes, over \
+                 max_output_bytes={}",
+                self.num_frames, self.image_size, self.max_output_bytes
+            ));
         }
         if self.std.iter().any(|&s| s == 0.0 || !s.is_finite()) || self.mean.iter().any(|m| !m.is_finite()) {
             return bad("mean and std must be finite and std non-zero".into());
@@ -77,7 +112,10 @@ pub struct Clip {
     /// Row-major (k, 3, S, S) normalised float32.
     pub frames: Vec<f32>,
     pub frame_indices: Vec<usize>,
+    /// Frames FFmpeg presents (counted from the packets; what sampling used).
     pub num_video_frames: usize,
+    /// The container's declared frame count (0 when unknown): a hint only.
+    pub declared_frames: i64,
     pub fps: f64,
     /// Row-major (n_mels, 3000), when audio was requested.
     pub mel: Option<Vec<f32>>,
@@ -97,14 +135,14 @@ pub fn load_clip(path: &str, opts: &ClipOptions) -> MediaResult<Clip> {
 }
 
 fn load_clip_timed(path: &str, opts: &ClipOptions, times: &mut StageTimes) -> MediaResult<Clip> {
-    opts.validate(path)?;
+    opts.validate_for(path, 1)?;
     let own_audio = opts.audio && opts.audio_path.is_none();
     let request = DemuxRequest { video: true, audio: own_audio, max_dimension: opts.max_dimension };
     let mut demuxed = timed(&mut times.demux, || demux(path, request))?;
     let video = demuxed.video.take().expect("demux checked the video stream");
     let audio_track = demuxed.audio.take();
     // Audio (decode, resample, log-mel) runs beside the video when a worker is free.
-    let (num_video_frames, fps) = (frame_count(&video), fps(&video));
+    let (num_video_frames, fps, declared_frames) = (frame_count(&video), fps(&video), video.declared_frames.max(0));
     let mut audio_times = StageTimes::default();
     let audio_times_slot = &mut audio_times;
     let (frames, audio) = rayon::join(
@@ -122,6 +160,7 @@ fn load_clip_timed(path: &str, opts: &ClipOptions, times: &mut StageTimes) -> Me
         frames,
         frame_indices,
         num_video_frames,
+        declared_frames,
         fps,
         mel,
         has_audio,
@@ -141,6 +180,7 @@ fn clip_frames(
     let s = opts.image_size as usize;
     let per_frame = 3 * s * s;
     let mut frames = vec![0f32; indices.len() * per_frame];
+    let orientation = video.orientation;
     let mut converter = RgbConverter::new();
     let mut resizer = SquareResizer::new(opts.image_size);
     let fill = fill_colour(opts.mean);
@@ -148,6 +188,13 @@ fn clip_frames(
     let started = Instant::now();
     let decoded = decode_targets(video, &indices, opts.decoder_threads, path, &mut |idx, picture| {
         let rgb = converter.convert_view(picture, path, opts.max_dimension)?;
+        let upright;
+        let rgb = if orientation.is_identity() {
+            rgb
+        } else {
+            upright = orientation.apply(rgb);
+            upright.view()
+        };
         let resized = timed(&mut resize_time, || resizer.resize(rgb, opts.aspect, fill))
             .map_err(|r| MediaError::new(path, r))?;
         // Short clips repeat frames: normalise into the first slot, copy into the others.
@@ -180,18 +227,20 @@ fn clip_audio(
     if !opts.audio {
         return Ok((None, false, 0.0));
     }
-    let samples = timed(&mut times.audio, || match &opts.audio_path {
-        Some(audio_path) => load_audio_16k(audio_path),
-        None => track_to_16k(own_track.as_ref(), path),
+    // The features use the first 30 s: decoding stops soon after them.
+    let limit = Some((N_SAMPLES / SAMPLE_RATE) as f64);
+    let audio = timed(&mut times.audio, || match &opts.audio_path {
+        Some(audio_path) => load_audio_16k(audio_path, opts.downmix, limit),
+        None => track_to_16k(own_track.as_ref(), path, opts.downmix, limit),
     })?;
-    if samples.is_none() && opts.require_audio {
+    if audio.is_none() && opts.require_audio {
         let source = opts.audio_path.as_deref().unwrap_or(path);
         return Err(MediaError::new(source, "no audio stream (require_audio=True)"));
     }
-    let has_audio = samples.is_some();
-    let samples = samples.unwrap_or_default();
+    let has_audio = audio.is_some();
+    let (samples, seconds) = audio.map_or((Vec::new(), 0.0), |a| (a.samples, a.seconds));
     let mel = timed(&mut times.mel, || whisper_log_mel(&samples, opts.n_mels)).map_err(|r| MediaError::new(path, r))?;
-    Ok((Some(mel), has_audio, samples.len() as f64 / 16_000.0))
+    Ok((Some(mel), has_audio, seconds))
 }
 
 /// [`load_clip`] over many paths in parallel (rayon), results in input order, one error per
@@ -202,6 +251,12 @@ fn clip_audio(
 /// leave the other workers idle at the end of the batch. Inside a clip, idle workers pick up its
 /// audio and log-mel work.
 pub fn load_batch(paths: &[String], opts: &ClipOptions, threads: usize) -> Vec<MediaResult<Clip>> {
+    // The whole batch's outputs are checked against the limits before any clip is decoded.
+    if let Some(first) = paths.first() {
+        if let Err(e) = opts.validate_for(first, paths.len()) {
+            return paths.iter().map(|p| Err(MediaError::new(p.clone(), e.reason.clone()))).collect();
+        }
+    }
     let run = || {
         let mut order: Vec<usize> = (0..paths.len()).collect();
         let size = |i: usize| std::fs::metadata(&paths[i]).map_or(0, |m| m.len());

@@ -4,8 +4,8 @@
 //! Plain Rust over FFmpeg (`ffmpeg-next`, system libraries); never sees Python types.
 //! - [`sampling`]: HumanOmni "v1" uniform frame indices.
 //! - [`video`]: demux once, decode only the frames needed, RGB24 at full size.
-//! - [`image`]: pad to square, PIL-equal bicubic resize, normalise into CHW float32.
-//! - [`audio`]: first audio stream -> channel mean -> 16 kHz float32 mono.
+//! - [`image`]: display orientation, pad to square, PIL-exact bicubic resize, normalise into CHW float32.
+//! - [`audio`]: first audio stream -> FFmpeg's mono downmix (or the channel mean) -> 16 kHz float32.
 //! - [`mel`]: Whisper log-mel spectrogram (n_mels x 3000).
 //! - [`clip`]: the whole per-clip pipeline and the parallel batch loader.
 
@@ -20,12 +20,19 @@ pub mod video;
 use std::fmt;
 use std::sync::Once;
 
+pub use audio::Downmix;
 pub use clip::{load_batch, load_clip, Clip, ClipOptions};
 pub use mel::whisper_log_mel;
 pub use video::decode_frames;
 
 /// Default guard on the width and height of a decoded picture (pixels, each side).
 pub const DEFAULT_MAX_DIMENSION: u32 = 8192;
+/// Default largest `num_frames` of a clip.
+pub const DEFAULT_MAX_NUM_FRAMES: usize = 1024;
+/// Default largest `image_size` (output side, pixels).
+pub const DEFAULT_MAX_IMAGE_SIZE: u32 = 4096;
+/// Default largest total of output bytes of one `load_clip` / `load_batch` call (4 GiB).
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 4 << 30;
 
 /// A media input that could not be turned into arrays: which input, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

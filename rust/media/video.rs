@@ -13,10 +13,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ffmpeg_next as ff;
-use ff::codec::packet::Packet;
+use ff::codec::packet::{Packet, Ref as _};
 use ff::ffi;
 
-use super::image::{RgbImage, RgbView};
+use super::image::{Orientation, RgbImage, RgbView};
 use super::{guarded, init_ffmpeg, MediaError, MediaResult};
 
 /// Give up demuxing after this many consecutive unreadable packets (a demuxer resyncs past one
@@ -29,8 +29,60 @@ pub(crate) struct Track {
     pub packets: Vec<Packet>,
     pub time_base: ff::Rational,
     pub frame_rate: ff::Rational,
-    /// `nb_frames` from the container (0 when unknown).
+    /// `r_frame_rate` of the stream (the base rate).
+    pub base_rate: ff::Rational,
+    /// `nb_frames` from the container (0 when unknown): a hint, never checked against.
     pub declared_frames: i64,
+    /// The stream's display matrix as FFmpeg's command line applies it (identity without one).
+    pub orientation: Orientation,
+}
+
+/// Whether FFmpeg's decoders drop the picture of this packet (`AV_PKT_FLAG_DISCARD`: the MP4
+/// edit list keeps it only as a reference for the presented pictures).
+pub(crate) fn is_discarded(p: &Packet) -> bool {
+    // SAFETY: a plain field read of a valid packet.
+    unsafe { (*p.as_ptr()).flags & ffi::AV_PKT_FLAG_DISCARD != 0 }
+}
+
+/// The display matrix (9 x int32, 16.16 / 2.30 fixed point) turned into the right-angle
+/// transform FFmpeg 5.1's command line inserts for it (`transpose`, `hflip`, `vflip`): the
+/// angle is `-round(av_display_rotation_get(m))` modulo 360, then
+/// 90: `cclock_flip` if `m[3] > 0` else `clock`; 180: `hflip` if `m[0] < 0`, `vflip` if
+/// `m[4] < 0`; 270: `clock_flip` if `m[3] < 0` else `cclock`; 0: `vflip` if `m[4] < 0`.
+/// Other angles (which the command line rotates with interpolation) are left as stored.
+pub fn orientation_of_display_matrix(m: &[i32; 9]) -> Orientation {
+    let fp = |v: i32| v as f64 / 65536.0;
+    let (s0, s1) = (fp(m[0]).hypot(fp(m[3])), fp(m[1]).hypot(fp(m[4])));
+    if s0 == 0.0 || s1 == 0.0 {
+        return Orientation::default();
+    }
+    let rotation = -(fp(m[1]) / s1).atan2(fp(m[0]) / s0).to_degrees();
+    let mut theta = -rotation.round();
+    theta -= 360.0 * (theta / 360.0 + 0.9 / 360.0).floor();
+    let near = |a: f64| (theta - a).abs() < 1.0;
+    let t = |transpose, flip_x, flip_y| Orientation { transpose, flip_x, flip_y };
+    if near(90.0) {
+        if m[3] > 0 { t(true, false, false) } else { t(true, true, false) }
+    } else if near(180.0) {
+        t(false, m[0] < 0, m[4] < 0)
+    } else if near(270.0) {
+        if m[3] < 0 { t(true, true, true) } else { t(true, false, true) }
+    } else if theta.abs() < 1.0 {
+        t(false, false, m[4] < 0)
+    } else {
+        Orientation::default()
+    }
+}
+
+fn stream_orientation(stream: &ff::format::stream::Stream) -> Orientation {
+    for sd in stream.side_data() {
+        if sd.kind() == ff::codec::packet::side_data::Type::DisplayMatrix && sd.data().len() >= 36 {
+            let d = sd.data();
+            let m: [i32; 9] = std::array::from_fn(|i| i32::from_ne_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]));
+            return orientation_of_display_matrix(&m);
+        }
+    }
+    Orientation::default()
 }
 
 /// The streams a caller asked for, read in one pass.
@@ -84,7 +136,9 @@ pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
                 packets: Vec::new(),
                 time_base: stream.time_base(),
                 frame_rate: stream.avg_frame_rate(),
+                base_rate: stream.rate(),
                 declared_frames: stream.frames(),
+                orientation: stream_orientation(&stream),
             },
         )))
     };
@@ -135,14 +189,17 @@ pub(crate) fn demux(path: &str, req: DemuxRequest) -> MediaResult<Demuxed> {
     }
 
     if let Some((_, v)) = &video {
-        let n = v.packets.len() as i64;
+        let n = frame_count(v);
         if n == 0 {
             return Err(err("video stream has no packets".into()));
         }
-        if truncated || (v.declared_frames > 0 && n < v.declared_frames) {
+        // The declared count is a hint (edit lists, muxers and writers that lie make it differ
+        // from what is presented); only a read error or a packet flagged corrupt is truncation.
+        if truncated {
             return Err(err(format!(
-                "truncated or corrupt file: the container declares {} video frames, {} could be read",
-                v.declared_frames, n
+                "truncated or corrupt file: reading stopped with an error after {n} video frames \
+                 (the container declares {})",
+                v.declared_frames
             )));
         }
     }
@@ -219,14 +276,29 @@ pub(crate) fn check_dimensions(path: &str, w: i32, h: i32, max_dimension: u32) -
     Ok(())
 }
 
-/// Frames per second of a track (average frame rate, else the inverse time base, else 0).
+/// Frames per second of a track: the average frame rate; else the base rate (`r_frame_rate`);
+/// else `(N - 1) / (last - first presentation time)` of the presented frames; else
+/// `N / (sum of their packet durations)`; NaN when none of these exists (never 0).
 pub(crate) fn fps(track: &Track) -> f64 {
-    let r = track.frame_rate;
-    if r.numerator() > 0 && r.denominator() > 0 {
-        r.numerator() as f64 / r.denominator() as f64
-    } else {
-        0.0
+    let rate = |r: ff::Rational| (r.numerator() > 0 && r.denominator() > 0).then(|| r.numerator() as f64 / r.denominator() as f64);
+    if let Some(r) = rate(track.frame_rate).or_else(|| rate(track.base_rate)) {
+        return r;
     }
+    let tb = track.time_base.numerator() as f64 / track.time_base.denominator().max(1) as f64;
+    let presented: Vec<&Packet> = track.packets.iter().filter(|p| !is_discarded(p)).collect();
+    let n = presented.len() as f64;
+    let pts: Vec<i64> = presented.iter().filter_map(|p| p.pts()).collect();
+    if let (Some(lo), Some(hi)) = (pts.iter().min(), pts.iter().max()) {
+        let span = (*hi as f64 - *lo as f64) * tb;
+        if pts.len() == presented.len() && presented.len() > 1 && span > 0.0 && span.is_finite() {
+            return (n - 1.0) / span;
+        }
+    }
+    let total: f64 = presented.iter().map(|p| p.duration().max(0) as f64).sum::<f64>() * tb;
+    if total > 0.0 && total.is_finite() {
+        return n / total;
+    }
+    f64::NAN
 }
 
 /// Converts decoded pictures to packed RGB24 at full size, recreating the swscale context when
@@ -355,9 +427,9 @@ fn set_skip(decoder: &mut ff::decoder::Video, skip_non_reference: bool) {
     }
 }
 
-/// Exact number of frames of a video track (its packet count).
+/// Number of frames FFmpeg presents: the packets not flagged discarded.
 pub(crate) fn frame_count(track: &Track) -> usize {
-    track.packets.len()
+    track.packets.iter().filter(|p| !is_discarded(p)).count()
 }
 
 /// Decodes frames `indices` (presentation order, any order, repeats allowed) of `track` to RGB24.
@@ -372,8 +444,11 @@ pub(crate) fn decode_track(
 ) -> MediaResult<Vec<RgbImage>> {
     let mut converter = RgbConverter::new();
     let mut got: BTreeMap<usize, RgbImage> = BTreeMap::new();
+    let orientation = track.orientation;
     let decoded = decode_targets(track, indices, threads, path, &mut |idx, f| {
-        got.insert(idx, converter.convert(f, path, max_dim)?);
+        let picture = converter.convert(f, path, max_dim)?;
+        let picture = if orientation.is_identity() { picture } else { orientation.apply(picture.view()) };
+        got.insert(idx, picture);
         Ok(())
     });
     *convert_time += converter.spent;
@@ -393,7 +468,7 @@ pub(crate) fn decode_targets(
     path: &str,
     on_target: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
 ) -> MediaResult<usize> {
-    let n = track.packets.len();
+    let n = frame_count(track);
     if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
         return Err(MediaError::new(path, format!("frame index {bad} out of range: the video has {n} frames")));
     }
@@ -401,15 +476,16 @@ pub(crate) fn decode_targets(
         return Ok(0);
     }
     let pts: Vec<Option<i64>> = track.packets.iter().map(|p| p.pts()).collect();
-    let mut order: Vec<usize> = (0..n).collect();
-    let timestamps_usable = pts.iter().all(|p| p.is_some()) && {
+    // Presentation order: the packets whose pictures are presented, by timestamp.
+    let mut order: Vec<usize> = (0..track.packets.len()).filter(|&d| !is_discarded(&track.packets[d])).collect();
+    let timestamps_usable = order.iter().all(|&d| pts[d].is_some()) && {
         order.sort_by_key(|&d| pts[d]);
         order.windows(2).all(|w| pts[w[0]] != pts[w[1]])
     };
     let mut decoder = open_video_decoder(track, threads, path)?;
-    let mut delivered: BTreeSet<usize> = BTreeSet::new();
+    let delivered = std::cell::RefCell::new(BTreeSet::<usize>::new());
     let mut sink = |idx: usize, f: &ff::util::frame::Video| -> MediaResult<()> {
-        if delivered.insert(idx) {
+        if delivered.borrow_mut().insert(idx) {
             on_target(idx, f)?;
         }
         Ok(())
@@ -417,13 +493,78 @@ pub(crate) fn decode_targets(
     let mut pictures = 0usize;
     if timestamps_usable {
         decode_by_timestamp(track, &pts, &order, indices, &mut decoder, &mut pictures, &mut sink)?;
+        // A target the fast path did not produce (the leading pictures of an open-GOP keyframe
+        // need the GOP before it; a decoder may drop a picture at an early drain): decode every
+        // picture from one keyframe before the earliest missing target, then from the start.
+        for from_start in [false, true] {
+            let missing: BTreeMap<i64, usize> = indices
+                .iter()
+                .filter(|i| !delivered.borrow().contains(i))
+                .map(|&i| (pts[order[i]].expect("checked"), i))
+                .collect();
+            let Some(first) = missing.values().map(|&i| order[i]).min() else { break };
+            let start = if from_start {
+                0
+            } else {
+                let key = last_keyframe(track, &pts, first, pts[first].expect("checked"));
+                (0..key).rev().find(|&d| track.packets[d].is_key()).unwrap_or(0)
+            };
+            decode_all_from(track, &pts, start, missing, &mut decoder, &mut pictures, &mut sink)?;
+            if start == 0 {
+                break;
+            }
+        }
     } else {
         decode_sequentially(track, indices, &mut decoder, &mut pictures, &mut sink)?;
     }
+    let delivered = delivered.into_inner();
     match indices.iter().find(|i| !delivered.contains(i)) {
         Some(i) => Err(MediaError::new(path, format!("frame {i} could not be decoded (corrupt stream)"))),
         None => Ok(pictures),
     }
+}
+
+/// The last keyframe at or before decode position `dec` that is presented no later than `ts`
+/// (packet 0 when there is none).
+fn last_keyframe(track: &Track, pts: &[Option<i64>], dec: usize, ts: i64) -> usize {
+    (0..=dec)
+        .rev()
+        .find(|&d| track.packets[d].is_key() && pts[d].is_some_and(|p| p <= ts))
+        .unwrap_or(0)
+}
+
+/// The slow, sure path: a flushed decoder fed every packet from `start` (nothing skipped) until
+/// every picture of `wanted` (timestamp -> presentation index) has come out, or to the end.
+fn decode_all_from(
+    track: &Track,
+    pts: &[Option<i64>],
+    start: usize,
+    mut wanted: BTreeMap<i64, usize>,
+    decoder: &mut ff::decoder::Video,
+    pictures: &mut usize,
+    sink: &mut dyn FnMut(usize, &ff::util::frame::Video) -> MediaResult<()>,
+) -> MediaResult<()> {
+    let _ = pts;
+    decoder.flush();
+    set_skip(decoder, false);
+    let mut frame = ff::util::frame::Video::empty();
+    let mut take = |f: &ff::util::frame::Video, wanted: &mut BTreeMap<i64, usize>| -> MediaResult<()> {
+        if let Some(idx) = f.timestamp().or(f.pts()).and_then(|t| wanted.remove(&t)) {
+            sink(idx, f)?;
+        }
+        Ok(())
+    };
+    for p in &track.packets[start..] {
+        if wanted.is_empty() {
+            break;
+        }
+        let _ = decoder.send_packet(p);
+        receive_all(decoder, &mut frame, pictures, |f| take(f, &mut wanted))?;
+    }
+    let _ = decoder.send_eof();
+    receive_all(decoder, &mut frame, pictures, |f| take(f, &mut wanted))?;
+    decoder.flush();
+    Ok(())
 }
 
 /// Hands every picture the decoder has ready to `on_frame`, counting them in `pictures`.
@@ -467,14 +608,7 @@ fn decode_by_timestamp(
     // than it (an open-GOP leading picture needs the keyframe before).
     let key_start: BTreeMap<usize, usize> = indices
         .iter()
-        .map(|&i| {
-            let (dec, ts) = (order[i], pts[order[i]].expect("checked"));
-            let start = (0..=dec)
-                .rev()
-                .find(|&d| track.packets[d].is_key() && pts[d].expect("checked") <= ts)
-                .unwrap_or(0);
-            (i, start)
-        })
+        .map(|&i| (i, last_keyframe(track, pts, order[i], pts[order[i]].expect("checked"))))
         .collect();
     let n = track.packets.len();
     let mut frame = ff::util::frame::Video::empty();
@@ -518,7 +652,7 @@ fn decode_by_timestamp(
                 });
             if next_packet < n && !drain_now {
                 let p = &track.packets[next_packet];
-                let is_target = pending.contains_key(&pts[next_packet].expect("checked"));
+                let is_target = pts[next_packet].is_some_and(|t| pending.contains_key(&t));
                 set_skip(decoder, !is_target);
                 // A packet the decoder rejects is skipped; its picture is reported missing.
                 let _ = decoder.send_packet(p);
@@ -583,7 +717,8 @@ fn decode_sequentially(
 }
 
 /// Frames `indices` (presentation order) of the first video stream of `path`, as RGB24 at full
-/// size, exactly as FFmpeg decodes them (equal to PyAV's `to_ndarray(format="rgb24")`).
+/// size, exactly as FFmpeg decodes them (equal to PyAV's `to_ndarray(format="rgb24")`), with the
+/// stream's display matrix applied (see [`orientation_of_display_matrix`]).
 pub fn decode_frames(path: &str, indices: &[usize], max_dimension: u32, threads: usize) -> MediaResult<Vec<RgbImage>> {
     guarded(path, || {
         let demuxed = demux(path, DemuxRequest { video: true, audio: false, max_dimension })?;
@@ -591,4 +726,43 @@ pub fn decode_frames(path: &str, indices: &[usize], max_dimension: u32, threads:
         let mut convert_time = std::time::Duration::ZERO;
         decode_track(&track, indices, threads, max_dimension, path, &mut convert_time)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(v: f64) -> i32 {
+        (v * 65536.0).round() as i32
+    }
+
+    fn matrix(a: f64, b: f64, c: f64, d: f64) -> [i32; 9] {
+        [fixed(a), fixed(b), 0, fixed(c), fixed(d), 0, 0, 0, 1 << 30]
+    }
+
+    #[test]
+    fn display_matrices_map_as_ffmpeg_5_1_command_line() {
+        let t = |transpose, flip_x, flip_y| Orientation { transpose, flip_x, flip_y };
+        // av_display_rotation_set(m, angle): a = cos, b = -sin, c = sin, d = cos.
+        let rot = |deg: f64| {
+            let r = deg.to_radians();
+            matrix(r.cos(), -r.sin(), r.sin(), r.cos())
+        };
+        assert_eq!(orientation_of_display_matrix(&rot(0.0)), t(false, false, false));
+        // A counter-clockwise display rotation of 90 degrees (what `-metadata rotate=90` writes):
+        // theta = 270, m[3] > 0 -> cclock.
+        assert_eq!(orientation_of_display_matrix(&rot(90.0)), t(true, false, true));
+        assert_eq!(orientation_of_display_matrix(&rot(180.0)), t(false, true, true));
+        assert_eq!(orientation_of_display_matrix(&rot(-90.0)), t(true, true, false));
+        // Flips.
+        assert_eq!(orientation_of_display_matrix(&matrix(-1.0, 0.0, 0.0, 1.0)), t(false, true, false));
+        assert_eq!(orientation_of_display_matrix(&matrix(1.0, 0.0, 0.0, -1.0)), t(false, false, true));
+        // Transpose (m[3] > 0 at theta 90): cclock_flip.
+        assert_eq!(orientation_of_display_matrix(&matrix(0.0, 1.0, 1.0, 0.0)), t(true, false, false));
+        // Anti-transpose: clock_flip.
+        assert_eq!(orientation_of_display_matrix(&matrix(0.0, -1.0, -1.0, 0.0)), t(true, true, true));
+        // 45 degrees and a degenerate matrix are left as stored.
+        assert_eq!(orientation_of_display_matrix(&rot(45.0)), t(false, false, false));
+        assert_eq!(orientation_of_display_matrix(&[0; 9]), t(false, false, false));
+    }
 }

@@ -163,7 +163,8 @@ def read_data(
 
 def _read(path: Path, label_set: label_sets.LabelSet, on_error: str, kind: str, check_media: bool) -> DataFile:
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (as Windows editors write) is not part of the data.
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path}: cannot read data file: {exc}") from None
 
@@ -252,7 +253,9 @@ def _iter_records(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[st
         if isinstance(whole, dict):
             raise DataError(f"{path}: the file holds a single JSON object; expected a JSON list of "
                             "records or JSONL (one record per line)")
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+    # JSONL lines end at "\n" only (a "\r" before it is JSON whitespace): str.splitlines would
+    # also split at U+2028, U+0085, ... which JSON allows raw inside strings.
+    for lineno, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
