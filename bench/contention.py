@@ -6,7 +6,10 @@ included, alone, beside one busy process, and two trainings side by side.
 Prints the wall time of each case and its ratio to the run alone. Fair sharing of the cores
 predicts 2x for two trainings side by side on a 2-core machine (each gets half of it) and
 between 1x and 2x beside one single-threaded busy process. ``--env`` sets variables for the
-training processes (e.g. ``--env OMP_NUM_THREADS=2`` to compare thread settings).
+training processes (e.g. ``--env OMP_NUM_THREADS=2`` to compare thread settings;
+``--env OMP_WAIT_POLICY=`` leaves libgomp at its own default, threads that spin while they wait,
+which is how r1omni-fast ran before it chose passive waiting: libgomp prints one warning about
+the empty value).
 """
 
 from __future__ import annotations
