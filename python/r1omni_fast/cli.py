@@ -176,9 +176,9 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="folder for the checkpoint, data, runs and evaluations")
 @click.option("--sft-steps", default=None, type=click.IntRange(min=1),
-              help="SFT optimizer steps [default: 300, configs/tiny-sft.yaml]")
+              help="SFT optimizer steps [default: 100, configs/tiny-sft.yaml]")
 @click.option("--grpo-steps", default=None, type=click.IntRange(min=1),
-              help="GRPO optimizer steps [default: 40, configs/tiny-grpo.yaml]")
+              help="GRPO optimizer steps [default: 120, configs/tiny-grpo.yaml]")
 @click.option("--clips", default=None, type=click.IntRange(min=16),
               help="synthetic clips [default: 256]: a quarter held out, an eighth of the rest for SFT")
 @click.option("--seed", default=0, show_default=True, help="seed of the checkpoint, data and training")

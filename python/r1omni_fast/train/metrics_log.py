@@ -71,7 +71,7 @@ def ema_smooth(values: Iterable[float], weight: float = 0.6) -> list[float]:
 
 
 def plot_curves(records: Iterable[Mapping[str, Any]], keys: Iterable[str],
-                out_png: str | os.PathLike, *, title: str = "", smoothing: float = 0.6) -> Path | None:
+                out_png: str | os.PathLike, *, title: str = "", smoothing: float = 0.8) -> Path | None:
     """One panel per key present in the records (x = step): the raw points, faint, and their
     :func:`ema_smooth` line (``smoothing`` = its weight; 0 draws the raw line only). Returns the
     PNG path, or None when no key is present."""
