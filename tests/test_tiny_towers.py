@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 @pytest.fixture(scope="module")
 def held_out():
-    """Tower inputs of 45 cue examples from a seed the pretraining never uses (9 classes)."""
+    """Tower inputs of 36 cue examples from a seed the pretraining never uses (9 classes)."""
     from PIL import Image
 
     from r1omni_fast.data.synthetic import cue_examples
     from r1omni_fast.media import whisper_log_mel
 
-    ex = cue_examples(45, seed=1234)
+    ex = cue_examples(36, seed=1234)
     px = np.stack([np.asarray(Image.fromarray(f).resize((224, 224), Image.BICUBIC), np.float32)
                    for f in ex.frames]).transpose(0, 3, 1, 2)
     pixels = torch.from_numpy(np.ascontiguousarray((px / 255.0 - 0.5) / 0.5))
@@ -47,11 +47,11 @@ def test_the_pretraining_forwards_equal_the_towers(held_out):
     model = build_tiny_model(0)
     pixels, _, mel, _ = held_out
     with torch.no_grad():
-        for select in (-2, -1, 1):
-            expected = model.vision_tower(pixels[:4], output_hidden_states=True).hidden_states[select]
-            torch.testing.assert_close(vision_features(model.vision_tower, pixels[:4], select), expected)
-        expected = model.audio_tower.encoder(mel[:4]).last_hidden_state
-        torch.testing.assert_close(audio_features(model.audio_tower.encoder, mel[:4]), expected)
+        for select in (-2, 1):
+            expected = model.vision_tower(pixels[:2], output_hidden_states=True).hidden_states[select]
+            torch.testing.assert_close(vision_features(model.vision_tower, pixels[:2], select), expected)
+        expected = model.audio_tower.encoder(mel[:2]).last_hidden_state
+        torch.testing.assert_close(audio_features(model.audio_tower.encoder, mel[:2]), expected)
 
 
 def test_pretrained_towers_separate_the_classes_and_nothing_else_changes(held_out):
@@ -59,7 +59,7 @@ def test_pretrained_towers_separate_the_classes_and_nothing_else_changes(held_ou
 
     plain = build_tiny_model(0)
     model = build_tiny_model(0)
-    losses = pretrain_towers_on_cues(model, seed=0, steps=8)
+    losses = pretrain_towers_on_cues(model, seed=0, steps=6)
     assert set(losses) == {"vision", "audio"} and all(np.isfinite(list(losses.values())))
     before, after = tower_separation(plain, held_out), tower_separation(model, held_out)
     print(f"class-mean cosine: vision {before[0]:.3f} -> {after[0]:.3f}, audio {before[1]:.3f} -> {after[1]:.3f}")
@@ -77,7 +77,7 @@ def test_pretrained_towers_separate_the_classes_and_nothing_else_changes(held_ou
     expected_draw = torch.rand(3)
     torch.manual_seed(7)
     again = build_tiny_model(0)
-    pretrain_towers_on_cues(again, seed=0, steps=8)
+    pretrain_towers_on_cues(again, seed=0, steps=6)
     assert torch.equal(torch.rand(3), expected_draw)
     for name, p in again.named_parameters():
         assert torch.equal(p, p1[name]), name
