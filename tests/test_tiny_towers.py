@@ -64,7 +64,7 @@ def test_pretrained_towers_separate_the_classes_and_nothing_else_changes(held_ou
     before, after = tower_separation(plain, held_out), tower_separation(model, held_out)
     print(f"class-mean cosine: vision {before[0]:.3f} -> {after[0]:.3f}, audio {before[1]:.3f} -> {after[1]:.3f}")
     assert before[1] > 0.99  # random Whisper features: every class looks the same
-    assert after[0] < before[0] - 0.2 and after[1] < before[1] - 0.2
+    assert after[0] < before[0] - 0.15 and after[1] < before[1] - 0.15
     # only the towers changed, and they end frozen and in eval mode
     p0, p1 = dict(plain.named_parameters()), dict(model.named_parameters())
     changed = {n.split(".")[0] for n in p0 if not torch.equal(p0[n], p1[n])}
