@@ -66,7 +66,6 @@ def test_synth_rejects_bad_arguments_with_usage_error(tmp_path):
 
 
 def test_synth_sft_fraction_writes_disjoint_cold_start_and_rl_splits(tmp_path):
-
     out = tmp_path / "synth"
     result = CliRunner().invoke(main, ["data", "synth", str(out), "--n", "16", "--sft-fraction", "0.02",
                                        "--reasoning", "short"])
