@@ -8,7 +8,7 @@ byte-level BPE tokenizer and a WordPiece BERT tokenizer trained here on a small 
 Towers: random by default. ``pretrain_towers=True`` (``r1omni-fast model tiny --pretrain-towers``)
 first trains the vision and audio towers to tell apart the synthetic generator's faces and voices
 (:func:`pretrain_towers_on_cues`: seconds on a CPU, the same weights for the same seed on the same
-machine), so that their features separate classes the way pretrained SigLIP and Whisper features
+machine and torch thread count), so that their features separate classes the way pretrained SigLIP and Whisper features
 separate real faces and voices. The LLM, projectors and BERT gate stay as initialised.
 """
 
@@ -135,7 +135,7 @@ def build_tiny_model(seed: int = 0, *, pretrain_towers: bool = False):
 
 def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0, *, pretrain_towers: bool = False) -> str:
     """Write the tiny checkpoint to ``out_dir`` (same files for the same seed and options on the
-    same machine); returns the path. ``pretrain_towers``: see :func:`pretrain_towers_on_cues`."""
+    same machine and thread count); returns the path. ``pretrain_towers``: see :func:`pretrain_towers_on_cues`."""
     out_dir = os.fspath(out_dir)
     build_tiny_model(seed, pretrain_towers=pretrain_towers).save_pretrained(out_dir)
     return out_dir
@@ -188,7 +188,8 @@ def pretrain_towers_on_cues(model, *, seed: int = 0, steps: int | None = None) -
     the 1.5-s clips cover; the audio tower trains on the first ``audio_frames`` mel frames of its
     window (the rest of the 30 s is the same silence), which is ~10x cheaper than the whole
     window. AdamW, ``steps`` per tower (default ``TOWER_PRETRAINING["steps"]``). Deterministic for
-    a seed (the global torch RNG is left as it was). The towers end frozen (``requires_grad``
+    a seed on one machine and torch thread count (float sums depend on the thread count); the
+    global torch RNG is left as it was. The towers end frozen (``requires_grad``
     False) and in eval mode, as HumanOmni's pretrained towers are.
     """
     import numpy as np
