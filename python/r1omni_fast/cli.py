@@ -185,7 +185,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def demo(out_dir: str, sft_steps: int | None, grpo_steps: int | None, clips: int, seed: int, quiet: bool) -> None:
     """End to end on the embedded default: tiny checkpoint, synthetic clips, eval, SFT, eval,
-    GRPO, eval; prints format rate, WAR and UAR per stage. Minutes on a CPU."""
+    GRPO, eval; prints format rate, WAR and UAR per stage and writes OUT/summary.png. Minutes on a CPU."""
     import time
 
     from r1omni_fast.demo import demo_table, run_demo
