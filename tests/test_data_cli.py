@@ -63,3 +63,17 @@ def test_synth_rejects_bad_arguments_with_usage_error(tmp_path):
     result = CliRunner().invoke(main, ["data", "synth", str(tmp_path), "--labels", "happy,bored"])
     assert result.exit_code == 2
     assert "cannot draw ['bored']" in result.output
+
+
+def test_synth_sft_fraction_writes_disjoint_cold_start_and_rl_splits(tmp_path):
+    out = tmp_path / "synth"
+    result = CliRunner().invoke(main, ["data", "synth", str(out), "--n", "16", "--sft-fraction", "0.02",
+                                       "--reasoning", "short"])
+    assert result.exit_code == 0, result.output
+    sft, train, test = (json.loads((out / f"{name}.json").read_text()) for name in ("sft", "train", "test"))
+    assert (len(sft), len(train), len(test)) == (4, 8, 4)  # per class: 1 held out, 1 cold start, 2 RL
+    assert not {r["id"] for r in sft} & {r["id"] for r in train}
+    assert all(r["conversations"][1]["value"].startswith("<think>") for r in sft)
+    assert not any("<think>" in r["conversations"][1]["value"] for r in train)
+    bad = CliRunner().invoke(main, ["data", "synth", str(tmp_path / "x"), "--sft-fraction", "1.5"])
+    assert bad.exit_code == 2 and "sft_fraction must be in (0, 1)" in bad.output

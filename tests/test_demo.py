@@ -28,6 +28,20 @@ def test_demo_settings_are_the_tiny_configs(stage):
     STAGES[stage](**settings)  # and they are a valid configuration
 
 
+def test_demo_data_is_the_configs_data_synth_command():
+    """configs/tiny-sft.yaml's comment tells how to write the demo's data by hand: same settings."""
+    from r1omni_fast.demo import DEMO_DATA
+
+    text = (CONFIGS / "tiny-sft.yaml").read_text()
+    line = next(x for x in text.splitlines() if "r1omni-fast data synth" in x)
+    words = line.split()
+    flags = {words[i][2:].replace("-", "_"): words[i + 1] for i in range(len(words) - 1) if words[i].startswith("--")}
+    assert flags == {"n": str(DEMO_DATA["n"]), "sft_fraction": str(DEMO_DATA["sft_fraction"]),
+                     "reasoning": DEMO_DATA["reasoning"]}
+    assert DEMO_DATA["test_fraction"] == 0.25  # the CLI's default
+    assert "r1omni-fast model tiny runs/demo/tiny-model --pretrain-towers" in text
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, media_module):
     """`r1omni-fast demo` with a few steps: every stage trains, is evaluated and is tabulated."""
@@ -38,7 +52,7 @@ def test_demo_runs_end_to_end(tmp_path, media_module):
 
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "--out", str(out), "--sft-steps", "2", "--grpo-steps", "1",
-                                       "--clips", "8", "--quiet"])
+                                       "--clips", "16", "--quiet"])
     assert result.exit_code == 0, result.output
     table = result.output[result.output.index("stage "):].splitlines()
     stages = [line.split()[0] for line in table[1:4]]
@@ -54,6 +68,10 @@ def test_demo_runs_end_to_end(tmp_path, media_module):
         assert (out / folder).is_dir()
     assert (out / "grpo" / "model.safetensors").is_file() and (out / "sft" / "model.safetensors").is_file()
     assert "wall time" in result.output
+    assert (out / "summary.png").stat().st_size > 0
+    assert f"summary: {out / 'summary.png'}" in result.output
+    assert f"GRPO curves: {out / 'grpo' / 'grpo_curves.png'}" in result.output
+    assert (out / "grpo" / "grpo_curves.png").is_file()
 
 
 def test_answer_budget_covers_every_sft_target(tiny_ckpt, synth_eval):

@@ -136,6 +136,7 @@ def test_every_drawable_class_has_distinct_cues(tmp_path):
     ({"n": 2}, "n must be at least the number of labels (4)"),
     ({"test_fraction": 1.0}, "test_fraction must be in [0, 1)"),
     ({"size": 33}, "size must be an even number >= 32"),
+    ({"sft_fraction": 1.0}, "sft_fraction must be in (0, 1) or None"),
 ])
 def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
     with pytest.raises(ValueError) as info:
@@ -169,3 +170,51 @@ def test_short_reasoning_names_only_the_carrying_cue(tmp_path):
         assert value.startswith(f"<think>{SHORT_REASONING[r['cue']]}</think>\n<answer>")
     with pytest.raises(ValueError, match="reasoning must be 'full' or 'short'"):
         generate(tmp_path / "e", n=8, reasoning="long")
+
+
+def test_sft_fraction_gives_a_small_reasoning_split_and_a_disjoint_label_only_split(tmp_path):
+    """R1-Omni's regime: small cold start with reasoning, larger RL split with labels only."""
+    ds = make_synth(tmp_path / "d", n=48, seed=5, num_frames=2, test_fraction=0.25, sft_fraction=0.25,
+                    reasoning="short")
+    manifest = json.loads(ds.manifest.read_text())
+    labels = manifest["labels"]
+    sft, train, test = (read_data(p, labels=labels, on_error="raise") for p in (ds.sft, ds.train, ds.test))
+    split = {c["id"]: c["split"] for c in manifest["clips"]}
+    assert {s.id for s in sft} == {i for i, v in split.items() if v == "sft"}
+    assert {s.id for s in train} == {i for i, v in split.items() if v == "train"}
+    assert {s.id for s in test} == {i for i, v in split.items() if v == "test"}
+    # 12 clips per class: 3 held out, then 9 training clips of which round(0.25 * 9) = 2 cold-start
+    for label in labels:
+        assert [sum(s.label == label for s in part) for part in (sft, train, test)] == [2, 7, 3]
+    assert all(s.is_reasoning for s in sft) and not any(s.is_reasoning for s in list(train) + list(test))
+    assert manifest["sft_fraction"] == 0.25
+    # the held-out split is the one the default (shared SFT/RL clips) would hold out
+    same = make_synth(tmp_path / "e", n=48, seed=5, num_frames=2, test_fraction=0.25, reasoning="short")
+    assert {s.id for s in read_data(same.test, labels=labels)} == {s.id for s in test}
+
+
+def test_cue_examples_are_deterministic_and_carry_their_labels():
+    from r1omni_fast.data.synthetic import cue_examples
+
+    a = cue_examples(24, seed=4, labels=("happy", "sad", "angry"))
+    b = cue_examples(24, seed=4, labels=("happy", "sad", "angry"))
+    c = cue_examples(24, seed=5, labels=("happy", "sad", "angry"))
+    for field in ("frames", "frame_labels", "sounds", "sound_labels"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.frames, c.frames)
+    assert a.frames.shape == (24, 96, 96, 3) and a.sounds.shape == (24, 24000)
+    assert set(a.frame_labels.tolist()) <= {0, 1, 2, 3} and len(set(a.frame_labels.tolist())) > 2
+    for frame, k in zip(a.frames, a.frame_labels):
+        colours = {tuple(px) for px in frame.reshape(-1, 3)}
+        if k == 3:  # no cue: a plain screen
+            assert len(colours) == 1
+        else:
+            assert CLASS_CUES[a.labels[k]].colour in colours
+    for sound, k in zip(a.sounds, a.sound_labels):
+        if k == 3:
+            assert not sound.any()
+        elif CLASS_CUES[a.labels[k]].glide == 1.0:
+            cues = CLASS_CUES[a.labels[k]]
+            assert dominant_hz(sound) == pytest.approx(cues.f0 * (1 + np.argmax(cues.harmonics)), rel=0.06)
+    with pytest.raises(ValueError, match="cannot draw"):
+        cue_examples(4, labels=("happy", "bored"))

@@ -9,7 +9,7 @@ import torch
 
 from r1omni_fast.train.checkpoint import (checkpoint_dirs, latest_checkpoint, load_checkpoint,
                                           save_checkpoint)
-from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
+from r1omni_fast.train.metrics_log import MetricsLog, ema_smooth, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler, lr_lambda
 
 
@@ -90,3 +90,19 @@ def test_metrics_log_resume_drops_steps_after_checkpoint(tmp_path):
     path.write_text('{"step": 1}\nnot json\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
         read_jsonl(path)
+
+
+def test_ema_smooth_is_tensorboards_debiased_moving_average(tmp_path):
+    xs = [3.0, -1.0, 4.0, 1.0, 5.0, 9.0, 2.0]
+    w = 0.6
+    # the debiased EMA is the weighted mean of the points so far, weights w**age
+    expected = [sum(w ** (k - i) * xs[i] for i in range(k + 1)) / sum(w ** (k - i) for i in range(k + 1))
+                for k in range(len(xs))]
+    assert ema_smooth(xs, w) == pytest.approx(expected)
+    assert ema_smooth(xs, w)[0] == pytest.approx(xs[0])  # no pull toward 0 at the start
+    assert ema_smooth([2.5] * 5, 0.9) == pytest.approx([2.5] * 5)
+    assert ema_smooth(xs, 0.0) == pytest.approx(xs)
+    with pytest.raises(ValueError, match=r"smoothing weight must be in \[0, 1\)"):
+        ema_smooth(xs, 1.0)
+    rows = [{"step": i + 1, "reward": x, "kl": 0.1 * i} for i, x in enumerate(xs)]
+    assert plot_curves(rows, ["reward", "kl"], tmp_path / "s.png", smoothing=0.6).stat().st_size > 0

@@ -10,7 +10,6 @@ import signal
 import pytest
 import torch
 
-from r1omni_fast.data.synthetic import DEFAULT_LABELS
 
 from _train_fixtures import (LABELS, clip_loader, grpo_fields, kill_after, run_cli, shared_assets,
                              write_config)
@@ -369,54 +368,27 @@ def test_sigkill_then_resume_reproduces_the_straight_run(assets, tmp_path):
     assert (straight / "grpo_curves.png").stat().st_size > 0
 
 
-#: Seeds of the learning test: one in CI; ``R1OMNI_LEARN_SEEDS=0,1`` measures several.
+#: Seeds of the learning test: one in CI; ``R1OMNI_LEARN_SEEDS=0,1,2`` measures several.
 LEARN_SEEDS = [int(s) for s in os.environ.get("R1OMNI_LEARN_SEEDS", "0").split(",") if s.strip()]
-#: The held-out mean accuracy reward (8 samples per clip at the training temperature) must rise by
-#: at least this much from the SFT model to the GRPO model. Measured with the demo's settings:
-#: seed 0: 0.312 -> 0.375 (+0.063); seed 1: 0.469 -> 0.516 (+0.047).
-LEARN_MARGIN = 0.03
-
-
-def _held_out_rewards(model_dir, test_file, out, seed, settings):
-    """Mean [accuracy, format] reward of 8 sampled completions per held-out clip."""
-    from r1omni_fast.config import GRPOConfig
-    from r1omni_fast.train.grpo import GRPOTrainer
-
-    cfg = GRPOConfig(model_name_or_path=str(model_dir), data_file=str(test_file), output_dir=str(out),
-                     beta=0.0, num_generations=8, per_device_train_batch_size=4, seed=seed,
-                     max_completion_length=settings["max_completion_length"],
-                     temperature=settings["temperature"], reward_funcs=["accuracy", "format"],
-                     label_set=list(DEFAULT_LABELS), num_frames=settings["num_frames"],
-                     tunable_parts=settings["tunable_parts"], bf16=False)
-    trainer = GRPOTrainer(cfg, loader=clip_loader(), progress=False)
-    rewards = torch.cat([trainer.make_rollout(trainer.collate(trainer.train_data.samples[i:i + 4])).rewards
-                         for i in range(0, len(trainer.train_data), 4)])
-    return rewards.mean(0).tolist()
+#: GRPO's held-out WAR must exceed SFT's by at least this much (the demo's claim; README table).
+LEARN_MARGIN = 0.10
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", LEARN_SEEDS)
 def test_sft_then_grpo_raises_held_out_accuracy(tmp_path, seed):
-    """The demo's recipe (cold-start SFT on short reasoning, then GRPO with accuracy + format
-    rewards and KL to the SFT model) on the synthetic set: the held-out accuracy reward rises."""
-    from r1omni_fast.config import GRPOConfig, SFTConfig
-    from r1omni_fast.demo import DEMO_GRPO, DEMO_SFT
-    from r1omni_fast.data.synthetic import generate
-    from r1omni_fast.model.tiny import build_tiny_checkpoint
-    from r1omni_fast.train.grpo import run_grpo
-    from r1omni_fast.train.sft import run_sft
+    """The demo's recipe, unchanged (tiny checkpoint with pretrained towers, a small cold-start SFT
+    on short reasoning, GRPO with accuracy + format rewards and KL to the SFT model on a larger
+    label-only split): greedy held-out WAR rises by LEARN_MARGIN, the format stays perfect."""
+    from r1omni_fast.demo import run_demo
 
-    data = generate(tmp_path / "data", n=64, seed=seed, labels=DEFAULT_LABELS, reasoning="short")
-    tiny = build_tiny_checkpoint(tmp_path / "tiny", seed=seed)
-    shared = dict(label_set=list(DEFAULT_LABELS), seed=seed, bf16=False, save_steps=10**9)
-    sft = run_sft(SFTConfig(model_name_or_path=str(tiny), data_file=str(data.sft),
-                            output_dir=str(tmp_path / "sft"), **DEMO_SFT, **shared),
-                  loader=clip_loader(), progress=False)
-    before = _held_out_rewards(sft, data.test, tmp_path / "eval-before", seed, DEMO_GRPO)
-    grpo = run_grpo(GRPOConfig(model_name_or_path=str(sft), data_file=str(data.train),
-                               output_dir=str(tmp_path / "grpo"), **DEMO_GRPO, **shared),
-                    loader=clip_loader(), progress=False)
-    after = _held_out_rewards(grpo, data.test, tmp_path / "eval-after", seed, DEMO_GRPO)
-    print(f"learning seed {seed}: held-out accuracy {before[0]:.3f} -> {after[0]:.3f}, "
-          f"format {before[1]:.3f} -> {after[1]:.3f}")
-    assert after[0] - before[0] >= LEARN_MARGIN
+    rows = run_demo(tmp_path / "demo", seed=seed, loader=clip_loader(), progress=False, echo=lambda line: None)
+    m = {r.stage: r.metrics for r in rows}
+    print(f"learning seed {seed}: held-out WAR untrained {m['untrained']['war']:.3f}, SFT {m['sft']['war']:.3f}, "
+          f"GRPO {m['grpo']['war']:.3f} (n={m['grpo']['n']}); format SFT {m['sft']['format_rate']:.3f}, "
+          f"GRPO {m['grpo']['format_rate']:.3f}")
+    assert m["grpo"]["n"] >= 64
+    assert m["sft"]["format_rate"] == 1.0 and m["grpo"]["format_rate"] == 1.0
+    assert m["grpo"]["war"] - m["sft"]["war"] >= LEARN_MARGIN
+    assert (tmp_path / "demo" / "summary.png").stat().st_size > 0
+    assert (tmp_path / "demo" / "grpo" / "grpo_curves.png").stat().st_size > 0

@@ -46,13 +46,18 @@ def data() -> None:
 @click.option("--test-fraction", default=0.25, show_default=True, help="held-out share per class")
 @click.option("--reasoning", type=click.Choice(["full", "short"]), default="full", show_default=True,
               help="SFT reasoning: sentences about the cues, or only which cue carries the label")
-def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, reasoning: str) -> None:
+@click.option("--sft-fraction", default=None, type=float,
+              help="share of each class's training clips that go to sft.json only (with reasoning), the "
+                   "rest to train.json only (labels): R1-Omni's small cold start and larger RL set "
+                   "[default: every training clip in both]")
+def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, reasoning: str,
+               sft_fraction: float | None) -> None:
     """Write synthetic clips and OUT/sft.json, OUT/train.json, OUT/test.json."""
     from r1omni_fast.data.synthetic import generate
 
     try:
         ds = generate(out, n=n, seed=seed, labels=[x for x in labels.split(",") if x.strip()],
-                      test_fraction=test_fraction, reasoning=reasoning)
+                      test_fraction=test_fraction, reasoning=reasoning, sft_fraction=sft_fraction)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"wrote {len(ds.clips)} clips to {ds.root / 'clips'}")
@@ -95,11 +100,14 @@ def model() -> None:
 @model.command("tiny")
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--seed", default=0, show_default=True, help="Initialisation seed (same seed, same files).")
-def model_tiny(out: str, seed: int) -> None:
+@click.option("--pretrain-towers", is_flag=True,
+              help="pretrain the vision and audio towers on the synthetic generator's faces and voices "
+                   "(seconds on a CPU; the LLM stays untrained), as the demo does")
+def model_tiny(out: str, seed: int, pretrain_towers: bool) -> None:
     """Write the tiny HumanOmni-architecture checkpoint (config, weights, tokenizers) to OUT."""
     from r1omni_fast.model.tiny import build_tiny_checkpoint
 
-    click.echo(build_tiny_checkpoint(out, seed=seed))
+    click.echo(build_tiny_checkpoint(out, seed=seed, pretrain_towers=pretrain_towers))
 # --- end model -----------------------------------------------------------------------------
 
 
@@ -342,16 +350,16 @@ def _format_prediction(row: dict, i: int, n: int) -> str:
 @click.option("--out", "out_dir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="folder for the checkpoint, data, runs and evaluations")
 @click.option("--sft-steps", default=None, type=click.IntRange(min=1),
-              help="SFT optimizer steps [default: 300, configs/tiny-sft.yaml]")
+              help="SFT optimizer steps [default: 100, configs/tiny-sft.yaml]")
 @click.option("--grpo-steps", default=None, type=click.IntRange(min=1),
-              help="GRPO optimizer steps [default: 40, configs/tiny-grpo.yaml]")
-@click.option("--clips", default=64, show_default=True, type=click.IntRange(min=8),
-              help="synthetic clips (a quarter held out for evaluation)")
+              help="GRPO optimizer steps [default: 120, configs/tiny-grpo.yaml]")
+@click.option("--clips", default=None, type=click.IntRange(min=16),
+              help="synthetic clips [default: 256]: a quarter held out, an eighth of the rest for SFT")
 @click.option("--seed", default=0, show_default=True, help="seed of the checkpoint, data and training")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def demo(out_dir: str, sft_steps: int | None, grpo_steps: int | None, clips: int, seed: int, quiet: bool) -> None:
     """End to end on the embedded default: tiny checkpoint, synthetic clips, eval, SFT, eval,
-    GRPO, eval; prints format rate, WAR and UAR per stage. Minutes on a CPU."""
+    GRPO, eval; prints format rate, WAR and UAR per stage and writes OUT/summary.png. Minutes on a CPU."""
     import time
 
     from r1omni_fast.demo import demo_table, run_demo
@@ -360,7 +368,7 @@ def demo(out_dir: str, sft_steps: int | None, grpo_steps: int | None, clips: int
     rows = run_demo(out_dir, sft_steps=sft_steps, grpo_steps=grpo_steps, clips=clips, seed=seed,
                     progress=not quiet, echo=click.echo)
     click.echo("")
-    click.echo(demo_table(rows))
+    click.echo(demo_table(rows, out_dir))
     click.echo(f"wall time {time.perf_counter() - started:.0f} s")
 # --- end demo ------------------------------------------------------------------------------
 

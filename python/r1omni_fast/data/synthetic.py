@@ -14,10 +14,17 @@ Per-clip jitter (face position and size, background shade, pitch) comes from a g
 with ``(seed, clip index)``, so the same seed writes byte-identical files. Written layout::
 
     OUT/clips/0000.mp4 ...
-    OUT/sft.json     training split, gpt value "<think>reasoning about the real cues</think>\\n<answer>sad</answer>"
-    OUT/train.json   training split, gpt value the bare label (GRPO)
+    OUT/sft.json     cold-start split, gpt value "<think>reasoning about the real cues</think>\\n<answer>sad</answer>"
+    OUT/train.json   RL split, gpt value the bare label (GRPO)
     OUT/test.json    held-out split, bare labels (GRPO evaluation / r1omni-fast eval)
     OUT/manifest.json  generator settings and every clip's label, cue, split and drawn parameters
+
+By default the SFT and GRPO splits hold the same clips. ``sft_fraction`` gives R1-Omni's data
+regime instead: a small cold-start split with reasoning (the paper: 580 EMER clips) and a larger,
+disjoint, label-only RL split (the paper: ~15k MAFW/DFEW clips).
+
+:func:`cue_examples` draws single pictures and sounds of the same cues in memory, without
+writing files: the data on which ``r1omni_fast.model.tiny`` can pretrain its towers.
 """
 
 from __future__ import annotations
@@ -128,6 +135,7 @@ def generate(
     sample_rate: int = 16000,
     codec: Optional[str] = None,
     reasoning: str = "full",
+    sft_fraction: Optional[float] = None,
 ) -> SynthDataset:
     """Write ``n`` synthetic clips and the sft / train / test JSON files under ``out``.
 
@@ -137,7 +145,11 @@ def generate(
 
     Labels are balanced (``n // len(labels)`` each, the remainder to the first classes) and
     shuffled; the test split takes ``round(test_fraction * count)`` clips of every class (at least
-    one when the class has two or more). ``codec`` defaults to libx264, else mpeg4.
+    one when the class has two or more). ``sft_fraction`` = None writes every training clip to
+    both sft.json (with reasoning) and train.json (bare label); a number in (0, 1) instead puts
+    ``round(sft_fraction * count)`` of each class's training clips (at least one) in sft.json
+    only and the rest in train.json only. ``codec`` defaults to libx264, else mpeg4.
+    Manifest splits: "sft", "train" or "test" ("train" = both when ``sft_fraction`` is None).
     """
     labels = tuple(str(x).strip().lower() for x in labels)
     unknown = [x for x in labels if x not in CLASS_CUES]
@@ -151,6 +163,8 @@ def generate(
         raise ValueError(f"n must be at least the number of labels ({len(labels)}), got {n}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if sft_fraction is not None and not 0.0 < sft_fraction < 1.0:
+        raise ValueError(f"sft_fraction must be in (0, 1) or None, got {sft_fraction}")
     if reasoning not in ("full", "short"):
         raise ValueError(f"reasoning must be 'full' or 'short', got {reasoning!r}")
     if size < 32 or size % 2:
@@ -167,6 +181,12 @@ def generate(
     clip_labels = [labels[i % len(labels)] for i in range(n)]
     clip_labels = [clip_labels[i] for i in order_rng.permutation(n)]
     is_test = _stratified_split(clip_labels, test_fraction, order_rng)
+    is_sft = [False] * n
+    if sft_fraction is not None:
+        train_idx = [i for i in range(n) if not is_test[i]]
+        picked = _stratified_split([clip_labels[i] for i in train_idx], sft_fraction, order_rng)
+        for i, sft_clip in zip(train_idx, picked):
+            is_sft[i] = sft_clip
 
     records = []
     clips = []
@@ -185,7 +205,7 @@ def generate(
         text = _reasoning(label, cue, params, rng) if reasoning == "full" else SHORT_REASONING[cue]
         records.append({
             "id": f"synth-{name}", "video": video_rel, "label": label, "cue": cue,
-            "split": "test" if is_test[i] else "train", "reasoning": text,
+            "split": "test" if is_test[i] else "sft" if is_sft[i] else "train", "reasoning": text,
             "params": params,
         })
 
@@ -198,7 +218,8 @@ def generate(
 
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
-    sft = [entry(r, f"<think>{r['reasoning']}</think>\n<answer>{r['label']}</answer>") for r in train]
+    cold = [r for r in records if r["split"] == "sft"] if sft_fraction is not None else train
+    sft = [entry(r, f"<think>{r['reasoning']}</think>\n<answer>{r['label']}</answer>") for r in cold]
     paths = SynthDataset(root, root / "sft.json", root / "train.json", root / "test.json",
                          root / "manifest.json", clips)
     _write_json(paths.sft, sft)
@@ -206,12 +227,63 @@ def generate(
     _write_json(paths.test, [entry(r, r["label"]) for r in test])
     _write_json(paths.manifest, {
         "generator": "r1omni_fast.data.synthetic", "seed": seed, "n": n, "labels": list(labels),
-        "test_fraction": test_fraction, "size": size, "num_frames": num_frames, "fps": fps,
-        "sample_rate": sample_rate, "video_codec": codec, "audio_codec": "aac",
+        "test_fraction": test_fraction, "sft_fraction": sft_fraction, "size": size,
+        "num_frames": num_frames, "fps": fps, "sample_rate": sample_rate, "video_codec": codec, "audio_codec": "aac",
         "clips": [{k: r[k] for k in ("id", "video", "label", "cue", "split", "params")}
                   for r in records],
     })
     return paths
+
+
+@dataclass(frozen=True)
+class CueExamples:
+    """Pictures and sounds drawn by :func:`cue_examples` (index ``len(labels)`` = no cue)."""
+
+    labels: Tuple[str, ...]
+    frames: np.ndarray  # (n, size, size, 3) uint8: one frame of a face, or of a plain screen
+    frame_labels: np.ndarray  # (n,) int64 into labels; len(labels) = plain screen
+    sounds: np.ndarray  # (n, samples) float32 in [-1, 1] at sample_rate: a voice, or silence
+    sound_labels: np.ndarray  # (n,) int64 into labels; len(labels) = silence
+
+
+def cue_examples(
+    n: int,
+    *,
+    seed: int = 0,
+    labels: Sequence[str] = tuple(CLASS_CUES),
+    size: int = 96,
+    num_frames: int = 12,
+    fps: int = 8,
+    sample_rate: int = 16000,
+) -> CueExamples:
+    """``n`` pictures and ``n`` sounds of the generator's cues, drawn in memory (no encoding).
+
+    Picture i and sound i are drawn independently, each uniformly among ``labels`` plus "no cue"
+    (a plain screen, silence), with the same per-clip jitter as :func:`generate` and a random
+    frame of the clip. Draws come from ``(seed, 3 << 20, i)``, a stream :func:`generate` never
+    uses, so these are never the clips of a dataset; the same seed gives the same arrays.
+    """
+    labels = tuple(labels)
+    unknown = [x for x in labels if x not in CLASS_CUES]
+    if unknown:
+        raise ValueError(f"cue_examples cannot draw {unknown}: choose labels from {sorted(CLASS_CUES)}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    seconds = num_frames / fps
+    frames = np.empty((n, size, size, 3), dtype=np.uint8)
+    sounds = np.empty((n, int(round(seconds * sample_rate))), dtype=np.float32)
+    frame_labels = np.empty(n, dtype=np.int64)
+    sound_labels = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        rng = np.random.default_rng([seed, 3 << 20, i])
+        frame_labels[i], sound_labels[i] = rng.integers(len(labels) + 1, size=2)
+        params = _clip_params(rng, size)
+        t = int(rng.integers(num_frames))
+        face = labels[frame_labels[i]] if frame_labels[i] < len(labels) else None
+        frames[i] = _draw_frames(face, params, size, t + 1, fps)[t]
+        voice = labels[sound_labels[i]] if sound_labels[i] < len(labels) else None
+        sounds[i] = _synth_audio(voice, params, seconds, sample_rate)
+    return CueExamples(labels, frames, frame_labels, sounds, sound_labels)
 
 
 def _default_video_codec() -> str:

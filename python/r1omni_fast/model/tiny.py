@@ -4,6 +4,12 @@ the embedded default for the demo and the tests.
 Same layout and geometry as HumanOmni-0.5B (8 frames at 224/16 -> 392 visual tokens, 128-mel
 30 s audio -> 500 audio tokens), tiny widths (LLM hidden 64, 2 layers; towers width 32), a
 byte-level BPE tokenizer and a WordPiece BERT tokenizer trained here on a small fixed corpus.
+
+Towers: random by default. ``pretrain_towers=True`` (``r1omni-fast model tiny --pretrain-towers``)
+first trains the vision and audio towers to tell apart the synthetic generator's faces and voices
+(:func:`pretrain_towers_on_cues`: seconds on a CPU, the same weights for the same seed on the same
+machine and torch thread count), so that their features separate classes the way pretrained SigLIP and Whisper features
+separate real faces and voices. The LLM, projectors and BERT gate stay as initialised.
 """
 
 from __future__ import annotations
@@ -105,8 +111,9 @@ def tiny_config(vocab_size: int, bert_vocab_size: int) -> OmniConfig:
                       bert_gate_hidden_size=64, mm_vision_tower="tiny-siglip", mm_audio_tower="tiny-whisper")
 
 
-def build_tiny_model(seed: int = 0):
-    """The tiny `OmniModel` with its processor, initialised from ``seed`` (CPU, float32)."""
+def build_tiny_model(seed: int = 0, *, pretrain_towers: bool = False):
+    """The tiny `OmniModel` with its processor, initialised from ``seed`` (CPU, float32); with
+    ``pretrain_towers``, its towers then pretrained by :func:`pretrain_towers_on_cues` (same seed)."""
     from r1omni_fast.model.omni import OmniModel
 
     tokenizer = build_llm_tokenizer()
@@ -121,11 +128,119 @@ def build_tiny_model(seed: int = 0):
     model.processor = OmniProcessor(tokenizer, bert_tokenizer, num_video_tokens=config.num_video_tokens(),
                                     num_audio_tokens=config.num_audio_tokens(),
                                     use_x_start_end=config.mm_use_x_start_end)
+    if pretrain_towers:
+        pretrain_towers_on_cues(model, seed=seed)
     return model.eval()
 
 
-def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0) -> str:
-    """Write the tiny checkpoint to ``out_dir`` (same files for the same seed); returns the path."""
+def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0, *, pretrain_towers: bool = False) -> str:
+    """Write the tiny checkpoint to ``out_dir`` (same files for the same seed and options on the
+    same machine and thread count); returns the path. ``pretrain_towers``: see :func:`pretrain_towers_on_cues`."""
     out_dir = os.fspath(out_dir)
-    build_tiny_model(seed).save_pretrained(out_dir)
+    build_tiny_model(seed, pretrain_towers=pretrain_towers).save_pretrained(out_dir)
     return out_dir
+
+
+# ----------------------------------------------------------------------------- tower pretraining
+
+#: Settings of :func:`pretrain_towers_on_cues`: examples drawn, optimizer steps per tower, batch size,
+#: AdamW learning rate, and the audio window trained on (mel frames; the clips last 1.5 s).
+TOWER_PRETRAINING = {"examples": 128, "steps": 40, "batch_size": 16, "learning_rate": 3e-3,
+                     "audio_frames": 300}
+
+
+def vision_features(tower, pixel_values: torch.Tensor, select_layer: int) -> torch.Tensor:
+    """``tower(pixel_values, output_hidden_states=True).hidden_states[select_layer]`` without
+    running the layers above ``select_layer``: (N, 3, S, S) -> (N, patches, C)."""
+    layers = tower.encoder.layers
+    keep = select_layer % (len(layers) + 1)  # hidden_states[0] is the embeddings' output
+    h = tower.embeddings(pixel_values)
+    for layer in layers[:keep]:
+        h = layer(h, None)
+        h = h[0] if isinstance(h, tuple) else h
+    return h
+
+
+def audio_features(encoder, mel: torch.Tensor) -> torch.Tensor:
+    """``WhisperEncoder.last_hidden_state`` of the first T = mel.shape[-1] // 2 positions for a
+    mel window of any even length (N, n_mels, 2T) -> (N, T, C); the full 3000-frame window gives
+    exactly ``encoder(mel).last_hidden_state``."""
+    import torch.nn.functional as F
+
+    h = F.gelu(encoder.conv2(F.gelu(encoder.conv1(mel)))).permute(0, 2, 1)
+    h = h + encoder.embed_positions.weight[: h.shape[1]]
+    for layer in encoder.layers:
+        h = layer(h, None)
+        h = h[0] if isinstance(h, tuple) else h
+    return encoder.layer_norm(h)
+
+
+def pretrain_towers_on_cues(model, *, seed: int = 0, steps: int | None = None) -> dict[str, float]:
+    """Train ``model``'s vision and audio towers in place to classify the synthetic generator's
+    cues; returns each tower's final training loss.
+
+    Data: ``TOWER_PRETRAINING["examples"]`` pictures and sounds of
+    :func:`r1omni_fast.data.synthetic.cue_examples` (every class the generator draws, plus "no
+    face" / "silence"; never the clips of a dataset), preprocessed as the model's media are (PIL
+    bicubic to the tower's image size, mean = std = 0.5; Whisper log-mel). Objective:
+    cross-entropy of a linear head (discarded afterwards) on the tokens the model reads, averaged:
+    the selected vision layer over all patches, and the audio encoder's output over the positions
+    the 1.5-s clips cover; the audio tower trains on the first ``audio_frames`` mel frames of its
+    window (the rest of the 30 s is the same silence), which is ~10x cheaper than the whole
+    window. AdamW, ``steps`` per tower (default ``TOWER_PRETRAINING["steps"]``). Deterministic for
+    a seed on one machine and torch thread count (float sums depend on the thread count); the
+    global torch RNG is left as it was. The towers end frozen (``requires_grad``
+    False) and in eval mode, as HumanOmni's pretrained towers are.
+    """
+    import numpy as np
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from r1omni_fast.data.synthetic import cue_examples
+    from r1omni_fast.media import whisper_log_mel
+
+    cfg = TOWER_PRETRAINING
+    steps = cfg["steps"] if steps is None else steps
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    size = model.config.vision.image_size
+    n_mels = model.config.audio.num_mel_bins
+    ex = cue_examples(cfg["examples"], seed=seed)
+    pixels = np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BICUBIC), np.float32)
+                       for f in ex.frames]).transpose(0, 3, 1, 2)
+    pixels = torch.from_numpy(np.ascontiguousarray((pixels / 255.0 - 0.5) / 0.5, dtype=np.float32))
+    mel = torch.from_numpy(np.stack([whisper_log_mel(s, n_mels)[:, :cfg["audio_frames"]] for s in ex.sounds]))
+    covered = -(-ex.sounds.shape[1] * 50 // 16000)  # Whisper encoder positions per second: 50
+    select = model.config.mm_vision_select_layer
+    vision, encoder = model.vision_tower, model.audio_tower.encoder
+    jobs = [
+        ("vision", vision, lambda x: vision_features(vision, x, select).mean(1), pixels, ex.frame_labels),
+        ("audio", encoder, lambda x: audio_features(encoder, x)[:, :covered].mean(1), mel, ex.sound_labels),
+    ]
+    losses = {}
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        for name, tower, features, inputs, labels in jobs:
+            targets = torch.from_numpy(labels)
+            tower.train()
+            trainable = [p for n, p in tower.named_parameters() if "embed_positions" not in n]
+            for p in trainable:
+                p.requires_grad_(True)
+            width = model.config.vision.hidden_size if name == "vision" else model.config.audio.d_model
+            head = torch.nn.Linear(width, len(ex.labels) + 1)
+            opt = torch.optim.AdamW(trainable + list(head.parameters()), lr=cfg["learning_rate"],
+                                    weight_decay=0.0)
+            loss = torch.tensor(float("nan"))
+            for _ in range(steps):
+                idx = torch.randint(len(targets), (cfg["batch_size"],))
+                loss = F.cross_entropy(head(features(inputs[idx])), targets[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            tower.requires_grad_(False)
+            tower.eval()
+            losses[name] = float(loss.detach())
+    finally:
+        torch.random.set_rng_state(state)
+    return losses

@@ -676,7 +676,8 @@ class GRPOTrainer:
         distributed.export_model(self.model, self.out, self.dist)
         if main:
             plot_curves(read_jsonl(self.out / "metrics.jsonl"),
-                        ["reward", "kl", "reward_std", "completions/mean_length", "eval/accuracy"],
+                        ["reward", "rewards/accuracy/mean", "kl", "reward_std", "completions/mean_length",
+                         "eval/accuracy"],
                         self.out / "grpo_curves.png", title="GRPO")
         return self.out
 

@@ -54,9 +54,27 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+def ema_smooth(values: Iterable[float], weight: float = 0.6) -> list[float]:
+    """TensorBoard's scalar smoothing: an exponential moving average with bias correction.
+
+    ``ema_k = weight * ema_{k-1} + (1 - weight) * x_k`` from ``ema_0 = 0``, reported as
+    ``ema_k / (1 - weight**k)``, so the first point is ``x_1`` and early points are not pulled
+    toward 0. ``weight`` in [0, 1): 0 returns the values unchanged.
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    out, ema = [], 0.0
+    for k, x in enumerate(values, 1):
+        ema = weight * ema + (1.0 - weight) * float(x)
+        out.append(ema / (1.0 - weight**k))
+    return out
+
+
 def plot_curves(records: Iterable[Mapping[str, Any]], keys: Iterable[str],
-                out_png: str | os.PathLike, *, title: str = "") -> Path | None:
-    """One panel per key present in the records (x = step); returns the PNG path or None."""
+                out_png: str | os.PathLike, *, title: str = "", smoothing: float = 0.8) -> Path | None:
+    """One panel per key present in the records (x = step): the raw points, faint, and their
+    :func:`ema_smooth` line (``smoothing`` = its weight; 0 draws the raw line only). Returns the
+    PNG path, or None when no key is present."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,13 +84,23 @@ def plot_curves(records: Iterable[Mapping[str, Any]], keys: Iterable[str],
     keys = [k for k in keys if any(r.get(k) is not None for r in records)]
     if not keys:
         return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    cols = min(len(keys), 3)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
         pts = [(r["step"], r[key]) for r in records if r.get(key) is not None and "step" in r]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+        x, y = [p[0] for p in pts], [p[1] for p in pts]
+        if smoothing > 0 and len(pts) > 1:
+            ax.plot(x, y, color="C0", alpha=0.25, linewidth=1, marker=".", markersize=3, label="raw")
+            ax.plot(x, ema_smooth(y, smoothing), color="C0", linewidth=2, label=f"EMA {smoothing:g}")
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.plot(x, y, color="C0", marker=".")
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
