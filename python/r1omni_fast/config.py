@@ -37,6 +37,8 @@ MODEL_PARTS = ("mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_g
                "mm_vision_tower", "mm_audio_tower", "bert_model")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 ASPECTS = ("pad", "resize")
+#: ``report_to`` trackers (TRL's names) and the package each one needs.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
 
 
 class ConfigError(ValueError):
@@ -172,6 +174,9 @@ class _TrainConfig(_RunConfig):
     ddp_timeout: int = _f(1800, "seconds a collective may wait for the other ranks before the job fails")
     ddp_find_unused_parameters: bool = _f(False, "ddp: allow trainable parameters that receive no "
                                                  "gradient in a step (slower)")
+    # experiment trackers (r1omni_fast.train.tracking)
+    report_to: List[str] = _f(["none"], "experiment trackers receiving every logged metric and the config: "
+                                        "tensorboard, wandb, trackio, mlflow, or none")
 
     def _validate(self) -> None:
         super()._validate()
@@ -212,6 +217,15 @@ class _TrainConfig(_RunConfig):
         if not 0.0 < self.max_skipped_fraction <= 1.0:
             raise ConfigError(f"max_skipped_fraction must be in (0, 1], got {self.max_skipped_fraction}")
         _at_least(self, "preflight_clips", 0)
+        bad = [n for n in self.report_to if n not in TRACKER_PACKAGES and n != "none"]
+        if bad:
+            raise ConfigError(f"report_to has unknown tracker(s) {bad}: choose from "
+                              f"{', '.join(TRACKER_PACKAGES)} or none")
+        if "none" in self.report_to and len(set(self.report_to)) > 1:
+            raise ConfigError(f"report_to {self.report_to} names trackers and none: drop none, or the trackers")
+        missing = missing_tracker_packages(self.report_to)
+        if missing:
+            raise ConfigError(missing[0])
 
 
 @dataclass
@@ -271,6 +285,10 @@ class GRPOConfig(_TrainConfig):
                                                    "so that runs agree at any number of ranks; None = on "
                                                    "under torchrun or when resuming a run that used it, "
                                                    "off in one process")
+    # TRL's fields for logging and sampling (r1omni_fast.train.grpo)
+    log_completions: bool = _f(False, "every logging_steps, send the step's completions as a table to the "
+                                      "report_to trackers and print num_completions_to_print of them")
+    num_completions_to_print: Optional[int] = _f(None, "completions printed when log_completions; None = all")
 
     stage = "grpo"
 
@@ -320,6 +338,8 @@ class GRPOConfig(_TrainConfig):
         if not 0.0 <= self.ref_model_mixup_alpha <= 1.0:
             raise ConfigError(
                 f"ref_model_mixup_alpha must be in [0, 1], got {self.ref_model_mixup_alpha}")
+        if self.num_completions_to_print is not None:
+            _at_least(self, "num_completions_to_print", 0)
 
 
 @dataclass
@@ -539,6 +559,19 @@ def _coerce(value: Any, tp: Any) -> Any:
             return str(value)
         raise TypeError(f"expected a string, got a {type(value).__name__}")
     raise TypeError(f"unsupported field type {tp!r}")
+
+
+def missing_tracker_packages(names: Sequence[str]) -> List[str]:
+    """One message per tracker of ``names`` whose package cannot be imported, naming what to install."""
+    import importlib.util
+
+    out = []
+    for name in names:
+        package = TRACKER_PACKAGES.get(name)
+        if package is not None and importlib.util.find_spec(package) is None:
+            out.append(f"report_to: {name} needs the {package} package, which is not installed: "
+                       f"pip install {package} (or every tracker: pip install 'r1omni-fast[tracking]')")
+    return out
 
 
 def _choice(cfg: Any, name: str, choices: Sequence[str]) -> None:

@@ -32,6 +32,7 @@ import copy
 import importlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError, GRPOConfig
@@ -50,6 +52,7 @@ from r1omni_fast.train import common, distributed, faults
 from r1omni_fast.train.checkpoint import read_trainer_state
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
+from r1omni_fast.train.tracking import Trackers, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +339,7 @@ class GRPOTrainer:
         self.global_step = self.start.step
         self.guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps,
                                            int((self.start.state or {}).get("nonfinite_steps", 0)))
+        self.trackers: Optional[Trackers] = None  # rank 0, while train() runs
 
     # --- one micro-batch of prompts -> completions, rewards, advantages, log-probs -----------
     def prompt_inputs(self, batch: Batch) -> Dict[str, torch.Tensor]:
@@ -590,10 +594,22 @@ class GRPOTrainer:
         ranks = self.dist.gather(local)
         if not self.dist.is_main:
             return
+        ordered = [line for micro in range(len(rollouts)) for rank in ranks for line in rank[micro]]
         with open(self.out / "completions.jsonl", "a", encoding="utf-8") as fh:
-            for micro in range(len(rollouts)):
-                for rank in ranks:
-                    fh.writelines(rank[micro])
+            fh.writelines(ordered)
+        if self.cfg.log_completions and (step % self.cfg.logging_steps == 0 or step == self.last_step):
+            self.log_completions(step, [json.loads(line) for line in ordered])
+
+    def log_completions(self, step: int, rows: Sequence[Dict[str, Any]]) -> None:
+        """TRL's ``log_completions``: the step's completions as a table to the trackers, and the
+        first ``num_completions_to_print`` (all when None) printed."""
+        columns = list(rows[0]) if rows else []
+        table = [[row[c] for c in columns] for row in rows]
+        if self.trackers is not None:
+            self.trackers.log_table(step, columns, table)
+        shown = table if self.cfg.num_completions_to_print is None else table[:self.cfg.num_completions_to_print]
+        if shown:
+            tqdm.write(f"completions of step {step}:\n{markdown_table(columns, shown)}", file=sys.stderr)
 
     # --- reference model -----------------------------------------------------------------------
     @torch.no_grad()
@@ -644,7 +660,9 @@ class GRPOTrainer:
         metrics = None
         if main:
             common.write_run_config(cfg)
-            metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=start.step if start.folder else None)
+            resume_step = start.step if start.folder else None
+            self.trackers = Trackers(cfg, resume_step=resume_step)
+            metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=resume_step, trackers=self.trackers)
             _truncate_completions(self.out / "completions.jsonl", start.step if start.folder else None)
         common.preflight_decode(cfg, self.train_data, self.collate)
         self.stream = common.make_stream(cfg, self.train_data, self.collate, start.state, self.dist)
@@ -673,6 +691,9 @@ class GRPOTrainer:
             signals.__exit__(None, None, None)
             bar.close()
             self.stream.close()
+            if metrics is not None:
+                metrics.close()
+            self.trackers = None
         distributed.export_model(self.model, self.out, self.dist)
         if main:
             plot_curves(read_jsonl(self.out / "metrics.jsonl"),

@@ -27,6 +27,7 @@ from r1omni_fast.model import IGNORE_INDEX
 from r1omni_fast.train import common, distributed, faults
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
+from r1omni_fast.train.tracking import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,9 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
     main = dist.is_main
     if main:
         common.write_run_config(cfg)
-    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start.step if start.folder else None) if main else None
+    resume_step = start.step if start.folder else None
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=resume_step,
+                         trackers=Trackers(cfg, resume_step=resume_step)) if main else None
     common.preflight_decode(cfg, train_data, collate)
     stream = common.make_stream(cfg, train_data, collate, start.state, dist)
     guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps, int((start.state or {}).get("nonfinite_steps", 0)))
@@ -148,6 +151,8 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
         signals.__exit__(None, None, None)
         bar.close()
         stream.close()
+        if metrics is not None:
+            metrics.close()
     distributed.export_model(model, out, dist)
     if main:
         plot_curves(read_jsonl(out / "metrics.jsonl"), ["loss", "learning_rate", "eval/format_rate"],
