@@ -660,9 +660,7 @@ class GRPOTrainer:
         metrics = None
         if main:
             common.write_run_config(cfg)
-            resume_step = start.step if start.folder else None
-            self.trackers = Trackers(cfg, resume_step=resume_step)
-            metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=resume_step, trackers=self.trackers)
+            metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=start.step if start.folder else None)
             _truncate_completions(self.out / "completions.jsonl", start.step if start.folder else None)
         common.preflight_decode(cfg, self.train_data, self.collate)
         self.stream = common.make_stream(cfg, self.train_data, self.collate, start.state, self.dist)
@@ -671,6 +669,8 @@ class GRPOTrainer:
         # SIGTERM / SIGUSR1 / SIGINT: save at the end of the reuse cycle (num_iterations), then stop
         signals = faults.StopSignals().__enter__()
         try:
+            if main:
+                self.trackers = metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
             for step in range(start.step + 1, self.last_step + 1):
                 record = self.train_step(step)
                 if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):

@@ -91,9 +91,7 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
     main = dist.is_main
     if main:
         common.write_run_config(cfg)
-    resume_step = start.step if start.folder else None
-    metrics = MetricsLog(out / "metrics.jsonl", resume_step=resume_step,
-                         trackers=Trackers(cfg, resume_step=resume_step)) if main else None
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=start.step if start.folder else None) if main else None
     common.preflight_decode(cfg, train_data, collate)
     stream = common.make_stream(cfg, train_data, collate, start.state, dist)
     guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps, int((start.state or {}).get("nonfinite_steps", 0)))
@@ -107,6 +105,8 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
 
     signals = faults.StopSignals().__enter__()  # SIGTERM / SIGUSR1 / SIGINT: save after the step, then stop
     try:
+        if main:
+            metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
         for step in range(start.step + 1, last_step + 1):
             t0 = time.perf_counter()
             loss_sum, tokens = 0.0, 0
