@@ -222,9 +222,9 @@ def test_num_iterations_reuses_completions_and_old_logprobs(assets, tmp_path):
         seen.append(logprobs(model, rollout))
         return seen[-1]
 
-    def recording_policy_loss(rollout):
+    def recording_policy_loss(rollout, **kw):
         used.append(rollout.old_logp)
-        return policy_loss(rollout)
+        return policy_loss(rollout, **kw)
 
     trainer.generate, trainer.sequence_logprobs = counting_generate, counting_logprobs
     trainer.policy_loss = recording_policy_loss
