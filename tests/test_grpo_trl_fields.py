@@ -213,3 +213,11 @@ def test_sequence_level_with_a_token_sum_loss_warns_as_trl(assets, tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="r1omni_fast.train.grpo"):
         _trainer(model_dir, data, tmp_path / "b", importance_sampling_level="sequence", loss_type="grpo")
     assert not [r for r in caplog.records if "GSPO" in r.getMessage()]
+
+
+def test_trl_only_fields_given_as_flags_are_explained_too():
+    from r1omni_fast.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"flags: use_vllm: True has no meaning here.*remove it"):
+        load_config(None, ["--stage", "grpo", "--use-vllm"])
+    assert load_config(None, ["--stage", "grpo", "--no-use-vllm"]).stage == "grpo"

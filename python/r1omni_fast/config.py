@@ -502,7 +502,8 @@ def load_config(path: Optional[Union[str, os.PathLike]], overrides: Sequence[str
         raise ConfigError(f"{source}: unknown stage {stage!r}: use one of {', '.join(STAGES)}")
     names = [f.name for f in dataclasses.fields(cls)]
     for key in flag_values:
-        if key not in names:
+        trl_only = cls is GRPOConfig and (key in TRL_ONLY_FIELDS or key.startswith("vllm_"))
+        if key not in names and not trl_only:  # TRL-only fields: GRPOConfig.from_dict explains them
             raise ConfigError(_unknown_message(key, names, cls.stage, "flags", flag=True))
     return cls.from_dict({**values, **flag_values}, source=source)  # flags win
 
