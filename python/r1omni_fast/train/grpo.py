@@ -347,7 +347,8 @@ class GRPOTrainer:
         if self.dist.enabled and not self.per_prompt:
             raise ConfigError("per_prompt_sampling: false needs a single process (with several ranks each "
                               "prompt samples from its own generator so that runs do not depend on the rank count)")
-        if cfg.importance_sampling_level == "sequence" and cfg.loss_type in ("bnpo", "dr_grpo", "dapo"):
+        if (self.dist.is_main and cfg.importance_sampling_level == "sequence"
+                and cfg.loss_type in ("bnpo", "dr_grpo", "dapo")):
             log.warning(sequence_level_warning(cfg.loss_type))
         common.seed_everything(cfg.seed)
         self.device = self.dist.device
