@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 
 import pytest
 
@@ -92,13 +93,17 @@ def test_sft_reports_every_metric_and_a_resumed_run_reads_as_one(assets, tmp_pat
     fields = sft_fields(model_dir, data, out, max_steps=3, save_steps=2, report_to=["tensorboard"])
     run_sft(_stage_config(SFTConfig, {**fields, "max_steps": 3}), loader=clip_loader(), progress=False)
     scalars, _ = _events(out / "runs")
-    first_loss = dict(scalars["loss"])
-    # resume from checkpoint-2: step 3 is logged again, once, and the curve has no duplicate step
+    first_loss, first_tokens = dict(scalars["loss"]), dict(scalars["num_tokens"])
+    # as if killed after logging step 3 but before checkpoint-3 was complete: the resumed run logs
+    # step 3 again, and TensorBoard's curve keeps it once
+    shutil.rmtree(out / "checkpoint-3")
     run_sft(_stage_config(SFTConfig, {**fields, "resume": True}), loader=clip_loader(), progress=False)
     records = read_jsonl(out / "metrics.jsonl")
     scalars, _ = _events(out / "runs")
     assert [s for s, _ in scalars["loss"]] == [1, 2, 3]
     assert dict(scalars["loss"]) == pytest.approx(first_loss)
+    # num_tokens (TRL's: cumulative input tokens) continues from the checkpoint
+    assert dict(scalars["num_tokens"]) == first_tokens and first_tokens[1] < first_tokens[2] < first_tokens[3]
     _assert_every_metric_logged(records, scalars)
 
 
