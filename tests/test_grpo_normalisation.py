@@ -98,7 +98,8 @@ def ours(w0: torch.Tensor, local: list, loss_type: str, dist: Dist, scale: str =
     """What GRPOTrainer.train_step does with this rank's micro-batches: normalise_step once, then
     every micro-batch's grpo_loss times its weight over the accumulation divisor; the gradient
     averaged over the ranks as DDP does."""
-    rollouts = [SimpleNamespace(ghost=False, mask=mb["mask"], rewards=mb["rewards"], weight=1.0, num_items=None,
+    rollouts = [SimpleNamespace(ghost=False, mask=mb["mask"], loss_tokens=mb["mask"], rewards=mb["rewards"], weight=1.0,
+                                num_items=None,
                                 advantages=group_adv(mb["rewards"][:, 0])) for mb in local]
     normalise_step(rollouts, loss_type=loss_type, scale_rewards=scale, group_size=G, reward_weights=[1.0], dist=dist)
     divisor = accumulation_divisor(loss_type, len(rollouts))
@@ -147,7 +148,8 @@ def test_dapo_is_one_token_mean_per_step_not_a_mean_of_micro_batch_means():
 
 def test_batch_scaled_advantages_use_every_micro_batch():
     local = [micro_batch(seed, prompts=2) for seed in range(3)]
-    rollouts = [SimpleNamespace(ghost=False, mask=mb["mask"], rewards=mb["rewards"], weight=1.0, num_items=None,
+    rollouts = [SimpleNamespace(ghost=False, mask=mb["mask"], loss_tokens=mb["mask"], rewards=mb["rewards"], weight=1.0,
+                                num_items=None,
                                 advantages=torch.zeros(mb["rewards"].shape[0])) for mb in local]
     normalise_step(rollouts, loss_type="grpo", scale_rewards="batch", group_size=G, reward_weights=[1.0], dist=Dist())
     std = torch.cat([mb["rewards"][:, 0] for mb in local]).std()

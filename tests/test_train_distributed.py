@@ -353,7 +353,7 @@ def test_rank_weights_recombine_the_loss_of_the_global_batch(loss_type):
 
     shares = [slice(0, 4), slice(4, 6), slice(0, 1)]  # the third rank is a ghost standing in with row 0
     ghosts = [False, False, True]
-    rollouts = [SimpleNamespace(ghost=ghost, mask=mask[rows], weight=1.0, num_items=None)
+    rollouts = [SimpleNamespace(ghost=ghost, mask=mask[rows], loss_tokens=mask[rows], weight=1.0, num_items=None)
                 for rows, ghost in zip(shares, ghosts)]
     sums = [sum(0 if r.ghost else r.mask.shape[0] for r in rollouts),
             sum(0 if r.ghost else int(r.mask.sum()) for r in rollouts), sum(0 if r.ghost else 1 for r in rollouts)]

@@ -221,9 +221,9 @@ def test_num_iterations_reuses_completions_and_old_logprobs(assets, tmp_path):
         seen.append(logprobs(model, rollout))
         return seen[-1]
 
-    def recording_policy_loss(rollout):
+    def recording_policy_loss(rollout, **kw):
         used.append(rollout.old_logp)
-        return policy_loss(rollout)
+        return policy_loss(rollout, **kw)
 
     trainer.generate, trainer.sequence_logprobs = counting_generate, counting_logprobs
     trainer.policy_loss = recording_policy_loss
@@ -360,7 +360,8 @@ def test_sigkill_then_resume_reproduces_the_straight_run(assets, tmp_path):
 
     result = run_cli(["train", "--config", str(cfg_b), "--resume"])
     assert result.returncode == 0, result.stderr[-3000:]
-    keys = ("step", "loss", "reward", "kl", "grad_norm", "completions/mean_length")
+    keys = ("step", "loss", "reward", "kl", "grad_norm", "completions/mean_length", "num_tokens", "entropy",
+            "clip_ratio/low_min", "clip_ratio/high_max")
     a = [{k: r[k] for k in keys} for r in read_jsonl(straight / "metrics.jsonl")]
     b = [{k: r[k] for k in keys} for r in read_jsonl(broken / "metrics.jsonl")]
     assert [r["step"] for r in b] == [1, 2, 3] and a == b

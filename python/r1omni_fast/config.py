@@ -37,6 +37,8 @@ MODEL_PARTS = ("mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_g
                "mm_vision_tower", "mm_audio_tower", "bert_model")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 ASPECTS = ("pad", "resize")
+#: ``report_to`` trackers (TRL's names) and the package each one needs.
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
 
 
 class ConfigError(ValueError):
@@ -172,6 +174,9 @@ class _TrainConfig(_RunConfig):
     ddp_timeout: int = _f(1800, "seconds a collective may wait for the other ranks before the job fails")
     ddp_find_unused_parameters: bool = _f(False, "ddp: allow trainable parameters that receive no "
                                                  "gradient in a step (slower)")
+    # experiment trackers (r1omni_fast.train.tracking)
+    report_to: List[str] = _f(["none"], "experiment trackers receiving every logged metric and the config: "
+                                        "tensorboard, wandb, trackio, mlflow, or none")
 
     def _validate(self) -> None:
         super()._validate()
@@ -212,6 +217,15 @@ class _TrainConfig(_RunConfig):
         if not 0.0 < self.max_skipped_fraction <= 1.0:
             raise ConfigError(f"max_skipped_fraction must be in (0, 1], got {self.max_skipped_fraction}")
         _at_least(self, "preflight_clips", 0)
+        bad = [n for n in self.report_to if n not in TRACKER_PACKAGES and n != "none"]
+        if bad:
+            raise ConfigError(f"report_to has unknown tracker(s) {bad}: choose from "
+                              f"{', '.join(TRACKER_PACKAGES)} or none")
+        if "none" in self.report_to and len(set(self.report_to)) > 1:
+            raise ConfigError(f"report_to {self.report_to} names trackers and none: drop none, or the trackers")
+        missing = missing_tracker_packages(self.report_to)
+        if missing:
+            raise ConfigError(missing[0])
 
 
 @dataclass
@@ -228,6 +242,42 @@ class SFTConfig(_TrainConfig):
     def _validate(self) -> None:
         super()._validate()
         _at_least(self, "max_length", 16)
+
+
+#: What ``generation_kwargs`` may hold: the sampler's settings (they override the fields).
+GENERATION_KWARGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+_GENERATION_KWARGS_ELSEWHERE = {
+    "max_new_tokens": "set max_completion_length", "max_tokens": "set max_completion_length",
+    "do_sample": "GRPO always samples", "num_return_sequences": "set num_generations", "n": "set num_generations",
+    "seed": "set seed", "num_beams": "GRPO samples, it does not search"}
+_NO_VLLM = ("generation runs in the training process with a prefix-shared, preallocated KV cache "
+            "(no vLLM server or engine): remove it")
+#: TRL GRPOConfig fields with no meaning here: (the value that turns them off in TRL, what to do instead).
+TRL_ONLY_FIELDS: Dict[str, tuple] = {
+    "use_vllm": (False, _NO_VLLM),
+    "use_transformers_paged": (False, _NO_VLLM),
+    "use_transformers_continuous_batching": (False, _NO_VLLM),
+    "cache_implementation": (None, "generation keeps its own static KV cache: remove it"),
+    "use_liger_kernel": (False, "the fused GRPO loss always runs (Triton on CUDA): remove it"),
+    "use_liger_loss": (False, "the fused GRPO loss always runs (Triton on CUDA): remove it"),
+    "top_entropy_quantile": (1.0, "training on the high-entropy tokens only is not implemented: remove it "
+                                  "(1.0, every token, is what runs)"),
+    "entropy_coef": (0.0, "there is no entropy bonus: remove it"),
+    "use_adaptive_entropy": (False, "there is no entropy bonus: remove it"),
+    "steps_per_generation": (None, "a step generates its gradient_accumulation_steps micro-batches before its "
+                                   "first backward (TRL's steps_per_generation = gradient_accumulation_steps): "
+                                   "set gradient_accumulation_steps"),
+    "generation_batch_size": (None, "a step generates per_device_train_batch_size prompts x num_generations x "
+                                    "gradient_accumulation_steps (x ranks): set those"),
+    "num_generations_eval": (None, "evaluation decodes one answer per clip (eval_max_new_tokens): remove it"),
+    "model_init_kwargs": (None, "the model loads from model_name_or_path, in bf16 when bf16 is on: remove it"),
+    "multi_objective_aggregation": ("sum_then_normalize", "rewards are weighted, summed, then normalised: "
+                                                          "remove it"),
+    "log_completions_hub_repo": (None, "completions go to OUT/completions.jsonl and the report_to trackers: "
+                                       "remove it"),
+    "off_policy_mask_threshold": (None, "off-policy sequence masking is not implemented: remove it"),
+    "use_bias_correction_kl": (False, "the KL is TRL's default k3 estimator: remove it"),
+}
 
 
 @dataclass
@@ -271,6 +321,20 @@ class GRPOConfig(_TrainConfig):
                                                    "so that runs agree at any number of ranks; None = on "
                                                    "under torchrun or when resuming a run that used it, "
                                                    "off in one process")
+    # TRL's fields for logging, sampling, data order and masking (r1omni_fast.train.grpo)
+    log_completions: bool = _f(False, "every logging_steps, send the step's completions as a table to the "
+                                      "report_to trackers and print num_completions_to_print of them")
+    num_completions_to_print: Optional[int] = _f(None, "completions printed when log_completions; None = all")
+    min_p: Optional[float] = _f(None, "sample only tokens whose probability is at least min_p times the most "
+                                      "likely token's (after temperature, top_k, top_p); None = off")
+    repetition_penalty: float = _f(1.0, "divide the positive logits (multiply the negative ones) of tokens "
+                                        "already in the prompt or the completion by this; 1 = off")
+    generation_kwargs: Optional[Dict[str, Any]] = _f(None, "sampling settings overriding the fields of the same "
+                                                           "name: " + ", ".join(GENERATION_KWARGS))
+    mask_truncated_completions: bool = _f(False, "leave completions that hit max_completion_length without an "
+                                                 "EOS out of the loss (their tokens count in no normaliser)")
+    shuffle_dataset: bool = _f(True, "draw the prompts in a new random order every epoch; false = file order")
+    disable_dropout: bool = _f(False, "set every dropout probability of the policy and the reference to 0")
 
     stage = "grpo"
 
@@ -320,6 +384,56 @@ class GRPOConfig(_TrainConfig):
         if not 0.0 <= self.ref_model_mixup_alpha <= 1.0:
             raise ConfigError(
                 f"ref_model_mixup_alpha must be in [0, 1], got {self.ref_model_mixup_alpha}")
+        if self.num_completions_to_print is not None:
+            _at_least(self, "num_completions_to_print", 0)
+        if self.min_p is not None and not 0.0 <= self.min_p <= 1.0:
+            raise ConfigError(f"min_p must be in [0, 1] (or null), got {self.min_p}")
+        _positive(self, "repetition_penalty")
+        for key, value in (self.generation_kwargs or {}).items():
+            if key not in GENERATION_KWARGS:
+                hint = _GENERATION_KWARGS_ELSEWHERE.get(key, "it has no meaning for this sampler")
+                raise ConfigError(f"generation_kwargs: {key!r} is not supported ({hint}); "
+                                  f"supported: {', '.join(GENERATION_KWARGS)}")
+            try:
+                GRPOConfig._check_sampling(key, value)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"generation_kwargs: {key}: {exc}") from None
+
+    @staticmethod
+    def _check_sampling(key: str, value: Any) -> None:
+        if key == "top_k":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"must be an integer >= 0 or null, got {value!r}")
+            return
+        if key == "min_p" and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"must be a number, got {value!r}")
+        low_open = key in ("temperature", "top_p", "repetition_penalty")
+        if (low_open and not value > 0) or (key in ("top_p", "min_p") and not 0 <= value <= 1):
+            raise ValueError(f"out of range: {value!r}")
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], *, source: str = "config") -> "_RunConfig":
+        """As :meth:`_RunConfig.from_dict`, after TRL's GRPO fields that have no meaning here: each is
+        dropped when it holds the value that turns it off in TRL (``use_vllm: false``, any
+        ``vllm_*`` beside ``use_vllm: false``, ``top_entropy_quantile: 1.0``, ...), and is otherwise a
+        :class:`ConfigError` naming it and what to use instead."""
+        values = dict(values)
+        vllm_off = values.get("use_vllm") in (False, "false", "False")
+        for key in list(values):
+            if key.startswith("vllm_") and key not in TRL_ONLY_FIELDS:
+                if vllm_off:
+                    del values[key]
+                    continue
+                raise ConfigError(f"{source}: {key} has no meaning here: {_NO_VLLM}")
+            if key in TRL_ONLY_FIELDS:
+                off, hint = TRL_ONLY_FIELDS[key]
+                if values[key] == off or (isinstance(values[key], str) and values[key].strip().lower() == str(off).lower()):
+                    del values[key]
+                    continue
+                raise ConfigError(f"{source}: {key}: {values[key]!r} has no meaning here: {hint}")
+        return super().from_dict(values, source=source)
 
 
 @dataclass
@@ -388,7 +502,8 @@ def load_config(path: Optional[Union[str, os.PathLike]], overrides: Sequence[str
         raise ConfigError(f"{source}: unknown stage {stage!r}: use one of {', '.join(STAGES)}")
     names = [f.name for f in dataclasses.fields(cls)]
     for key in flag_values:
-        if key not in names:
+        trl_only = cls is GRPOConfig and (key in TRL_ONLY_FIELDS or key.startswith("vllm_"))
+        if key not in names and not trl_only:  # TRL-only fields: GRPOConfig.from_dict explains them
             raise ConfigError(_unknown_message(key, names, cls.stage, "flags", flag=True))
     return cls.from_dict({**values, **flag_values}, source=source)  # flags win
 
@@ -466,6 +581,8 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in typing.get_args(tp))
     if origin in (list, List):
         return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    if origin in (dict, Dict):
+        return "mapping"
     return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
@@ -497,6 +614,12 @@ def _coerce(value: Any, tp: Any) -> Any:
             except (TypeError, ValueError):
                 continue
         raise ValueError("no matching type")
+    if origin in (dict, Dict):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a mapping, got a {type(value).__name__}")
+        return dict(value)
     if origin in (list, List):
         (item,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -539,6 +662,19 @@ def _coerce(value: Any, tp: Any) -> Any:
             return str(value)
         raise TypeError(f"expected a string, got a {type(value).__name__}")
     raise TypeError(f"unsupported field type {tp!r}")
+
+
+def missing_tracker_packages(names: Sequence[str]) -> List[str]:
+    """One message per tracker of ``names`` whose package cannot be imported, naming what to install."""
+    import importlib.util
+
+    out = []
+    for name in names:
+        package = TRACKER_PACKAGES.get(name)
+        if package is not None and importlib.util.find_spec(package) is None:
+            out.append(f"report_to: {name} needs the {package} package, which is not installed: "
+                       f"pip install {package} (or every tracker: pip install 'r1omni-fast[tracking]')")
+    return out
 
 
 def _choice(cfg: Any, name: str, choices: Sequence[str]) -> None:

@@ -133,6 +133,19 @@ def selective_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: flo
         return reference.selective_logprobs_reference(logits, ids, temperature).to(torch.float32)
 
 
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Entropy of ``softmax(logits / T)`` at every position, no gradient: (B, L) fp32 for logits
+    (B, L, V) of any float dtype (fp64 for fp64). TRL's ``entropy`` metric is its masked mean over
+    the completion tokens. A chunked PyTorch pass on every device (no Triton kernel): call it
+    before ``grpo_loss(..., inplace_grad=True)``, which overwrites the logits."""
+    if logits.dim() != 3 or not logits.is_floating_point():
+        raise ValueError(f"need float logits (B, L, V), got {logits.dtype} {tuple(logits.shape)}")
+    if not temperature > 0.0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    entropy = reference.token_entropy_reference(logits.detach(), temperature)
+    return entropy if entropy.dtype == torch.float64 else entropy.to(torch.float32)
+
+
 def group_advantages(
     rewards: torch.Tensor,
     group_size: int,

@@ -72,13 +72,40 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def sample_next(logits: torch.Tensor, *, do_sample: bool, temperature: float, top_k: int, top_p: float,
-                generator: torch.Generator | Sequence[torch.Generator] | None) -> torch.Tensor:
+                generator: torch.Generator | Sequence[torch.Generator] | None, min_p: float | None = None,
+                repetition_penalty: float = 1.0, seen: torch.Tensor | None = None) -> torch.Tensor:
     """Next token per row: argmax when greedy, else a draw from softmax(logits / T) restricted to
-    the top-k tokens and to the smallest set whose probability reaches top_p. A list of B
-    generators draws the rows in B equal consecutive groups, group b from ``generator[b]``."""
-    logits = logits.float()
+    the top-k tokens, to the smallest set whose probability reaches top_p, then to the tokens whose
+    probability is at least ``min_p`` times the row's largest. A list of B generators draws the rows
+    in B equal consecutive groups, group b from ``generator[b]``.
+
+    ``repetition_penalty`` (transformers' meaning, applied first, greedy too): the logits of the
+    tokens marked in ``seen`` (rows, V) bool are divided by it when positive, multiplied when
+    negative."""
+    logits = sampling_logits(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                             min_p=min_p, repetition_penalty=repetition_penalty, seen=seen)
     if not do_sample:
         return logits.argmax(-1)
+    probs = logits.softmax(-1)
+    if isinstance(generator, (list, tuple)):  # one generator per prompt, each drawing for its group's rows
+        groups = probs.split(probs.shape[0] // len(generator))
+        return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(groups, generator)]).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def sampling_logits(logits: torch.Tensor, *, do_sample: bool, temperature: float, top_k: int, top_p: float,
+                    min_p: float | None = None, repetition_penalty: float = 1.0,
+                    seen: torch.Tensor | None = None) -> torch.Tensor:
+    """The fp32 (rows, V) logits :func:`sample_next` draws from (softmax of them; tokens filtered
+    out hold a large negative value), or takes the argmax of when greedy."""
+    logits = logits.float()
+    if repetition_penalty != 1.0:
+        if seen is None:
+            raise ValueError("repetition_penalty needs the tokens seen so far")
+        penalised = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if not do_sample:
+        return logits
     logits = logits / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -88,17 +115,17 @@ def sample_next(logits: torch.Tensor, *, do_sample: bool, temperature: float, to
         probs = sorted_logits.softmax(-1)
         drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reaches top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, _NEG))
-    probs = logits.softmax(-1)
-    if isinstance(generator, (list, tuple)):  # one generator per prompt, each drawing for its group's rows
-        groups = probs.split(probs.shape[0] // len(generator))
-        return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(groups, generator)]).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if min_p is not None and min_p > 0.0:
+        probs = logits.softmax(-1)
+        # the most likely token always stays (its probability is the row's largest)
+        logits = logits.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, _NEG)
+    return logits
 
 
 @torch.no_grad()
 def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: int = 64, do_sample: bool = True,
-             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-             eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
+             temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float | None = None,
+             repetition_penalty: float = 1.0, eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
              seed: int | None = None, generator: torch.Generator | Sequence[torch.Generator] | None = None,
              share_prefix: bool = True) -> GenerationOutput:
     """G completions per prompt of ``batch`` (as built by `OmniProcessor`).
@@ -107,7 +134,9 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     its KV cache to the G rows; ``False`` prefills the B*G duplicated rows (the reference path).
     ``do_sample=False`` is greedy. ``seed`` seeds a private generator (or pass ``generator``: one
     for all rows, or a list of one per prompt, so that a prompt's samples do not depend on the
-    other prompts of the batch). Generation stops at max_new_tokens or when every row has produced an EOS.
+    other prompts of the batch). ``min_p`` and ``repetition_penalty`` as in transformers (see
+    :func:`sample_next`; the penalty covers the prompt's text tokens and the tokens generated so
+    far). Generation stops at max_new_tokens or when every row has produced an EOS.
     """
     if num_generations < 1 or max_new_tokens < 1:
         raise ValueError("num_generations and max_new_tokens must be >= 1")
@@ -115,6 +144,10 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
         raise ValueError(f"temperature={temperature}: must be > 0 when sampling (use do_sample=False for greedy)")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p}: must be in (0, 1]")
+    if min_p is not None and not 0 <= min_p <= 1:
+        raise ValueError(f"min_p={min_p}: must be in [0, 1]")
+    if not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty={repetition_penalty}: must be > 0")
     llm = model.llm
     cfg = llm.config
     if "cache" not in inspect.signature(type(llm.model).forward).parameters:
@@ -183,11 +216,19 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     out = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
     produced = torch.zeros(rows, dtype=torch.long, device=device)
+    seen = None
+    if repetition_penalty != 1.0:  # the prompt's text tokens (media placeholders are negative ids)
+        seen = torch.zeros(b, logits.shape[-1], dtype=torch.bool, device=device)
+        text = valid & (input_ids >= 0) & (input_ids < logits.shape[-1])
+        seen[torch.nonzero(text, as_tuple=True)[0], input_ids[text]] = True
+        seen = seen.repeat_interleave(g, 0)
     steps = 0
     for step in range(max_new_tokens):
         token = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                            generator=generator)
+                            generator=generator, min_p=min_p, repetition_penalty=repetition_penalty, seen=seen)
         token = token.masked_fill(done, pad_token_id)
+        if seen is not None:
+            seen[torch.arange(rows, device=device), token] = True
         out[:, step] = token
         produced += (~done).long()
         done |= torch.isin(token, eos)

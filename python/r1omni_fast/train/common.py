@@ -156,7 +156,8 @@ class Shard:
 class BatchStream:
     """Endless stream of this rank's collated shards of global batches.
 
-    The run's sample order is ``epoch_batches(N, N, seed, epoch)`` (one permutation per epoch); a
+    The run's sample order is ``epoch_batches(N, N, seed, epoch)`` (one permutation per epoch; the
+    file's order with ``shuffle=False``, GRPO's ``shuffle_dataset: false``); a
     global batch is the next ``batch_size * world_size`` samples of it (the last one of an epoch
     holds the remainder) and rank r takes its contiguous share (``distributed.rank_slice``: the
     shares differ by at most one sample, nothing is dropped or repeated). ``samples_done`` is the
@@ -178,8 +179,10 @@ class BatchStream:
     def __init__(self, samples: Sequence[Sample], batch_size: int, collate: Callable[..., Batch], *,
                  seed: int, samples_done: int = 0, batches_done: int = 0, workers: int = 1, depth: int = 2,
                  rank: int = 0, world_size: int = 1, dist: Any = None, max_skipped_batches: int = 20,
-                 max_skipped_fraction: float = 1.0, skipped_samples: int = 0, skipped_in_epoch: int = 0) -> None:
+                 max_skipped_fraction: float = 1.0, skipped_samples: int = 0, skipped_in_epoch: int = 0,
+                 shuffle: bool = True) -> None:
         self.samples = list(samples)
+        self.shuffle = shuffle
         self.batch_size = batch_size
         self.global_batch_size = batch_size * world_size
         self.seed = seed
@@ -206,7 +209,7 @@ class BatchStream:
         position = start
         while True:
             epoch, offset = divmod(position, n)
-            order = epoch_batches(n, n, seed=self.seed, epoch=epoch)[0]
+            order = epoch_batches(n, n, seed=self.seed, epoch=epoch, shuffle=self.shuffle)[0]
             for begin in range(offset, n, self.global_batch_size):
                 chunk = order[begin:begin + self.global_batch_size]
                 share = range(len(chunk))[rank_slice(len(chunk), self.rank, self.world_size)]
@@ -399,7 +402,8 @@ def make_stream(cfg: Any, data: DataFile, collate: Callable[..., Batch], state: 
     return BatchStream(data.samples, cfg.per_device_train_batch_size, collate, seed=cfg.seed, **position,
                        workers=cfg.dataloader_num_workers, depth=cfg.dataloader_prefetch_factor, rank=dist.rank,
                        world_size=dist.world_size, dist=dist, max_skipped_batches=cfg.max_skipped_batches,
-                       max_skipped_fraction=cfg.max_skipped_fraction)
+                       max_skipped_fraction=cfg.max_skipped_fraction,
+                       shuffle=getattr(cfg, "shuffle_dataset", True))  # a GRPO field (TRL's)
 
 
 def preflight_decode(cfg: Any, data: DataFile, collate: ClipCollator) -> None:

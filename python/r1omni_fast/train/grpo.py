@@ -32,6 +32,7 @@ import copy
 import importlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,17 +40,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError, GRPOConfig
 from r1omni_fast.data import Batch
-from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs
+from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs, token_entropy
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
 from r1omni_fast.rewards import score_batch, weighted_total
 from r1omni_fast.train import common, distributed, faults
 from r1omni_fast.train.checkpoint import read_trainer_state
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
+from r1omni_fast.train.tracking import Trackers, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +186,61 @@ def step_advantages(rewards: torch.Tensor, group_size: int, weights: Sequence[fl
             std.to(device, torch.float32))
 
 
+def sampling_settings(cfg: GRPOConfig) -> Dict[str, Any]:
+    """The sampler's settings: ``temperature``, ``top_p``, ``top_k`` (0 = off), ``min_p``,
+    ``repetition_penalty`` from the fields of those names, overridden by ``generation_kwargs`` (as
+    TRL does; the loss keeps ``cfg.temperature``)."""
+    settings = {"temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k, "min_p": cfg.min_p,
+                "repetition_penalty": cfg.repetition_penalty}
+    settings.update(cfg.generation_kwargs or {})
+    settings["top_k"] = settings["top_k"] or 0
+    return settings
+
+
+def sequence_clip_extremes(logp: torch.Tensor, old_logp: Optional[torch.Tensor], advantages: torch.Tensor,
+                           mask: torch.Tensor, eps_low: float, eps_high: float, level: str) -> tuple:
+    """TRL's ``clip_ratio/low_min`` and ``clip_ratio/high_max`` of one micro-batch on one rank:
+    with the importance ratio ``r`` of the loss (token, or the sequence's masked mean log-ratio),
+    low = ``r < 1 - eps_low and A < 0``, high = ``r > 1 + eps_high and A > 0``; each row's masked
+    mean of the flags (token level; NaN for a row without loss tokens) or its flag (sequence level);
+    returns (min over rows of low, max over rows of high) as floats, NaN when no row counts.
+    ``logp``, ``old_logp``, ``mask`` (N, T); ``advantages`` (N,); ``old_logp`` None = on-policy."""
+    active = mask.bool()
+    m = active.to(logp.dtype)
+    log_ratio = (torch.zeros_like(logp) if old_logp is None
+                 else torch.where(active, logp - old_logp.to(logp.dtype), torch.zeros_like(logp)))
+    if level == "sequence":
+        log_ratio = (log_ratio * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1.0)
+    ratio = torch.exp(log_ratio)
+    adv = advantages.reshape(-1, 1).to(logp.dtype)
+    low = ((ratio < 1.0 - eps_low) & (adv < 0)).to(logp.dtype)
+    high = ((ratio > 1.0 + eps_high) & (adv > 0)).to(logp.dtype)
+    if level == "sequence":
+        low_rows, high_rows = low[:, 0], high[:, 0]
+    else:
+        count = m.sum(-1)
+        low_rows, high_rows = (low * m).sum(-1) / count, (high * m).sum(-1) / count  # 0/0 = NaN: no tokens
+    return (_nan_reduce(low_rows.double().tolist(), min), _nan_reduce(high_rows.double().tolist(), max))
+
+
+def sequence_level_warning(loss_type: str) -> str:
+    """What TRL warns when sequence-level importance sampling meets a loss that sums tokens."""
+    return (f"importance_sampling_level: sequence with loss_type: {loss_type}: the loss sums per-token terms, so "
+            "each sequence weighs by its completion length instead of the per-sequence objective of GSPO; "
+            "set loss_type: grpo to reproduce the GSPO paper's setup")
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """TRL's ``disable_dropout``: ``p = 0`` in every ``torch.nn.Dropout`` module of ``model``.
+    Returns how many modules it changed."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p != 0:
+            module.p = 0.0
+            changed += 1
+    return changed
+
+
 def accumulation_divisor(loss_type: str, micro_batches: int) -> int:
     """What each micro-batch's loss is divided by before its backward, as in TRL's GRPOTrainer:
     grpo, bnpo and dr_grpo by the accumulation count; dapo by nothing, since its
@@ -210,7 +268,7 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
     live = [r for r in rollouts if not r.ghost]
     counts: List[float] = []
     for r in rollouts:
-        counts += [0 if r.ghost else r.mask.shape[0], 0 if r.ghost else int(r.mask.sum()), 0 if r.ghost else 1]
+        counts += [0 if r.ghost else r.mask.shape[0], 0 if r.ghost else int(r.loss_tokens.sum()), 0 if r.ghost else 1]
     totals = dist.sum(counts)
     step_tokens = sum(totals[1::3])
     for i, r in enumerate(rollouts):
@@ -258,6 +316,13 @@ class Rollout:
     weight: float = 1.0  # this rank's share of the global micro-batch loss (see normalise_step)
     num_items: Optional[float] = None  # dapo: completion tokens of the whole step, every rank
     num_invalid: int = 0  # reward values set aside as invalid (on_invalid_reward: skip)
+    loss_mask: Optional[torch.Tensor] = None  # mask_truncated_completions: ``mask`` less the truncated rows
+
+    @property
+    def loss_tokens(self) -> torch.Tensor:
+        """(N, T) bool: the tokens the loss covers (``mask`` holds every generated token, which the
+        forward passes and the length metrics see)."""
+        return self.mask if self.loss_mask is None else self.loss_mask
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -282,6 +347,9 @@ class GRPOTrainer:
         if self.dist.enabled and not self.per_prompt:
             raise ConfigError("per_prompt_sampling: false needs a single process (with several ranks each "
                               "prompt samples from its own generator so that runs do not depend on the rank count)")
+        if (self.dist.is_main and cfg.importance_sampling_level == "sequence"
+                and cfg.loss_type in ("bnpo", "dr_grpo", "dapo")):
+            log.warning(sequence_level_warning(cfg.loss_type))
         common.seed_everything(cfg.seed)
         self.device = self.dist.device
         self.out = Path(cfg.output_dir)
@@ -303,6 +371,10 @@ class GRPOTrainer:
                 source = common.load_policy(cfg.model_name_or_path, cfg, self.device)
             self.ref = reference_view(self.model, source,
                                       share_frozen=not (self.dist.fsdp and cfg.fsdp_shard_towers))
+        if cfg.disable_dropout:
+            disable_dropout(self.model)
+            if self.ref is not None:
+                disable_dropout(self.ref)
         if self.dist.fsdp:
             bf16 = common.uses_bf16(cfg, self.device)
             distributed.fsdp(self.model, self.dist, cfg, use_bf16=bf16)
@@ -336,6 +408,8 @@ class GRPOTrainer:
         self.global_step = self.start.step
         self.guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps,
                                            int((self.start.state or {}).get("nonfinite_steps", 0)))
+        self.trackers: Optional[Trackers] = None  # rank 0, while train() runs
+        self.num_tokens = int((self.start.state or {}).get("num_tokens", 0))
 
     # --- one micro-batch of prompts -> completions, rewards, advantages, log-probs -----------
     def prompt_inputs(self, batch: Batch) -> Dict[str, torch.Tensor]:
@@ -365,8 +439,7 @@ class GRPOTrainer:
             with common.autocast(cfg, self.device), distributed.gathered(self.model, self.dist):
                 return self.model.generate(prompts, num_generations=cfg.num_generations,
                                            max_new_tokens=cfg.max_completion_length, do_sample=True,
-                                           temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or 0,
-                                           generator=generator)
+                                           generator=generator, **sampling_settings(cfg))
         finally:
             self.model.train()
 
@@ -415,6 +488,8 @@ class GRPOTrainer:
         rollout = Rollout(batch, prompts, ids, mask, list(texts), rewards,
                           torch.from_numpy(scores["total"]), advantages, group_std,
                           times=times, ghost=bool(shard is not None and shard.ghost), num_invalid=num_invalid)
+        if cfg.mask_truncated_completions:  # TRL: truncated rows leave the loss and its normalisers
+            rollout.loss_mask = mask & ~self.truncated(ids, mask)[:, None]
         t = time.perf_counter()
         if self.ref is not None:
             rollout.ref_logp = self.sequence_logprobs(self.ref, rollout)
@@ -422,6 +497,12 @@ class GRPOTrainer:
             rollout.old_logp = self.sequence_logprobs(self.model, rollout)
         times["reference"] = time.perf_counter() - t
         return rollout
+
+    def truncated(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: completions whose last generated token is not an EOS (they hit
+        max_completion_length)."""
+        ends = ids.gather(1, (mask.sum(1, keepdim=True) - 1).clamp(min=0)).squeeze(1)
+        return ~torch.isin(ends, torch.tensor(self.model.processor.eos_token_ids, device=ids.device))
 
     def state_for_rewards(self) -> RewardTrainerState:
         """``trainer_state`` for reward functions (TRL passes its TrainerState)."""
@@ -455,17 +536,33 @@ class GRPOTrainer:
             scores["total"] = weighted_total([scores[n] for n in self.reward_names], self.reward_weights)
         return set_aside
 
-    def policy_loss(self, rollout: Rollout) -> tuple:
-        """``grpo_loss`` of the current policy on a rollout: (loss, metrics)."""
+    def policy_loss(self, rollout: Rollout, *, entropy: bool = True) -> tuple:
+        """``grpo_loss`` of the current policy on a rollout: (loss, metrics). Besides the kernel's
+        metrics: ``clip_ratio/low_min``, ``clip_ratio/high_max`` of this rank's rows (see
+        :func:`sequence_clip_extremes`) and, when ``entropy``, ``entropy``: the mean token entropy
+        of the sampling distribution over the loss tokens (a no-grad pass over the logits before
+        the loss, which may overwrite them)."""
         cfg = self.cfg
+        eps_high = cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon
         with common.autocast(cfg, self.device):
             logits = self.policy_logits(rollout.prompts, rollout.completion_ids, rollout.mask, cfg.num_generations)
-        return grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=rollout.mask,
-                         old_logp=rollout.old_logp, ref_logp=rollout.ref_logp, beta=cfg.beta,
-                         eps_low=cfg.epsilon, eps_high=cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon,
-                         delta=cfg.delta, temperature=cfg.temperature, loss_type=cfg.loss_type,
-                         importance_sampling_level=cfg.importance_sampling_level,
-                         max_completion_length=cfg.max_completion_length, num_items_in_batch=rollout.num_items)
+        mask = rollout.loss_tokens
+        mean_entropy = None
+        if entropy:
+            tokens = mask.to(torch.float32)
+            mean_entropy = (token_entropy(logits, cfg.temperature) * tokens).sum() / tokens.sum().clamp(min=1.0)
+        loss, metrics = grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=mask,
+                                  old_logp=rollout.old_logp, ref_logp=rollout.ref_logp, beta=cfg.beta,
+                                  eps_low=cfg.epsilon, eps_high=eps_high, delta=cfg.delta, temperature=cfg.temperature,
+                                  loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level,
+                                  max_completion_length=cfg.max_completion_length,
+                                  num_items_in_batch=rollout.num_items)
+        if mean_entropy is not None:
+            metrics["entropy"] = mean_entropy
+        metrics["clip_ratio/low_min"], metrics["clip_ratio/high_max"] = sequence_clip_extremes(
+            metrics["logp"], rollout.old_logp, rollout.advantages, mask, cfg.epsilon, eps_high,
+            cfg.importance_sampling_level)
+        return loss, metrics
 
     # --- one optimizer step ------------------------------------------------------------------
     def train_step(self, step: int) -> Dict[str, Any]:
@@ -483,9 +580,10 @@ class GRPOTrainer:
         losses, parts = [], []
         divisor = accumulation_divisor(cfg.loss_type, len(self.rollouts))
         module = self.policy_logits if isinstance(self.policy_logits, torch.nn.Module) else self.model
+        logged = step % cfg.logging_steps == 0 or step == self.last_step
         for i, rollout in enumerate(self.rollouts):
             with distributed.accumulating(module, self.dist, last=i == len(self.rollouts) - 1):
-                loss, metrics = self.policy_loss(rollout)
+                loss, metrics = self.policy_loss(rollout, entropy=logged)
                 (loss * rollout.weight / divisor).backward()
             losses.append(float(loss.detach()) * rollout.weight / self.dist.world_size)
             parts.append(metrics)
@@ -508,6 +606,11 @@ class GRPOTrainer:
         record.update(self.rollout_metrics(self.rollouts))
         invalid = [float(sum(r.num_invalid for r in self.rollouts)) if fresh else 0.0]
         record["rewards/num_invalid"] = int(self.dist.sum(invalid)[0])
+        if fresh:  # TRL's num_tokens: prompt + completion tokens of every generated row, all ranks, cumulative
+            seen = sum(int(r.mask.sum()) + int(r.prompts["attention_mask"].sum()) * cfg.num_generations
+                       for r in self.rollouts if not r.ghost)
+            self.num_tokens += int(self.dist.sum([seen])[0])
+        record["num_tokens"] = self.num_tokens
         record["nonfinite_steps"] = self.guard.total
         record["skipped_samples"] = self.stream.skipped_samples
         gen_times = {k: sum(r.times[k] for r in self.rollouts) if fresh else 0.0
@@ -523,14 +626,15 @@ class GRPOTrainer:
         """The step's loss (the sum of the micro-batch losses as they enter backward) and the loss
         metrics (KL, clip ratios: token- or sequence-weighted over the ranks, then averaged over
         micro-batches, as one process computes them over the whole batch)."""
-        keys = [k for k in ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
+        keys = [k for k in ("kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
                 if k in parts[0]]
+        token_keys = ("kl", "entropy")  # token means at either importance-sampling level
         sequence_level = self.cfg.importance_sampling_level == "sequence"
         numbers: List[float] = [sum(losses)]
         for r, m in zip(self.rollouts, parts):
-            units = 0.0 if r.ghost else float(r.mask.shape[0] if sequence_level else r.mask.sum())
-            kl_units = 0.0 if r.ghost else float(r.mask.sum())
-            numbers += [units, kl_units] + [float(m[k]) * (kl_units if k == "kl" else units) for k in keys]
+            units = 0.0 if r.ghost else float(r.mask.shape[0] if sequence_level else r.loss_tokens.sum())
+            kl_units = 0.0 if r.ghost else float(r.loss_tokens.sum())
+            numbers += [units, kl_units] + [float(m[k]) * (kl_units if k in token_keys else units) for k in keys]
         if self.dist.enabled:
             numbers = self.dist.sum(numbers)
         out = {"loss": numbers[0] / accumulation_divisor(self.cfg.loss_type, len(parts))}
@@ -539,9 +643,17 @@ class GRPOTrainer:
             values = []
             for i in range(len(parts)):
                 units, kl_units = numbers[1 + i * width], numbers[2 + i * width]
-                den = kl_units if key == "kl" else units
+                den = kl_units if key in token_keys else units
                 values.append(numbers[3 + i * width + j] / den if den else 0.0)
             out[key] = float(np.mean(values))
+        # TRL: per global micro-batch, the least / largest per-sequence clip fraction over the ranks
+        extremes = [(nan, nan) if r.ghost else (float(m["clip_ratio/low_min"]), float(m["clip_ratio/high_max"]))
+                    for r, m in zip(self.rollouts, parts)]
+        ranks = self.dist.gather(extremes)
+        low = [_nan_reduce([rank[i][0] for rank in ranks], min) for i in range(len(parts))]
+        high = [_nan_reduce([rank[i][1] for rank in ranks], max) for i in range(len(parts))]
+        out["clip_ratio/low_min"] = float(np.mean(low))
+        out["clip_ratio/high_max"] = float(np.mean(high))
         return out
 
     def rollout_metrics(self, rollouts: Sequence[Rollout]) -> Dict[str, float]:
@@ -590,10 +702,22 @@ class GRPOTrainer:
         ranks = self.dist.gather(local)
         if not self.dist.is_main:
             return
+        ordered = [line for micro in range(len(rollouts)) for rank in ranks for line in rank[micro]]
         with open(self.out / "completions.jsonl", "a", encoding="utf-8") as fh:
-            for micro in range(len(rollouts)):
-                for rank in ranks:
-                    fh.writelines(rank[micro])
+            fh.writelines(ordered)
+        if self.cfg.log_completions and (step % self.cfg.logging_steps == 0 or step == self.last_step):
+            self.log_completions(step, [json.loads(line) for line in ordered])
+
+    def log_completions(self, step: int, rows: Sequence[Dict[str, Any]]) -> None:
+        """TRL's ``log_completions``: the step's completions as a table to the trackers, and the
+        first ``num_completions_to_print`` (all when None) printed."""
+        columns = list(rows[0]) if rows else []
+        table = [[row[c] for c in columns] for row in rows]
+        if self.trackers is not None:
+            self.trackers.log_table(step, columns, table)
+        shown = table if self.cfg.num_completions_to_print is None else table[:self.cfg.num_completions_to_print]
+        if shown:
+            tqdm.write(f"completions of step {step}:\n{markdown_table(columns, shown)}", file=sys.stderr)
 
     # --- reference model -----------------------------------------------------------------------
     @torch.no_grad()
@@ -629,7 +753,8 @@ class GRPOTrainer:
                 extra["ref_model"] = self._ref_state()
         return common.save(self.cfg, step, self.model, self.optimizer, self.scheduler,
                            {"stage": "grpo", **self.stream.state(), "nonfinite_steps": self.guard.total,
-                            "per_prompt_sampling": self.per_prompt, "max_steps": self.last_step}, extra,
+                            "per_prompt_sampling": self.per_prompt, "max_steps": self.last_step,
+                            "num_tokens": self.num_tokens}, extra,
                            dist=self.dist, sharded_states=sharded)
 
     def train(self) -> Path:
@@ -653,6 +778,8 @@ class GRPOTrainer:
         # SIGTERM / SIGUSR1 / SIGINT: save at the end of the reuse cycle (num_iterations), then stop
         signals = faults.StopSignals().__enter__()
         try:
+            if main:
+                self.trackers = metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
             for step in range(start.step + 1, self.last_step + 1):
                 record = self.train_step(step)
                 if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):
@@ -673,6 +800,9 @@ class GRPOTrainer:
             signals.__exit__(None, None, None)
             bar.close()
             self.stream.close()
+            if metrics is not None:
+                metrics.close()
+            self.trackers = None
         distributed.export_model(self.model, self.out, self.dist)
         if main:
             plot_curves(read_jsonl(self.out / "metrics.jsonl"),
@@ -685,6 +815,15 @@ class GRPOTrainer:
 def run_grpo(cfg: GRPOConfig, *, loader: Optional[Callable] = None, progress: bool = True) -> Path:
     """Train with ``cfg`` (see the module docstring); returns the final model folder."""
     return GRPOTrainer(cfg, loader=loader, progress=progress).train()
+
+
+nan = float("nan")
+
+
+def _nan_reduce(values: Sequence[float], reduce: Callable) -> float:
+    """``reduce`` (min or max) of the non-NaN values; NaN when all are NaN (TRL's nanmin / nanmax)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return reduce(kept) if kept else nan
 
 
 def _finite(x: float) -> Optional[float]:

@@ -13,13 +13,16 @@ class MetricsLog:
     """Appends one JSON object per step to ``path``.
 
     On resume from step ``k`` (``resume_step=k``), lines logged after step k by the interrupted
-    run are dropped first, so the file reads as one uninterrupted run.
+    run are dropped first, so the file reads as one uninterrupted run. ``trackers``
+    (:class:`r1omni_fast.train.tracking.Trackers`) receive every logged record too; ``close()``
+    closes them.
     """
 
     def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None,
-                 enabled: bool = True):
+                 enabled: bool = True, trackers: Any = None):
         self.path = Path(path)
         self.enabled = enabled
+        self.trackers = trackers
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +41,12 @@ class MetricsLog:
                  for k, v in record.items()}
         with open(self.path, "a") as f:
             f.write(json.dumps(clean) + "\n")
+        if self.trackers is not None:
+            self.trackers.log(record)
+
+    def close(self) -> None:
+        if self.trackers is not None:
+            self.trackers.close()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

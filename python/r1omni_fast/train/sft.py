@@ -27,6 +27,7 @@ from r1omni_fast.model import IGNORE_INDEX
 from r1omni_fast.train import common, distributed, faults
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
+from r1omni_fast.train.tracking import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +98,22 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
     bar = common.progress_bar(last_step, start.step, "sft", progress and main)
     accumulation = cfg.gradient_accumulation_steps
 
+    # TRL's num_tokens: the input tokens (attention mask; a media placeholder counts once) of every
+    # step so far, every rank, kept across a resume
+    num_tokens = int((start.state or {}).get("num_tokens", 0))
+
     def save(step: int) -> Path:
         return common.save(cfg, step, model, optimizer, scheduler,
-                           {"stage": "sft", **stream.state(), "nonfinite_steps": guard.total, "max_steps": last_step},
-                           dist=dist)
+                           {"stage": "sft", **stream.state(), "nonfinite_steps": guard.total, "max_steps": last_step,
+                            "num_tokens": num_tokens}, dist=dist)
 
     signals = faults.StopSignals().__enter__()  # SIGTERM / SIGUSR1 / SIGINT: save after the step, then stop
     try:
+        if main:
+            metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
         for step in range(start.step + 1, last_step + 1):
             t0 = time.perf_counter()
-            loss_sum, tokens = 0.0, 0
+            loss_sum, seen = 0.0, 0
             for micro in range(accumulation):
                 shard = stream.next()
                 inputs = common.to_device(sft_inputs(model.processor, shard.batch, cfg.max_length), device)
@@ -120,9 +127,10 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                         loss = step_module(**inputs).loss
                     (loss * weight / accumulation).backward()
                 loss_sum += float(loss.detach()) * weight / dist.world_size
-                tokens += local
+                seen += 0 if shard.ghost else int(inputs["attention_mask"].sum())
             if dist.enabled:
-                loss_sum, tokens = dist.sum([loss_sum, tokens])
+                loss_sum, seen = dist.sum([loss_sum, seen])
+            num_tokens += int(seen)
             grad_norm = common.clip_gradients(params, cfg.max_grad_norm)
             lr = scheduler.get_last_lr()[0]
             if not guard.check(step, {"loss": loss_sum / accumulation, "grad_norm": grad_norm}, dist):
@@ -131,7 +139,7 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
             optimizer.zero_grad(set_to_none=True)
             record: Dict[str, Any] = {
                 "step": step, "epoch": stream.epoch, "loss": loss_sum / accumulation,
-                "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": int(tokens),
+                "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": num_tokens,
                 "nonfinite_steps": guard.total, "skipped_samples": stream.skipped_samples,
                 "step_time": time.perf_counter() - t0}
             if eval_data is not None and common.eval_due(cfg, step, last_step):
@@ -148,6 +156,8 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
         signals.__exit__(None, None, None)
         bar.close()
         stream.close()
+        if metrics is not None:
+            metrics.close()
     distributed.export_model(model, out, dist)
     if main:
         plot_curves(read_jsonl(out / "metrics.jsonl"), ["loss", "learning_rate", "eval/format_rate"],
