@@ -271,6 +271,16 @@ class GRPOConfig(_TrainConfig):
                                                    "so that runs agree at any number of ranks; None = on "
                                                    "under torchrun or when resuming a run that used it, "
                                                    "off in one process")
+    # R1-Omni's published GRPO recipe, selectable (README "Reproducing R1-Omni")
+    prompt_style: str = _f("data", "the user turn: data (the record's human turn verbatim) or r1omni "
+                                   "(R1-Omni's GRPO: the record's media placeholders, `question`, a "
+                                   "newline and the <think>/<answer> format instruction)")
+    question: Optional[str] = _f(None, "the fixed question of prompt_style r1omni; None = R1-Omni's")
+    solution_style: str = _f("label", "the accuracy reward's solution: label (\"<answer> {canonical "
+                                      "label} </answer>\") or raw (\"<answer> {gpt value verbatim} "
+                                      "</answer>\", as R1-Omni)")
+    chat_template: str = _f("checkpoint", "the prompt rendering: checkpoint (the tokenizer's own chat "
+                                          "template) or qwen2vl (Qwen2-VL's template, as R1-Omni's GRPO)")
 
     stage = "grpo"
 
@@ -320,6 +330,9 @@ class GRPOConfig(_TrainConfig):
         if not 0.0 <= self.ref_model_mixup_alpha <= 1.0:
             raise ConfigError(
                 f"ref_model_mixup_alpha must be in [0, 1], got {self.ref_model_mixup_alpha}")
+        _choice(self, "prompt_style", ("data", "r1omni"))
+        _choice(self, "solution_style", ("label", "raw"))
+        _choice(self, "chat_template", ("checkpoint", "qwen2vl"))
 
 
 @dataclass

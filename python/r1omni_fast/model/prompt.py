@@ -32,6 +32,42 @@ def build_instruction(question: str = R1_OMNI_QUESTION, *, modalities: Sequence[
     return head + question + (" " + FORMAT_SUFFIX if format_suffix else "")
 
 
+#: The user-turn styles of GRPO (``GRPOConfig.prompt_style``).
+PROMPT_STYLES = ("data", "r1omni")
+#: The chat-template renderings (``GRPOConfig.chat_template``).
+CHAT_TEMPLATES = ("checkpoint", "qwen2vl")
+#: The system turn Qwen2-VL's chat template adds when the conversation has none.
+QWEN2VL_SYSTEM = "You are a helpful assistant."
+
+
+def r1omni_grpo_instruction(question: str = R1_OMNI_QUESTION, *,
+                            modalities: Sequence[str] = MODALITIES) -> str:
+    """R1-Omni's GRPO user turn: ``"<video>\\n<audio>\\n" + question + "\\n" + FORMAT_SUFFIX``.
+
+    R1-Omni's GRPO ignores the record's human turn: the text is its fixed question, a newline and
+    the format instruction, and the media placeholders (wrapped in ``<vi_start>``/``<vi_end>``,
+    ``<au_start>``/``<au_end>`` by the processor) come first, one line each. ``modalities`` keeps
+    the placeholders of the modalities the record has, in the order video, audio.
+    """
+    head = "".join(f"<{m}>\n" for m in MODALITIES if m in modalities)
+    return head + question + "\n" + FORMAT_SUFFIX
+
+
+def asks_for_format(instruction: str) -> bool:
+    """Whether a prompt names both the ``<think>`` and the ``<answer>`` tags (what the format
+    reward checks)."""
+    return "<think>" in instruction and "<answer>" in instruction
+
+
+def qwen2vl_chat(user_text: str, *, video: bool) -> str:
+    """The prompt string Qwen2-VL's chat template renders for one user turn with a generation
+    prompt: its default system turn, then the user turn whose content is a video item (rendered
+    ``<|vision_start|><|video_pad|><|vision_end|>``, when ``video``) followed by ``user_text``."""
+    vision = "<|vision_start|><|video_pad|><|vision_end|>" if video else ""
+    return (f"<|im_start|>system\n{QWEN2VL_SYSTEM}<|im_end|>\n"
+            f"<|im_start|>user\n{vision}{user_text}<|im_end|>\n<|im_start|>assistant\n")
+
+
 def normalise_modalities(modalities: str | Sequence[str]) -> tuple[str, ...]:
     items = modalities.split(",") if isinstance(modalities, str) else list(modalities)
     items = [m.strip() for m in items if m.strip()]
@@ -86,8 +122,16 @@ class OmniProcessor:
         return sorted(i for i in ids if i is not None and i != unk)
 
     # ------------------------------------------------------------------ text
-    def prompt_text(self, instruction: str, modalities: Sequence[str] = MODALITIES) -> str:
-        """The chat-templated prompt string with wrapped placeholders for the kept modalities."""
+    def prompt_text(self, instruction: str, modalities: Sequence[str] = MODALITIES,
+                    chat_template: str = "checkpoint") -> str:
+        """The chat-templated prompt string with wrapped placeholders for the kept modalities.
+
+        ``chat_template``: "checkpoint" (the tokenizer's own template) or "qwen2vl" (the rendering
+        of Qwen2-VL's template that R1-Omni's GRPO used, :func:`qwen2vl_chat`; the video item is
+        present when the prompt keeps ``<video>``). Raises ValueError for another value.
+        """
+        if chat_template not in CHAT_TEMPLATES:
+            raise ValueError(f"chat_template={chat_template!r}: use one of {', '.join(CHAT_TEMPLATES)}")
         text = instruction
         for m in MODALITIES:
             start, token, end = _WRAP[m]
@@ -96,6 +140,8 @@ class OmniProcessor:
                 text = re.sub(re.escape(token) + r"\n?", "", text)
             elif self.use_x_start_end:
                 text = text.replace(token, start + token + end)
+        if chat_template == "qwen2vl":
+            return qwen2vl_chat(text, video="<video>" in text)
         messages = [{"role": "user", "content": text}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -118,7 +164,8 @@ class OmniProcessor:
     def __call__(self, instructions: Sequence[str], targets: Sequence[str] | None = None, *,
                  pixel_values: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  audio_features: torch.Tensor | Sequence[torch.Tensor] | None = None,
-                 modalities: str | Sequence[str] = MODALITIES, padding_side: str = "left") -> dict:
+                 modalities: str | Sequence[str] = MODALITIES, padding_side: str = "left",
+                 chat_template: str = "checkpoint") -> dict:
         if isinstance(instructions, str):
             raise TypeError("instructions must be a list of strings (one per row)")
         if padding_side not in ("left", "right"):
@@ -129,7 +176,7 @@ class OmniProcessor:
         rows, label_rows = [], []
         has = {"video": [], "audio": []}
         for i, instruction in enumerate(instructions):
-            prompt_ids = self._encode_prompt(self.prompt_text(instruction, keep))
+            prompt_ids = self._encode_prompt(self.prompt_text(instruction, keep, chat_template))
             for m, idx in (("video", VIDEO_TOKEN_INDEX), ("audio", AUDIO_TOKEN_INDEX)):
                 has[m].append(idx in prompt_ids)
             if targets is not None:

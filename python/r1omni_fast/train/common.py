@@ -126,10 +126,11 @@ def make_collator(cfg: Any, model: Any, loader: Optional[Callable] = None) -> Cl
 
 
 def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] = None,
-                padding_side: str = "left") -> Dict[str, torch.Tensor]:
-    """The processor's batch for the samples of ``batch`` (their human turn as instruction)."""
+                padding_side: str = "left", chat_template: str = "checkpoint") -> Dict[str, torch.Tensor]:
+    """The processor's batch for the samples of ``batch`` (their prompt as instruction), rendered
+    with ``chat_template`` ("checkpoint" or "qwen2vl", see ``OmniProcessor.prompt_text``)."""
     return processor([s.prompt for s in batch.samples], targets, pixel_values=batch.frames,
-                     audio_features=batch.mel, padding_side=padding_side)
+                     audio_features=batch.mel, padding_side=padding_side, chat_template=chat_template)
 
 
 def to_device(inputs: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
@@ -470,7 +471,8 @@ def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[...
         batch = collate(samples[start:start + size], start // size)
         if not len(batch):
             continue
-        inputs = to_device(model_batch(model.processor, batch), device)
+        inputs = to_device(model_batch(model.processor, batch,
+                                       chat_template=getattr(cfg, "chat_template", "checkpoint")), device)
         with autocast(cfg, device):
             out = model.generate(inputs, num_generations=1, max_new_tokens=cfg.eval_max_new_tokens,
                                  do_sample=False)

@@ -1,0 +1,204 @@
+"""R1-Omni's published GRPO recipe, selectable: its user turn (fixed question + format instruction,
+placeholders first), what its BERT gate reads, its chat template (Qwen2-VL's), its raw solution
+string with its case-sensitive accuracy reward, and the warning for prompts without the format.
+
+The expected strings are built here from R1-Omni's rules written out (src/r1-v/src/open_r1/grpo.py
+and trainer/humanOmni_grpo_trainer.py of HumanMLLM/R1-Omni), not from the package's code."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import jinja2
+import pytest
+import torch
+
+from _train_fixtures import clip_loader, grpo_fields, shared_assets
+from test_train_grpo import _completions
+
+# --- R1-Omni's rules, written out --------------------------------------------------------------
+R1_QUESTION = ("As an emotional recognition expert; throughout the video, which emotion conveyed by the "
+               "characters is the most obvious to you?")
+R1_TEMPLATE = "{Question}\nOutput the thinking process in <think> </think> and final emotion in <answer> </answer> tags."
+R1_MEDIA = "<vi_start><video><vi_end>\n<au_start><audio><au_end>\n"
+#: Qwen2-VL-2B-Instruct's published chat template (the processor R1-Omni's GRPO trainer loads).
+QWEN2VL_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in "
+    "messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful "
+    "assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string "
+    "%}{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}{% if "
+    "content['type'] == 'image' or 'image' in content or 'image_url' in content %}{% set image_count.value "
+    "= image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: {% endif "
+    "%}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content "
+    "%}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value "
+    "}}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ "
+    "content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if "
+    "add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def r1omni_user_text(question=R1_QUESTION):
+    """The text of R1-Omni's user turn after its trainer prepends the media tags."""
+    return R1_MEDIA + R1_TEMPLATE.format(Question=question)
+
+
+def r1omni_bert_text(question=R1_QUESTION):
+    """What R1-Omni's trainer hands the BERT tokenizer: the text before the media tags are added."""
+    return R1_TEMPLATE.format(Question=question)
+
+
+def r1omni_qwen2vl_prompt(question=R1_QUESTION):
+    """Qwen2-VL's template over R1-Omni's message: a video item, then the text item."""
+    messages = [{"role": "user", "content": [{"type": "video", "video": "clip.mp4"},
+                                             {"type": "text", "text": r1omni_user_text(question)}]}]
+    return jinja2.Environment().from_string(QWEN2VL_TEMPLATE).render(messages=messages, add_generation_prompt=True)
+
+
+def r1omni_accuracy(content, sol):
+    """R1-Omni's string-matching accuracy (its math_verify branch never matches an emotion word)."""
+    import re
+
+    s = re.search(r"<answer>(.*?)</answer>", sol)
+    c = re.search(r"<answer>(.*?)</answer>", content)
+    truth = s.group(1).strip() if s else sol.strip()
+    student = c.group(1).strip() if c else content.strip()
+    return 1.0 if student == truth else 0.0
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return shared_assets(tmp_path_factory)
+
+
+def _data(tmp_path, data, human, gpt_case=str.capitalize):
+    """The synthetic GRPO split with another human turn and the gpt labels re-spelled."""
+    records = json.loads(data.train.read_text())
+    for r in records:
+        r["video"] = str((data.train.parent / r["video"]).resolve())
+        r["conversations"][0]["value"] = human
+        r["conversations"][1]["value"] = gpt_case(r["conversations"][1]["value"])
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def _trainer(model_dir, data_file, out, **over):
+    from r1omni_fast.config import GRPOConfig
+    from r1omni_fast.train.grpo import GRPOTrainer
+
+    fields = grpo_fields(model_dir, type("D", (), {"train": data_file})(), out, beta=0.0, **over)
+    fields.pop("stage")
+    return GRPOTrainer(GRPOConfig(**fields), loader=clip_loader(), progress=False)
+
+
+def _text_ids(tokenizer, prompt):
+    """Token ids of a rendered prompt with its <video>/<audio> placeholders dropped."""
+    for token in ("<video>", "<audio>"):
+        prompt = prompt.replace(token, "\x00")
+    return [i for piece in prompt.split("\x00") if piece for i in tokenizer.encode(piece, add_special_tokens=False)]
+
+
+def _row_text_ids(inputs, row):
+    ids = inputs["input_ids"][row][inputs["attention_mask"][row].bool()]
+    return [int(i) for i in ids if i >= 0]
+
+
+# --- tests ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("question", [None, "Which emotion does the person show?"])
+def test_r1omni_prompt_style_builds_r1omnis_user_turn_and_bert_text(assets, tmp_path, question):
+    model_dir, data = assets
+    data_file = _data(tmp_path, data, "<video>\n<audio>\nHow does the person feel?")
+    trainer = _trainer(model_dir, data_file, tmp_path / "run", prompt_style="r1omni", question=question)
+    q = question or R1_QUESTION
+    proc = trainer.model.processor
+    tok = proc.tokenizer
+    batch = trainer.collate(trainer.train_data.samples[:2])
+    inputs = trainer.prompt_inputs(batch)
+    # the checkpoint's own template around R1-Omni's user text, byte for byte
+    expected = tok.apply_chat_template([{"role": "user", "content": r1omni_user_text(q)}], tokenize=False,
+                                       add_generation_prompt=True)
+    for row, sample in enumerate(batch.samples):
+        assert proc.prompt_text(sample.prompt) == expected
+        assert _row_text_ids(inputs, row) == _text_ids(tok, expected)
+    # the BERT gate reads R1-Omni's text (question + newline + format instruction)
+    bert = proc.bert_tokenizer([r1omni_bert_text(q)] * 2, return_tensors="pt", padding=True, truncation=True)
+    assert torch.equal(inputs["bert_input_ids"].cpu(), bert["input_ids"])
+    # the human turn of the data is not used; reward functions see the built prompt
+    assert all("How does the person feel?" not in s.prompt for s in trainer.train_data.samples)
+
+
+def test_data_prompt_style_keeps_the_human_turn(assets, tmp_path):
+    model_dir, data = assets
+    human = "<video>\n<audio>\nHow does the person feel? Output <think> </think> then <answer> </answer>."
+    trainer = _trainer(model_dir, _data(tmp_path, data, human), tmp_path / "run")
+    assert {s.prompt for s in trainer.train_data.samples} == {human}
+
+
+def test_qwen2vl_chat_template_matches_qwen2vls_template_over_r1omnis_message(assets, tmp_path):
+    model_dir, data = assets
+    data_file = _data(tmp_path, data, "<video>\n<audio>\nanything")
+    trainer = _trainer(model_dir, data_file, tmp_path / "run", prompt_style="r1omni", chat_template="qwen2vl")
+    proc = trainer.model.processor
+    expected = r1omni_qwen2vl_prompt()
+    assert expected.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                               "<|vision_start|><|video_pad|><|vision_end|><vi_start><video><vi_end>\n")
+    batch = trainer.collate(trainer.train_data.samples[:2])
+    inputs = trainer.prompt_inputs(batch)
+    for row, sample in enumerate(batch.samples):
+        assert proc.prompt_text(sample.prompt, chat_template="qwen2vl") == expected
+        assert _row_text_ids(inputs, row) == _text_ids(proc.tokenizer, expected)
+
+
+def test_unknown_chat_template_is_refused(assets):
+    from r1omni_fast.model.prompt import build_instruction
+    from r1omni_fast.model.tiny import build_tiny_model
+
+    with pytest.raises(ValueError, match="chat_template"):
+        build_tiny_model(seed=0).processor.prompt_text(build_instruction(), chat_template="llama")
+
+
+@pytest.mark.parametrize("solution_style", ["raw", "label"])
+def test_raw_solution_with_r1omni_rewards_scores_as_r1omni(assets, tmp_path, solution_style):
+    """R1-Omni: solution = "<answer> {gpt} </answer>" and an exact, case-sensitive comparison, so a
+    completion naming the label in another case scores 0; the label style compares canonical names."""
+    model_dir, data = assets
+    data_file = _data(tmp_path, data, "<video>\n<audio>\nHow does the person feel?", gpt_case=str.capitalize)
+    trainer = _trainer(model_dir, data_file, tmp_path / "run", prompt_style="r1omni", reward_mode="r1omni",
+                       solution_style=solution_style)
+    batch = trainer.collate(trainer.train_data.samples[:2])
+    a, b = (s.label for s in batch.samples)
+    texts = [f"<think>x</think><answer>{a}</answer>", f"<think>x</think><answer>{a.capitalize()}</answer>",
+             f"<think>y</think>\n<answer> {b.capitalize()} </answer>", f"<answer>{b}</answer>"]
+    rollout = trainer.make_rollout(batch, completions=_completions(trainer, texts))
+    gpts = [s.target for s in batch.samples]
+    assert gpts == [a.capitalize(), b.capitalize()]
+    sols = [f"<answer> {g} </answer>" for g in gpts] if solution_style == "raw" else \
+        [f"<answer> {s.label} </answer>" for s in batch.samples]
+    assert [s.solution for s in trainer.train_data.samples[:2]] == sols
+    want = [r1omni_accuracy(t, sols[i // 2]) for i, t in enumerate(texts)]
+    assert want == ([0.0, 1.0, 1.0, 0.0] if solution_style == "raw" else [1.0, 0.0, 0.0, 1.0])
+    acc = rollout.rewards[:, trainer.reward_names.index("accuracy")].tolist()
+    assert acc == want
+
+
+def test_warning_when_prompts_do_not_ask_for_the_checked_format(assets, tmp_path, caplog):
+    model_dir, data = assets
+    data_file = _data(tmp_path, data, "<video>\n<audio>\nHow does the person feel?")
+    with caplog.at_level(logging.WARNING, logger="r1omni_fast.train.recipe"):
+        _trainer(model_dir, data_file, tmp_path / "a")
+    assert "do not ask for the <think> </think> <answer> </answer> format" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="r1omni_fast.train.recipe"):
+        _trainer(model_dir, data_file, tmp_path / "b", prompt_style="r1omni")  # the built prompt asks
+        _trainer(model_dir, data_file, tmp_path / "c", reward_funcs=["accuracy"])  # no format reward
+    assert "format" not in caplog.text
+
+
+def test_recipe_fields_are_validated():
+    from r1omni_fast.config import ConfigError, GRPOConfig
+
+    for field, value in (("prompt_style", "r1-omni"), ("solution_style", "gpt"), ("chat_template", "qwen")):
+        with pytest.raises(ConfigError, match=field):
+            GRPOConfig(**{field: value})
+    assert GRPOConfig(question="  ").question is None  # blank = R1-Omni's question
