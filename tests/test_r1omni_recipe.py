@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import jinja2
 import pytest
@@ -202,3 +203,65 @@ def test_recipe_fields_are_validated():
         with pytest.raises(ConfigError, match=field):
             GRPOConfig(**{field: value})
     assert GRPOConfig(question="  ").question is None  # blank = R1-Omni's question
+
+
+# --- the reproduction configs ------------------------------------------------------------------------
+CONFIGS = Path(__file__).parent.parent / "configs"
+KEYS_JSON = Path(__file__).parent / "data" / "humanomni_0_5b_keys.json"
+
+
+def r1omni_grpo_trains(name):
+    """R1-Omni's GRPO: the whole model trains but the towers, frozen when they load
+    (humanomni/model/encoder.py: vision_tower / audio_tower .requires_grad_(False))."""
+    return "vision_tower" not in name and "audio_tower" not in name
+
+
+def humanomni_sft_trains(name, parts=("mm_mlp_adapter", "audio_projector", "mm_language_model")):
+    """HumanOmni's mm_tunable_parts rule (humanomni/train_humanomni.py), as finetune_omni_emer.sh sets it."""
+    trains = False
+    if "mm_mlp_adapter" in parts:
+        trains |= any(m in name for m in ("image_newline", "mm_projector"))
+    if "audio_projector" in parts:
+        trains |= "audio_projector" in name
+    if "mm_language_model" in parts:
+        trains |= not any(m in name for m in ("vision_tower", "image_newline", "aux_encoder", "mm_projector",
+                                              "vision_resampler", "audio_tower", "audio_projector"))
+    return trains
+
+
+@pytest.mark.parametrize("config_name, rule", [("humanomni-0.5b-sft.yaml", humanomni_sft_trains),
+                                               ("humanomni-0.5b-grpo-dfew.yaml", r1omni_grpo_trains)])
+def test_reproduction_configs_train_r1omnis_parameter_set(config_name, rule):
+    from r1omni_fast.config import load_config
+    from r1omni_fast.model import OmniConfig, OmniModel
+    from r1omni_fast.model.towers import to_checkpoint_name
+
+    cfg = load_config(CONFIGS / config_name)
+    with torch.device("meta"):
+        model = OmniModel(OmniConfig.humanomni_0_5b())
+    model.set_trainable_parts(cfg.tunable_parts)
+    names = json.loads(KEYS_JSON.read_text())["keys"]
+    names.pop("lm_head.weight")  # tied to the embeddings
+    expected = sorted(n for n in names if rule(n))
+    got = sorted(to_checkpoint_name(n) for n, p in model.named_parameters() if p.requires_grad)
+    assert got == expected
+    assert any(n.startswith("model.bert_gate.") for n in got) and any(n.startswith("model.bert_model.") for n in got)
+    assert not any("vision_tower" in n or "audio_tower" in n for n in got)
+
+
+def test_reproduction_configs_hold_the_published_values():
+    from r1omni_fast.config import load_config
+
+    sft = load_config(CONFIGS / "humanomni-0.5b-sft.yaml")
+    # finetune_omni_emer.sh: 5 epochs, global batch 16, lr 2e-5, cosine, warmup 0.03, 8 frames, pad
+    assert (sft.num_train_epochs, sft.learning_rate, sft.lr_scheduler_type, sft.warmup_ratio) == (5, 2e-5, "cosine", 0.03)
+    assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16
+    assert (sft.num_frames, sft.image_aspect_ratio, sft.max_length) == (8, "pad", 2048)
+    grpo = load_config(CONFIGS / "humanomni-0.5b-grpo-dfew.yaml")
+    # run_grpo_humanomni.sh (8 GPUs x 1 x 2), TRL's GRPOConfig defaults then, the trainer's hard-coded sampling
+    assert (grpo.num_train_epochs, grpo.lr_scheduler_type, grpo.learning_rate, grpo.beta) == (2, "linear", 1e-6, 0.04)
+    assert grpo.per_device_train_batch_size * grpo.gradient_accumulation_steps == 16
+    assert (grpo.num_generations, grpo.max_prompt_length, grpo.max_completion_length) == (8, 512, 512)
+    assert (grpo.temperature, grpo.top_p, grpo.top_k) == (1.0, 1.0, 50)
+    assert (grpo.prompt_style, grpo.question, grpo.chat_template) == ("r1omni", None, "qwen2vl")
+    assert (grpo.reward_mode, grpo.solution_style, grpo.reward_funcs) == ("r1omni", "raw", ["accuracy", "format"])
