@@ -271,6 +271,8 @@ class GRPOConfig(_TrainConfig):
                                                    "so that runs agree at any number of ranks; None = on "
                                                    "under torchrun or when resuming a run that used it, "
                                                    "off in one process")
+    lr_scheduler_type: str = _f("linear", "constant, constant_with_warmup, linear (TRL's default, "
+                                          "R1-Omni's) or cosine")
     # R1-Omni's published GRPO recipe, selectable (README "Reproducing R1-Omni")
     prompt_style: str = _f("data", "the user turn: data (the record's human turn verbatim) or r1omni "
                                    "(R1-Omni's GRPO: the record's media placeholders, `question`, a "
