@@ -15,7 +15,7 @@ import jinja2
 import pytest
 import torch
 
-from _train_fixtures import clip_loader, grpo_fields, shared_assets
+from _train_fixtures import LABELS, clip_loader, grpo_fields, shared_assets
 from test_train_grpo import _completions
 
 # --- R1-Omni's rules, written out --------------------------------------------------------------
@@ -269,3 +269,90 @@ def test_reproduction_configs_hold_the_published_values():
     assert (grpo.temperature, grpo.top_p, grpo.top_k) == (1.0, 1.0, 50)
     assert (grpo.prompt_style, grpo.question, grpo.chat_template) == ("r1omni", None, "qwen2vl")
     assert (grpo.reward_mode, grpo.solution_style, grpo.reward_funcs) == ("r1omni", "raw", ["accuracy", "format"])
+
+
+@pytest.mark.parametrize("reward_mode", ["r1omni", "robust"])
+def test_special_tokens_inside_a_completion_are_skipped_before_scoring(assets, tmp_path, reward_mode):
+    """R1-Omni decodes completions with skip_special_tokens=True; the tags stay (here they are
+    special tokens of the tokenizer, as the rewards need them)."""
+    from r1omni_fast.model import GenerationOutput
+
+    model_dir, data = assets
+    trainer = _trainer(model_dir, data.train, tmp_path / "run", reward_mode=reward_mode)
+    batch = trainer.collate(trainer.train_data.samples[:2])
+    a, b = (s.label for s in batch.samples)
+    tok = trainer.model.processor.tokenizer
+    texts = [f"<think>x<|im_start|>y</think><answer>{a}<|endoftext|></answer>", f"<think>x</think><answer>{a}</answer>",
+             f"<vi_start><think>z</think>\n<answer> {b} </answer>", f"<think>w</think><answer>{b}</answer><au_end>"]
+    seen = ["<think>xy</think><answer>{}</answer>".format(a), f"<think>x</think><answer>{a}</answer>",
+            f"<think>z</think>\n<answer> {b} </answer>", f"<think>w</think><answer>{b}</answer>"]
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    rows = [tok.encode(t, add_special_tokens=False) + [eos] for t in texts]
+    ids = torch.full((4, max(map(len, rows))), tok.pad_token_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+    generated = GenerationOutput(ids, torch.tensor([len(r) for r in rows]), None, torch.tensor([0, 0, 1, 1]))
+    rollout = trainer.make_rollout(batch, completions=generated)
+    assert rollout.texts == seen
+    fmt = rollout.rewards[:, trainer.reward_names.index("format")].tolist()
+    acc = rollout.rewards[:, trainer.reward_names.index("accuracy")].tolist()
+    assert fmt == [1.0] * 4 and acc == [1.0] * 4
+
+
+def humanomni_sft_value(value, mm_use_x_start_end=True):
+    """HumanOmni's preprocess_multimodal on one human turn (humanomni/train_humanomni.py), its
+    modality map in order: <audio>, <video>, <image>."""
+    starts = {"AUDIO": "<au_start>", "VIDEO": "<vi_start>", "IMAGE": "<im_start>"}
+    ends = {"AUDIO": "<au_end>", "VIDEO": "<vi_end>", "IMAGE": "<im_end>"}
+    for token in ["<audio>", "<video>", "<image>"]:
+        x = token[1:-1]
+        if token in value:
+            value = value.replace(token, "").replace(token, "").strip()
+            value = token + "\n" + value
+            value = value.strip()
+        if mm_use_x_start_end:
+            value = value.replace(token, starts[x.upper()] + token + ends[x.upper()])
+    return value
+
+
+def humanomni_guided_prompt(value):
+    """HumanOmni's guided prompt (BERT text) of the preprocessed human turn."""
+    return value.replace("<image>", "").replace("\n", "").replace("<video>", "")
+
+
+def test_humanomni_sft_prompt_style_matches_humanomnis_preprocessing(assets, tmp_path):
+    from types import SimpleNamespace
+
+    from r1omni_fast.data import read_data
+    from r1omni_fast.model import OmniModel
+    from r1omni_fast.train.sft import sft_inputs
+
+    model_dir, data = assets
+    human = "<video>\n<audio>\nHow does the person feel?\nOutput the thinking process in <think> </think>."
+    records = json.loads(data.sft.read_text())[:2]
+    for r in records:
+        r["video"] = str((data.sft.parent / r["video"]).resolve())
+        r["conversations"][0]["value"] = human
+    (tmp_path / "sft.json").write_text(json.dumps(records))
+    samples = read_data(tmp_path / "sft.json", labels=LABELS, kind="sft").samples
+    processor = OmniModel.from_pretrained(str(model_dir)).processor
+    batch = SimpleNamespace(samples=samples, frames=torch.zeros(2, 1, 3, 4, 4), mel=torch.zeros(2, 8, 10))
+    value = humanomni_sft_value(human)
+    assert value == ("<vi_start><video><vi_end>\n<au_start><audio><au_end>\n\n\nHow does the person feel?\n"
+                     "Output the thinking process in <think> </think>.")
+    instruction = processor.tokenizer.apply_chat_template([{"role": "user", "content": value}], tokenize=False,
+                                                          add_generation_prompt=True)
+    inputs = sft_inputs(processor, batch, 4096, prompt_style="humanomni")
+    default = sft_inputs(processor, batch, 4096)
+    for row, sample in enumerate(samples):
+        prompt_ids = [int(i) for i, lab, m in zip(inputs["input_ids"][row], inputs["labels"][row],
+                                                  inputs["attention_mask"][row]) if lab == -100 and m and i >= 0]
+        assert prompt_ids == _text_ids(processor.tokenizer, instruction)
+        # the target is the same in both styles
+        assert inputs["labels"][row][inputs["labels"][row] != -100].tolist() == \
+            default["labels"][row][default["labels"][row] != -100].tolist()
+    guided = humanomni_guided_prompt(value)
+    assert guided == "<vi_start><vi_end><au_start><audio><au_end>How does the person feel?Output the thinking process in <think> </think>."
+    bert = processor.bert_tokenizer([guided] * 2, return_tensors="pt", padding=True, truncation=True)
+    assert torch.equal(inputs["bert_input_ids"], bert["input_ids"])
+    assert not torch.equal(default["bert_input_ids"][:, :bert["input_ids"].shape[1]], bert["input_ids"])

@@ -222,12 +222,16 @@ class SFTConfig(_TrainConfig):
     """
 
     max_length: int = _f(1024, "truncate prompt + target to this many tokens")
+    prompt_style: str = _f("data", "the user turn: data (the human turn, placeholders wrapped where they "
+                                   "are) or humanomni (HumanOmni's SFT layout: placeholders moved to the "
+                                   "front, three newlines, its BERT text with tags left in)")
 
     stage = "sft"
 
     def _validate(self) -> None:
         super()._validate()
         _at_least(self, "max_length", 16)
+        _choice(self, "prompt_style", ("data", "humanomni"))
 
 
 @dataclass

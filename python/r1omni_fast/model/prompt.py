@@ -19,6 +19,9 @@ R1_OMNI_QUESTION = ("As an emotional recognition expert; throughout the video, w
 #: R1-Omni's format suffix.
 FORMAT_SUFFIX = "Output the thinking process in <think> </think> and final emotion in <answer> </answer> tags."
 
+#: The tags the rewards parse; :meth:`OmniProcessor.decode` keeps them even when they are special tokens.
+REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
 MODALITIES = ("video", "audio")
 _WRAP = {"video": ("<vi_start>", "<video>", "<vi_end>"), "audio": ("<au_start>", "<audio>", "<au_end>")}
 _PLACEHOLDER = re.compile(r"(<video>|<audio>)")
@@ -53,6 +56,28 @@ def r1omni_grpo_instruction(question: str = R1_OMNI_QUESTION, *,
     return head + question + "\n" + FORMAT_SUFFIX
 
 
+def humanomni_sft_turn(human: str) -> tuple[str, str]:
+    """HumanOmni's SFT preprocessing of a human turn (``preprocess_multimodal`` with
+    ``mm_use_x_start_end``, then the ``guided_prompt`` its BERT gate reads): ``(instruction,
+    bert_text)``.
+
+    For each of ``<audio>``, ``<video>``, ``<image>`` in that order, when present: every occurrence
+    is removed, the text stripped, and the placeholder put in front on a line of its own. So
+    ``"<video>\\n<audio>\\nQ"`` becomes ``"<video>\\n<audio>\\n\\n\\nQ"`` (three newlines before the
+    question). The BERT text is that turn with ``<vi_start>``/``<au_start>`` wrapping, then
+    ``<image>``, every newline and ``<video>`` removed: ``"<vi_start><vi_end><au_start><audio><au_end>Q"``.
+    """
+    text = human
+    for token in ("<audio>", "<video>", "<image>"):
+        if token in text:
+            text = (token + "\n" + text.replace(token, "").strip()).strip()
+    wrapped = text
+    for start, token, end in _WRAP.values():
+        wrapped = wrapped.replace(token, start + token + end)
+    bert = wrapped.replace("<image>", "").replace("\n", "").replace("<video>", "")
+    return text, bert
+
+
 def asks_for_format(instruction: str) -> bool:
     """Whether a prompt names both the ``<think>`` and the ``<answer>`` tags (what the format
     reward checks)."""
@@ -83,7 +108,9 @@ class OmniProcessor:
     ``__call__`` returns a dict with ``input_ids`` / ``attention_mask`` (padded, ``padding_side``),
     ``labels`` when targets are given (-100 over prompt, features and padding), ``pixel_values``
     (clips, k, 3, S, S) and ``bert_input_ids`` / ``bert_attention_mask`` for rows with video,
-    ``audio_features`` (clips, n_mels, 3000) for rows with audio.
+    ``audio_features`` (clips, n_mels, 3000) for rows with audio. The BERT gate reads each
+    instruction without its placeholders (:meth:`bert_text`), or ``bert_texts[i]`` when given (one
+    per instruction, e.g. :func:`humanomni_sft_turn`'s). ``chat_template`` as in :meth:`prompt_text`.
     """
 
     def __init__(self, tokenizer, bert_tokenizer, *, num_video_tokens: int, num_audio_tokens: int,
@@ -93,6 +120,7 @@ class OmniProcessor:
         self.num_video_tokens = num_video_tokens
         self.num_audio_tokens = num_audio_tokens
         self.use_x_start_end = use_x_start_end
+        self._skipped_ids: frozenset | None = None
         if tokenizer.pad_token_id is None:
             raise ValueError("the LLM tokenizer has no pad token")
 
@@ -165,7 +193,7 @@ class OmniProcessor:
                  pixel_values: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  audio_features: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  modalities: str | Sequence[str] = MODALITIES, padding_side: str = "left",
-                 chat_template: str = "checkpoint") -> dict:
+                 chat_template: str = "checkpoint", bert_texts: Sequence[str] | None = None) -> dict:
         if isinstance(instructions, str):
             raise TypeError("instructions must be a list of strings (one per row)")
         if padding_side not in ("left", "right"):
@@ -173,6 +201,8 @@ class OmniProcessor:
         keep = normalise_modalities(modalities)
         if targets is not None and len(targets) != len(instructions):
             raise ValueError(f"{len(instructions)} instructions but {len(targets)} targets")
+        if bert_texts is not None and len(bert_texts) != len(instructions):
+            raise ValueError(f"{len(instructions)} instructions but {len(bert_texts)} bert_texts")
         rows, label_rows = [], []
         has = {"video": [], "audio": []}
         for i, instruction in enumerate(instructions):
@@ -190,7 +220,8 @@ class OmniProcessor:
             batch["labels"] = _pad(label_rows, IGNORE_INDEX, padding_side)["input_ids"]
         if any(has["video"]):
             batch["pixel_values"] = _select(pixel_values, has["video"], "pixel_values", "<video>")
-            bert = self.bert_tokenizer([self.bert_text(t) for t, v in zip(instructions, has["video"]) if v],
+            texts = bert_texts if bert_texts is not None else [self.bert_text(t) for t in instructions]
+            bert = self.bert_tokenizer([t for t, v in zip(texts, has["video"]) if v],
                                        return_tensors="pt", padding=True, truncation=True)
             batch["bert_input_ids"] = bert["input_ids"]
             batch["bert_attention_mask"] = bert["attention_mask"]
@@ -198,9 +229,24 @@ class OmniProcessor:
             batch["audio_features"] = _select(audio_features, has["audio"], "audio_features", "<audio>")
         return batch
 
+    @property
+    def skipped_ids(self) -> frozenset:
+        """Token ids :meth:`decode` leaves out: the tokenizer's special tokens (named and added as
+        special) except the ``<think>``/``</think>``/``<answer>``/``</answer>`` tags."""
+        if self._skipped_ids is None:
+            tok = self.tokenizer
+            special = set(tok.all_special_ids)
+            special |= {i for i, t in getattr(tok, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
+            tags = {tok.convert_tokens_to_ids(t) for t in REASONING_TAGS} - {tok.unk_token_id}
+            self._skipped_ids = frozenset(special - tags)
+        return self._skipped_ids
+
     def decode(self, ids: Sequence[int]) -> str:
-        """Completion text with special tokens kept (the reward parser needs <think>/<answer>)."""
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+        """Completion text as R1-Omni scores it (it decodes with ``skip_special_tokens=True``):
+        special tokens are left out, except the ``<think>``/``<answer>`` tags that the rewards
+        parse, which some tokenizers hold as special tokens."""
+        skipped = self.skipped_ids
+        return self.tokenizer.decode([i for i in ids if i not in skipped], skip_special_tokens=False)
 
 
 def _pad(rows: list[list[int]], pad: int, side: str) -> dict:

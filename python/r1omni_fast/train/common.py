@@ -126,11 +126,21 @@ def make_collator(cfg: Any, model: Any, loader: Optional[Callable] = None) -> Cl
 
 
 def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] = None,
-                padding_side: str = "left", chat_template: str = "checkpoint") -> Dict[str, torch.Tensor]:
+                padding_side: str = "left", chat_template: str = "checkpoint",
+                prompt_style: str = "data") -> Dict[str, torch.Tensor]:
     """The processor's batch for the samples of ``batch`` (their prompt as instruction), rendered
-    with ``chat_template`` ("checkpoint" or "qwen2vl", see ``OmniProcessor.prompt_text``)."""
-    return processor([s.prompt for s in batch.samples], targets, pixel_values=batch.frames,
-                     audio_features=batch.mel, padding_side=padding_side, chat_template=chat_template)
+    with ``chat_template`` ("checkpoint" or "qwen2vl", see ``OmniProcessor.prompt_text``).
+    ``prompt_style`` "humanomni" lays each prompt out as HumanOmni's SFT did, BERT text included
+    (``humanomni_sft_turn``); "data" uses it as it is."""
+    from r1omni_fast.model.prompt import humanomni_sft_turn
+
+    instructions, bert_texts = [s.prompt for s in batch.samples], None
+    if prompt_style == "humanomni":
+        instructions, bert_texts = (list(x) for x in zip(*(humanomni_sft_turn(p) for p in instructions)))
+    elif prompt_style != "data":
+        raise ValueError(f"prompt_style={prompt_style!r}: use data or humanomni")
+    return processor(instructions, targets, pixel_values=batch.frames, audio_features=batch.mel,
+                     padding_side=padding_side, chat_template=chat_template, bert_texts=bert_texts)
 
 
 def to_device(inputs: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
