@@ -261,6 +261,7 @@ def test_reproduction_configs_hold_the_published_values():
     assert (sft.num_train_epochs, sft.learning_rate, sft.lr_scheduler_type, sft.warmup_ratio) == (5, 2e-5, "cosine", 0.03)
     assert sft.per_device_train_batch_size * sft.gradient_accumulation_steps == 16
     assert (sft.num_frames, sft.image_aspect_ratio, sft.max_length) == (8, "pad", 2048)
+    assert (sft.label_set, sft.prompt_style) == ("any", "humanomni")  # HumanOmni's SFT: no label check
     grpo = load_config(CONFIGS / "humanomni-0.5b-grpo-dfew.yaml")
     # run_grpo_humanomni.sh (8 GPUs x 1 x 2), TRL's GRPOConfig defaults then, the trainer's hard-coded sampling
     assert (grpo.num_train_epochs, grpo.lr_scheduler_type, grpo.learning_rate, grpo.beta) == (2, "linear", 1e-6, 0.04)
@@ -356,3 +357,50 @@ def test_humanomni_sft_prompt_style_matches_humanomnis_preprocessing(assets, tmp
     bert = processor.bert_tokenizer([guided] * 2, return_tensors="pt", padding=True, truncation=True)
     assert torch.equal(inputs["bert_input_ids"], bert["input_ids"])
     assert not torch.equal(default["bert_input_ids"][:, :bert["input_ids"].shape[1]], bert["input_ids"])
+
+
+def _cold_start_file(tmp_path, data, answers):
+    records = json.loads(data.sft.read_text())[:len(answers)]
+    for r, answer in zip(records, answers):
+        r["video"] = str((data.sft.parent / r["video"]).resolve())
+        r["conversations"][1]["value"] = f"<think>the voice trembles</think>\n<answer>{answer}</answer>"
+    path = tmp_path / "emer.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_open_vocabulary_cold_start_records_train_with_label_set_any(assets, tmp_path):
+    from r1omni_fast.config import ConfigError, EvalConfig, GRPOConfig, SFTConfig
+    from r1omni_fast.data import read_data
+
+    _, data = assets
+    path = _cold_start_file(tmp_path, data, ["worried", "Sad", "excited", "fearful"])
+    strict = read_data(path, labels="mafw", kind="sft", on_error="skip")
+    assert [s.label for s in strict.samples] == ["sad", "fear"] and len(strict.problems) == 2
+    open_set = read_data(path, labels="any", kind="sft")
+    assert [s.label for s in open_set.samples] == ["worried", "sad", "excited", "fear"]
+    assert SFTConfig(label_set="any").label_set == "any"
+    for make in (lambda: SFTConfig(label_set="any", eval_file="x.json"), lambda: GRPOConfig(label_set="any"),
+                 lambda: EvalConfig(label_set="any")):
+        with pytest.raises(ConfigError, match="label_set: 'any'"):
+            make()
+
+
+def test_data_check_reports_sft_answers_outside_the_set_without_failing(assets, tmp_path):
+    from r1omni_fast.data.check import format_summary, summarize
+
+    _, data = assets
+    path = _cold_start_file(tmp_path, data, ["worried", "sad", "worried", "excited"])
+    summary = summarize(path, labels="mafw", kind="sft")
+    assert summary.ok and not summary.data.problems
+    assert summary.outside_labels == {"worried": 2, "excited": 1}
+    assert summary.label_counts["sad"] == 1
+    assert "outside     worried 2, excited 1" in format_summary(summary)
+    # bare labels (GRPO / evaluation data) stay checked against the set
+    records = json.loads(data.train.read_text())[:2]
+    for r in records:
+        r["video"] = str((data.train.parent / r["video"]).resolve())
+    records[0]["conversations"][1]["value"] = "worried"
+    (tmp_path / "labels.json").write_text(json.dumps(records))
+    summary = summarize(tmp_path / "labels.json", labels="mafw", kind="label")
+    assert not summary.ok and "unknown label 'worried'" in str(summary.data.problems[0])

@@ -63,7 +63,7 @@ def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, r
 @data.command("check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", default="dfew", show_default=True,
-              help="label set: dfew, mafw, ravdess, or comma-separated labels")
+              help="label set: dfew, mafw, ravdess, any (SFT data: any answer), or comma-separated labels")
 @click.option("--kind", type=click.Choice(["auto", "sft", "label"]), default="auto",
               show_default=True, help="sft: reasoning targets required; label: bare labels required")
 @click.option("--decode", default=0, show_default=True, type=click.IntRange(min=0),

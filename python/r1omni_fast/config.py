@@ -91,9 +91,14 @@ class _RunConfig:
         if self.n_mels is not None:
             _at_least(self, "n_mels", 1)
         try:
-            label_sets.resolve(self.label_set)
+            resolved = label_sets.resolve(self.label_set)
         except ValueError as exc:
             raise ConfigError(f"label_set: {exc}") from None
+        if resolved.open and (self.stage != "sft" or getattr(self, "eval_file", None)):
+            where = "an SFT run with eval_file" if self.stage == "sft" else f"{self.stage}"
+            raise ConfigError(
+                f"label_set: {self.label_set!r} (any answer) is for SFT training data only, not {where}: "
+                "rewards and evaluation need a closed set; name it (dfew, mafw, ravdess or a list of labels)")
 
     def require(self, *names: str) -> None:
         """Raise ConfigError for the first of ``names`` that is unset (None or empty)."""
