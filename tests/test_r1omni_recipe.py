@@ -203,6 +203,8 @@ def test_recipe_fields_are_validated():
         with pytest.raises(ConfigError, match=field):
             GRPOConfig(**{field: value})
     assert GRPOConfig(question="  ").question is None  # blank = R1-Omni's question
+    with pytest.raises(ConfigError, match="question is the fixed question of prompt_style r1omni"):
+        GRPOConfig(question="Which emotion?")  # prompt_style data would ignore it
     # defaults for new runs: the data's prompt and canonical labels; TRL's linear schedule
     g = GRPOConfig()
     assert (g.prompt_style, g.solution_style, g.chat_template, g.reward_mode) == ("data", "label", "checkpoint", "robust")

@@ -344,6 +344,10 @@ class GRPOConfig(_TrainConfig):
         _choice(self, "prompt_style", ("data", "r1omni"))
         _choice(self, "solution_style", ("label", "raw"))
         _choice(self, "chat_template", ("checkpoint", "qwen2vl"))
+        if self.question is not None and self.prompt_style != "r1omni":
+            raise ConfigError("question is the fixed question of prompt_style r1omni; with prompt_style "
+                              f"{self.prompt_style!r} the data's human turn is the prompt: set prompt_style: "
+                              "r1omni or drop question")
 
 
 @dataclass
