@@ -388,6 +388,17 @@ def test_open_vocabulary_cold_start_records_train_with_label_set_any(assets, tmp
             make()
 
 
+def test_scoring_refuses_the_open_label_set(assets):
+    from r1omni_fast.eval.runner import load_samples
+    from r1omni_fast.rewards import accuracy_reward
+
+    _, data = assets
+    with pytest.raises(ValueError, match="scoring needs a closed set"):
+        accuracy_reward(["<answer>sad</answer>"], ["<answer> sad </answer>"], labels="any")
+    with pytest.raises(ValueError, match="scoring needs a closed set"):
+        load_samples(data.test, label_set="any")
+
+
 def test_data_check_reports_sft_answers_outside_the_set_without_failing(assets, tmp_path):
     from r1omni_fast.data.check import format_summary, summarize
 

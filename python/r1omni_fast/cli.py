@@ -141,7 +141,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     from r1omni_fast.eval.runner import ablation_table, evaluate, load_model, metrics_table
     from r1omni_fast.model import CheckpointError
     from r1omni_fast.model.prompt import normalise_modalities
-    from r1omni_fast.labels import resolve
+    from r1omni_fast.labels import resolve_closed
 
     ctx = click.get_current_context()
     try:
@@ -151,7 +151,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     if ablate and ctx.get_parameter_source("modalities") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--ablate runs video+audio, video and audio itself: drop --modalities")
     try:
-        labels = resolve(label_spec_from_text(label_spec))
+        labels = resolve_closed(label_spec_from_text(label_spec))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--labels") from None
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
@@ -232,7 +232,7 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval import predict as pred
-    from r1omni_fast.labels import resolve
+    from r1omni_fast.labels import resolve_closed
     from r1omni_fast.model import CheckpointError
     from r1omni_fast.model.prompt import normalise_modalities
 
@@ -243,7 +243,7 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     if not clips and not globs and data_file is None:
         raise click.UsageError("no clips: give CLIP paths, --glob 'dir/**/*.mp4' or --data FILE")
     try:
-        labels = resolve(label_spec_from_text(label_spec)) if label_spec is not None else None
+        labels = resolve_closed(label_spec_from_text(label_spec)) if label_spec is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--labels") from None
     items, problems = [], []

@@ -77,6 +77,16 @@ class LabelSet:
         return replace(self, open=True)
 
 
+def resolve_closed(spec: str | Sequence[str] | LabelSet | None, default: str = "dfew") -> LabelSet:
+    """:func:`resolve` for scoring (rewards, evaluation): ValueError for the open set, whose answers
+    cannot be told right from wrong."""
+    label_set = resolve(spec, default)
+    if label_set.open:
+        raise ValueError(f"label set {ANY!r} accepts any answer (SFT data only); scoring needs a closed set: "
+                         f"use one of {sorted(BUILTIN)} or a list of labels")
+    return label_set
+
+
 def resolve(spec: str | Sequence[str] | LabelSet | None, default: str = "dfew") -> LabelSet:
     """A LabelSet from a dataset name ("dfew", "mafw", "ravdess"), a list of labels, a LabelSet,
     or "any": the open set (every built-in label and alias, plus any other answer as its own label).

@@ -73,12 +73,13 @@ def load_samples(data: DataLike, label_set: Any = None) -> Tuple[List[Any], labe
     from r1omni_fast.data import DataFile, read_data
 
     if isinstance(data, (str, os.PathLike)):
-        datafile = read_data(data, labels=label_set, on_error="skip")
+        closed = None if label_set is None else label_sets.resolve_closed(label_set)
+        datafile = read_data(data, labels=closed, on_error="skip")
         return list(datafile.samples), datafile.label_set, os.fspath(data)
     if isinstance(data, DataFile):
-        resolved = data.label_set if label_set is None else label_sets.resolve(label_set)
+        resolved = data.label_set if label_set is None else label_sets.resolve_closed(label_set)
         return list(data.samples), resolved, str(data.path)
-    return list(data), label_sets.resolve(label_set), None
+    return list(data), label_sets.resolve_closed(label_set), None
 
 
 def predict_labels(answers: Sequence[Optional[str]], label_set: label_sets.LabelSet) -> List[Optional[str]]:
