@@ -240,6 +240,27 @@ def test_untagged_answers_are_read_as_the_accuracy_reward_reads_them(tiny_model,
     assert m["unparsable"] == 3 and m["outside_label_set"] == 2 and m["format_rate"] == 0.0
 
 
+def test_r1omni_and_raw_answer_matching_through_evaluate(tiny_model, synth_eval, tmp_path, monkeypatch):
+    """R1-Omni's rules: its accuracy reward compares the stripped first single-line <answer> text with
+    the gpt value; its evaluation script compares the whole stripped response with it."""
+    from r1omni_fast.eval.runner import evaluate
+
+    labels = [r["conversations"][1]["value"] for r in json.loads(synth_eval.test.read_text())]
+    texts = [f"<think>a</think><answer> {labels[0]} </answer>", labels[1].upper(), f" {labels[2]}\n",
+             f"<answer>{labels[3]}</answer> done"]
+    expected = {"r1omni": [labels[0], None, labels[2], labels[3]], "raw": [None, None, labels[2], None],
+                "robust": [labels[0], labels[1], labels[2], labels[3]]}
+    for mode, predictions in expected.items():
+        _script(tiny_model, monkeypatch, texts)
+        m = evaluate(tiny_model, synth_eval.test, tmp_path / mode, label_set=LABELS, loader=media_load_batch(),
+                     progress=False, answer_matching=mode)
+        assert [r["prediction"] for r in _read_rows(tmp_path / mode)] == predictions, mode
+        assert m["settings"]["answer_matching"] == mode
+        assert m["war"] == sum(p is not None for p in predictions) / 4
+    with pytest.raises(ValueError, match="answer_matching"):
+        evaluate(tiny_model, synth_eval.test, None, label_set=LABELS, answer_matching="exact")
+
+
 _WORDS = st.sampled_from(list(SYNTH_LABELS) + list(ALIASES) + ["calm", "fear", "Happy", "joy!", "", "so sad"])
 _PUNCT = st.text(alphabet=" \n.,!?\"'“”…。", max_size=3)
 
@@ -303,6 +324,18 @@ def test_cli_eval_prints_table_and_writes_artifacts(tiny_ckpt, synth_eval, tmp_p
     for name in ("metrics.json", "predictions.jsonl", "confusion_matrix.png"):
         assert (out / name).is_file()
     assert json.loads((out / "metrics.json").read_text())["model"] == str(tiny_ckpt)
+
+
+def test_cli_answer_matching_reaches_the_metrics(tiny_ckpt, synth_eval, tmp_path, media_module):
+    out = tmp_path / "out"
+    result = _cli(["--model", str(tiny_ckpt), "--data", str(synth_eval.test), "--out", str(out),
+                   "--labels", ",".join(SYNTH_LABELS), "--max-new-tokens", "2", "--batch-size", "4", "--quiet",
+                   "--answer-matching", "raw"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["settings"]["answer_matching"] == "raw"
+    bad = _cli(["--model", str(tiny_ckpt), "--data", str(synth_eval.test), "--out", str(out),
+                "--answer-matching", "exact"])
+    assert bad.exit_code != 0 and "answer-matching" in bad.output
 
 
 def test_cli_audio_only_feeds_no_video_features(tiny_ckpt, synth_eval, tmp_path, media_module, monkeypatch):

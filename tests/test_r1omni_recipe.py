@@ -417,3 +417,32 @@ def test_data_check_reports_sft_answers_outside_the_set_without_failing(assets, 
     (tmp_path / "labels.json").write_text(json.dumps(records))
     summary = summarize(tmp_path / "labels.json", labels="mafw", kind="label")
     assert not summary.ok and "unknown label 'worried'" in str(summary.data.problems[0])
+
+
+def r1omni_eval_correct(response, gt):
+    """R1-Omni's eval_mafw_dfew.py: mm_infer strips the response; accuracy_score(refs=gt, hyps=response.lstrip())."""
+    return response.strip().lstrip() == gt
+
+
+@pytest.mark.parametrize("matching", ["robust", "r1omni", "raw"])
+def test_eval_answer_matching_modes(assets, tmp_path, matching):
+    from r1omni_fast.data import read_data
+    from r1omni_fast.eval.runner import score_rows, summarise
+    from r1omni_fast.labels import resolve
+
+    _, data = assets
+    path = _data(tmp_path, data, "<video>\n<audio>\nHow does the person feel?", gpt_case=str.capitalize)
+    sample = next(s for s in read_data(path, labels=LABELS).samples if s.label == "sad")
+    texts = ["<think>x</think><answer>Sad</answer>", "<answer>sad</answer>", " Sad \n", "<answer>happy</answer>"]
+    samples = [sample] * 4
+    oracle = {"robust": [True, True, True, False],  # the label named, any case
+              "r1omni": [r1omni_accuracy(t, f"<answer> {sample.target} </answer>") == 1.0 for t in texts],
+              "raw": [r1omni_eval_correct(t, sample.target) for t in texts]}[matching]
+    assert sample.target == "Sad"
+    rows = score_rows(samples, texts, resolve(LABELS), matching)
+    assert [r["correct"] for r in rows] == oracle
+    assert oracle == {"robust": [True, True, True, False], "r1omni": [True, False, True, False],
+                      "raw": [False, False, True, False]}[matching]
+    # a wrong answer spelled as another label is counted as that label; others fall in "other"
+    assert rows[3]["prediction"] == ("happy" if matching != "raw" else None)
+    assert summarise(rows, resolve(LABELS))["war"] == sum(oracle) / 4

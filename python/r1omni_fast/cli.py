@@ -126,14 +126,19 @@ def model_tiny(out: str, seed: int) -> None:
               help="label set: dfew, mafw, ravdess, or comma-separated labels")
 @click.option("--ablate", is_flag=True,
               help="run video+audio, video-only and audio-only; write modalities.json and .png")
+@click.option("--answer-matching", type=click.Choice(["robust", "r1omni", "raw"]), default="robust",
+              show_default=True,
+              help="robust: the label the answer names (aliases, any case); r1omni: R1-Omni's accuracy "
+                   "reward (the <answer> text equal to the gpt value); raw: the whole response equal to "
+                   "the gpt value, as R1-Omni's evaluation script")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
                  num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
-                 ablate: bool, quiet: bool) -> None:
+                 ablate: bool, answer_matching: str, quiet: bool) -> None:
     """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
 
-    Answers are read with the reward parser and matched to the label set as the robust
-    accuracy reward does; an answer naming no label counts as wrong.
+    Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
+    reward reads them); an answer naming no label counts as wrong.
     """
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import label_spec_from_text
@@ -155,7 +160,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--labels") from None
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
-                   prompt=prompt, label_set=labels, progress=not quiet)
+                   prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching)
     try:
         model = load_model(model_dir)
         if ablate:

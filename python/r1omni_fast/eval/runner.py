@@ -82,6 +82,10 @@ def load_samples(data: DataLike, label_set: Any = None) -> Tuple[List[Any], labe
     return list(data), label_sets.resolve_closed(label_set), None
 
 
+#: How a completion is matched to its label (:func:`matched_predictions`).
+ANSWER_MATCHING = ("robust", "r1omni", "raw")
+
+
 def predict_labels(answers: Sequence[Optional[str]], label_set: label_sets.LabelSet) -> List[Optional[str]]:
     """The label each answer names under the robust accuracy reward's matching, or None.
 
@@ -160,6 +164,7 @@ def evaluate_rows(
     progress: bool = True,
     desc: str = "eval",
     previews: bool = False,
+    answer_matching: str = "robust",
 ) -> EvalResult:
     """The evaluation itself, writing nothing: metrics, rows and (``previews``) clip images.
 
@@ -170,11 +175,14 @@ def evaluate_rows(
     frames to a square as HumanOmni's evaluation does. ``prompt`` replaces every record's
     instruction (media placeholders are added). ``loader`` replaces
     ``r1omni_fast.media.load_batch``. ``previews`` makes the frame strip and mel image of every
-    clip in the decoding thread (for ``report.html``).
+    clip in the decoding thread (for ``report.html``). ``answer_matching``: "robust", "r1omni" or
+    "raw" (:func:`matched_predictions`).
     """
     from r1omni_fast.model.prompt import normalise_modalities
 
     keep = normalise_modalities(modalities)
+    if answer_matching not in ANSWER_MATCHING:
+        raise ValueError(f"answer_matching={answer_matching!r}: use one of {', '.join(ANSWER_MATCHING)}")
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
     if isinstance(model, (str, os.PathLike)):
@@ -204,7 +212,7 @@ def evaluate_rows(
                 skipped += batch.skipped
                 if len(batch):
                     texts = _generate(model, batch, keep, prompt, max_new_tokens)
-                    rows += score_rows(batch.samples, texts, labels)
+                    rows += score_rows(batch.samples, texts, labels, answer_matching)
                 bar.update(len(batch) + len(batch.skipped))
         finally:
             bar.close()
@@ -220,7 +228,7 @@ def evaluate_rows(
         "data": data_path,
         "settings": {"num_frames": frames, "image_size": image_size, "aspect": aspect,
                      "max_new_tokens": max_new_tokens, "batch_size": batch_size, "prompt": prompt,
-                     "decoding": "greedy", "answer_matching": "robust"},
+                     "decoding": "greedy", "answer_matching": answer_matching},
         "elapsed_s": round(time.perf_counter() - started, 3),
     })
     return EvalResult(metrics, rows, images)
@@ -472,13 +480,44 @@ def _generate(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[st
     return list(out.texts)
 
 
-def score_rows(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet) -> List[Dict[str, Any]]:
+def matched_predictions(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet,
+                        answer_matching: str = "robust") -> List[Optional[str]]:
+    """The label each completion is counted as, or None (the ``other`` column).
+
+    ``answer_matching``:
+    "robust": the label the answer names (or the whole completion without an ``<answer>`` block),
+    as the robust accuracy reward reads it (:func:`predict_labels`).
+    "r1omni": R1-Omni's accuracy reward: the first single-line ``<answer>`` block, stripped (else
+    the whole stripped completion), compared exactly, case-sensitively, with the record's gpt
+    value stripped.
+    "raw": R1-Omni's DFEW/MAFW evaluation script: the whole stripped completion compared exactly
+    with the gpt value.
+    Where the comparison fails, an answer spelled exactly as another label counts as that label,
+    any other answer as None. Raises ValueError for another mode.
+    """
+    from r1omni_fast.rewards import extract_answers, parse_completion
+
+    if answer_matching not in ANSWER_MATCHING:
+        raise ValueError(f"answer_matching={answer_matching!r}: use one of {', '.join(ANSWER_MATCHING)}")
+    if answer_matching == "robust":
+        parsed = [parse_completion(t) for t in texts]
+        # No <answer> block: the whole completion is the answer, as the robust accuracy reward reads it.
+        return predict_labels([p.answer if p.answer is not None else t for p, t in zip(parsed, texts)], labels)
+    if answer_matching == "r1omni":
+        answers, truths = extract_answers(list(texts), mode="r1omni"), [s.target.strip() for s in samples]
+    else:
+        answers, truths = [t.strip() for t in texts], [s.target for s in samples]
+    return [s.label if a == truth else (a if a in labels.labels and a != s.label else None)
+            for s, a, truth in zip(samples, answers, truths)]
+
+
+def score_rows(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet,
+               answer_matching: str = "robust") -> List[Dict[str, Any]]:
+    """One prediction row per completion; ``prediction`` by :func:`matched_predictions`."""
     from r1omni_fast.rewards import parse_completion
 
     parsed = [parse_completion(t) for t in texts]
-    # No <answer> block: the whole completion is the answer, as the robust accuracy reward reads it.
-    answers = [p.answer if p.answer is not None else t for p, t in zip(parsed, texts)]
-    predictions = predict_labels(answers, labels)
+    predictions = matched_predictions(samples, texts, labels, answer_matching)
     rows = []
     for sample, text, p, prediction in zip(samples, texts, parsed, predictions):
         row = {"id": sample.id, "video": str(sample.video), "label": sample.label, "prediction": prediction,
