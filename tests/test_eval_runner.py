@@ -326,16 +326,22 @@ def test_cli_eval_prints_table_and_writes_artifacts(tiny_ckpt, synth_eval, tmp_p
     assert json.loads((out / "metrics.json").read_text())["model"] == str(tiny_ckpt)
 
 
-def test_cli_answer_matching_reaches_the_metrics(tiny_ckpt, synth_eval, tmp_path, media_module):
+def test_cli_answer_matching_and_prompt_preset_reach_the_metrics(tiny_ckpt, synth_eval, tmp_path, media_module):
+    from r1omni_fast.eval.runner import EVAL_QUESTION
+
     out = tmp_path / "out"
-    result = _cli(["--model", str(tiny_ckpt), "--data", str(synth_eval.test), "--out", str(out),
-                   "--labels", ",".join(SYNTH_LABELS), "--max-new-tokens", "2", "--batch-size", "4", "--quiet",
-                   "--answer-matching", "raw"])
+    base = ["--model", str(tiny_ckpt), "--data", str(synth_eval.test), "--out", str(out)]
+    result = _cli(base + ["--labels", ",".join(SYNTH_LABELS), "--max-new-tokens", "2", "--batch-size", "4",
+                          "--quiet", "--answer-matching", "raw", "--prompt-preset", "r1omni-eval"])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "metrics.json").read_text())["settings"]["answer_matching"] == "raw"
-    bad = _cli(["--model", str(tiny_ckpt), "--data", str(synth_eval.test), "--out", str(out),
-                "--answer-matching", "exact"])
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["answer_matching"] == "raw" and settings["prompt"] == EVAL_QUESTION
+    bad = _cli(base + ["--answer-matching", "exact"])
     assert bad.exit_code != 0 and "answer-matching" in bad.output
+    both = _cli(base + ["--prompt", "Which?", "--prompt-preset", "r1omni-eval"])
+    assert both.exit_code != 0 and "give one" in both.output
+    ravdess = _cli(base + ["--labels", "ravdess", "--prompt-preset", "humanomni-eval"])
+    assert ravdess.exit_code != 0 and "use --labels dfew or mafw" in ravdess.output
 
 
 def test_cli_audio_only_feeds_no_video_features(tiny_ckpt, synth_eval, tmp_path, media_module, monkeypatch):

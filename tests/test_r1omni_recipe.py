@@ -446,3 +446,48 @@ def test_eval_answer_matching_modes(assets, tmp_path, matching):
     # a wrong answer spelled as another label is counted as that label; others fall in "other"
     assert rows[3]["prediction"] == ("happy" if matching != "raw" else None)
     assert summarise(rows, resolve(LABELS))["war"] == sum(oracle) / 4
+
+
+R1_EVAL_BASE = ("As an emotional recognition expert, in the video, when the characters display their emotions, "
+                "which predominant feeling is most clearly expressed?\n")
+
+
+def mm_infer_prompt(tokenizer, instruct):
+    """humanomni/__init__.py mm_infer, modal video_audio, mm_use_x_start_end, no system message
+    (HumanOmni_qwen2): the chat-templated prompt and the text its BERT gate reads."""
+    message = [{"role": "user", "content": "<video>" + "\n" + "<audio>" + "\n" + instruct}]
+    prompt = tokenizer.apply_chat_template(message, tokenize=False, add_generation_prompt=True)
+    prompt = prompt.replace("<video>", "<vi_start><video><vi_end>").replace("<audio>", "<au_start><audio><au_end>")
+    return prompt, instruct
+
+
+@pytest.mark.parametrize("preset, labels, instruct", [
+    ("r1omni-eval", "dfew", R1_EVAL_BASE),
+    ("r1omni-infer", "dfew", R1_QUESTION + "  Output the thinking process in <think> </think> and final emotion in "
+                                           "<answer> </answer> tags."),
+    ("humanomni-eval", "dfew", R1_EVAL_BASE + "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear"),
+    ("humanomni-eval", "mafw", R1_EVAL_BASE + "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear ,contemptuous, "
+                                              "disappointed, helpless, anxious"),
+])
+def test_eval_prompt_presets_render_as_the_published_scripts(assets, preset, labels, instruct):
+    from r1omni_fast.data import read_data
+    from r1omni_fast.eval.runner import eval_prompt, instruction_for
+    from r1omni_fast.model import OmniModel
+
+    model_dir, data = assets
+    processor = OmniModel.from_pretrained(str(model_dir)).processor
+    sample = read_data(data.test, labels=LABELS).samples[0]
+    instruction = instruction_for(sample, ("video", "audio"), eval_prompt(preset, labels))
+    prompt, bert_text = mm_infer_prompt(processor.tokenizer, instruct)
+    assert processor.prompt_text(instruction) == prompt
+    ours = processor.bert_tokenizer([processor.bert_text(instruction)])["input_ids"]
+    assert ours == processor.bert_tokenizer([bert_text])["input_ids"]
+
+
+def test_humanomni_eval_preset_needs_dfew_or_mafw():
+    from r1omni_fast.eval.runner import eval_prompt
+
+    with pytest.raises(ValueError, match="use --labels dfew or mafw"):
+        eval_prompt("humanomni-eval", "ravdess")
+    with pytest.raises(ValueError, match="unknown prompt preset"):
+        eval_prompt("r1omni", "dfew")

@@ -126,6 +126,11 @@ def model_tiny(out: str, seed: int) -> None:
               help="label set: dfew, mafw, ravdess, or comma-separated labels")
 @click.option("--ablate", is_flag=True,
               help="run video+audio, video-only and audio-only; write modalities.json and .png")
+@click.option("--prompt-preset", type=click.Choice(["r1omni-eval", "r1omni-infer", "humanomni-eval"]),
+              default=None,
+              help="a published instruction instead of the records': r1omni-eval (R1-Omni's DFEW/MAFW "
+                   "evaluation question), r1omni-infer (its inference example, with the format instruction), "
+                   "humanomni-eval (HumanOmni's question with the DFEW or MAFW class list)")
 @click.option("--answer-matching", type=click.Choice(["robust", "r1omni", "raw"]), default="robust",
               show_default=True,
               help="robust: the label the answer names (aliases, any case); r1omni: R1-Omni's accuracy "
@@ -134,7 +139,7 @@ def model_tiny(out: str, seed: int) -> None:
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
                  num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
-                 ablate: bool, answer_matching: str, quiet: bool) -> None:
+                 ablate: bool, prompt_preset: str | None, answer_matching: str, quiet: bool) -> None:
     """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
 
     Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
@@ -143,7 +148,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval.runner import ablate as run_ablation
-    from r1omni_fast.eval.runner import ablation_table, evaluate, load_model, metrics_table
+    from r1omni_fast.eval.runner import ablation_table, eval_prompt, evaluate, load_model, metrics_table
     from r1omni_fast.model import CheckpointError
     from r1omni_fast.model.prompt import normalise_modalities
     from r1omni_fast.labels import resolve_closed
@@ -159,6 +164,13 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
         labels = resolve_closed(label_spec_from_text(label_spec))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--labels") from None
+    if prompt_preset is not None:
+        if prompt is not None:
+            raise click.UsageError("--prompt and --prompt-preset both name the instruction: give one")
+        try:
+            prompt = eval_prompt(prompt_preset, labels)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--prompt-preset") from None
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
                    prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching)
     try:

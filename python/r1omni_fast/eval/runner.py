@@ -82,6 +82,43 @@ def load_samples(data: DataLike, label_set: Any = None) -> Tuple[List[Any], labe
     return list(data), label_sets.resolve_closed(label_set), None
 
 
+#: R1-Omni's and HumanOmni's DFEW/MAFW evaluation question (humanomni/eval/eval_mafw_dfew.py).
+EVAL_QUESTION = ("As an emotional recognition expert, in the video, when the characters display their emotions, "
+                 "which predominant feeling is most clearly expressed?\n")
+#: HumanOmni's evaluation appends the class list of the dataset, spelled as its script does.
+HUMANOMNI_OPTIONS = {
+    "dfew": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear",
+    "mafw": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear ,contemptuous, disappointed, helpless, anxious",
+}
+#: ``--prompt-preset`` names of ``r1omni-fast eval``.
+EVAL_PROMPT_PRESETS = ("r1omni-eval", "r1omni-infer", "humanomni-eval")
+
+
+def eval_prompt(preset: str, label_set: Any = None) -> str:
+    """The instruction of a published evaluation (media placeholders are added in front).
+
+    "r1omni-eval": R1-Omni's DFEW/MAFW evaluation, :data:`EVAL_QUESTION` (a trailing newline, no
+    format instruction). "r1omni-infer": the instruction of R1-Omni's inference example (its
+    question, two spaces, the format instruction). "humanomni-eval": HumanOmni's evaluation, the
+    question followed by :data:`HUMANOMNI_OPTIONS` of ``label_set`` ("dfew" or "mafw").
+    Raises ValueError for another preset, or for humanomni-eval with another label set.
+    """
+    from r1omni_fast.model.prompt import FORMAT_SUFFIX, R1_OMNI_QUESTION
+
+    if preset == "r1omni-eval":
+        return EVAL_QUESTION
+    if preset == "r1omni-infer":
+        return f"{R1_OMNI_QUESTION}  {FORMAT_SUFFIX}"
+    if preset == "humanomni-eval":
+        labels = label_sets.resolve_closed(label_set)
+        name = next((n for n, ls in label_sets.BUILTIN.items() if ls == labels.labels and n in HUMANOMNI_OPTIONS), None)
+        if name is None:
+            raise ValueError(f"prompt preset humanomni-eval lists DFEW's or MAFW's classes: use --labels dfew or "
+                             f"mafw (got {list(labels.labels)})")
+        return EVAL_QUESTION + HUMANOMNI_OPTIONS[name]
+    raise ValueError(f"unknown prompt preset {preset!r}: choose one of {', '.join(EVAL_PROMPT_PRESETS)}")
+
+
 #: How a completion is matched to its label (:func:`matched_predictions`).
 ANSWER_MATCHING = ("robust", "r1omni", "raw")
 
