@@ -131,6 +131,9 @@ def model_tiny(out: str, seed: int) -> None:
               help="a published instruction instead of the records': r1omni-eval (R1-Omni's DFEW/MAFW "
                    "evaluation question), r1omni-infer (its inference example, with the format instruction), "
                    "humanomni-eval (HumanOmni's question with the DFEW or MAFW class list)")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N")
+@click.option("--dtype", default="auto", show_default=True,
+              help="weights: auto (bf16 on CUDA, fp16 where it has no bf16; fp32 on CPU), float32, bfloat16, float16")
 @click.option("--answer-matching", type=click.Choice(["robust", "r1omni", "raw"]), default="robust",
               show_default=True,
               help="robust: the label the answer names (aliases, any case); r1omni: R1-Omni's accuracy "
@@ -139,7 +142,8 @@ def model_tiny(out: str, seed: int) -> None:
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
                  num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
-                 ablate: bool, prompt_preset: str | None, answer_matching: str, quiet: bool) -> None:
+                 ablate: bool, prompt_preset: str | None, device: str, dtype: str, answer_matching: str,
+                 quiet: bool) -> None:
     """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
 
     Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
@@ -148,7 +152,8 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval.runner import ablate as run_ablation
-    from r1omni_fast.eval.runner import ablation_table, eval_prompt, evaluate, load_model, metrics_table
+    from r1omni_fast.eval.predict import load_for_inference
+    from r1omni_fast.eval.runner import ablation_table, eval_prompt, evaluate, metrics_table
     from r1omni_fast.model import CheckpointError
     from r1omni_fast.model.prompt import normalise_modalities
     from r1omni_fast.labels import resolve_closed
@@ -174,7 +179,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
                    prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching)
     try:
-        model = load_model(model_dir)
+        model = load_for_inference(model_dir, device, dtype)
         if ablate:
             report = run_ablation(model, data_file, out_dir, **options)
             click.echo(ablation_table(report))

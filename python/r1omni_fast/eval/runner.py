@@ -248,8 +248,11 @@ def evaluate_rows(
                     images.update(shown)
                 skipped += batch.skipped
                 if len(batch):
-                    texts = _generate(model, batch, keep, prompt, max_new_tokens)
-                    rows += score_rows(batch.samples, texts, labels, answer_matching)
+                    texts, truncated = _generate(model, batch, keep, prompt, max_new_tokens)
+                    scored = score_rows(batch.samples, texts, labels, answer_matching)
+                    for row, cut in zip(scored, truncated):
+                        row["truncated"] = cut
+                    rows += scored
                 bar.update(len(batch) + len(batch.skipped))
         finally:
             bar.close()
@@ -265,7 +268,9 @@ def evaluate_rows(
         "data": data_path,
         "settings": {"num_frames": frames, "image_size": image_size, "aspect": aspect,
                      "max_new_tokens": max_new_tokens, "batch_size": batch_size, "prompt": prompt,
-                     "decoding": "greedy", "answer_matching": answer_matching},
+                     "decoding": "greedy", "answer_matching": answer_matching,
+                     "device": str(next(model.parameters()).device),
+                     "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
         "elapsed_s": round(time.perf_counter() - started, 3),
     })
     return EvalResult(metrics, rows, images)
@@ -509,12 +514,25 @@ def instruction_for(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -
     return build_instruction(sample.instruction, modalities=keep, format_suffix=False)
 
 
-def _generate(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str], max_new_tokens: int) -> List[str]:
+def _generate(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str],
+              max_new_tokens: int) -> Tuple[List[str], List[bool]]:
+    """(completions, truncated): a completion is truncated when it used all ``max_new_tokens``
+    without ending (its last token is no end-of-turn token)."""
     instructions = [instruction_for(s, keep, prompt) for s in batch.samples]
     inputs = model.processor(instructions, pixel_values=batch.frames if "video" in keep else None,
                              audio_features=batch.mel if "audio" in keep else None, modalities=keep)
     out = model.generate(inputs, num_generations=1, do_sample=False, max_new_tokens=max_new_tokens)
-    return list(out.texts)
+    return list(out.texts), truncated_rows(out, max_new_tokens, model.processor.eos_token_ids)
+
+
+def truncated_rows(out: Any, max_new_tokens: int, eos_ids: Sequence[int]) -> List[bool]:
+    """Per row of a ``GenerationOutput``: whether it stopped at ``max_new_tokens`` without an
+    end-of-turn token."""
+    ends = set(int(i) for i in eos_ids)
+    flags = []
+    for row, n in zip(out.completion_ids.tolist(), out.lengths.tolist()):
+        flags.append(n >= max_new_tokens and (n == 0 or row[n - 1] not in ends))
+    return flags
 
 
 def matched_predictions(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet,
@@ -571,6 +589,8 @@ def summarise(rows: Sequence[Dict[str, Any]], labels: label_sets.LabelSet) -> Di
     n = len(rows)
     metrics["format_rate"] = sum(r["well_formed"] for r in rows) / n
     metrics["unparsable"] = sum(r["answer"] is None for r in rows)
+    # completions cut off by the token budget (rows without the field: not known, not counted)
+    metrics["truncated"] = sum(bool(r.get("truncated")) for r in rows)
     metrics["cue_mentions"] = cue_mentions(r["think"] for r in rows)
     cues = sorted({r["cue"] for r in rows if "cue" in r})
     if cues:  # synthetic data records which sense carries the label: accuracy per carrier
