@@ -196,6 +196,16 @@ def test_warning_when_prompts_do_not_ask_for_the_checked_format(assets, tmp_path
     assert "format" not in caplog.text
 
 
+def test_eval_config_has_no_field_the_eval_command_ignores():
+    """Evaluation is greedy and its answer matching is `r1omni-fast eval --answer-matching`: an
+    evaluation config naming temperature or reward_mode is refused, not silently ignored."""
+    from r1omni_fast.config import ConfigError, load_config
+
+    for flag in ("--temperature", "--reward-mode"):
+        with pytest.raises(ConfigError, match="unknown"):
+            load_config(None, ["--stage", "eval", flag, "0.5"])
+
+
 def test_recipe_fields_are_validated():
     from r1omni_fast.config import ConfigError, GRPOConfig
 

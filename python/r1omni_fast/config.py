@@ -359,8 +359,6 @@ class EvalConfig(_RunConfig):
     modalities: List[str] = _f(["video", "audio"], "inputs given to the model: video, audio, or both")
     per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
     max_new_tokens: int = _f(512, "most tokens generated per answer")
-    temperature: float = _f(0.0, "0 = greedy decoding")
-    reward_mode: str = _f("robust", "answer parsing: robust or r1omni")
 
     stage = "eval"
 
@@ -371,8 +369,6 @@ class EvalConfig(_RunConfig):
             raise ConfigError(f"modalities must be a non-empty subset of video, audio; got {self.modalities}")
         _at_least(self, "per_device_eval_batch_size", 1)
         _at_least(self, "max_new_tokens", 1)
-        _at_least(self, "temperature", 0.0)
-        _choice(self, "reward_mode", ("robust", "r1omni"))
 
 
 STAGES: Dict[str, Type[_RunConfig]] = {"sft": SFTConfig, "grpo": GRPOConfig, "eval": EvalConfig}
