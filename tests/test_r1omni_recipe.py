@@ -501,3 +501,39 @@ def test_humanomni_eval_preset_needs_dfew_or_mafw():
         eval_prompt("humanomni-eval", "ravdess")
     with pytest.raises(ValueError, match="unknown prompt preset"):
         eval_prompt("r1omni", "dfew")
+
+
+def test_in_training_evaluation_asks_in_the_layout_sft_trained_on(assets, tmp_path):
+    from r1omni_fast.config import SFTConfig
+    from r1omni_fast.data import read_data
+    from r1omni_fast.train import common
+
+    from _train_fixtures import sft_fields
+
+    model_dir, data = assets
+    seen = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, instructions, *args, **kwargs):
+            seen.append((list(instructions), kwargs.get("bert_texts")))
+            return self.inner(instructions, *args, **kwargs)
+
+    samples = read_data(data.test, labels=LABELS).samples[:2]
+    for style in ("humanomni", "data"):
+        fields = sft_fields(model_dir, data, tmp_path / style, prompt_style=style, eval_max_new_tokens=2)
+        fields.pop("stage")
+        cfg = SFTConfig(**fields)
+        model = common.load_policy(str(model_dir), cfg, torch.device("cpu"))
+        model.processor = Spy(model.processor)
+        collate = common.make_collator(cfg, model, loader=clip_loader())
+        common.evaluate_answers(model, type("D", (), {"samples": samples})(), collate, cfg, torch.device("cpu"))
+    (humanomni, bert), (plain, no_bert) = seen
+    value = humanomni_sft_value(samples[0].prompt, mm_use_x_start_end=False)
+    assert humanomni[0] == value and bert[0] == humanomni_guided_prompt(humanomni_sft_value(samples[0].prompt))
+    assert plain[0] == samples[0].prompt and no_bert is None

@@ -481,8 +481,10 @@ def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[...
         batch = collate(samples[start:start + size], start // size)
         if not len(batch):
             continue
-        inputs = to_device(model_batch(model.processor, batch,
-                                       chat_template=getattr(cfg, "chat_template", "checkpoint")), device)
+        # the layout training used: SFT's humanomni prompt_style (GRPO's styles rewrote the samples)
+        layout = "humanomni" if getattr(cfg, "prompt_style", None) == "humanomni" else "data"
+        inputs = to_device(model_batch(model.processor, batch, chat_template=getattr(cfg, "chat_template", "checkpoint"),
+                                       prompt_style=layout), device)
         with autocast(cfg, device):
             out = model.generate(inputs, num_generations=1, max_new_tokens=cfg.eval_max_new_tokens,
                                  do_sample=False)
