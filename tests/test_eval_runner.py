@@ -240,6 +240,48 @@ def test_untagged_answers_are_read_as_the_accuracy_reward_reads_them(tiny_model,
     assert m["unparsable"] == 3 and m["outside_label_set"] == 2 and m["format_rate"] == 0.0
 
 
+def test_r1omni_and_raw_answer_matching_through_evaluate(tiny_model, synth_eval, tmp_path, monkeypatch):
+    """R1-Omni's rules: its accuracy reward compares the stripped first single-line <answer> text with
+    the gpt value; its evaluation script compares the whole stripped response with it."""
+    from r1omni_fast.eval.runner import evaluate
+
+    labels = [r["conversations"][1]["value"] for r in json.loads(synth_eval.test.read_text())]
+    texts = [f"<think>a</think><answer> {labels[0]} </answer>", labels[1].upper(), f" {labels[2]}\n",
+             f"<answer>{labels[3]}</answer> done"]
+    expected = {"r1omni": [labels[0], None, labels[2], labels[3]], "raw": [None, None, labels[2], None],
+                "robust": [labels[0], labels[1], labels[2], labels[3]]}
+    for mode, predictions in expected.items():
+        _script(tiny_model, monkeypatch, texts)
+        m = evaluate(tiny_model, synth_eval.test, tmp_path / mode, label_set=LABELS, loader=media_load_batch(),
+                     progress=False, answer_matching=mode)
+        assert [r["prediction"] for r in _read_rows(tmp_path / mode)] == predictions, mode
+        assert m["settings"]["answer_matching"] == mode
+        assert m["war"] == sum(p is not None for p in predictions) / 4
+    with pytest.raises(ValueError, match="answer_matching"):
+        evaluate(tiny_model, synth_eval.test, None, label_set=LABELS, answer_matching="exact")
+
+
+def test_completions_cut_off_by_the_budget_are_counted(tiny_model, synth_eval, tmp_path, monkeypatch):
+    from r1omni_fast.eval.runner import evaluate
+
+    tok = tiny_model.processor.tokenizer
+    eos, word = tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<answer>")
+    # four rows, budget 3: ended at the budget (EOS last), cut off, shorter, cut off
+    ids = torch.tensor([[word, word, eos], [word, word, word], [word, eos, 0], [word, word, word]])
+    lengths = torch.tensor([3, 3, 2, 3])
+
+    def generate(batch, **kwargs):
+        assert kwargs["max_new_tokens"] == 3
+        rows = batch["input_ids"].shape[0]
+        return GenerationOutput(ids[:rows], lengths[:rows], ["<answer>"] * rows, torch.arange(rows))
+
+    monkeypatch.setattr(tiny_model, "generate", generate)
+    m = evaluate(tiny_model, synth_eval.test, tmp_path, label_set=LABELS, loader=media_load_batch(),
+                 progress=False, max_new_tokens=3, batch_size=4)
+    assert [r["truncated"] for r in _read_rows(tmp_path)] == [False, True, False, True]
+    assert m["truncated"] == 2
+
+
 _WORDS = st.sampled_from(list(SYNTH_LABELS) + list(ALIASES) + ["calm", "fear", "Happy", "joy!", "", "so sad"])
 _PUNCT = st.text(alphabet=" \n.,!?\"'“”…。", max_size=3)
 
@@ -303,6 +345,34 @@ def test_cli_eval_prints_table_and_writes_artifacts(tiny_ckpt, synth_eval, tmp_p
     for name in ("metrics.json", "predictions.jsonl", "confusion_matrix.png"):
         assert (out / name).is_file()
     assert json.loads((out / "metrics.json").read_text())["model"] == str(tiny_ckpt)
+
+
+def test_cli_answer_matching_prompt_preset_device_and_dtype_reach_the_metrics(tiny_ckpt, synth_eval, tmp_path, media_module):
+    from r1omni_fast.eval.runner import EVAL_QUESTION
+
+    out = tmp_path / "out"
+    base = ["--model", str(tiny_ckpt), "--data", str(synth_eval.test), "--out", str(out)]
+    result = _cli(base + ["--labels", ",".join(SYNTH_LABELS), "--max-new-tokens", "2", "--batch-size", "4",
+                          "--quiet", "--answer-matching", "raw", "--prompt-preset", "r1omni-eval",
+                          "--device", "cpu", "--dtype", "bfloat16"])
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "metrics.json").read_text())["settings"]
+    assert settings["answer_matching"] == "raw" and settings["prompt"] == EVAL_QUESTION
+    assert (settings["device"], settings["dtype"]) == ("cpu", "bfloat16")
+    fp32 = _cli(base + ["--labels", ",".join(SYNTH_LABELS), "--max-new-tokens", "2", "--quiet"])
+    assert fp32.exit_code == 0, fp32.output
+    auto = json.loads((out / "metrics.json").read_text())["settings"]
+    if torch.cuda.is_available():  # auto: CUDA in bf16 (fp16 on GPUs without bf16)
+        want = ("cuda:0", "bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    else:  # auto: the CPU in fp32
+        want = ("cpu", "float32")
+    assert (auto["device"], auto["dtype"]) == want
+    bad = _cli(base + ["--answer-matching", "exact"])
+    assert bad.exit_code != 0 and "answer-matching" in bad.output
+    both = _cli(base + ["--prompt", "Which?", "--prompt-preset", "r1omni-eval"])
+    assert both.exit_code != 0 and "give one" in both.output
+    ravdess = _cli(base + ["--labels", "ravdess", "--prompt-preset", "humanomni-eval"])
+    assert ravdess.exit_code != 0 and "use --labels dfew or mafw" in ravdess.output
 
 
 def test_cli_audio_only_feeds_no_video_features(tiny_ckpt, synth_eval, tmp_path, media_module, monkeypatch):

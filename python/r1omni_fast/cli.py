@@ -68,7 +68,7 @@ def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, r
 @data.command("check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", default="dfew", show_default=True,
-              help="label set: dfew, mafw, ravdess, or comma-separated labels")
+              help="label set: dfew, mafw, ravdess, any (SFT data: any answer), or comma-separated labels")
 @click.option("--kind", type=click.Choice(["auto", "sft", "label"]), default="auto",
               show_default=True, help="sft: reasoning targets required; label: bare labels required")
 @click.option("--decode", default=0, show_default=True, type=click.IntRange(min=0),
@@ -134,22 +134,37 @@ def model_tiny(out: str, seed: int, pretrain_towers: bool) -> None:
               help="label set: dfew, mafw, ravdess, or comma-separated labels")
 @click.option("--ablate", is_flag=True,
               help="run video+audio, video-only and audio-only; write modalities.json and .png")
+@click.option("--prompt-preset", type=click.Choice(["r1omni-eval", "r1omni-infer", "humanomni-eval"]),
+              default=None,
+              help="a published instruction instead of the records': r1omni-eval (R1-Omni's DFEW/MAFW "
+                   "evaluation question), r1omni-infer (its inference example, with the format instruction), "
+                   "humanomni-eval (HumanOmni's question with the DFEW or MAFW class list)")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N")
+@click.option("--dtype", default="auto", show_default=True,
+              help="weights: auto (bf16 on CUDA, fp16 where it has no bf16; fp32 on CPU), float32, bfloat16, float16")
+@click.option("--answer-matching", type=click.Choice(["robust", "r1omni", "raw"]), default="robust",
+              show_default=True,
+              help="robust: the label the answer names (aliases, any case); r1omni: R1-Omni's accuracy "
+                   "reward (the <answer> text equal to the gpt value); raw: the whole response equal to "
+                   "the gpt value, as R1-Omni's evaluation script")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
                  num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
-                 ablate: bool, quiet: bool) -> None:
+                 ablate: bool, prompt_preset: str | None, device: str, dtype: str, answer_matching: str,
+                 quiet: bool) -> None:
     """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
 
-    Answers are read with the reward parser and matched to the label set as the robust
-    accuracy reward does; an answer naming no label counts as wrong.
+    Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
+    reward reads them); an answer naming no label counts as wrong.
     """
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval.runner import ablate as run_ablation
-    from r1omni_fast.eval.runner import ablation_table, evaluate, load_model, metrics_table
+    from r1omni_fast.eval.predict import load_for_inference
+    from r1omni_fast.eval.runner import ablation_table, eval_prompt, evaluate, metrics_table
     from r1omni_fast.model import CheckpointError
     from r1omni_fast.model.prompt import normalise_modalities
-    from r1omni_fast.labels import resolve
+    from r1omni_fast.labels import resolve_closed
 
     ctx = click.get_current_context()
     try:
@@ -159,13 +174,20 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     if ablate and ctx.get_parameter_source("modalities") is not click.core.ParameterSource.DEFAULT:
         raise click.UsageError("--ablate runs video+audio, video and audio itself: drop --modalities")
     try:
-        labels = resolve(label_spec_from_text(label_spec))
+        labels = resolve_closed(label_spec_from_text(label_spec))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--labels") from None
+    if prompt_preset is not None:
+        if prompt is not None:
+            raise click.UsageError("--prompt and --prompt-preset both name the instruction: give one")
+        try:
+            prompt = eval_prompt(prompt_preset, labels)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--prompt-preset") from None
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
-                   prompt=prompt, label_set=labels, progress=not quiet)
+                   prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching)
     try:
-        model = load_model(model_dir)
+        model = load_for_inference(model_dir, device, dtype)
         if ablate:
             report = run_ablation(model, data_file, out_dir, **options)
             click.echo(ablation_table(report))
@@ -240,7 +262,7 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval import predict as pred
-    from r1omni_fast.labels import resolve
+    from r1omni_fast.labels import resolve_closed
     from r1omni_fast.model import CheckpointError
     from r1omni_fast.model.prompt import normalise_modalities
 
@@ -251,7 +273,7 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     if not clips and not globs and data_file is None:
         raise click.UsageError("no clips: give CLIP paths, --glob 'dir/**/*.mp4' or --data FILE")
     try:
-        labels = resolve(label_spec_from_text(label_spec)) if label_spec is not None else None
+        labels = resolve_closed(label_spec_from_text(label_spec)) if label_spec is not None else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--labels") from None
     items, problems = [], []

@@ -93,9 +93,14 @@ class _RunConfig:
         if self.n_mels is not None:
             _at_least(self, "n_mels", 1)
         try:
-            label_sets.resolve(self.label_set)
+            resolved = label_sets.resolve(self.label_set)
         except ValueError as exc:
             raise ConfigError(f"label_set: {exc}") from None
+        if resolved.open and (self.stage != "sft" or getattr(self, "eval_file", None)):
+            where = "an SFT run with eval_file" if self.stage == "sft" else f"{self.stage}"
+            raise ConfigError(
+                f"label_set: {self.label_set!r} (any answer) is for SFT training data only, not {where}: "
+                "rewards and evaluation need a closed set; name it (dfew, mafw, ravdess or a list of labels)")
 
     def require(self, *names: str) -> None:
         """Raise ConfigError for the first of ``names`` that is unset (None or empty)."""
@@ -236,12 +241,16 @@ class SFTConfig(_TrainConfig):
     """
 
     max_length: int = _f(1024, "truncate prompt + target to this many tokens")
+    prompt_style: str = _f("data", "the user turn: data (the human turn, placeholders wrapped where they "
+                                   "are) or humanomni (HumanOmni's SFT layout: placeholders moved to the "
+                                   "front, three newlines, its BERT text with tags left in)")
 
     stage = "sft"
 
     def _validate(self) -> None:
         super()._validate()
         _at_least(self, "max_length", 16)
+        _choice(self, "prompt_style", ("data", "humanomni"))
 
 
 #: What ``generation_kwargs`` may hold: the sampler's settings (they override the fields).
@@ -335,6 +344,18 @@ class GRPOConfig(_TrainConfig):
                                                  "EOS out of the loss (their tokens count in no normaliser)")
     shuffle_dataset: bool = _f(True, "draw the prompts in a new random order every epoch; false = file order")
     disable_dropout: bool = _f(False, "set every dropout probability of the policy and the reference to 0")
+    lr_scheduler_type: str = _f("linear", "constant, constant_with_warmup, linear (TRL's default, "
+                                          "R1-Omni's) or cosine")
+    # R1-Omni's published GRPO recipe, selectable (README "Reproducing R1-Omni")
+    prompt_style: str = _f("data", "the user turn: data (the record's human turn verbatim) or r1omni "
+                                   "(R1-Omni's GRPO: the record's media placeholders, `question`, a "
+                                   "newline and the <think>/<answer> format instruction)")
+    question: Optional[str] = _f(None, "the fixed question of prompt_style r1omni; None = R1-Omni's")
+    solution_style: str = _f("label", "the accuracy reward's solution: label (\"<answer> {canonical "
+                                      "label} </answer>\") or raw (\"<answer> {gpt value verbatim} "
+                                      "</answer>\", as R1-Omni)")
+    chat_template: str = _f("checkpoint", "the prompt rendering: checkpoint (the tokenizer's own chat "
+                                          "template) or qwen2vl (Qwen2-VL's template, as R1-Omni's GRPO)")
 
     stage = "grpo"
 
@@ -398,6 +419,13 @@ class GRPOConfig(_TrainConfig):
                 GRPOConfig._check_sampling(key, value)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"generation_kwargs: {key}: {exc}") from None
+        _choice(self, "prompt_style", ("data", "r1omni"))
+        _choice(self, "solution_style", ("label", "raw"))
+        _choice(self, "chat_template", ("checkpoint", "qwen2vl"))
+        if self.question is not None and self.prompt_style != "r1omni":
+            raise ConfigError("question is the fixed question of prompt_style r1omni; with prompt_style "
+                              f"{self.prompt_style!r} the data's human turn is the prompt: set prompt_style: "
+                              "r1omni or drop question")
 
     @staticmethod
     def _check_sampling(key: str, value: Any) -> None:
@@ -445,8 +473,6 @@ class EvalConfig(_RunConfig):
     modalities: List[str] = _f(["video", "audio"], "inputs given to the model: video, audio, or both")
     per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
     max_new_tokens: int = _f(512, "most tokens generated per answer")
-    temperature: float = _f(0.0, "0 = greedy decoding")
-    reward_mode: str = _f("robust", "answer parsing: robust or r1omni")
 
     stage = "eval"
 
@@ -457,8 +483,6 @@ class EvalConfig(_RunConfig):
             raise ConfigError(f"modalities must be a non-empty subset of video, audio; got {self.modalities}")
         _at_least(self, "per_device_eval_batch_size", 1)
         _at_least(self, "max_new_tokens", 1)
-        _at_least(self, "temperature", 0.0)
-        _choice(self, "reward_mode", ("robust", "r1omni"))
 
 
 STAGES: Dict[str, Type[_RunConfig]] = {"sft": SFTConfig, "grpo": GRPOConfig, "eval": EvalConfig}

@@ -7,7 +7,7 @@ them as arguments), and evaluation orders its confusion matrix by them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping, Sequence
 
 #: DFEW's seven classes, in the order R1-Omni lists them.
@@ -22,6 +22,9 @@ RAVDESS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fear", 
 
 #: Dataset names accepted wherever a label set is chosen by name.
 BUILTIN: Mapping[str, tuple[str, ...]] = {"dfew": DFEW, "mafw": MAFW, "ravdess": RAVDESS}
+
+#: The open label set's name: any answer is a label (SFT data with open-vocabulary answers).
+ANY = "any"
 
 #: Common inflections and synonyms -> canonical label. Applied after lower-casing and trimming
 #: punctuation; a word maps only if its target is in the label set in use.
@@ -43,10 +46,15 @@ ALIASES: Mapping[str, str] = {
 
 @dataclass(frozen=True)
 class LabelSet:
-    """An ordered set of class names plus the aliases that map onto them."""
+    """An ordered set of class names plus the aliases that map onto them.
+
+    An ``open`` set (``label_set: any``, for SFT data such as EMER's open-vocabulary cold-start
+    records) also accepts any other non-empty answer, lower-cased, as a label of its own.
+    """
 
     labels: tuple[str, ...]
     aliases: Mapping[str, str] = field(default_factory=dict)
+    open: bool = False
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -60,11 +68,28 @@ class LabelSet:
         if w in self.labels:
             return w
         target = self.aliases.get(w)
-        return target if target in self.labels else None
+        if target in self.labels:
+            return target
+        return w if self.open and w else None
+
+    def opened(self) -> LabelSet:
+        """This set, open: answers outside it are kept as labels of their own."""
+        return replace(self, open=True)
+
+
+def resolve_closed(spec: str | Sequence[str] | LabelSet | None, default: str = "dfew") -> LabelSet:
+    """:func:`resolve` for scoring (rewards, evaluation): ValueError for the open set, whose answers
+    cannot be told right from wrong."""
+    label_set = resolve(spec, default)
+    if label_set.open:
+        raise ValueError(f"label set {ANY!r} accepts any answer (SFT data only); scoring needs a closed set: "
+                         f"use one of {sorted(BUILTIN)} or a list of labels")
+    return label_set
 
 
 def resolve(spec: str | Sequence[str] | LabelSet | None, default: str = "dfew") -> LabelSet:
-    """A LabelSet from a dataset name ("dfew", "mafw", "ravdess"), a list of labels, or a LabelSet.
+    """A LabelSet from a dataset name ("dfew", "mafw", "ravdess"), a list of labels, a LabelSet,
+    or "any": the open set (every built-in label and alias, plus any other answer as its own label).
 
     Raises ValueError naming the unknown dataset and the accepted names.
     """
@@ -72,12 +97,15 @@ def resolve(spec: str | Sequence[str] | LabelSet | None, default: str = "dfew") 
         return spec
     if spec is None:
         spec = default
+    if isinstance(spec, str) and spec.strip().lower() == ANY:
+        return LabelSet(tuple(dict.fromkeys(x for labels in BUILTIN.values() for x in labels)), ALIASES, open=True)
     if isinstance(spec, str):
         try:
             labels = BUILTIN[spec.lower()]
         except KeyError:
             raise ValueError(
-                f"unknown label set {spec!r}: use one of {sorted(BUILTIN)} or a list of labels"
+                f"unknown label set {spec!r}: use one of {sorted(BUILTIN)}, a list of labels, or "
+                f"{ANY!r} (SFT only: any answer)"
             ) from None
         return LabelSet(labels, ALIASES)
     labels = tuple(str(x).strip().lower() for x in spec)

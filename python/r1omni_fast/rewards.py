@@ -122,7 +122,7 @@ def _scorer(mode: str, labels: Any = None) -> "RewardScorer":
         if key not in _SCORERS:
             _SCORERS[key] = RewardScorer("r1omni")
         return _SCORERS[key]
-    label_set = ALL_LABELS if labels is None else _labels.resolve(labels)
+    label_set = ALL_LABELS if labels is None else _labels.resolve_closed(labels)
     key = ("robust", label_set.labels, tuple(sorted(label_set.aliases.items())))
     if key not in _SCORERS:
         _SCORERS[key] = RewardScorer("robust", list(label_set.labels), dict(label_set.aliases))

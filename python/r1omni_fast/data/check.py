@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from r1omni_fast import labels as label_sets
 from r1omni_fast.data.reader import DataFile, LabelSpec, Sample, read_data
 
 
@@ -22,6 +23,8 @@ class DataSummary:
     unreadable: List[Tuple[str, str]] = field(default_factory=list)
     decoded: int = 0  # clips decoded with the media loader (``decode``)
     undecodable: List[Tuple[str, str]] = field(default_factory=list)
+    #: SFT answers outside the label set -> records (accepted: reported, not failed)
+    outside_labels: Dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -65,9 +68,12 @@ def summarize(path: Union[str, os.PathLike], *, labels: LabelSpec = "dfew",
               kind: str = "auto", decode: int = 0, loader: Optional[Callable[..., list]] = None) -> DataSummary:
     """Read ``path`` and summarise it; ``decode`` > 0 also decodes that many clips spread over
     the file with the media loader (:func:`decode_sample`, default settings: 8 frames at 224,
-    audio)."""
-    data = read_data(path, labels=labels, on_error="skip", kind=kind)
+    audio). With ``kind="sft"`` an answer outside the label set is no bad record (reasoning
+    targets may name any emotion, as EMER's do): it is counted in ``outside_labels``."""
+    label_set = label_sets.resolve(labels)
+    data = read_data(path, labels=label_set.opened() if kind == "sft" else label_set, on_error="skip", kind=kind)
     counts = Counter(s.label for s in data.samples)
+    outside = Counter(s.label for s in data.samples if s.label not in label_set.labels)
     durations, unreadable = [], []
     for sample in data.samples:
         try:
@@ -78,13 +84,14 @@ def summarize(path: Union[str, os.PathLike], *, labels: LabelSpec = "dfew",
     decoded = decode_sample(data.samples, decode, loader=loader)
     return DataSummary(
         data=data,
-        label_counts={label: counts.get(label, 0) for label in data.label_set.labels},
+        label_counts={label: counts.get(label, 0) for label in label_set.labels},
         reasoning_records=sum(1 for s in data.samples if s.is_reasoning),
         missing_files=missing,
         durations=durations,
         unreadable=unreadable,
         decoded=len(decoded),
         undecodable=[(f"{s.source} ({s.id})", why) for s, why in decoded if why is not None],
+        outside_labels=dict(outside.most_common()),
     )
 
 
@@ -98,6 +105,9 @@ def format_summary(summary: DataSummary) -> str:
         "labels      " + ", ".join(f"{k} {v}" for k, v in summary.label_counts.items()),
         f"missing     {summary.missing_files} record(s) with missing media files",
     ]
+    if summary.outside_labels:
+        lines.append("outside     " + ", ".join(f"{k} {v}" for k, v in summary.outside_labels.items())
+                     + " (answers outside the label set; SFT trains on them with label_set: any)")
     if summary.durations:
         total = sum(summary.durations)
         lines.append(

@@ -73,12 +73,54 @@ def load_samples(data: DataLike, label_set: Any = None) -> Tuple[List[Any], labe
     from r1omni_fast.data import DataFile, read_data
 
     if isinstance(data, (str, os.PathLike)):
-        datafile = read_data(data, labels=label_set, on_error="skip")
+        closed = None if label_set is None else label_sets.resolve_closed(label_set)
+        datafile = read_data(data, labels=closed, on_error="skip")
         return list(datafile.samples), datafile.label_set, os.fspath(data)
     if isinstance(data, DataFile):
-        resolved = data.label_set if label_set is None else label_sets.resolve(label_set)
+        resolved = data.label_set if label_set is None else label_sets.resolve_closed(label_set)
         return list(data.samples), resolved, str(data.path)
-    return list(data), label_sets.resolve(label_set), None
+    return list(data), label_sets.resolve_closed(label_set), None
+
+
+#: R1-Omni's and HumanOmni's DFEW/MAFW evaluation question (humanomni/eval/eval_mafw_dfew.py).
+EVAL_QUESTION = ("As an emotional recognition expert, in the video, when the characters display their emotions, "
+                 "which predominant feeling is most clearly expressed?\n")
+#: HumanOmni's evaluation appends the class list of the dataset, spelled as its script does.
+HUMANOMNI_OPTIONS = {
+    "dfew": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear",
+    "mafw": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear ,contemptuous, disappointed, helpless, anxious",
+}
+#: ``--prompt-preset`` names of ``r1omni-fast eval``.
+EVAL_PROMPT_PRESETS = ("r1omni-eval", "r1omni-infer", "humanomni-eval")
+
+
+def eval_prompt(preset: str, label_set: Any = None) -> str:
+    """The instruction of a published evaluation (media placeholders are added in front).
+
+    "r1omni-eval": R1-Omni's DFEW/MAFW evaluation, :data:`EVAL_QUESTION` (a trailing newline, no
+    format instruction). "r1omni-infer": the instruction of R1-Omni's inference example (its
+    question, two spaces, the format instruction). "humanomni-eval": HumanOmni's evaluation, the
+    question followed by :data:`HUMANOMNI_OPTIONS` of ``label_set`` ("dfew" or "mafw").
+    Raises ValueError for another preset, or for humanomni-eval with another label set.
+    """
+    from r1omni_fast.model.prompt import FORMAT_SUFFIX, R1_OMNI_QUESTION
+
+    if preset == "r1omni-eval":
+        return EVAL_QUESTION
+    if preset == "r1omni-infer":
+        return f"{R1_OMNI_QUESTION}  {FORMAT_SUFFIX}"
+    if preset == "humanomni-eval":
+        labels = label_sets.resolve_closed(label_set)
+        name = next((n for n, ls in label_sets.BUILTIN.items() if ls == labels.labels and n in HUMANOMNI_OPTIONS), None)
+        if name is None:
+            raise ValueError(f"prompt preset humanomni-eval lists DFEW's or MAFW's classes: use --labels dfew or "
+                             f"mafw (got {list(labels.labels)})")
+        return EVAL_QUESTION + HUMANOMNI_OPTIONS[name]
+    raise ValueError(f"unknown prompt preset {preset!r}: choose one of {', '.join(EVAL_PROMPT_PRESETS)}")
+
+
+#: How a completion is matched to its label (:func:`matched_predictions`).
+ANSWER_MATCHING = ("robust", "r1omni", "raw")
 
 
 def predict_labels(answers: Sequence[Optional[str]], label_set: label_sets.LabelSet) -> List[Optional[str]]:
@@ -159,6 +201,7 @@ def evaluate_rows(
     progress: bool = True,
     desc: str = "eval",
     previews: bool = False,
+    answer_matching: str = "robust",
 ) -> EvalResult:
     """The evaluation itself, writing nothing: metrics, rows and (``previews``) clip images.
 
@@ -169,11 +212,14 @@ def evaluate_rows(
     frames to a square as HumanOmni's evaluation does. ``prompt`` replaces every record's
     instruction (media placeholders are added). ``loader`` replaces
     ``r1omni_fast.media.load_batch``. ``previews`` makes the frame strip and mel image of every
-    clip in the decoding thread (for ``report.html``).
+    clip in the decoding thread (for ``report.html``). ``answer_matching``: "robust", "r1omni" or
+    "raw" (:func:`matched_predictions`).
     """
     from r1omni_fast.model.prompt import normalise_modalities
 
     keep = normalise_modalities(modalities)
+    if answer_matching not in ANSWER_MATCHING:
+        raise ValueError(f"answer_matching={answer_matching!r}: use one of {', '.join(ANSWER_MATCHING)}")
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
     if isinstance(model, (str, os.PathLike)):
@@ -202,8 +248,11 @@ def evaluate_rows(
                     images.update(shown)
                 skipped += batch.skipped
                 if len(batch):
-                    texts = _generate(model, batch, keep, prompt, max_new_tokens)
-                    rows += score_rows(batch.samples, texts, labels)
+                    texts, truncated = _generate(model, batch, keep, prompt, max_new_tokens)
+                    scored = score_rows(batch.samples, texts, labels, answer_matching)
+                    for row, cut in zip(scored, truncated):
+                        row["truncated"] = cut
+                    rows += scored
                 bar.update(len(batch) + len(batch.skipped))
         finally:
             bar.close()
@@ -219,7 +268,9 @@ def evaluate_rows(
         "data": data_path,
         "settings": {"num_frames": frames, "image_size": image_size, "aspect": aspect,
                      "max_new_tokens": max_new_tokens, "batch_size": batch_size, "prompt": prompt,
-                     "decoding": "greedy", "answer_matching": "robust"},
+                     "decoding": "greedy", "answer_matching": answer_matching,
+                     "device": str(next(model.parameters()).device),
+                     "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
         "elapsed_s": round(time.perf_counter() - started, 3),
     })
     return EvalResult(metrics, rows, images)
@@ -463,21 +514,65 @@ def instruction_for(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -
     return build_instruction(sample.instruction, modalities=keep, format_suffix=False)
 
 
-def _generate(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str], max_new_tokens: int) -> List[str]:
+def _generate(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str],
+              max_new_tokens: int) -> Tuple[List[str], List[bool]]:
+    """(completions, truncated): a completion is truncated when it used all ``max_new_tokens``
+    without ending (its last token is no end-of-turn token)."""
     instructions = [instruction_for(s, keep, prompt) for s in batch.samples]
     inputs = model.processor(instructions, pixel_values=batch.frames if "video" in keep else None,
                              audio_features=batch.mel if "audio" in keep else None, modalities=keep)
     out = model.generate(inputs, num_generations=1, do_sample=False, max_new_tokens=max_new_tokens)
-    return list(out.texts)
+    return list(out.texts), truncated_rows(out, max_new_tokens, model.processor.eos_token_ids)
 
 
-def score_rows(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet) -> List[Dict[str, Any]]:
+def truncated_rows(out: Any, max_new_tokens: int, eos_ids: Sequence[int]) -> List[bool]:
+    """Per row of a ``GenerationOutput``: whether it stopped at ``max_new_tokens`` without an
+    end-of-turn token."""
+    ends = set(int(i) for i in eos_ids)
+    flags = []
+    for row, n in zip(out.completion_ids.tolist(), out.lengths.tolist()):
+        flags.append(n >= max_new_tokens and (n == 0 or row[n - 1] not in ends))
+    return flags
+
+
+def matched_predictions(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet,
+                        answer_matching: str = "robust") -> List[Optional[str]]:
+    """The label each completion is counted as, or None (the ``other`` column).
+
+    ``answer_matching``:
+    "robust": the label the answer names (or the whole completion without an ``<answer>`` block),
+    as the robust accuracy reward reads it (:func:`predict_labels`).
+    "r1omni": R1-Omni's accuracy reward: the first single-line ``<answer>`` block, stripped (else
+    the whole stripped completion), compared exactly, case-sensitively, with the record's gpt
+    value stripped.
+    "raw": R1-Omni's DFEW/MAFW evaluation script: the whole stripped completion compared exactly
+    with the gpt value.
+    Where the comparison fails, an answer spelled exactly as another label counts as that label,
+    any other answer as None. Raises ValueError for another mode.
+    """
+    from r1omni_fast.rewards import extract_answers, parse_completion
+
+    if answer_matching not in ANSWER_MATCHING:
+        raise ValueError(f"answer_matching={answer_matching!r}: use one of {', '.join(ANSWER_MATCHING)}")
+    if answer_matching == "robust":
+        parsed = [parse_completion(t) for t in texts]
+        # No <answer> block: the whole completion is the answer, as the robust accuracy reward reads it.
+        return predict_labels([p.answer if p.answer is not None else t for p, t in zip(parsed, texts)], labels)
+    if answer_matching == "r1omni":
+        answers, truths = extract_answers(list(texts), mode="r1omni"), [s.target.strip() for s in samples]
+    else:
+        answers, truths = [t.strip() for t in texts], [s.target for s in samples]
+    return [s.label if a == truth else (a if a in labels.labels and a != s.label else None)
+            for s, a, truth in zip(samples, answers, truths)]
+
+
+def score_rows(samples: Sequence[Any], texts: Sequence[str], labels: label_sets.LabelSet,
+               answer_matching: str = "robust") -> List[Dict[str, Any]]:
+    """One prediction row per completion; ``prediction`` by :func:`matched_predictions`."""
     from r1omni_fast.rewards import parse_completion
 
     parsed = [parse_completion(t) for t in texts]
-    # No <answer> block: the whole completion is the answer, as the robust accuracy reward reads it.
-    answers = [p.answer if p.answer is not None else t for p, t in zip(parsed, texts)]
-    predictions = predict_labels(answers, labels)
+    predictions = matched_predictions(samples, texts, labels, answer_matching)
     rows = []
     for sample, text, p, prediction in zip(samples, texts, parsed, predictions):
         row = {"id": sample.id, "video": str(sample.video), "label": sample.label, "prediction": prediction,
@@ -494,6 +589,8 @@ def summarise(rows: Sequence[Dict[str, Any]], labels: label_sets.LabelSet) -> Di
     n = len(rows)
     metrics["format_rate"] = sum(r["well_formed"] for r in rows) / n
     metrics["unparsable"] = sum(r["answer"] is None for r in rows)
+    # completions cut off by the token budget (rows without the field: not known, not counted)
+    metrics["truncated"] = sum(bool(r.get("truncated")) for r in rows)
     metrics["cue_mentions"] = cue_mentions(r["think"] for r in rows)
     cues = sorted({r["cue"] for r in rows if "cue" in r})
     if cues:  # synthetic data records which sense carries the label: accuracy per carrier

@@ -19,6 +19,9 @@ R1_OMNI_QUESTION = ("As an emotional recognition expert; throughout the video, w
 #: R1-Omni's format suffix.
 FORMAT_SUFFIX = "Output the thinking process in <think> </think> and final emotion in <answer> </answer> tags."
 
+#: The tags the rewards parse; :meth:`OmniProcessor.decode` keeps them even when they are special tokens.
+REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
 MODALITIES = ("video", "audio")
 _WRAP = {"video": ("<vi_start>", "<video>", "<vi_end>"), "audio": ("<au_start>", "<audio>", "<au_end>")}
 _PLACEHOLDER = re.compile(r"(<video>|<audio>)")
@@ -30,6 +33,64 @@ def build_instruction(question: str = R1_OMNI_QUESTION, *, modalities: Sequence[
     """``"<video>\\n<audio>\\n" + question + " " + FORMAT_SUFFIX`` (placeholders per modality)."""
     head = "".join(f"<{m}>\n" for m in MODALITIES if m in modalities)
     return head + question + (" " + FORMAT_SUFFIX if format_suffix else "")
+
+
+#: The user-turn styles of GRPO (``GRPOConfig.prompt_style``).
+PROMPT_STYLES = ("data", "r1omni")
+#: The chat-template renderings (``GRPOConfig.chat_template``).
+CHAT_TEMPLATES = ("checkpoint", "qwen2vl")
+#: The system turn Qwen2-VL's chat template adds when the conversation has none.
+QWEN2VL_SYSTEM = "You are a helpful assistant."
+
+
+def r1omni_grpo_instruction(question: str = R1_OMNI_QUESTION, *,
+                            modalities: Sequence[str] = MODALITIES) -> str:
+    """R1-Omni's GRPO user turn: ``"<video>\\n<audio>\\n" + question + "\\n" + FORMAT_SUFFIX``.
+
+    R1-Omni's GRPO ignores the record's human turn: the text is its fixed question, a newline and
+    the format instruction, and the media placeholders (wrapped in ``<vi_start>``/``<vi_end>``,
+    ``<au_start>``/``<au_end>`` by the processor) come first, one line each. ``modalities`` keeps
+    the placeholders of the modalities the record has, in the order video, audio.
+    """
+    head = "".join(f"<{m}>\n" for m in MODALITIES if m in modalities)
+    return head + question + "\n" + FORMAT_SUFFIX
+
+
+def humanomni_sft_turn(human: str) -> tuple[str, str]:
+    """HumanOmni's SFT preprocessing of a human turn (``preprocess_multimodal`` with
+    ``mm_use_x_start_end``, then the ``guided_prompt`` its BERT gate reads): ``(instruction,
+    bert_text)``.
+
+    For each of ``<audio>``, ``<video>``, ``<image>`` in that order, when present: every occurrence
+    is removed, the text stripped, and the placeholder put in front on a line of its own. So
+    ``"<video>\\n<audio>\\nQ"`` becomes ``"<video>\\n<audio>\\n\\n\\nQ"`` (three newlines before the
+    question). The BERT text is that turn with ``<vi_start>``/``<au_start>`` wrapping, then
+    ``<image>``, every newline and ``<video>`` removed: ``"<vi_start><vi_end><au_start><audio><au_end>Q"``.
+    """
+    text = human
+    for token in ("<audio>", "<video>", "<image>"):
+        if token in text:
+            text = (token + "\n" + text.replace(token, "").strip()).strip()
+    wrapped = text
+    for start, token, end in _WRAP.values():
+        wrapped = wrapped.replace(token, start + token + end)
+    bert = wrapped.replace("<image>", "").replace("\n", "").replace("<video>", "")
+    return text, bert
+
+
+def asks_for_format(instruction: str) -> bool:
+    """Whether a prompt names both the ``<think>`` and the ``<answer>`` tags (what the format
+    reward checks)."""
+    return "<think>" in instruction and "<answer>" in instruction
+
+
+def qwen2vl_chat(user_text: str, *, video: bool) -> str:
+    """The prompt string Qwen2-VL's chat template renders for one user turn with a generation
+    prompt: its default system turn, then the user turn whose content is a video item (rendered
+    ``<|vision_start|><|video_pad|><|vision_end|>``, when ``video``) followed by ``user_text``."""
+    vision = "<|vision_start|><|video_pad|><|vision_end|>" if video else ""
+    return (f"<|im_start|>system\n{QWEN2VL_SYSTEM}<|im_end|>\n"
+            f"<|im_start|>user\n{vision}{user_text}<|im_end|>\n<|im_start|>assistant\n")
 
 
 def normalise_modalities(modalities: str | Sequence[str]) -> tuple[str, ...]:
@@ -47,7 +108,9 @@ class OmniProcessor:
     ``__call__`` returns a dict with ``input_ids`` / ``attention_mask`` (padded, ``padding_side``),
     ``labels`` when targets are given (-100 over prompt, features and padding), ``pixel_values``
     (clips, k, 3, S, S) and ``bert_input_ids`` / ``bert_attention_mask`` for rows with video,
-    ``audio_features`` (clips, n_mels, 3000) for rows with audio.
+    ``audio_features`` (clips, n_mels, 3000) for rows with audio. The BERT gate reads each
+    instruction without its placeholders (:meth:`bert_text`), or ``bert_texts[i]`` when given (one
+    per instruction, e.g. :func:`humanomni_sft_turn`'s). ``chat_template`` as in :meth:`prompt_text`.
     """
 
     def __init__(self, tokenizer, bert_tokenizer, *, num_video_tokens: int, num_audio_tokens: int,
@@ -57,6 +120,7 @@ class OmniProcessor:
         self.num_video_tokens = num_video_tokens
         self.num_audio_tokens = num_audio_tokens
         self.use_x_start_end = use_x_start_end
+        self._skipped_ids: frozenset | None = None
         if tokenizer.pad_token_id is None:
             raise ValueError("the LLM tokenizer has no pad token")
 
@@ -86,8 +150,16 @@ class OmniProcessor:
         return sorted(i for i in ids if i is not None and i != unk)
 
     # ------------------------------------------------------------------ text
-    def prompt_text(self, instruction: str, modalities: Sequence[str] = MODALITIES) -> str:
-        """The chat-templated prompt string with wrapped placeholders for the kept modalities."""
+    def prompt_text(self, instruction: str, modalities: Sequence[str] = MODALITIES,
+                    chat_template: str = "checkpoint") -> str:
+        """The chat-templated prompt string with wrapped placeholders for the kept modalities.
+
+        ``chat_template``: "checkpoint" (the tokenizer's own template) or "qwen2vl" (the rendering
+        of Qwen2-VL's template that R1-Omni's GRPO used, :func:`qwen2vl_chat`; the video item is
+        present when the prompt keeps ``<video>``). Raises ValueError for another value.
+        """
+        if chat_template not in CHAT_TEMPLATES:
+            raise ValueError(f"chat_template={chat_template!r}: use one of {', '.join(CHAT_TEMPLATES)}")
         text = instruction
         for m in MODALITIES:
             start, token, end = _WRAP[m]
@@ -96,6 +168,8 @@ class OmniProcessor:
                 text = re.sub(re.escape(token) + r"\n?", "", text)
             elif self.use_x_start_end:
                 text = text.replace(token, start + token + end)
+        if chat_template == "qwen2vl":
+            return qwen2vl_chat(text, video="<video>" in text)
         messages = [{"role": "user", "content": text}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -118,7 +192,8 @@ class OmniProcessor:
     def __call__(self, instructions: Sequence[str], targets: Sequence[str] | None = None, *,
                  pixel_values: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  audio_features: torch.Tensor | Sequence[torch.Tensor] | None = None,
-                 modalities: str | Sequence[str] = MODALITIES, padding_side: str = "left") -> dict:
+                 modalities: str | Sequence[str] = MODALITIES, padding_side: str = "left",
+                 chat_template: str = "checkpoint", bert_texts: Sequence[str] | None = None) -> dict:
         if isinstance(instructions, str):
             raise TypeError("instructions must be a list of strings (one per row)")
         if padding_side not in ("left", "right"):
@@ -126,10 +201,12 @@ class OmniProcessor:
         keep = normalise_modalities(modalities)
         if targets is not None and len(targets) != len(instructions):
             raise ValueError(f"{len(instructions)} instructions but {len(targets)} targets")
+        if bert_texts is not None and len(bert_texts) != len(instructions):
+            raise ValueError(f"{len(instructions)} instructions but {len(bert_texts)} bert_texts")
         rows, label_rows = [], []
         has = {"video": [], "audio": []}
         for i, instruction in enumerate(instructions):
-            prompt_ids = self._encode_prompt(self.prompt_text(instruction, keep))
+            prompt_ids = self._encode_prompt(self.prompt_text(instruction, keep, chat_template))
             for m, idx in (("video", VIDEO_TOKEN_INDEX), ("audio", AUDIO_TOKEN_INDEX)):
                 has[m].append(idx in prompt_ids)
             if targets is not None:
@@ -143,7 +220,8 @@ class OmniProcessor:
             batch["labels"] = _pad(label_rows, IGNORE_INDEX, padding_side)["input_ids"]
         if any(has["video"]):
             batch["pixel_values"] = _select(pixel_values, has["video"], "pixel_values", "<video>")
-            bert = self.bert_tokenizer([self.bert_text(t) for t, v in zip(instructions, has["video"]) if v],
+            texts = bert_texts if bert_texts is not None else [self.bert_text(t) for t in instructions]
+            bert = self.bert_tokenizer([t for t, v in zip(texts, has["video"]) if v],
                                        return_tensors="pt", padding=True, truncation=True)
             batch["bert_input_ids"] = bert["input_ids"]
             batch["bert_attention_mask"] = bert["attention_mask"]
@@ -151,9 +229,24 @@ class OmniProcessor:
             batch["audio_features"] = _select(audio_features, has["audio"], "audio_features", "<audio>")
         return batch
 
+    @property
+    def skipped_ids(self) -> frozenset:
+        """Token ids :meth:`decode` leaves out: the tokenizer's special tokens (named and added as
+        special) except the ``<think>``/``</think>``/``<answer>``/``</answer>`` tags."""
+        if self._skipped_ids is None:
+            tok = self.tokenizer
+            special = set(tok.all_special_ids)
+            special |= {i for i, t in getattr(tok, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
+            tags = {tok.convert_tokens_to_ids(t) for t in REASONING_TAGS} - {tok.unk_token_id}
+            self._skipped_ids = frozenset(special - tags)
+        return self._skipped_ids
+
     def decode(self, ids: Sequence[int]) -> str:
-        """Completion text with special tokens kept (the reward parser needs <think>/<answer>)."""
-        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+        """Completion text as R1-Omni scores it (it decodes with ``skip_special_tokens=True``):
+        special tokens are left out, except the ``<think>``/``<answer>`` tags that the rewards
+        parse, which some tokenizers hold as special tokens."""
+        skipped = self.skipped_ids
+        return self.tokenizer.decode([i for i in ids if i not in skipped], skip_special_tokens=False)
 
 
 def _pad(rows: list[list[int]], pad: int, side: str) -> dict:

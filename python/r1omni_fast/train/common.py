@@ -126,10 +126,21 @@ def make_collator(cfg: Any, model: Any, loader: Optional[Callable] = None) -> Cl
 
 
 def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] = None,
-                padding_side: str = "left") -> Dict[str, torch.Tensor]:
-    """The processor's batch for the samples of ``batch`` (their human turn as instruction)."""
-    return processor([s.prompt for s in batch.samples], targets, pixel_values=batch.frames,
-                     audio_features=batch.mel, padding_side=padding_side)
+                padding_side: str = "left", chat_template: str = "checkpoint",
+                prompt_style: str = "data") -> Dict[str, torch.Tensor]:
+    """The processor's batch for the samples of ``batch`` (their prompt as instruction), rendered
+    with ``chat_template`` ("checkpoint" or "qwen2vl", see ``OmniProcessor.prompt_text``).
+    ``prompt_style`` "humanomni" lays each prompt out as HumanOmni's SFT did, BERT text included
+    (``humanomni_sft_turn``); "data" uses it as it is."""
+    from r1omni_fast.model.prompt import humanomni_sft_turn
+
+    instructions, bert_texts = [s.prompt for s in batch.samples], None
+    if prompt_style == "humanomni":
+        instructions, bert_texts = (list(x) for x in zip(*(humanomni_sft_turn(p) for p in instructions)))
+    elif prompt_style != "data":
+        raise ValueError(f"prompt_style={prompt_style!r}: use data or humanomni")
+    return processor(instructions, targets, pixel_values=batch.frames, audio_features=batch.mel,
+                     padding_side=padding_side, chat_template=chat_template, bert_texts=bert_texts)
 
 
 def to_device(inputs: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
@@ -474,7 +485,10 @@ def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[...
         batch = collate(samples[start:start + size], start // size)
         if not len(batch):
             continue
-        inputs = to_device(model_batch(model.processor, batch), device)
+        # the layout training used: SFT's humanomni prompt_style (GRPO's styles rewrote the samples)
+        layout = "humanomni" if getattr(cfg, "prompt_style", None) == "humanomni" else "data"
+        inputs = to_device(model_batch(model.processor, batch, chat_template=getattr(cfg, "chat_template", "checkpoint"),
+                                       prompt_style=layout), device)
         with autocast(cfg, device):
             out = model.generate(inputs, num_generations=1, max_new_tokens=cfg.eval_max_new_tokens,
                                  do_sample=False)

@@ -48,7 +48,7 @@ from r1omni_fast.data import Batch
 from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs, token_entropy
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
 from r1omni_fast.rewards import score_batch, weighted_total
-from r1omni_fast.train import common, distributed, faults
+from r1omni_fast.train import common, distributed, faults, recipe
 from r1omni_fast.train.checkpoint import read_trainer_state
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
@@ -361,6 +361,10 @@ class GRPOTrainer:
         self.label_set = label_sets.resolve(cfg.label_set)
         self.train_data = common.read_split(cfg, "data_file", kind="auto")
         self.eval_data = common.read_split(cfg, "eval_file", kind="auto") if cfg.eval_file else None
+        self.train_data = recipe.apply_grpo_recipe(self.train_data, cfg)
+        recipe.warn_missing_format(self.train_data.samples, self.reward_names, "data_file")
+        if self.eval_data is not None:
+            self.eval_data = recipe.apply_grpo_recipe(self.eval_data, cfg)
 
         self.model = common.load_policy(self.resume_from or cfg.model_name_or_path, cfg, self.device)
         self.model.train()
@@ -413,7 +417,8 @@ class GRPOTrainer:
 
     # --- one micro-batch of prompts -> completions, rewards, advantages, log-probs -----------
     def prompt_inputs(self, batch: Batch) -> Dict[str, torch.Tensor]:
-        inputs = common.model_batch(self.model.processor, batch, padding_side="left")
+        inputs = common.model_batch(self.model.processor, batch, padding_side="left",
+                                    chat_template=self.cfg.chat_template)
         if self.cfg.max_prompt_length is not None:
             longest = int(prompt_text_length(inputs["input_ids"], inputs["attention_mask"]).max())
             if longest > self.cfg.max_prompt_length:

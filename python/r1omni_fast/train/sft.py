@@ -32,10 +32,12 @@ from r1omni_fast.train.tracking import Trackers
 log = logging.getLogger(__name__)
 
 
-def sft_inputs(processor: Any, batch: Any, max_length: int) -> Dict[str, torch.Tensor]:
+def sft_inputs(processor: Any, batch: Any, max_length: int, prompt_style: str = "data") -> Dict[str, torch.Tensor]:
     """Right-padded prompt + target rows with labels on the target tokens only, cut to
-    ``max_length`` columns (targets are truncated; a prompt that does not fit is an error)."""
-    inputs = common.model_batch(processor, batch, [s.target for s in batch.samples], padding_side="right")
+    ``max_length`` columns (targets are truncated; a prompt that does not fit is an error).
+    ``prompt_style``: "data" or "humanomni" (``common.model_batch``)."""
+    inputs = common.model_batch(processor, batch, [s.target for s in batch.samples], padding_side="right",
+                                prompt_style=prompt_style)
     if inputs["input_ids"].shape[1] > max_length:
         prompt_lengths = (inputs["labels"] == IGNORE_INDEX).long().cumprod(1).sum(1)
         if int(prompt_lengths.max()) >= max_length:
@@ -116,7 +118,7 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
             loss_sum, seen = 0.0, 0
             for micro in range(accumulation):
                 shard = stream.next()
-                inputs = common.to_device(sft_inputs(model.processor, shard.batch, cfg.max_length), device)
+                inputs = common.to_device(sft_inputs(model.processor, shard.batch, cfg.max_length, cfg.prompt_style), device)
                 local = 0 if shard.ghost else int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
                 # this rank's share of the global batch's token mean (DDP and FSDP average over ranks)
                 weight = 1.0
