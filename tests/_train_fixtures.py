@@ -99,6 +99,17 @@ def _content(completion):
     return completion if isinstance(completion, str) else completion[0]["content"]
 
 
+def grpo_trainer(model_dir, data, out, **over):
+    """A GRPOTrainer on the small CPU run of :func:`grpo_fields` (fields overridden by ``over``),
+    clips from :func:`clip_loader`, no progress bar."""
+    from r1omni_fast.config import GRPOConfig
+    from r1omni_fast.train.grpo import GRPOTrainer
+
+    fields = grpo_fields(model_dir, data, out, **over)
+    fields.pop("stage")
+    return GRPOTrainer(GRPOConfig(**fields), loader=clip_loader(), progress=False)
+
+
 def answer_length_reward(completions, solution, label, prompts, completion_ids, **kwargs):
     """A TRL-style user reward for the tests: characters / 100, capped at 1."""
     assert len(solution) == len(label) == len(prompts) == len(completion_ids) == len(completions)

@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from _train_fixtures import clip_loader, grpo_fields, shared_assets, write_config
+from _train_fixtures import grpo_trainer, shared_assets, write_config
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +17,7 @@ def assets(tmp_path_factory):
     return shared_assets(tmp_path_factory)
 
 
-def _trainer(model_dir, data, out, **over):
-    from r1omni_fast.config import GRPOConfig
-    from r1omni_fast.train.grpo import GRPOTrainer
-
-    fields = grpo_fields(model_dir, data, out, **over)
-    fields.pop("stage")
-    return GRPOTrainer(GRPOConfig(**fields), loader=clip_loader(), progress=False)
+_trainer = grpo_trainer
 
 
 @pytest.mark.parametrize("penalty,temperature,top_k,min_p", [

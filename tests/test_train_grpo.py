@@ -11,8 +11,8 @@ import pytest
 import torch
 
 
-from _train_fixtures import (LABELS, clip_loader, grpo_fields, kill_after, run_cli, shared_assets,
-                             write_config)
+from _train_fixtures import (LABELS, clip_loader, grpo_fields, grpo_trainer, kill_after, run_cli,
+                             shared_assets, write_config)
 
 
 #: A reward with variance even for the untrained tiny model, so that updates really move it.
@@ -24,18 +24,7 @@ def assets(tmp_path_factory):
     return shared_assets(tmp_path_factory)
 
 
-def _config(model_dir, data, out, **over):
-    from r1omni_fast.config import GRPOConfig
-
-    fields = grpo_fields(model_dir, data, out, **over)
-    fields.pop("stage")
-    return GRPOConfig(**fields)
-
-
-def _trainer(model_dir, data, out, **over):
-    from r1omni_fast.train.grpo import GRPOTrainer
-
-    return GRPOTrainer(_config(model_dir, data, out, **over), loader=clip_loader(), progress=False)
+_trainer = grpo_trainer
 
 
 def _completions(trainer, texts, truncate=None):
