@@ -128,9 +128,9 @@ def test_mafw_single_label_split_files(tmp_path, media):
     (single / "no_caption" / "set_1" / "test.txt").write_text("00028.mp4 9\n")
     # the caption variant and the compound (multiple) set are not the single-label split
     (single / "with_caption" / "set_1").mkdir(parents=True)
-    (single / "with_caption" / "set_1" / "train.txt").write_text("00025.mp4 fear\n")
-    (root / "Train & Test Set" / "multiple" / "no_caption" / "set_1").mkdir(parents=True)
-    (root / "Train & Test Set" / "multiple" / "no_caption" / "set_1" / "train.txt").write_text("00025.mp4 fear\n")
+    (single / "with_caption" / "set_1" / "train.txt").write_text("00025.mp4\tfear\t\u4e2d\tA man frowns.\n")
+    (root / "Train & Test Set" / "compound" / "no_caption" / "set_1").mkdir(parents=True)
+    (root / "Train & Test Set" / "compound" / "no_caption" / "set_1" / "train.txt").write_text("00025.mp4 fear_surprise\n")
     out = tmp_path / "out"
 
     result = run_import("mafw", str(root), str(out))

@@ -30,7 +30,8 @@ Layouts (where each is documented):
   under SRC (or ``clips``).
 - **MAFW** (https://mafw-database.github.io/MAFW/; Liu et al., ACM MM 2022): the single-label
   split files ``Train & Test Set/single/no_caption/set_{1..5}/{train,test}.txt``, one clip per
-  line: ``<clip file> <label>`` with the label one of anger, disgust, fear, happiness, neutral,
+  line: ``<clip file> <label>`` (``with_caption/``: tab-separated, captions after the label; ``compound/``
+  is the multi-label set and is not read) with the label one of anger, disgust, fear, happiness, neutral,
   sadness, surprise, contempt, anxiety, helplessness, disappointment (or its number 1-11 in that
   order, the paper's). Clips (``data/clips/00001.mp4``) are found by name under SRC.
 - **RAVDESS** (https://zenodo.org/records/1188976, Livingstone & Russo 2018): the file-name code
@@ -395,13 +396,13 @@ def _mafw(src: Path, clips: Path, folds: Optional[Sequence[int]], result: Import
     candidates = []
     for path in sorted(src.rglob("*.txt")):
         parts = [p.lower() for p in path.relative_to(src).parts]
-        if path.stem.lower() not in ("train", "test") or "multiple" in parts:
+        if path.stem.lower() not in ("train", "test") or "compound" in parts or "multiple" in parts:
             continue
         fold = _fold_of(path.parent)
         if fold is None or (folds and fold not in folds):
             continue
         candidates.append((fold, path.stem.lower(), path, "no_caption" in parts))
-    if any(no_caption for *_, no_caption in candidates):  # the caption variant lists the same clips
+    if any(no_caption for *_, no_caption in candidates):  # with_caption lists a subset (no neutral clips)
         candidates = [c for c in candidates if c[3]]
     if not candidates:
         raise DatasetLayoutError(
