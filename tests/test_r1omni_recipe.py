@@ -361,9 +361,19 @@ def test_humanomni_sft_prompt_style_matches_humanomnis_preprocessing(assets, tmp
         prompt_ids = [int(i) for i, lab, m in zip(inputs["input_ids"][row], inputs["labels"][row],
                                                   inputs["attention_mask"][row]) if lab == -100 and m and i >= 0]
         assert prompt_ids == _text_ids(processor.tokenizer, instruction)
-        # the target is the same in both styles
-        assert inputs["labels"][row][inputs["labels"][row] != -100].tolist() == \
-            default["labels"][row][default["labels"][row] != -100].tolist()
+        # HumanOmni's labels: every token of the rendered conversation after the prompt's tokens,
+        # the newline its template writes after <|im_end|> included
+        conversation = processor.tokenizer.apply_chat_template(
+            [{"role": "user", "content": value}, {"role": "assistant", "content": sample.target}],
+            tokenize=False, add_generation_prompt=False)
+        assert conversation == instruction + sample.target + "<|im_end|>\n"
+        conversation_ids = _text_ids(processor.tokenizer, conversation)
+        assert conversation_ids[:len(prompt_ids)] == prompt_ids
+        labels = inputs["labels"][row][inputs["labels"][row] != -100].tolist()
+        assert labels == conversation_ids[len(prompt_ids):]
+        assert processor.tokenizer.decode(labels[-2:]) == "<|im_end|>\n"
+        # the default ends the target at <|im_end|>, the token generation stops at
+        assert default["labels"][row][default["labels"][row] != -100].tolist() == labels[:-1]
     guided = humanomni_guided_prompt(value)
     assert guided == "<vi_start><vi_end><au_start><audio><au_end>How does the person feel?Output the thinking process in <think> </think>."
     bert = processor.bert_tokenizer([guided] * 2, return_tensors="pt", padding=True, truncation=True)

@@ -131,7 +131,8 @@ def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] =
     """The processor's batch for the samples of ``batch`` (their prompt as instruction), rendered
     with ``chat_template`` ("checkpoint" or "qwen2vl", see ``OmniProcessor.prompt_text``).
     ``prompt_style`` "humanomni" lays each prompt out as HumanOmni's SFT did, BERT text included
-    (``humanomni_sft_turn``); "data" uses it as it is."""
+    (``humanomni_sft_turn``), and ends each target as its labels do, with the template's whole turn
+    end (``<|im_end|>\n``); "data" uses the prompt as it is and ends targets at ``<|im_end|>``."""
     from r1omni_fast.model.prompt import humanomni_sft_turn
 
     instructions, bert_texts = [s.prompt for s in batch.samples], None
@@ -140,7 +141,8 @@ def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] =
     elif prompt_style != "data":
         raise ValueError(f"prompt_style={prompt_style!r}: use data or humanomni")
     return processor(instructions, targets, pixel_values=batch.frames, audio_features=batch.mel,
-                     padding_side=padding_side, chat_template=chat_template, bert_texts=bert_texts)
+                     padding_side=padding_side, chat_template=chat_template, bert_texts=bert_texts,
+                     template_turn_end=prompt_style == "humanomni")
 
 
 def to_device(inputs: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
