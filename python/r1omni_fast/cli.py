@@ -196,11 +196,19 @@ def model_tiny(out: str, seed: int, pretrain_towers: bool) -> None:
               help="robust: the label the answer names (aliases, any case); r1omni: R1-Omni's accuracy "
                    "reward (the <answer> text equal to the gpt value); raw: the whole response equal to "
                    "the gpt value, as R1-Omni's evaluation script")
+@click.option("--aspect", type=click.Choice(["resize", "pad"]), default="resize", show_default=True,
+              help="frames squashed to a square (HumanOmni's evaluation) or padded to one (its training; "
+                   "what a run's in-training evaluation uses with image_aspect_ratio: pad)")
+@click.option("--prompt-layout", type=click.Choice(["data", "humanomni"]), default="data", show_default=True,
+              help="humanomni: the user turn laid out as HumanOmni's SFT (placeholders in front, three newlines, "
+                   "its BERT text), as an SFT run with prompt_style: humanomni trained and evaluates")
+@click.option("--chat-template", type=click.Choice(["checkpoint", "qwen2vl"]), default="checkpoint",
+              show_default=True, help="the checkpoint's chat template, or Qwen2-VL's as R1-Omni's GRPO rendered it")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
                  num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
                  ablate: bool, prompt_preset: str | None, device: str, dtype: str, answer_matching: str,
-                 quiet: bool) -> None:
+                 aspect: str, prompt_layout: str, chat_template: str, quiet: bool) -> None:
     """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
 
     Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
@@ -234,7 +242,8 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--prompt-preset") from None
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
-                   prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching)
+                   prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching,
+                   aspect=aspect, prompt_layout=prompt_layout, chat_template=chat_template)
     try:
         model = load_for_inference(model_dir, device, dtype)
         if ablate:
