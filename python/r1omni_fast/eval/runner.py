@@ -90,6 +90,12 @@ HUMANOMNI_OPTIONS = {
     "dfew": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear",
     "mafw": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear ,contemptuous, disappointed, helpless, anxious",
 }
+#: The instruction of R1-Omni's inference example (its README's ``inference.py --instruct``): its
+#: training question, two spaces, the format instruction.
+R1OMNI_INFER_INSTRUCTION = (
+    "As an emotional recognition expert; throughout the video, which emotion conveyed by the characters is the "
+    "most obvious to you?  Output the thinking process in <think> </think> and final emotion in <answer> "
+    "</answer> tags.")
 #: ``--prompt-preset`` names of ``r1omni-fast eval``.
 EVAL_PROMPT_PRESETS = ("r1omni-eval", "r1omni-infer", "humanomni-eval")
 
@@ -103,12 +109,10 @@ def eval_prompt(preset: str, label_set: Any = None) -> str:
     question followed by :data:`HUMANOMNI_OPTIONS` of ``label_set`` ("dfew" or "mafw").
     Raises ValueError for another preset, or for humanomni-eval with another label set.
     """
-    from r1omni_fast.model.prompt import FORMAT_SUFFIX, R1_OMNI_QUESTION
-
     if preset == "r1omni-eval":
         return EVAL_QUESTION
     if preset == "r1omni-infer":
-        return f"{R1_OMNI_QUESTION}  {FORMAT_SUFFIX}"
+        return R1OMNI_INFER_INSTRUCTION
     if preset == "humanomni-eval":
         labels = label_sets.resolve_closed(label_set)
         name = next((n for n, ls in label_sets.BUILTIN.items() if ls == labels.labels and n in HUMANOMNI_OPTIONS), None)
