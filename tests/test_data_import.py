@@ -175,7 +175,7 @@ def test_ravdess_file_name_codes_and_calm(tmp_path, media):
         record("01-01-08-01-02-02-24", "../RAVDESS/Actor_24/01-01-08-01-02-02-24.mp4", "surprise",
                actor=24, vocal_channel="speech", intensity="normal"),
     ]
-    assert "ignored     2 file(s) not selected: video-only (modality 02) 1, audio-only (modality 03) 1" in result.output
+    assert "ignored     2 not selected: video-only (modality 02) 1, audio-only (modality 03) 1" in result.output
     bad = root / "Actor_24"
     assert (f"  {bad / '01-01-01-02-01-01-24.mp4'}: invalid RAVDESS code: intensity 02 (01-02; neutral has no "
             "strong intensity)") in result.output
@@ -212,7 +212,7 @@ def test_cremad_file_name_codes(tmp_path, media):
     ]
     assert records(out / "test.json") == [
         record("1091_TIE_SAD_LO", f"{flash}/1091_TIE_SAD_LO.flv", "sad", actor=1091, sentence="TIE", level="low")]
-    assert "ignored     1 file(s) not selected: audio-only (AudioWAV/AudioMP3) 1" in result.output
+    assert "ignored     1 not selected: audio-only (AudioWAV/AudioMP3) 1" in result.output
     assert f"  {root / 'VideoFlash' / '1001_XYZ_ANG_XX.flv'}: invalid CREMA-D code: sentence XYZ" in result.output
     assert check_ok(out / "train.json", "dfew") == {"happy": 1, "angry": 1}
 
@@ -318,3 +318,109 @@ def test_a_folder_without_the_layout_is_one_error(tmp_path, dataset):
     assert result.exit_code == 1
     assert result.output.startswith(f"Error: {tmp_path / 'empty'}: no ")
     assert not (tmp_path / "out").exists()
+
+
+def write_xlsx(path: Path, rows: list) -> Path:
+    """A minimal Office Open XML workbook (one sheet; text as shared strings, numbers as values),
+    written from the ECMA-376 part layout."""
+    import zipfile
+    from xml.sax.saxutils import escape
+
+    strings: list = []
+    xml_rows = []
+    for r, row in enumerate(rows, start=1):
+        cells = []
+        for c, value in enumerate(row):
+            ref = f"{chr(65 + c)}{r}"
+            if isinstance(value, (int, float)):
+                cells.append(f'<c r="{ref}"><v>{value}</v></c>')
+            elif value is not None:
+                if value not in strings:
+                    strings.append(value)
+                cells.append(f'<c r="{ref}" t="s"><v>{strings.index(value)}</v></c>')
+        xml_rows.append(f'<row r="{r}">{"".join(cells)}</row>')
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    parts = {
+        "[Content_Types].xml": (
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+            '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+            'spreadsheetml.sheet.main+xml"/>'
+            '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-'
+            'officedocument.spreadsheetml.worksheet+xml"/>'
+            '<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-'
+            'officedocument.spreadsheetml.sharedStrings+xml"/></Types>'),
+        "_rels/.rels": (
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>'),
+        "xl/workbook.xml": (
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><workbook xmlns="{main}" xmlns:r="{rel}">'
+            '<sheets><sheet name="Sheet1" sheetId="1" r:id="rId1"/></sheets></workbook>'),
+        "xl/_rels/workbook.xml.rels": (
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/>'
+            f'<Relationship Id="rId2" Type="{rel}/sharedStrings" Target="sharedStrings.xml"/></Relationships>'),
+        "xl/worksheets/sheet1.xml": (
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><worksheet xmlns="{main}">'
+            f'<sheetData>{"".join(xml_rows)}</sheetData></worksheet>'),
+        "xl/sharedStrings.xml": (
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?><sst xmlns="{main}" count="{len(strings)}" '
+            f'uniqueCount="{len(strings)}">' + "".join(f"<si><t>{escape(t)}</t></si>" for t in strings) + "</sst>"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in parts.items():
+            z.writestr(name, text)
+    return path
+
+
+def test_dfew_split_tables_saved_as_xlsx(tmp_path, media):
+    root = tmp_path / "DFEW"
+    for n in (1, 2):
+        put(media["mp4"], root / "Clip" / "original" / f"{n:05d}.mp4")
+    write_xlsx(root / "EmoLabel_DataSplit" / "train(single-labeled)" / "set_3.xlsx",
+               [["video_name", "label"], [1, 4], [2, 6], [7, 1]])
+    out = tmp_path / "out"
+    result = run_import("dfew", str(root), str(out))
+    assert result.exit_code == 0, result.output
+    assert records(out / "set_3_train.json") == [record("00001", "../DFEW/Clip/original/00001.mp4", "angry"),
+                                                 record("00002", "../DFEW/Clip/original/00002.mp4", "disgust")]
+    xlsx = root / "EmoLabel_DataSplit" / "train(single-labeled)" / "set_3.xlsx"
+    assert f"  {xlsx}:4: clip 00007 not found under {root}" in result.output
+
+
+def test_mafw_single_label_annotation_table(tmp_path, media):
+    root = tmp_path / "MAFW"
+    for n in (19, 20, 21):
+        put(media["mp4"], root / "data" / "clips" / f"{n:05d}.mp4")
+    emotions = ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise", "contempt", "anxiety",
+                "helplessness", "disappointment"]
+    write_xlsx(root / "Labels" / "single-set.xlsx", [
+        ["MAFW single-label set"],  # a title row above the header
+        ["clip", *emotions, "single_label"],
+        ["00019.mp4", *[0] * 11, 4],
+        ["00020.mp4", *[0] * 11, 11],
+        ["00021.mp4", *[0] * 11, 0],
+        ["00022.mp4", *[0] * 11, 6],
+        ["00019.mp4", *[0] * 11, 12],
+    ])
+    out = tmp_path / "out"
+    result = run_import("mafw", str(root), str(out))
+    assert result.exit_code == 0, result.output
+    clips = "../MAFW/data/clips"
+    assert records(out / "all.json") == [record("00019", f"{clips}/00019.mp4", "happy"),
+                                         record("00020", f"{clips}/00020.mp4", "disappointed")]
+    table = root / "Labels" / "single-set.xlsx"
+    assert "ignored     1 not selected: no single label (0) 1" in result.output
+    assert f"  {table}:6: clip 00022.mp4 not found under {root}" in result.output
+    assert f"  {table}:7: clip 00019.mp4: single_label '12' is not a MAFW single label" in result.output
+    assert check_ok(out / "all.json", "mafw") == {"happy": 1, "disappointed": 1}
+
+    (root / "Labels" / "single-set.xlsx").write_bytes(b"not a zip")
+    result = run_import("mafw", str(root), str(tmp_path / "bad"))
+    assert result.exit_code == 1 and "not a readable .xlsx workbook" in result.output

@@ -26,14 +26,17 @@ Layouts (where each is documented):
   split files ``EmoLabel_DataSplit/train(single-labeled)/set_{1..5}.csv`` and
   ``test(single-labeled)/set_{1..5}.csv``, header ``video_name,label``, ``video_name`` the clip
   number (``1`` -> clip ``00001``), ``label`` 1-7 = happy, sad, neutral, angry, surprise, disgust,
-  fear. The clips (``Clip/original/00001.mp4`` ...) are found by their five-digit name anywhere
-  under SRC (or ``clips``).
+  fear (the same tables saved as ``set_{1..5}.xlsx`` are read too). The clips
+  (``Clip/original/00001.mp4`` ...) are found by their five-digit name anywhere under SRC (or
+  ``clips``).
 - **MAFW** (https://mafw-database.github.io/MAFW/; Liu et al., ACM MM 2022): the single-label
   split files ``Train & Test Set/single/no_caption/set_{1..5}/{train,test}.txt``, one clip per
   line: ``<clip file> <label>`` (``with_caption/``: tab-separated, captions after the label; ``compound/``
   is the multi-label set and is not read) with the label one of anger, disgust, fear, happiness, neutral,
   sadness, surprise, contempt, anxiety, helplessness, disappointment (or its number 1-11 in that
-  order, the paper's). Clips (``data/clips/00001.mp4``) are found by name under SRC.
+  order, the paper's). Clips (``data/clips/00001.mp4``) are found by name under SRC. Without split
+  files, the single-label annotation table ``Labels/single-set.xlsx`` (a ``clip`` column and
+  ``single_label`` 1-11, 0 = none) gives one ``all.json``.
 - **RAVDESS** (https://zenodo.org/records/1188976, Livingstone & Russo 2018): the file-name code
   ``MM-VV-EE-II-SS-RR-AA.mp4`` = modality (01 audio-video, 02 video-only, 03 audio-only), vocal
   channel (01 speech, 02 song), emotion (01 neutral, 02 calm, 03 happy, 04 sad, 05 angry,
@@ -190,7 +193,8 @@ def import_dataset(
     (default all found); files ``set_K_train.json``, ``set_K_test.json``. ``calm`` (RAVDESS):
     "keep" (its own class), "neutral" (merged) or "drop". ``test_actors`` (RAVDESS, CREMA-D): the
     actors of ``test.json``, the rest in ``train.json``; without it one ``all.json``. MELD writes
-    ``train.json``, ``dev.json``, ``test.json``; R1-Omni JSON ``<src stem>.json``. ``clips``
+    ``train.json``, ``dev.json``, ``test.json``; R1-Omni JSON ``<src stem>.json``; MAFW from its
+    annotation table ``all.json``. ``clips``
     (DFEW, MAFW): the folder searched for the clips (default ``src``). ``media_root`` (R1-Omni
     JSON): what the file's media paths are relative to (default its folder).
 
@@ -268,7 +272,7 @@ def format_import_summary(result: ImportResult) -> str:
         lines.append("all splits  " + ", ".join(f"{label} {totals[label]}" for label in result.label_set.labels
                                                 if totals[label]))
     if result.ignored:
-        lines.append(f"ignored     {sum(result.ignored.values())} file(s) not selected: "
+        lines.append(f"ignored     {sum(result.ignored.values())} not selected: "
                      + ", ".join(f"{why} {n}" for why, n in result.ignored.items()))
     kinds = Counter(p.kind for p in result.problems)
     lines.append(f"missing     {result.num_missing} clip(s) not on disk")
@@ -345,6 +349,79 @@ def _csv_rows(path: Path) -> Iterator[Tuple[int, Dict[str, str]]]:
         yield line, dict(zip(header, (cell.strip() for cell in row)))
 
 
+_XLSX_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main",
+            "r": "http://schemas.openxmlformats.org/officeDocument/2006/relationships",
+            "p": "http://schemas.openxmlformats.org/package/2006/relationships"}
+
+
+def _xlsx_rows(path: Path) -> Iterator[Tuple[int, List[str]]]:
+    """(row number, cell texts) of the first worksheet of an .xlsx file (Office Open XML, read
+    with the standard library: shared strings, inline strings, numbers; an integral number is
+    written without ``.0``). Raises DatasetLayoutError for a file that is not a workbook."""
+    import zipfile
+    from xml.etree import ElementTree
+
+    def col(ref: str) -> int:
+        n = 0
+        for ch in ref:
+            if not ch.isalpha():
+                break
+            n = n * 26 + ord(ch.upper()) - 64
+        return n - 1
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            shared = []
+            if "xl/sharedStrings.xml" in names:
+                for si in ElementTree.fromstring(z.read("xl/sharedStrings.xml")).findall("m:si", _XLSX_NS):
+                    shared.append("".join(t.text or "" for t in si.iter(f"{{{_XLSX_NS['m']}}}t")))
+            book = ElementTree.fromstring(z.read("xl/workbook.xml"))
+            rid = book.find("m:sheets/m:sheet", _XLSX_NS).get(f"{{{_XLSX_NS['r']}}}id")
+            rels = ElementTree.fromstring(z.read("xl/_rels/workbook.xml.rels"))
+            target = next(r.get("Target") for r in rels.findall("p:Relationship", _XLSX_NS) if r.get("Id") == rid)
+            sheet = ElementTree.fromstring(z.read(target.lstrip("/") if target.startswith("/") else "xl/" + target))
+    except (zipfile.BadZipFile, KeyError, StopIteration, AttributeError, ElementTree.ParseError) as exc:
+        raise DatasetLayoutError(f"{path}: not a readable .xlsx workbook ({type(exc).__name__}: {exc}); "
+                                 "save it as CSV instead") from None
+    for row in sheet.iter(f"{{{_XLSX_NS['m']}}}row"):
+        cells: Dict[int, str] = {}
+        for i, c in enumerate(row.findall("m:c", _XLSX_NS)):
+            kind, ref = c.get("t"), c.get("r")
+            v = c.find("m:v", _XLSX_NS)
+            if kind == "inlineStr":
+                text = "".join(t.text or "" for t in c.iter(f"{{{_XLSX_NS['m']}}}t"))
+            elif v is None or v.text is None:
+                text = ""
+            elif kind == "s":
+                text = shared[int(v.text)]
+            elif kind in ("str", "b", "e"):
+                text = v.text
+            else:
+                number = float(v.text)
+                text = str(int(number)) if number.is_integer() else v.text
+            cells[col(ref) if ref else i] = text.strip()
+        width = max(cells, default=-1) + 1
+        yield int(row.get("r", 0)), [cells.get(i, "") for i in range(width)]
+
+
+def _table_rows(path: Path, header_has: str = "") -> Iterator[Tuple[int, Dict[str, str]]]:
+    """(line or row number, {lower-cased header: value}) of each data row of a CSV or .xlsx table;
+    the header is the first non-empty row (the first naming ``header_has`` when given)."""
+    if path.suffix.lower() != ".xlsx":
+        yield from _csv_rows(path)
+        return
+    header = None
+    for number, cells in _xlsx_rows(path):
+        if not any(cells):
+            continue
+        if header is None:
+            if not header_has or header_has in (c.lower() for c in cells):
+                header = [c.lower() for c in cells]
+            continue
+        yield number, dict(zip(header, cells))
+
+
 def _fold_of(path: Path) -> Optional[int]:
     m = re.fullmatch(r"set_?(\d+)", path.stem if path.suffix else path.name, re.IGNORECASE)
     return int(m.group(1)) if m else None
@@ -355,7 +432,9 @@ def _fold_of(path: Path) -> Optional[int]:
 
 def _dfew(src: Path, clips: Path, folds: Optional[Sequence[int]], result: ImportResult) -> List[_Row]:
     split_files = []
-    for path in sorted(src.rglob("set_*.csv")):
+    found = sorted(src.rglob("set_*.csv"))
+    found += [p for p in sorted(src.rglob("set_*.xlsx")) if p.with_suffix(".csv") not in found]
+    for path in found:
         parent = path.parent.name.lower()
         split = "train" if parent.startswith("train") else "test" if parent.startswith("test") else None
         fold = _fold_of(path)
@@ -369,7 +448,7 @@ def _dfew(src: Path, clips: Path, folds: Optional[Sequence[int]], result: Import
     index = _MediaIndex(clips)
     rows = []
     for fold, split, path in split_files:
-        for line, cells in _csv_rows(path):
+        for line, cells in _table_rows(path, "video_name"):
             name, code = cells.get("video_name", ""), cells.get("label", "")
             if not name.isdigit():
                 result.problems.append(ImportProblem(str(path), line, "format",
@@ -404,13 +483,17 @@ def _mafw(src: Path, clips: Path, folds: Optional[Sequence[int]], result: Import
         candidates.append((fold, path.stem.lower(), path, "no_caption" in parts))
     if any(no_caption for *_, no_caption in candidates):  # with_caption lists a subset (no neutral clips)
         candidates = [c for c in candidates if c[3]]
-    if not candidates:
-        raise DatasetLayoutError(
-            f"{src}: no MAFW single-label split files (expected 'Train & Test Set/single/no_caption/set_1/"
-            "train.txt' and test.txt ...)" + (f" for folds {list(folds)}" if folds else ""))
     names = {name: name for name in MAFW_NAMES}
     names.update({str(i): name for i, name in enumerate(MAFW_NAMES, start=1)})
     index = _MediaIndex(clips)
+    if not candidates:
+        tables = [p for p in sorted(src.rglob("single-set.*")) if p.suffix.lower() in (".xlsx", ".csv")]
+        if not tables or folds:
+            raise DatasetLayoutError(
+                f"{src}: no MAFW single-label split files (expected 'Train & Test Set/single/no_caption/set_1/"
+                "train.txt' and test.txt ...)" + (f" for folds {list(folds)}" if folds else
+                                                   " nor its annotation file Labels/single-set.xlsx"))
+        return _mafw_single_set(tables[0], names, index, result)
     rows = []
     for fold, split, path, _ in candidates:
         for line, text in enumerate(_read_text(path).split("\n"), start=1):
@@ -434,6 +517,34 @@ def _mafw(src: Path, clips: Path, folds: Optional[Sequence[int]], result: Import
                 result.problems.append(ImportProblem(str(path), line, "missing", str(why)))
                 continue
             rows.append(_Row(f"set_{fold}_{split}", str(path), line, stem, name, video))
+    return rows
+
+
+def _mafw_single_set(path: Path, names: Mapping[str, str], index: _MediaIndex, result: ImportResult) -> List[_Row]:
+    """MAFW's single-label annotation table (``Labels/single-set.xlsx``: a ``clip`` column, one
+    column per emotion, ``single_label`` 1-11, 0 for a clip without one) -> one split, ``all``."""
+    rows = []
+    for line, cells in _table_rows(path, "clip"):
+        clip = cells.get("clip", "")
+        code = cells.get("single_label", list(cells.values())[-1] if cells else "").lower()
+        if not clip:
+            result.problems.append(ImportProblem(str(path), line, "format", "no clip name in the clip column"))
+            continue
+        if code in ("", "0"):
+            result.ignored["no single label (0)"] += 1
+            continue
+        stem = os.path.splitext(clip)[0]
+        name = names.get(code)
+        if name is None:
+            result.problems.append(ImportProblem(str(path), line, "label",
+                                                 f"clip {clip}: single_label {code!r} is not a MAFW single label "
+                                                 f"(1-11 or {', '.join(MAFW_NAMES)})"))
+            continue
+        video, why = index.find([stem], f"clip {clip}")
+        if video is None:
+            result.problems.append(ImportProblem(str(path), line, "missing", str(why)))
+            continue
+        rows.append(_Row("all", str(path), line, stem, name, video))
     return rows
 
 
