@@ -95,6 +95,10 @@ def test_dfew_folds_map_label_ids_and_report_rows_by_line(tmp_path, media):
     assert "not imported 2 row(s) (1 label, 1 missing):" in result.output
     assert f"wrote       {out / 'set_1_train.json'}       3 records: happy 1, angry 1, fear 1" in result.output
     assert check_ok(out / "set_1_train.json", "dfew") == {"happy": 1, "angry": 1, "fear": 1}
+    check = CliRunner().invoke(main, ["data", "check", str(out / "set_1_train.json"), "--labels", "dfew",
+                                      "--kind", "label", "--decode", "3"])
+    assert check.exit_code == 0, check.output
+    assert "records     3 (3 good, 0 bad)" in check.output and "decoded     3 of 3 clips checked loaded" in check.output
 
     result = run_import("dfew", str(root), str(tmp_path / "all"))
     assert result.exit_code == 0, result.output
