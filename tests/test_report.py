@@ -1,7 +1,8 @@
 """report.html: written by `eval`, its ablation and `predict --data`; self-contained (no URL
 outside the page), one row per prediction with its images, escaped text, highlighted cue words;
-and opened in headless Chromium: one row per clip, filters hide the right rows, no console
-message, a screenshot."""
+and opened in headless Chromium, through its command line and driven by Selenium (Debian's
+chromium-driver): one row per clip, a row click opens its completion, filters hide the right rows,
+sorting, no console message, no network request, a screenshot."""
 
 from __future__ import annotations
 
