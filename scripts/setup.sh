@@ -26,7 +26,7 @@ APT_PACKAGES=(pkg-config clang libclang-dev build-essential ffmpeg
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
   libavfilter-dev libavdevice-dev patchelf)
 # --with-test-tools (scripts/test.sh passes it): what only the tests need
-TEST_PACKAGES=(chromium)  # the headless browser of the report.html test
+TEST_PACKAGES=(chromium chromium-driver)  # the headless browser of the report.html tests, and its WebDriver
 for arg in "$@"; do
   case $arg in
     --with-test-tools) APT_PACKAGES+=("${TEST_PACKAGES[@]}") ;;

@@ -156,9 +156,15 @@ def test_cli_glob_folder_prompt_preset_and_separate_audio(tiny_ckpt, synth_eval,
     from r1omni_fast.media import load_audio, load_clip, whisper_log_mel
 
     seen["audio"].clear()
+    seen["instructions"].clear()
     clip = _clips(synth_eval, 1)[0]
     result = _cli("--model", tiny_ckpt, clip, "--audio", odd_media["sound"], "--max-new-tokens", 1, "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
+    # the default preset is R1-Omni's inference example, spaced as its README passes it to inference.py
+    assert seen["instructions"] == [
+        "<video>\n<audio>\nAs an emotional recognition expert; throughout the video, which emotion conveyed by the "
+        "characters is the most obvious to you?  Output the thinking process in <think> </think> and final emotion "
+        "in <answer> </answer> tags."]
     assert _rows(out)[0]["audio"] == str(odd_media["sound"])
     expected = whisper_log_mel(load_audio(odd_media["sound"]), _mels(tiny_ckpt))
     own = load_clip(clip, n_mels=_mels(tiny_ckpt)).mel

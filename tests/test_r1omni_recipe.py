@@ -361,9 +361,19 @@ def test_humanomni_sft_prompt_style_matches_humanomnis_preprocessing(assets, tmp
         prompt_ids = [int(i) for i, lab, m in zip(inputs["input_ids"][row], inputs["labels"][row],
                                                   inputs["attention_mask"][row]) if lab == -100 and m and i >= 0]
         assert prompt_ids == _text_ids(processor.tokenizer, instruction)
-        # the target is the same in both styles
-        assert inputs["labels"][row][inputs["labels"][row] != -100].tolist() == \
-            default["labels"][row][default["labels"][row] != -100].tolist()
+        # HumanOmni's labels: every token of the rendered conversation after the prompt's tokens,
+        # the newline its template writes after <|im_end|> included
+        conversation = processor.tokenizer.apply_chat_template(
+            [{"role": "user", "content": value}, {"role": "assistant", "content": sample.target}],
+            tokenize=False, add_generation_prompt=False)
+        assert conversation == instruction + sample.target + "<|im_end|>\n"
+        conversation_ids = _text_ids(processor.tokenizer, conversation)
+        assert conversation_ids[:len(prompt_ids)] == prompt_ids
+        labels = inputs["labels"][row][inputs["labels"][row] != -100].tolist()
+        assert labels == conversation_ids[len(prompt_ids):]
+        assert processor.tokenizer.decode(labels[-2:]) == "<|im_end|>\n"
+        # the default ends the target at <|im_end|>, the token generation stops at
+        assert default["labels"][row][default["labels"][row] != -100].tolist() == labels[:-1]
     guided = humanomni_guided_prompt(value)
     assert guided == "<vi_start><vi_end><au_start><audio><au_end>How does the person feel?Output the thinking process in <think> </think>."
     bert = processor.bert_tokenizer([guided] * 2, return_tensors="pt", padding=True, truncation=True)
@@ -537,3 +547,86 @@ def test_in_training_evaluation_asks_in_the_layout_sft_trained_on(assets, tmp_pa
     value = humanomni_sft_value(samples[0].prompt, mm_use_x_start_end=False)
     assert humanomni[0] == value and bert[0] == humanomni_guided_prompt(humanomni_sft_value(samples[0].prompt))
     assert plain[0] == samples[0].prompt and no_bert is None
+
+
+def _input_dependent_generate(model, seen):
+    """Replaces ``model.generate``: each answer is a function of everything the model is given
+    (prompt tokens, frames, mel, BERT ids), in one of four spellings (right format, capitalised,
+    no tags, cut off by the budget), so that any difference in preprocessing shows in the numbers."""
+    from r1omni_fast.model import GenerationOutput
+
+    def generate(inputs, num_generations=1, max_new_tokens=8, do_sample=False, **kwargs):
+        assert num_generations == 1 and not do_sample
+        rows = inputs["input_ids"].shape[0]
+        texts, lengths = [], []
+        for r in range(rows):
+            mask = inputs["attention_mask"][r].bool()
+            key = (tuple(inputs["input_ids"][r][mask].tolist()),
+                   round(float(inputs["pixel_values"][r].double().sum()), 2),
+                   round(float(inputs["audio_features"][r].double().sum()), 2),
+                   tuple(inputs["bert_input_ids"][r].tolist()))
+            h = abs(hash(key))
+            label = LABELS[h % len(LABELS)]
+            spelling = (h // 7) % 4
+            texts.append([f"<think>I see it.</think><answer>{label}</answer>", f"<answer>{label.capitalize()}</answer>",
+                          f"it is {label}", f"<think>I see {label} and"][spelling])
+            lengths.append(max_new_tokens if spelling == 3 else 3)
+            seen.append(key)
+        eos = model.processor.eos_token_ids[0]
+        ids = torch.full((rows, max_new_tokens), 5, dtype=torch.long)
+        for r, n in enumerate(lengths):
+            if n < max_new_tokens:
+                ids[r, n - 1] = eos
+        return GenerationOutput(ids, torch.tensor(lengths), texts, torch.arange(rows))
+
+    return generate
+
+
+@pytest.mark.parametrize("stage, over, settings", [
+    ("sft", dict(prompt_style="data", image_aspect_ratio="pad"),
+     dict(aspect="pad", prompt_layout="data", chat_template="checkpoint", answer_matching="robust")),
+    ("sft", dict(prompt_style="humanomni", image_aspect_ratio="resize"),
+     dict(aspect="resize", prompt_layout="humanomni", chat_template="checkpoint", answer_matching="robust")),
+    ("grpo", dict(reward_mode="r1omni", chat_template="qwen2vl", image_aspect_ratio="pad"),
+     dict(aspect="pad", prompt_layout="data", chat_template="qwen2vl", answer_matching="r1omni")),
+])
+def test_in_training_evaluation_equals_eval_with_the_same_settings(assets, tmp_path, monkeypatch, stage, over,
+                                                                   settings):
+    from r1omni_fast.config import GRPOConfig, SFTConfig
+    from r1omni_fast.data import read_data
+    from r1omni_fast.eval.runner import evaluate_rows
+    from r1omni_fast.train import common
+
+    from _train_fixtures import sft_fields
+
+    model_dir, data = assets
+    make = sft_fields if stage == "sft" else grpo_fields
+    fields = make(model_dir, data, tmp_path / "run", eval_max_new_tokens=6, per_device_eval_batch_size=3,
+                  num_frames=2, **over)
+    fields.pop("stage")
+    cfg = (SFTConfig if stage == "sft" else GRPOConfig)(**fields)
+    model = common.load_policy(str(model_dir), cfg, torch.device("cpu"))
+    eval_data = read_data(data.train, labels=LABELS)  # 12 clips with bare labels
+    in_training, by_eval, other = [], [], []
+    monkeypatch.setattr(model, "generate", _input_dependent_generate(model, in_training))
+    collate = common.make_collator(cfg, model, loader=clip_loader())
+    logged = common.evaluate_answers(model, eval_data, collate, cfg, torch.device("cpu"))
+
+    monkeypatch.setattr(model, "generate", _input_dependent_generate(model, by_eval))
+    result = evaluate_rows(model, eval_data, num_frames=2, max_new_tokens=6, batch_size=2, label_set=LABELS,
+                           loader=clip_loader(), progress=False, **settings)
+    m = result.metrics
+    assert in_training == by_eval  # the model was given the same inputs, clip for clip
+    assert logged == {"eval/accuracy": m["war"], "eval/uar": m["uar"], "eval/format_rate": m["format_rate"],
+                      "eval/truncated": m["truncated"] / m["n"], "eval/n": m["n"]}
+    # the scripted answers are a real mix: well formed or not, several labels
+    assert 0 < m["format_rate"] < 1 and m["n"] == 12
+    assert len({r["prediction"] for r in result.rows}) > 1
+
+    # another layout gives the model other inputs: the comparison can fail (the synthetic clips
+    # are square, so pad and resize give the same frames here)
+    monkeypatch.setattr(model, "generate", _input_dependent_generate(model, other))
+    flipped = dict(settings, prompt_layout="data" if settings["prompt_layout"] == "humanomni" else "humanomni")
+    evaluate_rows(model, eval_data, num_frames=2, max_new_tokens=6, batch_size=2, label_set=LABELS,
+                  loader=clip_loader(), progress=False, **flipped)
+    assert other != in_training

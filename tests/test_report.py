@@ -1,7 +1,8 @@
 """report.html: written by `eval`, its ablation and `predict --data`; self-contained (no URL
 outside the page), one row per prediction with its images, escaped text, highlighted cue words;
-and opened in headless Chromium: one row per clip, filters hide the right rows, no console
-message, a screenshot."""
+and opened in headless Chromium, through its command line and driven by Selenium (Debian's
+chromium-driver): one row per clip, a row click opens its completion, filters hide the right rows,
+sorting, no console message, no network request, a screenshot."""
 
 from __future__ import annotations
 
@@ -272,3 +273,117 @@ def test_report_in_headless_chromium(scripted_eval, tmp_path):
     broken.write_text("<!DOCTYPE html><html><body><script>undefinedFunction();</script></body></html>")
     run = _chromium(browser, profile, "--dump-dom", broken.resolve().as_uri())
     assert any("undefinedFunction" in line for line in _console(run.stderr))
+
+
+# ------------------------------------------------------------------------- Selenium (WebDriver)
+
+
+def _chromedriver() -> str:
+    found = shutil.which("chromedriver")
+    if found is None:
+        pytest.skip("no chromedriver here: install Debian's `chromium-driver` package "
+                    "(bash scripts/setup.sh --with-test-tools does)")
+    return found
+
+
+def _webdriver(tmp_path: Path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = _browser()  # the system browser: Selenium Manager downloads nothing
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1400,1000",
+                f"--user-data-dir={tmp_path / 'webdriver-profile'}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return webdriver.Chrome(service=Service(_chromedriver()), options=options)
+
+
+def _open(driver, url: str) -> tuple[list, list]:
+    """Loads ``url``; returns the console messages and the URLs the page requested."""
+    driver.get_log("performance")  # drop what the start page logged
+    driver.get(url)
+    document = url.split("#", 1)[0]
+    requests = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent" and message["params"].get("documentURL", "").startswith(document):
+            requests.append(message["params"]["request"]["url"])
+    return driver.get_log("browser"), requests
+
+
+def _network(requests: list, document: str) -> list:
+    """Requests that would leave the machine: anything but the page itself and data: URIs."""
+    return [u for u in requests if not (u.split("#", 1)[0] == document or u.startswith("data:"))]
+
+
+def test_report_in_selenium_click_filter_sort(scripted_eval, tmp_path):
+    _chromedriver()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    out, metrics, labels = scripted_eval
+    predictions = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    url = (out / "report.html").resolve().as_uri()
+    driver = _webdriver(tmp_path)
+    try:
+        console, requests = _open(driver, url)
+        problems = [m for m in console if m["level"] in ("SEVERE", "WARNING")]
+        assert problems == [], problems
+        assert url in requests and _network(requests, url) == []
+
+        def visible_rows():
+            return [r for r in driver.find_elements(By.CSS_SELECTOR, "#predictions tbody tr") if r.is_displayed()]
+
+        rows = visible_rows()
+        assert len(rows) == 4 == len(predictions)
+        # clicking a row opens its completion in full; clicking again closes it
+        completion = rows[2].find_element(By.CSS_SELECTOR, "pre.completion")
+        assert not completion.is_displayed()
+        rows[2].find_element(By.CSS_SELECTOR, "td").click()
+        assert completion.is_displayed()
+        assert completion.text == predictions[2]["completion"]
+        assert "<script>alert('x')</script>" in completion.text  # shown as text, not run
+        think = rows[2].find_element(By.CSS_SELECTOR, "td.think")
+        assert "a quiet sigh" in think.text
+        assert [m.text for m in think.find_elements(By.CSS_SELECTOR, "mark.cue-audio")] == ["quiet", "sigh"]
+        assert not rows[0].find_element(By.CSS_SELECTOR, "pre.completion").is_displayed()
+        rows[2].find_element(By.CSS_SELECTOR, "td").click()
+        assert not completion.is_displayed()
+
+        # the filters hide the right rows and say how many are shown
+        Select(driver.find_element(By.ID, "filter-correct")).select_by_value("wrong")
+        assert [r.get_attribute("data-index") for r in visible_rows()] == ["2", "3"]
+        assert driver.find_element(By.ID, "shown").text == "2 of 4 rows"
+        Select(driver.find_element(By.ID, "filter-label")).select_by_value(labels[3])
+        assert [r.get_attribute("data-index") for r in visible_rows()] == ["3"]
+        assert driver.current_url.endswith(f"#label={labels[3]}&correct=wrong")
+        Select(driver.find_element(By.ID, "filter-label")).select_by_value("")
+        Select(driver.find_element(By.ID, "filter-correct")).select_by_value("")
+        assert len(visible_rows()) == 4
+
+        # sorting: a click on a header sorts ascending, a second click descending (ties in clip order)
+        header = driver.find_element(By.CSS_SELECTOR, "#predictions th[data-key=label]")
+        header.click()
+        order = [(r.get_attribute("data-label"), int(r.get_attribute("data-index"))) for r in visible_rows()]
+        assert order == sorted(order)
+        header.click()
+        order = [(r.get_attribute("data-label"), int(r.get_attribute("data-index"))) for r in visible_rows()]
+        assert order == sorted(sorted(order, key=lambda x: x[1]), key=lambda x: x[0], reverse=True)
+
+        shot = tmp_path / "report-selenium.png"
+        assert driver.save_screenshot(str(shot))
+        with Image.open(shot) as im:
+            colours = im.convert("RGB").getcolors(maxcolors=1 << 20)
+            assert colours is not None and len(colours) > 50  # not a blank page
+        assert [m for m in driver.get_log("browser") if m["level"] in ("SEVERE", "WARNING")] == []
+
+        # the checks can fail: a page that throws and fetches from the network is caught
+        broken = tmp_path / "broken.html"
+        broken.write_text('<!DOCTYPE html><html><body><img src="http://192.0.2.1/x.png">'
+                          "<script>undefinedFunction();</script></body></html>")
+        console, requests = _open(driver, broken.resolve().as_uri())
+        assert any("undefinedFunction" in m["message"] and m["level"] == "SEVERE" for m in console)
+        assert _network(requests, broken.resolve().as_uri()) == ["http://192.0.2.1/x.png"]
+    finally:
+        driver.quit()

@@ -145,12 +145,13 @@ def test_as_root_a_missing_package_is_installed_with_apt_get(tmp_path, stubs):
     assert calls[1].startswith("apt-get install") and calls[1].endswith(" patchelf")
 
 
-def test_test_tools_are_installed_only_when_asked(tmp_path, stubs):
-    _fake_system(tmp_path / "bin", uid=1000, missing="chromium")
+@pytest.mark.parametrize("package", ["chromium", "chromium-driver"])
+def test_test_tools_are_installed_only_when_asked(tmp_path, stubs, package):
+    _fake_system(tmp_path / "bin", uid=1000, missing=package)
     assert run_setup(tmp_path / "cache", stubs, path_prefix=tmp_path / "bin").returncode == 0
     r = subprocess.run(["bash", str(SETUP), "--with-test-tools"], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}",
                                 R1OMNI_CACHE=str(tmp_path / "cache"), **{k: v for k, v in stubs.items() if k != "calls"}))
-    assert r.returncode == 1 and "sudo apt-get install -y chromium" in r.stderr
+    assert r.returncode == 1 and r.stderr.splitlines()[-1].endswith(f"sudo apt-get install -y {package}")
     r = subprocess.run(["bash", str(SETUP), "--bogus"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown argument --bogus" in r.stderr

@@ -34,7 +34,7 @@ def env() -> None:
 
 @main.group()
 def data() -> None:
-    """Synthetic data and data-file checks."""
+    """Synthetic data, data-file checks and importers of public datasets."""
 
 
 @data.command("synth")
@@ -86,6 +86,55 @@ def data_check(file: str, labels: str, kind: str, decode: int) -> None:
     click.echo(format_summary(summary))
     if not summary.ok:
         raise SystemExit(1)
+
+
+def _int_list(text: str | None) -> list[int]:
+    try:
+        return [int(x) for x in (text or "").replace(" ", "").split(",") if x]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+@data.command("import")
+@click.argument("dataset", type=click.Choice(["dfew", "mafw", "ravdess", "cremad", "meld", "r1omni"]))
+@click.argument("src", type=click.Path(exists=True))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--labels", default=None,
+              help="label set the labels map onto: dfew, mafw, ravdess, any, or comma-separated labels "
+                   "[default: mafw for mafw and r1omni, ravdess for ravdess, else dfew]")
+@click.option("--folds", default=None, help="DFEW/MAFW: comma-separated folds to write, e.g. 1,2 [default: all]")
+@click.option("--calm", type=click.Choice(["keep", "neutral", "drop"]), default="keep", show_default=True,
+              help="RAVDESS: calm as its own class, merged into neutral, or left out")
+@click.option("--test-actors", default=None,
+              help="RAVDESS/CREMA-D: comma-separated actor numbers for test.json, the rest to train.json "
+                   "[default: every clip in all.json]")
+@click.option("--with-format", is_flag=True,
+              help="end the human turn with the <think>/<answer> format instruction (R1-Omni's data has none; "
+                   "its GRPO adds it, here prompt_style: r1omni does)")
+@click.option("--clips", default=None, type=click.Path(exists=True, file_okay=False),
+              help="DFEW/MAFW: the folder holding the clips [default: searched under SRC]")
+@click.option("--media-root", default=None, type=click.Path(exists=True, file_okay=False),
+              help="r1omni: what the file's media paths are relative to [default: the file's folder]")
+def data_import(dataset: str, src: str, out: str, labels: str | None, folds: str | None, calm: str,
+                test_actors: str | None, with_format: bool, clips: str | None, media_root: str | None) -> None:
+    """Write R1-Omni JSON files (one per split, media paths relative to OUT) from a dataset's released
+    layout under SRC: DFEW's and MAFW's 5-fold split files, RAVDESS's and CREMA-D's file-name codes,
+    MELD's CSV splits, or an R1-Omni JSON file whose paths are relative to another folder.
+
+    Prints the files written with their counts per class, then every row not imported, with its file
+    and line. Exit status 1 when nothing could be imported."""
+    from r1omni_fast.data.check import label_spec_from_text
+    from r1omni_fast.data.importers import DatasetLayoutError, format_import_summary, import_dataset
+
+    try:
+        result = import_dataset(dataset, src, out, labels=label_spec_from_text(labels), folds=_int_list(folds),
+                                calm=calm, test_actors=_int_list(test_actors), with_format=with_format,
+                                clips=clips, media_root=media_root)
+    except (DatasetLayoutError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_import_summary(result))
+    if not result.num_records:
+        raise click.ClickException(f"no record of {src} could be imported (the rows above say why)")
 
 
 # --- end data ------------------------------------------------------------------------------------
@@ -147,11 +196,19 @@ def model_tiny(out: str, seed: int, pretrain_towers: bool) -> None:
               help="robust: the label the answer names (aliases, any case); r1omni: R1-Omni's accuracy "
                    "reward (the <answer> text equal to the gpt value); raw: the whole response equal to "
                    "the gpt value, as R1-Omni's evaluation script")
+@click.option("--aspect", type=click.Choice(["resize", "pad"]), default="resize", show_default=True,
+              help="frames squashed to a square (HumanOmni's evaluation) or padded to one (its training; "
+                   "what a run's in-training evaluation uses with image_aspect_ratio: pad)")
+@click.option("--prompt-layout", type=click.Choice(["data", "humanomni"]), default="data", show_default=True,
+              help="humanomni: the user turn laid out as HumanOmni's SFT (placeholders in front, three newlines, "
+                   "its BERT text), as an SFT run with prompt_style: humanomni trained and evaluates")
+@click.option("--chat-template", type=click.Choice(["checkpoint", "qwen2vl"]), default="checkpoint",
+              show_default=True, help="the checkpoint's chat template, or Qwen2-VL's as R1-Omni's GRPO rendered it")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
                  num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
                  ablate: bool, prompt_preset: str | None, device: str, dtype: str, answer_matching: str,
-                 quiet: bool) -> None:
+                 aspect: str, prompt_layout: str, chat_template: str, quiet: bool) -> None:
     """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
 
     Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
@@ -185,7 +242,8 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--prompt-preset") from None
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
-                   prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching)
+                   prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching,
+                   aspect=aspect, prompt_layout=prompt_layout, chat_template=chat_template)
     try:
         model = load_for_inference(model_dir, device, dtype)
         if ablate:

@@ -160,7 +160,8 @@ class _TrainConfig(_RunConfig):
     save_steps: int = _f(500, "write OUT/checkpoint-N every N steps (and at the end)")
     save_total_limit: Optional[int] = _f(3, "keep only the newest K checkpoints; None = keep all")
     eval_steps: Optional[int] = _f(None, "evaluate eval_file every N steps; None = only at the end")
-    eval_max_new_tokens: int = _f(256, "generation length when evaluating eval_file")
+    eval_max_new_tokens: int = _f(512, "generation length when evaluating eval_file (r1omni-fast eval's default; "
+                                       "eval/truncated counts the answers it cut off)")
     per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
     resume: bool = _f(False, "continue from the newest complete checkpoint in output_dir")
     # faults (README, "When something goes wrong")

@@ -32,8 +32,9 @@ from r1omni_fast.eval import runner
 
 #: Instructions selectable by name (``--prompt-preset``); ``{labels}`` is the label set.
 PROMPT_PRESETS: Dict[str, str] = {
-    # R1-Omni's inference prompt: its question and the output-format suffix.
-    "r1omni": f"{INSTRUCTION} {FORMAT_SUFFIX}",
+    # R1-Omni's inference prompt, as its README runs inference.py: its question, two spaces, the
+    # output-format suffix (the synthetic data joins them with one space).
+    "r1omni": runner.R1OMNI_INFER_INSTRUCTION,
     # The same, naming the classes to choose from.
     "r1omni-labels": f"{INSTRUCTION} Answer with one of: {{labels}}. {FORMAT_SUFFIX}",
     # HumanOmni's evaluation question, without the format suffix.

@@ -90,6 +90,12 @@ HUMANOMNI_OPTIONS = {
     "dfew": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear",
     "mafw": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear ,contemptuous, disappointed, helpless, anxious",
 }
+#: The instruction of R1-Omni's inference example (its README's ``inference.py --instruct``): its
+#: training question, two spaces, the format instruction.
+R1OMNI_INFER_INSTRUCTION = (
+    "As an emotional recognition expert; throughout the video, which emotion conveyed by the characters is the "
+    "most obvious to you?  Output the thinking process in <think> </think> and final emotion in <answer> "
+    "</answer> tags.")
 #: ``--prompt-preset`` names of ``r1omni-fast eval``.
 EVAL_PROMPT_PRESETS = ("r1omni-eval", "r1omni-infer", "humanomni-eval")
 
@@ -103,12 +109,10 @@ def eval_prompt(preset: str, label_set: Any = None) -> str:
     question followed by :data:`HUMANOMNI_OPTIONS` of ``label_set`` ("dfew" or "mafw").
     Raises ValueError for another preset, or for humanomni-eval with another label set.
     """
-    from r1omni_fast.model.prompt import FORMAT_SUFFIX, R1_OMNI_QUESTION
-
     if preset == "r1omni-eval":
         return EVAL_QUESTION
     if preset == "r1omni-infer":
-        return f"{R1_OMNI_QUESTION}  {FORMAT_SUFFIX}"
+        return R1OMNI_INFER_INSTRUCTION
     if preset == "humanomni-eval":
         labels = label_sets.resolve_closed(label_set)
         name = next((n for n, ls in label_sets.BUILTIN.items() if ls == labels.labels and n in HUMANOMNI_OPTIONS), None)
@@ -121,6 +125,8 @@ def eval_prompt(preset: str, label_set: Any = None) -> str:
 
 #: How a completion is matched to its label (:func:`matched_predictions`).
 ANSWER_MATCHING = ("robust", "r1omni", "raw")
+#: How the instruction is laid out in the user turn (``evaluate_rows``' ``prompt_layout``).
+PROMPT_LAYOUTS = ("data", "humanomni")
 
 
 def predict_labels(answers: Sequence[Optional[str]], label_set: label_sets.LabelSet) -> List[Optional[str]]:
@@ -202,6 +208,8 @@ def evaluate_rows(
     desc: str = "eval",
     previews: bool = False,
     answer_matching: str = "robust",
+    prompt_layout: str = "data",
+    chat_template: str = "checkpoint",
 ) -> EvalResult:
     """The evaluation itself, writing nothing: metrics, rows and (``previews``) clip images.
 
@@ -213,13 +221,20 @@ def evaluate_rows(
     instruction (media placeholders are added). ``loader`` replaces
     ``r1omni_fast.media.load_batch``. ``previews`` makes the frame strip and mel image of every
     clip in the decoding thread (for ``report.html``). ``answer_matching``: "robust", "r1omni" or
-    "raw" (:func:`matched_predictions`).
+    "raw" (:func:`matched_predictions`). ``prompt_layout``: "data" (the instruction behind its
+    placeholders) or "humanomni" (HumanOmni's SFT layout and BERT text, what an SFT run with
+    ``prompt_style: humanomni`` trained on); ``chat_template``: "checkpoint" or "qwen2vl"
+    (``OmniProcessor.prompt_text``). With the settings of a training run (its frames, aspect,
+    ``eval_max_new_tokens``, ``reward_mode`` as the matching, its layout and template) the numbers
+    equal that run's in-training evaluation (``train.common.evaluate_answers``).
     """
     from r1omni_fast.model.prompt import normalise_modalities
 
     keep = normalise_modalities(modalities)
     if answer_matching not in ANSWER_MATCHING:
         raise ValueError(f"answer_matching={answer_matching!r}: use one of {', '.join(ANSWER_MATCHING)}")
+    if prompt_layout not in PROMPT_LAYOUTS:
+        raise ValueError(f"prompt_layout={prompt_layout!r}: use one of {', '.join(PROMPT_LAYOUTS)}")
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
     if isinstance(model, (str, os.PathLike)):
@@ -248,7 +263,8 @@ def evaluate_rows(
                     images.update(shown)
                 skipped += batch.skipped
                 if len(batch):
-                    texts, truncated = _generate(model, batch, keep, prompt, max_new_tokens)
+                    texts, truncated = generate_answers(model, batch, keep, prompt, max_new_tokens,
+                                                        prompt_layout, chat_template)
                     scored = score_rows(batch.samples, texts, labels, answer_matching)
                     for row, cut in zip(scored, truncated):
                         row["truncated"] = cut
@@ -269,6 +285,7 @@ def evaluate_rows(
         "settings": {"num_frames": frames, "image_size": image_size, "aspect": aspect,
                      "max_new_tokens": max_new_tokens, "batch_size": batch_size, "prompt": prompt,
                      "decoding": "greedy", "answer_matching": answer_matching,
+                     "prompt_layout": prompt_layout, "chat_template": chat_template,
                      "device": str(next(model.parameters()).device),
                      "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
         "elapsed_s": round(time.perf_counter() - started, 3),
@@ -514,13 +531,24 @@ def instruction_for(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -
     return build_instruction(sample.instruction, modalities=keep, format_suffix=False)
 
 
-def _generate(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str],
-              max_new_tokens: int) -> Tuple[List[str], List[bool]]:
-    """(completions, truncated): a completion is truncated when it used all ``max_new_tokens``
-    without ending (its last token is no end-of-turn token)."""
+def generate_answers(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str], max_new_tokens: int,
+                     prompt_layout: str = "data", chat_template: str = "checkpoint",
+                     device: Optional[Any] = None) -> Tuple[List[str], List[bool]]:
+    """Greedy completions of a collated ``batch``: (completions, truncated). A completion is
+    truncated when it used all ``max_new_tokens`` without ending (its last token is no
+    end-of-turn token). ``prompt_layout`` / ``chat_template`` as in :func:`evaluate_rows`;
+    ``device``: where the inputs go (default: where they are made)."""
+    from r1omni_fast.model.prompt import humanomni_sft_turn
+
     instructions = [instruction_for(s, keep, prompt) for s in batch.samples]
+    bert_texts = None
+    if prompt_layout == "humanomni":
+        instructions, bert_texts = (list(x) for x in zip(*(humanomni_sft_turn(i) for i in instructions)))
     inputs = model.processor(instructions, pixel_values=batch.frames if "video" in keep else None,
-                             audio_features=batch.mel if "audio" in keep else None, modalities=keep)
+                             audio_features=batch.mel if "audio" in keep else None, modalities=keep,
+                             chat_template=chat_template, bert_texts=bert_texts)
+    if device is not None:
+        inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
     out = model.generate(inputs, num_generations=1, do_sample=False, max_new_tokens=max_new_tokens)
     return list(out.texts), truncated_rows(out, max_new_tokens, model.processor.eos_token_ids)
 

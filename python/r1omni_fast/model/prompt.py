@@ -111,6 +111,11 @@ class OmniProcessor:
     ``audio_features`` (clips, n_mels, 3000) for rows with audio. The BERT gate reads each
     instruction without its placeholders (:meth:`bert_text`), or ``bert_texts[i]`` when given (one
     per instruction, e.g. :func:`humanomni_sft_turn`'s). ``chat_template`` as in :meth:`prompt_text`.
+
+    A target is followed by ``<|im_end|>`` (the token generation stops at), or with
+    ``template_turn_end`` by whatever the checkpoint's chat template writes after an assistant turn
+    (:meth:`assistant_turn_end`, ``"<|im_end|>\n"`` for Qwen2's): HumanOmni's SFT labels every
+    token of the rendered conversation after the prompt, that newline included.
     """
 
     def __init__(self, tokenizer, bert_tokenizer, *, num_video_tokens: int, num_audio_tokens: int,
@@ -121,6 +126,7 @@ class OmniProcessor:
         self.num_audio_tokens = num_audio_tokens
         self.use_x_start_end = use_x_start_end
         self._skipped_ids: frozenset | None = None
+        self._turn_end: str | None = None
         if tokenizer.pad_token_id is None:
             raise ValueError("the LLM tokenizer has no pad token")
 
@@ -148,6 +154,21 @@ class OmniProcessor:
         ids = {self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id}
         unk = self.tokenizer.unk_token_id
         return sorted(i for i in ids if i is not None and i != unk)
+
+    def assistant_turn_end(self) -> str:
+        """What the checkpoint's chat template writes after an assistant turn's content (the text
+        between the content and the end of the rendered conversation), e.g. ``"<|im_end|>\n"``.
+        Raises ValueError when the template does not render the content verbatim."""
+        if self._turn_end is None:
+            marker = "\x00r1omni-fast target\x00"
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}],
+                tokenize=False, add_generation_prompt=False)
+            if text.count(marker) != 1:
+                raise ValueError("the checkpoint's chat template does not render an assistant turn verbatim; "
+                                 "its end cannot be found")
+            self._turn_end = text.split(marker, 1)[1]
+        return self._turn_end
 
     # ------------------------------------------------------------------ text
     def prompt_text(self, instruction: str, modalities: Sequence[str] = MODALITIES,
@@ -193,7 +214,8 @@ class OmniProcessor:
                  pixel_values: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  audio_features: torch.Tensor | Sequence[torch.Tensor] | None = None,
                  modalities: str | Sequence[str] = MODALITIES, padding_side: str = "left",
-                 chat_template: str = "checkpoint", bert_texts: Sequence[str] | None = None) -> dict:
+                 chat_template: str = "checkpoint", bert_texts: Sequence[str] | None = None,
+                 template_turn_end: bool = False) -> dict:
         if isinstance(instructions, str):
             raise TypeError("instructions must be a list of strings (one per row)")
         if padding_side not in ("left", "right"):
@@ -205,12 +227,13 @@ class OmniProcessor:
             raise ValueError(f"{len(instructions)} instructions but {len(bert_texts)} bert_texts")
         rows, label_rows = [], []
         has = {"video": [], "audio": []}
+        turn_end = self.assistant_turn_end() if targets is not None and template_turn_end else "<|im_end|>"
         for i, instruction in enumerate(instructions):
             prompt_ids = self._encode_prompt(self.prompt_text(instruction, keep, chat_template))
             for m, idx in (("video", VIDEO_TOKEN_INDEX), ("audio", AUDIO_TOKEN_INDEX)):
                 has[m].append(idx in prompt_ids)
             if targets is not None:
-                target_ids = self.tokenizer.encode(targets[i] + "<|im_end|>", add_special_tokens=False)
+                target_ids = self.tokenizer.encode(targets[i] + turn_end, add_special_tokens=False)
                 rows.append(prompt_ids + target_ids)
                 label_rows.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
             else:

@@ -131,7 +131,8 @@ def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] =
     """The processor's batch for the samples of ``batch`` (their prompt as instruction), rendered
     with ``chat_template`` ("checkpoint" or "qwen2vl", see ``OmniProcessor.prompt_text``).
     ``prompt_style`` "humanomni" lays each prompt out as HumanOmni's SFT did, BERT text included
-    (``humanomni_sft_turn``); "data" uses it as it is."""
+    (``humanomni_sft_turn``), and ends each target as its labels do, with the template's whole turn
+    end (``<|im_end|>\n``); "data" uses the prompt as it is and ends targets at ``<|im_end|>``."""
     from r1omni_fast.model.prompt import humanomni_sft_turn
 
     instructions, bert_texts = [s.prompt for s in batch.samples], None
@@ -140,7 +141,8 @@ def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] =
     elif prompt_style != "data":
         raise ValueError(f"prompt_style={prompt_style!r}: use data or humanomni")
     return processor(instructions, targets, pixel_values=batch.frames, audio_features=batch.mel,
-                     padding_side=padding_side, chat_template=chat_template, bert_texts=bert_texts)
+                     padding_side=padding_side, chat_template=chat_template, bert_texts=bert_texts,
+                     template_turn_end=prompt_style == "humanomni")
 
 
 def to_device(inputs: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
@@ -442,61 +444,71 @@ def preflight_decode(cfg: Any, data: DataFile, collate: ClipCollator) -> None:
 @torch.no_grad()
 def evaluate_answers(model: Any, data: DataFile, collate: Callable[..., Batch], cfg: Any,
                      device: torch.device, dist: Any = None) -> Dict[str, float]:
-    """Greedy answers on every sample of ``data``: ``{"eval/format_rate", "eval/accuracy", "eval/n"}``.
+    """Greedy answers on every sample of ``data``: ``{"eval/accuracy", "eval/uar",
+    "eval/format_rate", "eval/truncated", "eval/n"}``.
 
-    format_rate = mean format reward (R1-Omni's full-match rule); accuracy = mean accuracy reward
-    (``reward_mode`` of the config when it has one, else "robust") against the sample labels.
-    With several ranks each answers its contiguous share of ``data`` and the scores are gathered
-    (every rank must call it; all return the same numbers).
+    The evaluation of ``r1omni-fast eval`` (``r1omni_fast.eval.runner``: its prompt building,
+    generation and answer matching) with the run's settings: the run's clips (``collate``: frames,
+    aspect), ``eval_max_new_tokens``, the prompt layout training used (SFT's ``prompt_style``;
+    GRPO's styles rewrote the samples) and its ``chat_template``, and the answers matched as
+    ``reward_mode`` scores them ("robust" or "r1omni"; "robust" without one). accuracy is the WAR,
+    uar the mean recall over the classes present, format_rate the share of completions that earn
+    the format reward, truncated the share cut off by the budget. ``evaluate_rows`` with the same
+    settings gives the same numbers. With several ranks each answers its contiguous share of
+    ``data`` and the rows are gathered (every rank must call it; all return the same numbers).
     """
+    from r1omni_fast.eval.metrics import classification_metrics
     from r1omni_fast.train import distributed
 
     was_training = model.training
     model.eval()
-    mode = getattr(cfg, "reward_mode", "robust")
     label_set = label_sets.resolve(cfg.label_set)
-    formats: List[float] = []
-    accuracies: List[float] = []
     samples = data.samples
     if dist is not None and dist.enabled:
         samples = samples[distributed.rank_slice(len(samples), dist.rank, dist.world_size)]
+    rows: List[tuple] = []
     try:
         with distributed.gathered(model, dist) if dist is not None else contextlib.nullcontext():
-            scored = _answer_batches(model, samples, collate, cfg, device, mode, label_set)
-        for fmt, acc in (dist.gather(scored) if dist is not None else [scored]):
-            formats += fmt
-            accuracies += acc
+            scored = _answer_batches(model, samples, collate, cfg, device, label_set)
+        for part in (dist.gather(scored) if dist is not None else [scored]):
+            rows += part
     finally:
         model.train(was_training)
-    n = len(formats)
-    return {"eval/format_rate": float(np.mean(formats)) if n else float("nan"),
-            "eval/accuracy": float(np.mean(accuracies)) if n else float("nan"), "eval/n": n}
+    n = len(rows)
+    if not n:
+        return {"eval/accuracy": float("nan"), "eval/uar": float("nan"), "eval/format_rate": float("nan"),
+                "eval/truncated": float("nan"), "eval/n": 0}
+    labels, predictions, formats, truncated = (list(x) for x in zip(*rows))
+    scores = classification_metrics(labels, predictions, label_set.labels)
+    return {"eval/accuracy": float(scores["war"]), "eval/uar": float(scores["uar"]),
+            "eval/format_rate": float(np.mean(formats)), "eval/truncated": float(np.mean(truncated)), "eval/n": n}
+
+
+def eval_answer_matching(cfg: Any) -> str:
+    """How in-training evaluation matches answers: as the run's ``reward_mode`` scores them."""
+    mode = getattr(cfg, "reward_mode", "robust")
+    return mode if mode in ("robust", "r1omni") else "robust"
 
 
 def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[..., Batch], cfg: Any,
-                    device: torch.device, mode: str, label_set: Any) -> tuple:
-    """(format rewards, accuracy rewards) of greedy answers to ``samples``."""
-    from r1omni_fast.rewards import score_batch
+                    device: torch.device, label_set: Any) -> List[tuple]:
+    """(label, prediction, well formed, truncated) of a greedy answer to each loaded sample."""
+    from r1omni_fast.eval.runner import generate_answers, score_rows
 
-    formats: List[float] = []
-    accuracies: List[float] = []
+    rows: List[tuple] = []
     size = cfg.per_device_eval_batch_size
+    # the layout training used: SFT's humanomni prompt_style (GRPO's styles rewrote the samples)
+    layout = "humanomni" if getattr(cfg, "prompt_style", None) == "humanomni" else "data"
     for start in range(0, len(samples), size):
         batch = collate(samples[start:start + size], start // size)
         if not len(batch):
             continue
-        # the layout training used: SFT's humanomni prompt_style (GRPO's styles rewrote the samples)
-        layout = "humanomni" if getattr(cfg, "prompt_style", None) == "humanomni" else "data"
-        inputs = to_device(model_batch(model.processor, batch, chat_template=getattr(cfg, "chat_template", "checkpoint"),
-                                       prompt_style=layout), device)
         with autocast(cfg, device):
-            out = model.generate(inputs, num_generations=1, max_new_tokens=cfg.eval_max_new_tokens,
-                                 do_sample=False)
-        scores = score_batch(out.texts, [s.solution for s in batch.samples], funcs=("accuracy", "format"),
-                             mode=mode, labels=label_set)
-        formats += scores["format"].tolist()
-        accuracies += scores["accuracy"].tolist()
-    return formats, accuracies
+            texts, truncated = generate_answers(model, batch, ("video", "audio"), None, cfg.eval_max_new_tokens,
+                                                layout, getattr(cfg, "chat_template", "checkpoint"), device=device)
+        for row, cut in zip(score_rows(batch.samples, texts, label_set, eval_answer_matching(cfg)), truncated):
+            rows.append((row["label"], row["prediction"], bool(row["well_formed"]), bool(cut)))
+    return rows
 
 
 def eval_due(cfg: Any, step: int, last_step: int) -> bool:
@@ -520,7 +532,7 @@ def plain_numbers(record: Dict[str, Any]) -> Dict[str, Any]:
 
 
 __all__ = [
-    "BatchStream", "ResumePoint", "autocast", "build_optimizer", "clip_gradients", "eval_due",
+    "BatchStream", "ResumePoint", "autocast", "build_optimizer", "clip_gradients", "eval_answer_matching", "eval_due",
     "evaluate_answers", "find_resume", "load_policy", "make_collator", "make_stream", "model_batch",
     "plain_numbers", "preflight_decode", "progress_bar", "read_split", "restore", "save", "seed_everything", "to_device", "total_steps",
     "trainable_parameters", "uses_bf16", "write_run_config",
