@@ -55,6 +55,13 @@ def _perturb_adapter(model, seed=0):
                 p.add_(0.05 * torch.randn(p.shape, generator=gen))
 
 
+def _one_frame(model):
+    """``model`` set up for the 1-frame clips of these tests (as ``load_policy`` does)."""
+    model.config.num_frames = 1
+    model.processor.num_video_tokens = model.config.num_video_tokens(1)
+    return model
+
+
 def _batch_inputs(model, data, n=2):
     from r1omni_fast.config import SFTConfig
     from r1omni_fast.data import read_data
@@ -183,9 +190,7 @@ def test_grpo_reference_is_the_base_model_with_one_copy_of_the_weights(assets, t
     assert isinstance(trainer.ref, AdapterDisabled)
     _perturb_adapter(trainer.model)
     rollout = trainer.make_rollout(trainer.collate(trainer.train_data.samples[:2]))
-    base = OmniModel.from_pretrained(model_dir)
-    base.config.num_frames = 1
-    base.processor.num_video_tokens = base.config.num_video_tokens(1)
+    base = _one_frame(OmniModel.from_pretrained(model_dir))
     expected = trainer.sequence_logprobs(base, rollout)
     assert torch.equal(rollout.ref_logp, expected)  # the base model's, bit for bit
     policy = trainer.sequence_logprobs(trainer.model, rollout)
@@ -317,12 +322,18 @@ def test_merge_cli_writes_a_checkpoint_that_trains_evaluates_and_predicts(sft_ru
     merged = root / "merged"
     result = run_cli(["merge", "--model", str(root / "straight"), "--out", str(merged)])
     assert result.returncode == 0, result.stderr[-3000:]
-    model = OmniModel.from_pretrained(merged)
+    model = _one_frame(OmniModel.from_pretrained(merged))
     adapter = load_with_adapter(root / "straight")
     adapter.eval()
     inputs = _batch_inputs(model, data)
     with torch.no_grad():
-        assert torch.allclose(model(**inputs).logits, adapter(**inputs).logits, rtol=0, atol=1e-5)
+        merged_logits = model(**inputs).logits
+        assert torch.allclose(merged_logits, adapter(**inputs).logits, rtol=0, atol=1e-5)
+    # a next stage with use_peft on the adapter folder: fresh adapters (B = 0) on the merged model
+    next_stage, _ = _policy(root / "straight", lora_r=4)
+    next_stage.eval()
+    with torch.no_grad():
+        assert torch.equal(next_stage(**inputs).logits, merged_logits)
     result = run_cli(["predict", str(Path(data.test).parent / json.loads(Path(data.test).read_text())[0]["video"]),
                       "--model", str(merged), "--max-new-tokens", "4", "--num-frames", "1"])
     assert result.returncode == 0, result.stderr[-3000:]
