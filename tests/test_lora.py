@@ -177,6 +177,69 @@ def test_settings_that_match_nothing_are_config_errors(assets, over, message):
         _policy(assets[0], **over)
 
 
+class _Block(torch.nn.Module):
+    def __init__(self, d=8):
+        super().__init__()
+        self.self_attn = torch.nn.Module()
+        self.self_attn.q_proj, self.self_attn.v_proj = torch.nn.Linear(d, d), torch.nn.Linear(d, d)
+        self.mlp = torch.nn.Module()
+        self.mlp.gate_proj, self.mlp.down_proj = torch.nn.Linear(d, d), torch.nn.Linear(d, d)
+
+    def forward(self, x):
+        x = x + self.self_attn.v_proj(self.self_attn.q_proj(x))
+        return x + self.mlp.down_proj(torch.relu(self.mlp.gate_proj(x)))
+
+
+class _ThinkerLikePolicy(torch.nn.Module):
+    """A policy holding its LLM one level down, beside a tower whose MLP names match the LLM's
+    (as a Qwen omni thinker's vision tower does); it names its LLM with LORA_LANGUAGE_MODEL."""
+
+    LORA_LANGUAGE_MODEL = ("thinker.model", "thinker.lm_head")
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.thinker = torch.nn.Module()
+        self.thinker.visual = _Block()
+        self.thinker.model = torch.nn.ModuleList([_Block(), _Block()])
+        self.thinker.lm_head = torch.nn.Linear(8, 5)
+
+    def get_output_embeddings(self):
+        return self.thinker.lm_head
+
+    def forward(self, x):
+        x = self.thinker.visual(x)
+        for block in self.thinker.model:
+            x = block(x)
+        return self.thinker.lm_head(x)
+
+
+def test_any_policy_module_names_its_llm_with_the_hook():
+    from types import SimpleNamespace
+
+    from r1omni_fast.model.lora import AdapterDisabled, apply_lora, merged, modules_to_save, target_module_names
+
+    policy = _ThinkerLikePolicy()
+    policy.requires_grad_(False)
+    policy.thinker.visual.requires_grad_(True)  # what a backend's set_trainable_parts left trainable
+    assert target_module_names(policy, None) == [f"thinker.model.{i}.{p}" for i in range(2) for p in
+                                                 ("self_attn.q_proj", "self_attn.v_proj", "mlp.gate_proj",
+                                                  "mlp.down_proj")]
+    assert "thinker.lm_head" not in target_module_names(policy, ["all-linear"])
+    assert modules_to_save(policy) == ["thinker.visual"]
+    x = torch.randn(3, 8)
+    base = policy(x)
+    cfg = SimpleNamespace(lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=None, lora_modules_to_save=None)
+    apply_lora(policy, cfg)
+    assert not any("lora_" in n for n, _ in policy.thinker.visual.named_parameters())
+    _perturb_adapter(policy)
+    ref = AdapterDisabled(policy)
+    with torch.no_grad():
+        assert torch.equal(ref(x), base) and not torch.allclose(policy(x), base)
+        adapted = policy(x)
+        assert torch.allclose(merged(policy)(x), adapted, rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------------- GRPO reference
 
 

@@ -22,11 +22,13 @@ Files: :func:`save_adapter` writes peft's ``adapter_model.safetensors`` and
 the tokenizer files; :func:`merge` writes a full checkpoint folder (``r1omni-fast merge``) that
 ``OmniModel.from_pretrained`` loads; :func:`load_model` loads either kind.
 
-Backend hooks: a policy class may set ``LORA_LANGUAGE_MODEL`` (tuple of top-level child names
-forming its LLM; default ``("llm",)``, HumanOmni's). The default targets are found by name inside
-those children; the output head is the ``get_output_embeddings()`` of the policy or of those
-children. Trainable parts are read from ``requires_grad`` after the backend's own
-``set_trainable_parts``.
+Backend hooks: a policy class may set ``LORA_LANGUAGE_MODEL``, the dotted paths of the modules
+forming its LLM (default ``("llm",)``, HumanOmni's; a Qwen omni thinker held as ``thinker`` would
+say ``("thinker.model", "thinker.lm_head")``, leaving its towers out, whose MLPs also have
+``gate_proj`` / ``up_proj`` / ``down_proj``). The default targets are found by name inside those
+modules; the output head is the ``get_output_embeddings()`` of the policy or of those modules.
+The parts trained in full are read from ``requires_grad`` after the backend's own
+``set_trainable_parts``: the outermost trainable modules outside the LLM.
 """
 
 from __future__ import annotations
@@ -58,18 +60,27 @@ class LoraError(ValueError):
 
 
 def language_model_names(model: torch.nn.Module) -> tuple:
-    """Top-level children of ``model`` forming its LLM (the ``LORA_LANGUAGE_MODEL`` hook)."""
+    """Dotted paths of the modules of ``model`` forming its LLM (the ``LORA_LANGUAGE_MODEL`` hook;
+    ``("llm",)`` by default)."""
     names = tuple(getattr(model, "LORA_LANGUAGE_MODEL", ("llm",)))
-    children = dict(model.named_children())
-    missing = [n for n in names if n not in children]
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
     if missing:
-        raise LoraError(f"{type(model).__name__} has no child module {missing} (LORA_LANGUAGE_MODEL names its LLM)")
+        raise LoraError(f"{type(model).__name__} has no module {missing} (LORA_LANGUAGE_MODEL names its LLM)")
     return names
+
+
+def _in_llm(name: str, llm: Sequence[str]) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in llm)
+
+
+def _llm_root(name: str, llm: Sequence[str]) -> str:
+    return next(root for root in llm if name == root or name.startswith(root + "."))
 
 
 def _output_heads(model: torch.nn.Module) -> set:
     heads = set()
-    for m in [model] + [getattr(model, n) for n in language_model_names(model)]:
+    for m in [model] + [model.get_submodule(n) for n in language_model_names(model)]:
         get = getattr(m, "get_output_embeddings", None)
         if callable(get):
             try:
@@ -82,9 +93,9 @@ def _output_heads(model: torch.nn.Module) -> set:
 
 
 def _llm_modules(model: torch.nn.Module) -> List[tuple]:
-    """(dotted name, module) of every module inside the LLM children."""
+    """(dotted name, module) of every module inside the LLM."""
     llm = language_model_names(model)
-    return [(n, m) for n, m in model.named_modules() if n.split(".", 1)[0] in llm]
+    return [(n, m) for n, m in model.named_modules() if _in_llm(n, llm)]
 
 
 def target_module_names(model: torch.nn.Module, targets: Optional[Sequence[str]]) -> List[str]:
@@ -124,13 +135,19 @@ def modules_to_save(model: torch.nn.Module, extra: Optional[Sequence[str]] = Non
     (``lora_modules_to_save``: a full dotted path or a name ending, matched anywhere)."""
     llm = language_model_names(model)
     out: List[str] = []
-    for n, m in model.named_children():
-        if n in llm or not any(p.requires_grad for p in m.parameters()):
-            continue
-        if isinstance(m, (torch.nn.Sequential, torch.nn.ModuleList)):  # keep it indexable: wrap its members
-            out += [f"{n}.{c}" for c, child in m.named_children() if any(True for _ in child.parameters())]
-        else:
-            out.append(n)
+
+    def visit(prefix: str, module: torch.nn.Module) -> None:
+        for c, child in module.named_children():
+            n = f"{prefix}{c}"
+            if _in_llm(n, llm) or not any(p.requires_grad for p in child.parameters()):
+                continue
+            if any(root.startswith(n + ".") for root in llm) or isinstance(child, (torch.nn.Sequential,
+                                                                                   torch.nn.ModuleList)):
+                visit(n + ".", child)  # holds the LLM, or keep a container indexable: its members
+            else:
+                out.append(n)
+
+    visit("", model)
     everything = [n for n, _ in model.named_modules() if n]
     for name in extra or ():
         hits = [n for n in everything if n == name or n.endswith("." + name)]
@@ -146,10 +163,10 @@ def _full_match(model: torch.nn.Module, names: Sequence[str]) -> str:
     ``model``: the LLM's names by their endings (``^(?:llm\.(?:.*\.)?(?:q_proj|v_proj))$``) when that
     selects exactly them, else every name spelled out."""
     llm = language_model_names(model)
-    inside = [n for n in names if n.split(".", 1)[0] in llm and "." in n]
+    inside = [n for n in names if _in_llm(n, llm) and n not in llm]
     alternatives = [re.escape(n) for n in names if n not in inside]
     if inside:
-        roots = sorted({n.split(".", 1)[0] for n in inside})
+        roots = sorted({_llm_root(n, llm) for n in inside})
         ends = sorted({n.rsplit(".", 1)[-1] for n in inside})
         alternatives.insert(0, f"(?:{'|'.join(map(re.escape, roots))})\\.(?:.*\\.)?(?:{'|'.join(map(re.escape, ends))})")
     pattern = "^(?:" + "|".join(alternatives) + ")$"
