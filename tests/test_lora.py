@@ -165,6 +165,21 @@ def test_all_linear_lists_and_full_paths(assets):
     assert saved == {"llm.lm_head"}
 
 
+def test_activation_checkpointing_gives_the_same_adapter_gradients(assets):
+    model_dir, data = assets
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)  # the same initial adapters
+        model, _ = _policy(model_dir, gradient_checkpointing=checkpointing, lora_dropout=0.0)
+        _perturb_adapter(model)  # B != 0: every adapter gets a gradient
+        model.train()
+        model(**_batch_inputs(model, data)).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(grads[0][n] is not None and torch.allclose(grads[0][n], grads[1][n], rtol=1e-5, atol=1e-7)
+               for n in grads[0])
+
+
 @pytest.mark.parametrize("over,message", [
     (dict(lora_target_modules=["qkv"]), "lora_target_modules: 'qkv' matches no"),
     (dict(lora_modules_to_save=["nowhere"]), "lora_modules_to_save: 'nowhere' names no module"),
