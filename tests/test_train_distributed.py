@@ -1,5 +1,6 @@
 """Training on 2 processes (CPU, gloo): DDP and FSDP2 against one process on the same global
-batch, sharded checkpoints resumed on 1 and 2 ranks, a failing rank ending the job.
+batch (full weights and LoRA), sharded checkpoints resumed on 1 and 2 ranks, a failing rank ending
+the job.
 
 Every multi-process run is a real ``torchrun --standalone --nproc-per-node 2`` of the CLI (with
 the test clip loader installed, see ``_train_fixtures``). Tolerances: fp32 on the CPU, where the
@@ -27,6 +28,7 @@ TESTS = Path(__file__).resolve().parent
 LAUNCHER = str(TESTS / "_train_fixtures.py")
 LOSS_RTOL = 1e-6
 SYNC = dict(sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=0.5)
+LORA = dict(use_peft=True, lora_r=4, lora_dropout=0.0)
 WEIGHT_ATOL = 2e-5
 
 
@@ -133,9 +135,23 @@ def _run_variants(root: Path, variants: list, make_fields) -> dict:
     return runs
 
 
+def _sft_run_fields(assets):
+    """``fields(out, **over)`` of the SFT runs: 5 samples, 3 steps, checkpoints at 2 and 3."""
+    model, data, sft5, _ = assets
+    return lambda out, **over: sft_fields(model, data, out, data_file=str(sft5), max_steps=3, save_steps=2,
+                                          save_total_limit=3, lr_scheduler_type="constant", warmup_ratio=0.0, **over)
+
+
+def _grpo_run_fields(assets):
+    """``fields(out, **over)`` of the GRPO runs: 3 prompts, per-prompt sampling, a checkpoint every step."""
+    model, data, _, train3 = assets
+    return lambda out, **over: grpo_fields(model, data, out, data_file=str(train3), per_prompt_sampling=True,
+                                           save_steps=1, reward_funcs=["_train_fixtures.answer_length_reward",
+                                                                       "format"], **over)
+
+
 @pytest.fixture(scope="module")
 def sft_runs(assets, tmp_path_factory):
-    model, data, sft5, _ = assets
     root = tmp_path_factory.mktemp("dist-sft")
     variants = [("single", dict(per_device_train_batch_size=2)),
                 ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
@@ -143,9 +159,7 @@ def sft_runs(assets, tmp_path_factory):
                 ("single-ga", dict(per_device_train_batch_size=2, gradient_accumulation_steps=2)),
                 ("fsdp-ga-ckpt", dict(per_device_train_batch_size=1, parallelism="fsdp",
                                       gradient_accumulation_steps=2, gradient_checkpointing=True))]
-    return root, _run_variants(root, variants, lambda out, **over: sft_fields(
-        model, data, out, data_file=str(sft5), max_steps=3, save_steps=2, save_total_limit=3,
-        lr_scheduler_type="constant", warmup_ratio=0.0, **over))
+    return root, _run_variants(root, variants, _sft_run_fields(assets))
 
 
 def test_ddp_sft_matches_one_process(sft_runs):
@@ -214,7 +228,6 @@ def test_two_rank_checkpoint_resumes_with_the_same_next_step_loss(sft_runs, rank
 
 @pytest.fixture(scope="module")
 def grpo_runs(assets, tmp_path_factory):
-    model, data, _, train3 = assets
     root = tmp_path_factory.mktemp("dist-grpo")
     variants = [("single", dict(per_device_train_batch_size=2)),
                 ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
@@ -224,9 +237,7 @@ def grpo_runs(assets, tmp_path_factory):
                                           fsdp_shard_towers=True, loss_type="dapo")),
                 ("single-sync", dict(per_device_train_batch_size=2, **SYNC)),
                 ("fsdp-sync", dict(per_device_train_batch_size=1, parallelism="fsdp", **SYNC))]
-    return _run_variants(root, variants, lambda out, **over: grpo_fields(
-        model, data, out, data_file=str(train3), per_prompt_sampling=True, save_steps=1,
-        reward_funcs=["_train_fixtures.answer_length_reward", "format"], **over))
+    return _run_variants(root, variants, _grpo_run_fields(assets))
 
 
 @pytest.mark.parametrize("name,reference", [("ddp", "single"), ("fsdp", "single"),
@@ -313,6 +324,67 @@ def test_grpo_two_rank_checkpoint_resumes_in_one_process(grpo_runs, tmp_path, na
     for key in ("loss", "reward", "kl"):
         assert resumed[1][key] == pytest.approx(expected[1][key], rel=1e-5, abs=1e-7), key
     assert max_weight_difference(out, straight) < WEIGHT_ATOL
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+def max_adapter_difference(a: Path, b: Path) -> float:
+    wa, wb = (load_file(str(p / "adapter_model.safetensors")) for p in (a, b))
+    assert wa.keys() == wb.keys() and wa
+    return max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def lora_runs(assets, tmp_path_factory):
+    """use_peft runs: ``{(stage, name): (output folder, fields)}``, one process and 2 ranks."""
+    root = tmp_path_factory.mktemp("dist-lora")
+    variants = [("single-lora", dict(per_device_train_batch_size=2, **LORA)),
+                ("ddp-lora", dict(per_device_train_batch_size=1, parallelism="ddp", **LORA)),
+                ("fsdp-lora", dict(per_device_train_batch_size=1, parallelism="fsdp", **LORA))]
+    runs = {}
+    for stage, make in (("sft", _sft_run_fields(assets)), ("grpo", _grpo_run_fields(assets))):
+        (root / stage).mkdir()
+        runs.update({(stage, k): v for k, v in _run_variants(root / stage, variants, make).items()})
+    return runs
+
+
+@pytest.mark.parametrize("stage,name", [("sft", "ddp-lora"), ("sft", "fsdp-lora"), ("grpo", "ddp-lora"),
+                                        ("grpo", "fsdp-lora")])
+def test_lora_on_two_ranks_matches_one_process(lora_runs, stage, name):
+    """use_peft under DDP and FSDP2 (the adapters sharded with their decoder layers and gathered
+    into adapter_model.safetensors; in GRPO the reference is the sharded policy with its adapters
+    disabled) against one process on the same global batch."""
+    single, multi = lora_runs[(stage, "single-lora")][0], lora_runs[(stage, name)][0]
+    a, b = metrics(single), metrics(multi)
+    assert len(a) == len(b) > 1
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=LOSS_RTOL, abs=1e-9)
+        if stage == "grpo":
+            assert y["kl"] == pytest.approx(x["kl"], rel=1e-5, abs=1e-9)
+    if stage == "grpo":
+        assert a[-1]["kl"] > 0  # the adapters moved the policy away from the reference
+    assert not (multi / "model.safetensors").exists()
+    assert max_adapter_difference(single, multi) < WEIGHT_ATOL
+    assert max_adapter_difference(single, multi / f"checkpoint-{len(a)}") < WEIGHT_ATOL
+
+
+def test_fsdp_lora_checkpoint_resumes_in_one_process(lora_runs, tmp_path):
+    import shutil
+
+    root = tmp_path
+    straight, fields = lora_runs[("sft", "fsdp-lora")]
+    ckpt = straight / "checkpoint-2"
+    assert (ckpt / "dcp" / ".metadata").is_file() and (ckpt / "adapter_model.safetensors").is_file()
+    out = root / "resume-lora"
+    out.mkdir()
+    shutil.copytree(ckpt, out / "checkpoint-2")
+    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics(straight)[:2]))
+    config = write_config(root / "resume-lora.yaml", **dict(fields, output_dir=str(out), per_device_train_batch_size=2))
+    check(one_process(config, "--resume"))
+    resumed, expected = metrics(out), metrics(straight)
+    assert resumed[2]["loss"] == pytest.approx(expected[2]["loss"], rel=LOSS_RTOL)
+    assert max_adapter_difference(out, straight) < WEIGHT_ATOL
 
 
 # --------------------------------------------------------------------------- loss weights

@@ -160,6 +160,27 @@ def model_tiny(out: str, seed: int, pretrain_towers: bool) -> None:
 # --- end model -----------------------------------------------------------------------------
 
 
+# --- merge (r1omni_fast.model.lora) ------------------------------------------------------------
+@main.command("merge")
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="a LoRA adapter folder: the output or a checkpoint of a use_peft run")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder for the merged model (config.json, model.safetensors, tokenizers, towers)")
+@click.option("--base", default=None, type=click.Path(exists=True, file_okay=False),
+              help="the base model folder [default: base_model_name_or_path of adapter_config.json]")
+def merge_command(model_dir: str, out_dir: str, base: str | None) -> None:
+    """Merge the LoRA adapter of MODEL into its base model and write a full checkpoint to OUT
+    (what eval, predict and a next training stage load like any checkpoint)."""
+    from r1omni_fast.model import CheckpointError
+    from r1omni_fast.model.lora import LoraError, merge
+
+    try:
+        click.echo(f"merged model: {merge(model_dir, out_dir, base=base)}")
+    except (LoraError, CheckpointError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+# --- end merge -----------------------------------------------------------------------------
+
+
 
 # --- eval (r1omni_fast.eval) ---------------------------------------------------------------
 @main.command("eval")

@@ -156,6 +156,21 @@ class _TrainConfig(_RunConfig):
                                   "parts trained, others frozen (HumanOmni's mm_tunable_parts): "
                                   "mm_language_model, mm_mlp_adapter, audio_projector, bert_gate, "
                                   "mm_vision_tower, mm_audio_tower, bert_model")
+    # LoRA through peft (TRL's ModelConfig names; r1omni_fast.model.lora)
+    use_peft: bool = _f(False, "train LoRA adapters (peft) on the LLM instead of its weights; the other "
+                               "tunable_parts train as full copies (peft modules_to_save)")
+    lora_r: int = _f(16, "use_peft: LoRA rank")
+    lora_alpha: int = _f(32, "use_peft: LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)")
+    lora_dropout: float = _f(0.05, "use_peft: dropout on the adapters' input")
+    lora_target_modules: Optional[List[str]] = _f(None, "use_peft: modules given adapters: None = the LLM's "
+                                                        "attention and MLP projections (q_proj k_proj v_proj "
+                                                        "o_proj gate_proj up_proj down_proj), all-linear = "
+                                                        "every linear layer of the LLM but its output head, or "
+                                                        "a list of LLM module names (name endings, as peft) or "
+                                                        "full dotted paths from the model root")
+    lora_modules_to_save: Optional[List[str]] = _f(None, "use_peft: more modules trained in full and saved "
+                                                         "with the adapter (e.g. lm_head); dotted paths or "
+                                                         "name endings")
     logging_steps: int = _f(1, "write metrics.jsonl and the progress bar every N steps")
     save_steps: int = _f(500, "write OUT/checkpoint-N every N steps (and at the end)")
     save_total_limit: Optional[int] = _f(3, "keep only the newest K checkpoints; None = keep all")
@@ -208,6 +223,7 @@ class _TrainConfig(_RunConfig):
                 f"tunable_parts has unknown part(s) {bad}: choose from {', '.join(MODEL_PARTS)}")
         if not self.tunable_parts:
             raise ConfigError(f"tunable_parts is empty: name at least one of {', '.join(MODEL_PARTS)}")
+        _validate_lora(self)
         _at_least(self, "logging_steps", 1)
         _at_least(self, "save_steps", 1)
         if self.save_total_limit is not None:
@@ -423,6 +439,10 @@ class GRPOConfig(_TrainConfig):
         _choice(self, "prompt_style", ("data", "r1omni"))
         _choice(self, "solution_style", ("label", "raw"))
         _choice(self, "chat_template", ("checkpoint", "qwen2vl"))
+        if self.use_peft and self.sync_ref_model and self.beta != 0.0:
+            raise ConfigError("sync_ref_model with use_peft: the reference is the policy with its adapters disabled "
+                              "(the base weights, no second copy), which cannot be synced: set sync_ref_model: false "
+                              "or use_peft: false")
         if self.question is not None and self.prompt_style != "r1omni":
             raise ConfigError("question is the fixed question of prompt_style r1omni; with prompt_style "
                               f"{self.prompt_style!r} the data's human turn is the prompt: set prompt_style: "
@@ -700,6 +720,25 @@ def missing_tracker_packages(names: Sequence[str]) -> List[str]:
             out.append(f"report_to: {name} needs the {package} package, which is not installed: "
                        f"pip install {package} (or every tracker: pip install 'r1omni-fast[tracking]')")
     return out
+
+
+def _validate_lora(cfg: Any) -> None:
+    """The LoRA fields (checked whether or not ``use_peft`` is on, as they are saved with the run)."""
+    _at_least(cfg, "lora_r", 1)
+    _at_least(cfg, "lora_alpha", 1)
+    if not 0.0 <= cfg.lora_dropout < 1.0:
+        raise ConfigError(f"lora_dropout must be in [0, 1), got {cfg.lora_dropout}")
+    targets = cfg.lora_target_modules
+    if targets is not None:
+        if not targets or any(not t.strip() for t in targets):
+            raise ConfigError("lora_target_modules is empty (or holds an empty name): leave it unset for the "
+                              "LLM's attention and MLP projections, or name modules (or all-linear)")
+        if "all-linear" in targets and len(targets) > 1:
+            raise ConfigError(f"lora_target_modules {targets} mixes all-linear with module names: give one or "
+                              "the other")
+    saved = cfg.lora_modules_to_save
+    if saved is not None and any(not t.strip() for t in saved):
+        raise ConfigError("lora_modules_to_save holds an empty name: name modules (e.g. lm_head) or leave it unset")
 
 
 def _choice(cfg: Any, name: str, choices: Sequence[str]) -> None:

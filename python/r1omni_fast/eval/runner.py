@@ -56,13 +56,14 @@ DataLike = Union[str, "os.PathLike[str]", Any]
 
 
 def load_model(path: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Any:
-    """``OmniModel.from_pretrained(path)``, with a clear error when ``path`` is not a folder."""
-    from r1omni_fast.model import OmniModel
+    """``OmniModel.from_pretrained(path)``, with a clear error when ``path`` is not a folder; a
+    LoRA adapter folder (a ``use_peft`` run) loads its base model with the adapter merged."""
+    from r1omni_fast.model import lora
 
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model folder {os.fspath(path)!r} does not exist (pass a checkpoint "
                                 "folder with config.json, e.g. from `r1omni-fast model tiny OUT`)")
-    model = OmniModel.from_pretrained(path, **kwargs)
+    model = lora.load_model(path, **kwargs)
     model.name_or_path = os.fspath(path)  # recorded in metrics.json
     return model
 

@@ -56,12 +56,26 @@ def autocast(cfg: Any, device: torch.device):
 def load_policy(path: str | Path, cfg: Any, device: torch.device):
     """`OmniModel` from ``path`` set up for training with ``cfg``: its processor expands
     ``cfg.num_frames`` frames, only ``cfg.tunable_parts`` train, activation checkpointing on
-    request. The weights stay fp32 (bf16 runs use autocast)."""
-    from r1omni_fast.model import CheckpointError, OmniModel
+    request. The weights stay fp32 (bf16 runs use autocast).
 
+    With ``cfg.use_peft`` LoRA adapters are added (``r1omni_fast.model.lora``); ``path`` may then
+    be a checkpoint of the run (an adapter folder: the base comes from ``model_name_or_path``). A
+    ``model_name_or_path`` that is an adapter folder loads with its adapter merged."""
+    from r1omni_fast.model import CheckpointError
+    from r1omni_fast.model import lora
+
+    use_peft = bool(getattr(cfg, "use_peft", False))
+    resuming = cfg.model_name_or_path is not None and Path(path).resolve() != Path(cfg.model_name_or_path).resolve()
+    adapter = None
+    if resuming and lora.is_adapter_folder(path) != use_peft:
+        held = "a LoRA adapter" if use_peft is False else "full weights"
+        raise ConfigError(f"use_peft: the checkpoint {path} holds {held}: resume with use_peft: {str(not use_peft).lower()} "
+                          "as it was trained, or start a new output_dir")
+    if resuming and use_peft:
+        adapter, path = path, cfg.model_name_or_path
     try:
-        model = OmniModel.from_pretrained(path, device=device)
-    except (CheckpointError, FileNotFoundError) as exc:
+        model = lora.load_model(path, device=device)
+    except (CheckpointError, FileNotFoundError, lora.LoraError) as exc:
         raise ConfigError(f"model_name_or_path: cannot load {path}: {exc}") from None
     if model.processor is None:
         raise ConfigError(f"model_name_or_path: {path} has no tokenizer files (tokenizer.json): "
@@ -71,6 +85,11 @@ def load_policy(path: str | Path, cfg: Any, device: torch.device):
     model.set_trainable_parts(cfg.tunable_parts)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if use_peft:
+        try:
+            lora.apply_lora(model, cfg, adapter=adapter, base_path=path)
+        except lora.LoraError as exc:
+            raise ConfigError(str(exc)) from None
     return model
 
 
@@ -385,6 +404,10 @@ def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, sche
     named state dicts, e.g. a synced reference model). Weights holding NaN or inf are never
     written (:class:`r1omni_fast.train.faults.NonFiniteError`)."""
     check_finite_weights(trainable_parameters(model), dist)
+    from r1omni_fast.model import lora
+
+    if save_model is None and lora.is_lora(model):  # the adapter, not the weights (gathered under FSDP)
+        save_model = lambda folder: lora.save_adapter(model, folder, dist)  # noqa: E731
     if dist is None or not dist.enabled:
         return save_checkpoint(cfg.output_dir, step, save_model=save_model or model.save_pretrained,
                                optimizer=optimizer, scheduler=scheduler, trainer_state=state,

@@ -361,7 +361,13 @@ def full_state_dict(model: torch.nn.Module, d: Dist) -> Optional[dict]:
 
 def export_model(model: Any, folder: Path, d: Dist) -> None:
     """The consolidated model (``save_pretrained``: model.safetensors, config, tokenizer) written
-    by rank 0 into ``folder``; a collective under FSDP."""
+    by rank 0 into ``folder``; a collective under FSDP. A model with LoRA adapters writes its
+    adapter instead (``r1omni_fast.model.lora.save_adapter``)."""
+    from r1omni_fast.model import lora
+
+    if lora.is_lora(model):
+        lora.save_adapter(model, folder, d)
+        return
     state = full_state_dict(model, d)
     if d.is_main:
         model.save_pretrained(folder, state_dict=state)

@@ -17,7 +17,8 @@ One optimizer step, top to bottom (:meth:`GRPOTrainer.train_step`):
    ``r1omni_fast.train.faults.NonFiniteGuard``).
 
 The reference model shares the policy's frozen modules (towers, BERT) and holds its own copy of
-the trainable parts only. Checkpoints and resume follow the SFT stage and add the sampler's
+the trainable parts only; with ``use_peft`` it is the policy itself with its LoRA adapters
+disabled (``r1omni_fast.model.lora.AdapterDisabled``): no copy at all. Checkpoints and resume follow the SFT stage and add the sampler's
 generator state; with ``num_iterations > 1`` a checkpoint is written at the end of a reuse cycle
 (the reused completions are never stored).
 
@@ -46,7 +47,7 @@ from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError, GRPOConfig
 from r1omni_fast.data import Batch
 from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs, token_entropy
-from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
+from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput, lora
 from r1omni_fast.rewards import score_batch, weighted_total
 from r1omni_fast.train import common, distributed, faults, recipe
 from r1omni_fast.train.checkpoint import read_trainer_state
@@ -369,7 +370,9 @@ class GRPOTrainer:
         self.model = common.load_policy(self.resume_from or cfg.model_name_or_path, cfg, self.device)
         self.model.train()
         self.ref = None
-        if cfg.beta != 0.0:  # beta = 0: no reference model at all
+        if cfg.beta != 0.0 and cfg.use_peft:  # the policy with its adapters disabled: the base weights
+            self.ref = lora.AdapterDisabled(self.model)
+        elif cfg.beta != 0.0:  # beta = 0: no reference model at all
             source = None
             if self.resume_from is not None:  # the reference is the starting model, not the checkpoint
                 source = common.load_policy(cfg.model_name_or_path, cfg, self.device)
@@ -382,7 +385,7 @@ class GRPOTrainer:
         if self.dist.fsdp:
             bf16 = common.uses_bf16(cfg, self.device)
             distributed.fsdp(self.model, self.dist, cfg, use_bf16=bf16)
-            if self.ref is not None:
+            if self.ref is not None and not cfg.use_peft:
                 distributed.fsdp(self.ref, self.dist, cfg, use_bf16=bf16)
         # the policy pass of a training step runs through this (DDP must see it as a forward; FSDP
         # has wrapped the method with its hooks above)
