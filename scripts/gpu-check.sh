@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The checks that need a CUDA GPU, in one run that fits in 8 minutes on one H200:
+#   1. pytest -m gpu          the GPU tests (kernels, captured decode, predict in bf16)
+#   2. bench/loss.py          fused GRPO loss vs eager PyTorch and Liger-Kernel (time, memory)
+#   3. bench/grpo_step.py     one GRPO step of the tiny model on CUDA in bf16, phase by phase
+#   4. bench/generate.py      decode: transformers dynamic / static compiled cache vs this loop
+#   5. one GRPO step of the tiny model through the CLI (r1omni-fast train ... --max-steps 1 --bf16)
+#
+# The GPU machine has torch, triton and transformers but no FFmpeg development files and no
+# network, so what else the checks need travels with the tree in .gpu-check/ (git-ignored):
+#   bash scripts/gpu-check.sh --prepare    # here: build the wheel (FFmpeg bundled), download
+#                                          # the av and liger-kernel wheels for CPython 3.12
+#   bash scripts/gpu-check.sh              # there (carry .gpu-check): install them with
+#                                          # pip --no-index into a temporary folder, run 1-5
+#   bash scripts/gpu-check.sh --dry-run    # anywhere: the same steps, CPU-sized, on the CPU
+# Each section's output is printed as it runs (and copied to $OUT/gpu-check.log when $OUT is
+# set), then a summary: each section's status and seconds, and every ratio line printed.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PREP="$ROOT/.gpu-check"
+PY="${PYTHON:-python3}"
+MODE=run
+case "${1:-}" in
+  --prepare) MODE=prepare ;;
+  --dry-run) MODE=dry ;;
+  "") ;;
+  *) echo "usage: $0 [--prepare | --dry-run]" >&2; exit 2 ;;
+esac
+
+say() { echo "[gpu-check] $*"; }
+
+if [ "$MODE" = prepare ]; then
+  set -e
+  # wheels for the GPU machine's CPython 3.12 (x86-64, manylinux); av at the version tested here
+  AV_VERSION="$("$PY" -c 'import av; print(av.__version__)')"
+  LIGER_VERSION="$("$PY" -c 'import importlib.metadata as m; print(m.version("liger-kernel"))' 2>/dev/null || echo "")"
+  rm -rf "$PREP" && mkdir -p "$PREP/wheels"
+  grep -qx '/.gpu-check/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu-check/' >> "$ROOT/.git/info/exclude" \
+    || say "could not add /.gpu-check/ to .git/info/exclude (not a git checkout?)"
+  say "building the wheel (maturin, release; FFmpeg bundled)"
+  # a target folder of its own: the wheel's repair step rewrites the library it builds
+  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/r1omni-fast/target-gpu-check}" \
+    "$(dirname "$PY")/maturin" build --release -q -o "$PREP/wheels" --manifest-path "$ROOT/Cargo.toml"
+  say "downloading av==$AV_VERSION and liger-kernel${LIGER_VERSION:+==$LIGER_VERSION} for CPython 3.12"
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$PREP/wheels" "av==$AV_VERSION" "liger-kernel${LIGER_VERSION:+==$LIGER_VERSION}"
+  ls -l "$PREP/wheels"
+  du -sh "$PREP"
+  say "ready: run 'bash scripts/gpu-check.sh' on the GPU machine with .gpu-check carried"
+  exit 0
+fi
+
+WORK="$(mktemp -d /tmp/r1omni-gpu-check.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+LOG="$WORK/gpu-check.log"
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then LOG="$OUT/gpu-check.log"; fi
+: > "$LOG"
+exec > >(tee -a "$LOG") 2>&1
+say "mode $MODE; work folder $WORK"
+
+# ---------------------------------------------------------------- install what travelled
+if [ ! -d "$PREP/wheels" ]; then
+  if [ "$MODE" = run ]; then say "no .gpu-check/wheels: run 'bash scripts/gpu-check.sh --prepare' first and carry .gpu-check"; exit 2; fi
+  say "no .gpu-check/wheels (not prepared): the dry run uses the source tree and the installed packages"
+  cp -r "$ROOT/python" "$WORK/python"
+  SITE=
+else
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" \
+    "$PREP"/wheels/*.whl || { say "installing the wheels failed"; exit 2; }
+  mkdir -p "$WORK/python"
+  # the installed package (native extension and bundled FFmpeg) stands in for python/
+  cp -r "$WORK/site/r1omni_fast" "$WORK/python/"
+  [ -d "$WORK/site/r1omni_fast.libs" ] && cp -r "$WORK/site/r1omni_fast.libs" "$WORK/python/"
+  SITE="$WORK/site"
+fi
+cp -r "$ROOT/tests" "$ROOT/bench" "$ROOT/configs" "$ROOT/pyproject.toml" "$WORK/"
+export PYTHONPATH="$WORK/python${SITE:+:$SITE}"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+cd "$WORK"
+
+"$PY" - <<'EOF'
+import importlib, torch, triton, transformers
+print(f"python {__import__('sys').version.split()[0]}, torch {torch.__version__}, triton {triton.__version__}, "
+      f"transformers {transformers.__version__}, CUDA: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}")
+for name in ("r1omni_fast._native", "av", "liger_kernel"):
+    try:
+        m = importlib.import_module(name)
+        print(f"  {name}: {getattr(m, '__file__', '?')}")
+    except ImportError as exc:
+        print(f"  {name}: NOT importable ({exc})")
+EOF
+HAS_CUDA="$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))')"
+if [ "$MODE" = run ] && [ "$HAS_CUDA" != 1 ]; then say "no CUDA device: use --dry-run on a machine without one"; exit 2; fi
+
+# ---------------------------------------------------------------- sections
+declare -a NAMES STATUS SECONDS_
+section() {  # section NAME TIMEOUT_S COMMAND...
+  local name="$1" limit="$2"; shift 2
+  say "==== $name (limit ${limit}s): $*"
+  local start=$SECONDS rc
+  timeout --kill-after=10 "$limit" "$@"; rc=$?
+  local took=$((SECONDS - start)) status=ok
+  [ $rc -ne 0 ] && status="failed (exit $rc)"
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && status="timed out after ${limit}s"
+  NAMES+=("$name"); STATUS+=("$status"); SECONDS_+=("$took")
+  say "---- $name: $status in ${took}s"
+}
+
+GPU_TESTS=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
+if [ "$MODE" = run ]; then
+  section "pytest -m gpu" 100 "$PY" -m pytest -m gpu -q -p no:cacheprovider $GPU_TESTS
+  section "bench/loss.py" 60 "$PY" bench/loss.py --iters 5
+  section "bench/grpo_step.py (CUDA, bf16)" 50 "$PY" bench/grpo_step.py --repeats 2
+  section "bench/generate.py" 200 "$PY" bench/generate.py --repeats 1 --paths hf-dynamic,hf-static,eager,graph
+  DTYPE_FLAG=--bf16
+else  # the same steps, CPU-sized
+  section "pytest -m gpu (skipped without CUDA: collection only)" 300 "$PY" -m pytest -m gpu -q -p no:cacheprovider $GPU_TESTS
+  section "bench/loss.py (CPU: agreement only)" 600 "$PY" bench/loss.py --iters 1
+  section "bench/grpo_step.py (CPU, small)" 600 "$PY" bench/grpo_step.py --prompts 1 --generations 2 --tokens 4 --frames 2 --repeats 1
+  section "bench/generate.py (CPU smoke)" 600 "$PY" bench/generate.py --model tiny --prompt-len 32 --new-tokens 8 --groups 2 --repeats 1
+  DTYPE_FLAG=
+fi
+export PY WORK
+cli_step() {
+  "$PY" -m r1omni_fast model tiny "$WORK/cli/tiny" >/dev/null &&
+  "$PY" -m r1omni_fast data synth "$WORK/cli/data" --n 8 --seed 0 >/dev/null &&
+  "$PY" -m r1omni_fast train --config configs/tiny-grpo.yaml --model-name-or-path "$WORK/cli/tiny" \
+    --data-file "$WORK/cli/data/train.json" --eval-file "$WORK/cli/data/test.json" --output-dir "$WORK/cli/grpo" \
+    --max-steps 1 --per-device-train-batch-size 2 --eval-steps 0 --save-steps 1 $DTYPE_FLAG &&
+  "$PY" - "$WORK/cli/grpo" <<'EOF'
+import json, sys, pathlib
+rows = [json.loads(line) for line in (pathlib.Path(sys.argv[1]) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+step = [r for r in rows if "loss" in r]
+print("metrics of the step:", {k: step[-1][k] for k in ("step", "loss", "reward", "completions/mean_length") if k in step[-1]})
+EOF
+}
+export DTYPE_FLAG
+export -f cli_step
+section "GRPO step through the CLI${DTYPE_FLAG:+ (CUDA, bf16)}" $([ "$MODE" = run ] && echo 50 || echo 600) bash -c cli_step
+
+# ---------------------------------------------------------------- summary
+say "==== summary"
+for i in "${!NAMES[@]}"; do printf '  %-48s %-28s %4ss\n' "${NAMES[$i]}" "${STATUS[$i]}" "${SECONDS_[$i]}"; done
+say "ratio lines printed above:"
+grep -E '[0-9]x( |$)|x floor|vs hf' "$LOG" | grep -v '^\[gpu-check\]' | sed 's/^/  /'
+[ "$LOG" = "$WORK/gpu-check.log" ] || say "log: $LOG"
+failed=0
+for s in "${STATUS[@]}"; do [ "$s" = ok ] || failed=1; done
+exit $failed
