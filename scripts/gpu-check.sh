@@ -6,12 +6,19 @@
 #   4. bench/generate.py      decode: transformers dynamic / static compiled cache vs this loop
 #   5. one GRPO step of the tiny model through the CLI (r1omni-fast train ... --max-steps 1 --bf16)
 #
-# The GPU machine has torch, triton and transformers but no FFmpeg development files and no
-# network, so what else the checks need travels with the tree in .gpu-check/ (git-ignored):
-#   bash scripts/gpu-check.sh --prepare    # here: build the wheel (FFmpeg bundled), download
-#                                          # the av and liger-kernel wheels for CPython 3.12
-#   bash scripts/gpu-check.sh              # there (carry .gpu-check): install them with
-#                                          # pip --no-index into a temporary folder, run 1-5
+# The GPU machine has torch, triton and transformers (5.17 when last seen: older than the 5.24
+# that `generate` is tested with, whose decoders take `cache=`) but no FFmpeg (development files
+# or libraries), no PyAV and no network, so what else the checks need travels with the tree in
+# .gpu-check/ (git-ignored: a device call carries it when named in `carry`), within the 64 MiB
+# a call carries:
+#   - the built wheel and the transformers version installed here, installed here into a folder
+#     and packed with xz: the wheel itself (FFmpeg and its codec libraries bundled) is about
+#     68 MB, the xz'd folder about 57 MB;
+#   - the liger-kernel wheel (pip download --no-deps), installed there with pip --no-index;
+#   - 8 synthetic clips for the CLI step (PyAV, which writes them, does not fit beside the rest;
+#     without PyAV there, the predict GPU test, whose fixture writes clips, is left out).
+#   bash scripts/gpu-check.sh --prepare    # here (R1OMNI_WHEEL=path reuses a built wheel)
+#   bash scripts/gpu-check.sh              # there, with .gpu-check carried: sections 1-5
 #   bash scripts/gpu-check.sh --dry-run    # anywhere: the same steps, CPU-sized, on the CPU
 # Each section's output is printed as it runs (and copied to $OUT/gpu-check.log when $OUT is
 # set), then a summary: each section's status and seconds, and every ratio line printed.
@@ -32,21 +39,27 @@ say() { echo "[gpu-check] $*"; }
 
 if [ "$MODE" = prepare ]; then
   set -e
-  # wheels for the GPU machine's CPython 3.12 (x86-64, manylinux); av at the version tested here
-  AV_VERSION="$("$PY" -c 'import av; print(av.__version__)')"
   LIGER_VERSION="$("$PY" -c 'import importlib.metadata as m; print(m.version("liger-kernel"))' 2>/dev/null || echo "")"
+  TF_VERSION="$("$PY" -c 'import transformers; print(transformers.__version__)')"
   rm -rf "$PREP" && mkdir -p "$PREP/wheels"
-  grep -qx '/.gpu-check/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu-check/' >> "$ROOT/.git/info/exclude" \
-    || say "could not add /.gpu-check/ to .git/info/exclude (not a git checkout?)"
-  say "building the wheel (maturin, release; FFmpeg bundled)"
-  # a target folder of its own: the wheel's repair step rewrites the library it builds
-  CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/r1omni-fast/target-gpu-check}" \
-    "$(dirname "$PY")/maturin" build --release -q -o "$PREP/wheels" --manifest-path "$ROOT/Cargo.toml"
-  say "downloading av==$AV_VERSION and liger-kernel${LIGER_VERSION:+==$LIGER_VERSION} for CPython 3.12"
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$PREP/wheels" "av==$AV_VERSION" "liger-kernel${LIGER_VERSION:+==$LIGER_VERSION}"
-  ls -l "$PREP/wheels"
+  BUILD="$(mktemp -d /tmp/r1omni-gpu-prepare.XXXXXX)"
+  trap 'rm -rf "$BUILD"' EXIT
+  WHEEL="${R1OMNI_WHEEL:-}"
+  if [ -z "$WHEEL" ]; then
+    say "building the wheel (maturin, release; FFmpeg bundled)"
+    # a target folder of its own: the wheel's repair step rewrites the library it builds
+    CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/r1omni-fast/target-gpu-check}" \
+      "$(dirname "$PY")/maturin" build --release -q -o "$BUILD/dist" --manifest-path "$ROOT/Cargo.toml"
+    WHEEL="$(ls "$BUILD"/dist/r1omni_fast-*.whl)"
+  fi
+  say "installing $(basename "$WHEEL") and transformers==$TF_VERSION into a folder, packing it with xz (minutes)"
+  "$PY" -m pip install -q --no-deps --no-compile --target "$BUILD/site" "$WHEEL" "transformers==$TF_VERSION"
+  tar -cf - -C "$BUILD/site" . | xz -6 -T0 > "$PREP/r1omni_fast-site.tar.xz"
+  say "downloading liger-kernel${LIGER_VERSION:+==$LIGER_VERSION}"
+  "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$PREP/wheels" "liger-kernel${LIGER_VERSION:+==$LIGER_VERSION}"
+  say "writing 8 synthetic clips for the CLI step"
+  PYTHONPATH="$ROOT/python" "$PY" -m r1omni_fast data synth "$PREP/data" --n 8 --seed 0 >/dev/null
+  ls -l "$PREP" "$PREP/wheels"
   du -sh "$PREP"
   say "ready: run 'bash scripts/gpu-check.sh' on the GPU machine with .gpu-check carried"
   exit 0
@@ -61,15 +74,16 @@ exec > >(tee -a "$LOG") 2>&1
 say "mode $MODE; work folder $WORK"
 
 # ---------------------------------------------------------------- install what travelled
-if [ ! -d "$PREP/wheels" ]; then
-  if [ "$MODE" = run ]; then say "no .gpu-check/wheels: run 'bash scripts/gpu-check.sh --prepare' first and carry .gpu-check"; exit 2; fi
-  say "no .gpu-check/wheels (not prepared): the dry run uses the source tree and the installed packages"
+if [ ! -f "$PREP/r1omni_fast-site.tar.xz" ]; then
+  if [ "$MODE" = run ]; then say "no .gpu-check: run 'bash scripts/gpu-check.sh --prepare' first and carry .gpu-check"; exit 2; fi
+  say "no .gpu-check (not prepared): the dry run uses the source tree and the installed packages"
   cp -r "$ROOT/python" "$WORK/python"
   SITE=
 else
+  mkdir -p "$WORK/site" "$WORK/python"
+  xz -dc "$PREP/r1omni_fast-site.tar.xz" | tar -xf - -C "$WORK/site" || { say "unpacking the package failed"; exit 2; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" \
     "$PREP"/wheels/*.whl || { say "installing the wheels failed"; exit 2; }
-  mkdir -p "$WORK/python"
   # the installed package (native extension and bundled FFmpeg) stands in for python/
   cp -r "$WORK/site/r1omni_fast" "$WORK/python/"
   [ -d "$WORK/site/r1omni_fast.libs" ] && cp -r "$WORK/site/r1omni_fast.libs" "$WORK/python/"
@@ -109,6 +123,10 @@ section() {  # section NAME TIMEOUT_S COMMAND...
 }
 
 GPU_TESTS=$(grep -l "mark.gpu" tests/test_*.py | tr '\n' ' ')
+if ! "$PY" -c 'import av' 2>/dev/null; then
+  say "no PyAV here: tests/test_predict.py (its fixture writes clips with PyAV) is left out"
+  GPU_TESTS=${GPU_TESTS//tests\/test_predict.py/}
+fi
 if [ "$MODE" = run ]; then
   section "pytest -m gpu" 100 "$PY" -m pytest -m gpu -q -p no:cacheprovider $GPU_TESTS
   section "bench/loss.py" 60 "$PY" bench/loss.py --iters 5
@@ -122,13 +140,15 @@ else  # the same steps, CPU-sized
   section "bench/generate.py (CPU smoke)" 600 "$PY" bench/generate.py --model tiny --prompt-len 32 --new-tokens 8 --groups 2 --repeats 1
   DTYPE_FLAG=
 fi
-export PY WORK
+export PY WORK PREP
 cli_step() {
+  mkdir -p "$WORK/cli" &&
   "$PY" -m r1omni_fast model tiny "$WORK/cli/tiny" >/dev/null &&
-  "$PY" -m r1omni_fast data synth "$WORK/cli/data" --n 8 --seed 0 >/dev/null &&
+  { if [ -d "$PREP/data" ]; then cp -r "$PREP/data" "$WORK/cli/data"
+    else "$PY" -m r1omni_fast data synth "$WORK/cli/data" --n 8 --seed 0 >/dev/null; fi; } &&
   "$PY" -m r1omni_fast train --config configs/tiny-grpo.yaml --model-name-or-path "$WORK/cli/tiny" \
     --data-file "$WORK/cli/data/train.json" --eval-file "$WORK/cli/data/test.json" --output-dir "$WORK/cli/grpo" \
-    --max-steps 1 --per-device-train-batch-size 2 --eval-steps 0 --save-steps 1 $DTYPE_FLAG &&
+    --max-steps 1 --per-device-train-batch-size 2 --eval-max-new-tokens 8 --save-steps 1 $DTYPE_FLAG &&
   "$PY" - "$WORK/cli/grpo" <<'EOF'
 import json, sys, pathlib
 rows = [json.loads(line) for line in (pathlib.Path(sys.argv[1]) / "metrics.jsonl").read_text().splitlines() if line.strip()]
