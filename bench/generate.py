@@ -155,9 +155,12 @@ def main() -> None:
           f"{where}; prompt {args.prompt_len}, {args.new_tokens} new tokens, median of {args.repeats}")
     print(f"weight-read floor {floor_ms:.3f} ms/step at {args.bandwidth_tbs} TB/s (--bandwidth-tbs; the default is "
           f"the H200's HBM figure)")
+    head = f"{'path':<11}{'ms/step':>9}{'t(1) ms':>9}{'tokens/s':>10}{'x floor':>11}{'vs hf-dyn':>10}{'vs hf-static':>13}"
     for g in args.groups:
+        print(f"\nG = {g}")
+        print(head + (f"{'peak GiB':>10}" if cuda else ""))
         results: dict[str, dict] = {}
-        for path in args.paths:
+        for path in args.paths:  # each row printed as soon as measured (the anchors come first)
             try:
                 fn = runner(path, model, prompt, g, args.compile_on_cpu)
                 # warm-up: allocator, kernels; compilation and graph capture at both lengths
@@ -169,25 +172,14 @@ def main() -> None:
                 full = statistics.median(timed(fn, args.new_tokens, device) for _ in range(args.repeats))
                 peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
             except Exception as exc:  # noqa: BLE001 - a path that cannot run is reported and skipped
-                results[path] = {"skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+                print(f"{path:<11}skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
                 continue
-            results[path] = {"ms": (full - short) / (args.new_tokens - 1) * 1e3, "prefill_ms": short * 1e3,
-                             "tps": g * args.new_tokens / full, "peak": peak}
+            r = results[path] = {"ms": (full - short) / (args.new_tokens - 1) * 1e3}
+            ratios = [f"{results[a]['ms'] / r['ms']:.2f}x" if a in results else "-" for a in ("hf-dynamic", "hf-static")]
+            line = (f"{path:<11}{r['ms']:>9.3f}{short * 1e3:>9.1f}{g * args.new_tokens / full:>10.0f}"
+                    f"{r['ms'] / floor_ms:>10.1f}x{ratios[0]:>10}{ratios[1]:>13}")
+            print(line + (f"{peak:>10.2f}" if cuda else ""))
         decode.clear_graphs(model)
-        print(f"\nG = {g}")
-        head = f"{'path':<11}{'ms/step':>9}{'t(1) ms':>9}{'tokens/s':>10}{'x floor':>11}{'vs hf-dyn':>10}{'vs hf-static':>13}"
-        print(head + (f"{'peak GiB':>10}" if cuda else ""))
-        for path, r in results.items():
-            if "skipped" in r:
-                print(f"{path:<11}skipped: {r['skipped']}")
-                continue
-            ratios = []
-            for anchor in ("hf-dynamic", "hf-static"):
-                a = results.get(anchor, {})
-                ratios.append(f"{a['ms'] / r['ms']:.2f}x" if "ms" in a else "-")
-            line = (f"{path:<11}{r['ms']:>9.3f}{r['prefill_ms']:>9.1f}{r['tps']:>10.0f}{r['ms'] / floor_ms:>10.1f}x"
-                    f"{ratios[0]:>10}{ratios[1]:>13}")
-            print(line + (f"{r['peak']:>10.2f}" if cuda else ""))
     print("\nvs hf-*: the anchor's ms/step over this path's (above 1: faster). Targets (issue 20): graph >= 2x "
           "hf-static and >= 20x hf-dynamic at G = 8; graph within 5x of the floor at G = 32.")
 

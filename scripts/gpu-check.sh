@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run that fits in 8 minutes on one H200:
-#   1. pytest -m gpu          the GPU tests (kernels, captured decode, predict in bf16)
+#   1. pytest -m gpu          the GPU tests (kernels, captured decode; predict in bf16 where PyAV is)
 #   2. bench/loss.py          fused GRPO loss vs eager PyTorch and Liger-Kernel (time, memory)
 #   3. bench/grpo_step.py     one GRPO step of the tiny model on CUDA in bf16, phase by phase
 #   4. bench/generate.py      decode: transformers dynamic / static compiled cache vs this loop
@@ -87,6 +87,8 @@ else
   # the installed package (native extension and bundled FFmpeg) stands in for python/
   cp -r "$WORK/site/r1omni_fast" "$WORK/python/"
   [ -d "$WORK/site/r1omni_fast.libs" ] && cp -r "$WORK/site/r1omni_fast.libs" "$WORK/python/"
+  # the Python code under test is the tree's (the wheel may be older); the native part, the wheel's
+  tar -C "$ROOT/python" --exclude='_native*.so' --exclude=__pycache__ -cf - r1omni_fast | tar -C "$WORK/python" -xf -
   SITE="$WORK/site"
 fi
 cp -r "$ROOT/tests" "$ROOT/bench" "$ROOT/configs" "$ROOT/pyproject.toml" "$WORK/"
@@ -128,10 +130,10 @@ if ! "$PY" -c 'import av' 2>/dev/null; then
   GPU_TESTS=${GPU_TESTS//tests\/test_predict.py/}
 fi
 if [ "$MODE" = run ]; then
-  section "pytest -m gpu" 100 "$PY" -m pytest -m gpu -q -p no:cacheprovider $GPU_TESTS
-  section "bench/loss.py" 60 "$PY" bench/loss.py --iters 5
-  section "bench/grpo_step.py (CUDA, bf16)" 50 "$PY" bench/grpo_step.py --repeats 2
-  section "bench/generate.py" 200 "$PY" bench/generate.py --repeats 1 --paths hf-dynamic,hf-static,eager,graph
+  section "pytest -m gpu" 120 "$PY" -m pytest -m gpu -q -p no:cacheprovider $GPU_TESTS
+  section "bench/loss.py" 50 "$PY" bench/loss.py --iters 5
+  section "bench/grpo_step.py (CUDA, bf16)" 40 "$PY" bench/grpo_step.py --repeats 2
+  section "bench/generate.py" 210 "$PY" bench/generate.py --repeats 1 --paths hf-dynamic,hf-static,eager,graph
   DTYPE_FLAG=--bf16
 else  # the same steps, CPU-sized
   section "pytest -m gpu (skipped without CUDA: collection only)" 300 "$PY" -m pytest -m gpu -q -p no:cacheprovider $GPU_TESTS
@@ -158,7 +160,7 @@ EOF
 }
 export DTYPE_FLAG
 export -f cli_step
-section "GRPO step through the CLI${DTYPE_FLAG:+ (CUDA, bf16)}" $([ "$MODE" = run ] && echo 50 || echo 600) bash -c cli_step
+section "GRPO step through the CLI${DTYPE_FLAG:+ (CUDA, bf16)}" $([ "$MODE" = run ] && echo 40 || echo 600) bash -c cli_step
 
 # ---------------------------------------------------------------- summary
 say "==== summary"

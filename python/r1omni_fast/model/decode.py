@@ -7,7 +7,16 @@ the whole width attended under an additive mask built from a device ``column_val
 the final norm and the LM head, and advance the positions, the cache column and the step counter,
 all of them device tensors. The step never reads a value back to the host, so on CUDA it is
 captured once per bucket as a ``torch.cuda.CUDAGraph`` and replayed; on the CPU the very same
-function runs eagerly. The host reads the done flags every ``check_every`` steps only.
+function runs eagerly. The host reads the done flags every ``check_every`` steps only. Rows that
+have ended keep their place: they still go through the layers (the shapes are static) but write
+the pad token, and their ``produced`` count stops. The step's temporaries are allocated from the
+graph's private memory pool at capture and reused by every replay; its inputs and outputs are
+the static buffers of `DecodeLoop`.
+
+Backends: the step calls what the eager loop calls (``llm.get_input_embeddings()``,
+``llm.model(inputs_embeds=, position_ids=, cache=, attention_mask={layer type: mask})``,
+``llm.lm_head``), and takes the step's positions from a buffer of any shape whose entries each
+advance by one per token ((rows, 1) for 1-D rotary; (3, rows, 1) for 3-D rotary).
 
 Bucket: (rows, cache width rounded up to :data:`WIDTH_MULTIPLE`, group, dtypes, sampling
 settings, number of generators, the eos count, the shape of the position buffer, the weights'
