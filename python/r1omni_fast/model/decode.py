@@ -35,6 +35,14 @@ before the loop and back out after it. Steps run past the last row's end (up to
 ``check_every - 1`` of them) are undone on the generators: their states are restored to the start
 of the last checked block and the draws of the steps that count are made again, so that a
 generator left to the caller is where the eager loop leaves it.
+
+Exactness: in fp32 the static loop's tokens equal the eager loop's and transformers' `generate`
+(tested on the CPU; the CUDA tests are ``gpu``-marked). Its cache is wider than the eager loop's
+(rounded up to :data:`WIDTH_MULTIPLE`; the extra columns are masked), so attention sums may be
+reduced in a different order. In bf16 the captured loop equals the static loop run eagerly
+token for token (same kernels, same widths). Against the eager loop, greedy tokens may differ
+only where the two largest logits are within bf16 rounding of each other (a near-tie); the
+``gpu`` test ``test_graph_bf16_ties`` checks exactly that.
 """
 
 from __future__ import annotations
@@ -110,7 +118,9 @@ class DecodeLoop:
         cfg = llm.config
         if capture and device.type != "cuda":
             raise ValueError(f"a captured decode loop needs a CUDA device, got {device}")
-        self.llm, self.rows, self.width, self.sampling = llm, rows, width, sampling
+        # a weak reference: the per-model cache of captured loops must not keep its model alive
+        self._llm = weakref.ref(llm)
+        self.rows, self.width, self.sampling = rows, width, sampling
         self.mask_dtype = cache_dtype
         self.mask_types = set(getattr(cfg, "layer_types", ["full_attention"]))
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -133,6 +143,13 @@ class DecodeLoop:
         self.graph: torch.cuda.CUDAGraph | None = None
         if capture:
             self._capture(generators)
+
+    @property
+    def llm(self) -> torch.nn.Module:
+        llm = self._llm()
+        if llm is None:
+            raise RuntimeError("decode loop: its model no longer exists")
+        return llm
 
     # ------------------------------------------------------------------ the step
     def step(self) -> None:
