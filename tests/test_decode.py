@@ -136,6 +136,21 @@ def test_static_sampling_equals_eager_loop_with_generator_states(tiny_model, set
         assert all(torch.equal(x, y) for x, y in zip(eager_state, end_state)), key
 
 
+@pytest.mark.parametrize("g,share_prefix", [(1, True), (2, False)])
+def test_static_equals_eager_loop_one_sample_and_duplicated_prompts(tiny_model, g, share_prefix):
+    batch = _text_batch(tiny_model)
+    common = dict(num_generations=g, max_new_tokens=10, temperature=1.2, top_k=50, share_prefix=share_prefix)
+    gens = [[torch.Generator().manual_seed(i) for i in range(len(TEXTS))] for _ in range(2)]
+    eos = _ending_eos(tiny_model, batch, g, 10, generator=[torch.Generator().manual_seed(i) for i in range(len(TEXTS))],
+                      **{k: v for k, v in common.items() if k not in ("num_generations", "max_new_tokens")})
+    eager = tiny_model.generate(batch, eos_token_id=eos, generator=gens[0], **common)
+    static = tiny_model.generate(batch, eos_token_id=eos, generator=gens[1], decode_loop="static", check_every=3,
+                                 **common)
+    _same(eager, static)
+    assert eager.lengths.max() < 10
+    assert all(torch.equal(x.get_state(), y.get_state()) for x, y in zip(*gens))
+
+
 def test_static_step_reads_nothing_back_to_the_host(tiny_model):
     """What a CUDA graph needs of the step: no value read back (`.item()`, `bool()`, data-dependent
     shapes). Greedy: the whole step under a fake-tensor mode (which has no values to read);
