@@ -9,16 +9,16 @@
 # The GPU machine has torch, triton and transformers (5.17 when last seen: older than the 5.24
 # that `generate` is tested with, whose decoders take `cache=`) but no FFmpeg (development files
 # or libraries), no PyAV and no network, so what else the checks need travels with the tree in
-# .gpu-check/ (git-ignored: a device call carries it when named in `carry`), within the 64 MiB
-# a call carries:
-#   - the built wheel and the transformers version installed here, installed here into a folder
-#     and packed with xz: the wheel itself (FFmpeg and its codec libraries bundled) is about
-#     68 MB, the xz'd folder about 57 MB;
-#   - the liger-kernel wheel (pip download --no-deps), installed there with pip --no-index;
+# .gpu-check/ (git-ignored; copy it along), the two together under 64 MiB:
+#   - the built wheel and the build machine's transformers version, installed there into one
+#     folder and packed with xz: the wheel itself (FFmpeg and its codec libraries bundled) is about
+#     68 MB, the xz'd folder about 54 MB;
+#   - the liger-kernel wheel (pip download --no-deps), installed on the GPU machine with
+#     pip --no-index;
 #   - 8 synthetic clips for the CLI step (PyAV, which writes them, does not fit beside the rest;
-#     without PyAV there, the predict GPU test, whose fixture writes clips, is left out).
-#   bash scripts/gpu-check.sh --prepare    # here (R1OMNI_WHEEL=path reuses a built wheel)
-#   bash scripts/gpu-check.sh              # there, with .gpu-check carried: sections 1-5
+#     without PyAV on the GPU machine, the predict GPU test, whose fixture writes clips, is left out).
+#   bash scripts/gpu-check.sh --prepare    # on the build machine (R1OMNI_WHEEL=path: a built wheel)
+#   bash scripts/gpu-check.sh              # on the GPU machine, .gpu-check beside it: sections 1-5
 #   bash scripts/gpu-check.sh --dry-run    # anywhere: the same steps, CPU-sized, on the CPU
 # Each section's output is printed as it runs (and copied to $OUT/gpu-check.log when $OUT is
 # set), then a summary: each section's status and seconds, and every ratio line printed.
@@ -39,6 +39,8 @@ say() { echo "[gpu-check] $*"; }
 
 if [ "$MODE" = prepare ]; then
   set -e
+  # the project's environment (maturin, PyAV, transformers) unless PYTHON names another
+  [ -z "${PYTHON:-}" ] && [ -x "$HOME/.cache/r1omni-fast/venv/bin/python" ] && PY="$HOME/.cache/r1omni-fast/venv/bin/python"
   LIGER_VERSION="$("$PY" -c 'import importlib.metadata as m; print(m.version("liger-kernel"))' 2>/dev/null || echo "")"
   TF_VERSION="$("$PY" -c 'import transformers; print(transformers.__version__)')"
   rm -rf "$PREP" && mkdir -p "$PREP/wheels"
