@@ -174,6 +174,9 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001 - a path that cannot run is reported and skipped
                 print(f"{path:<11}skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
                 continue
+            if full <= short:
+                print(f"{path:<11}t({args.new_tokens}) <= t(1): timing noise; raise --new-tokens or --repeats")
+                continue
             r = results[path] = {"ms": (full - short) / (args.new_tokens - 1) * 1e3}
             ratios = [f"{results[a]['ms'] / r['ms']:.2f}x" if a in results else "-" for a in ("hf-dynamic", "hf-static")]
             line = (f"{path:<11}{r['ms']:>9.3f}{short * 1e3:>9.1f}{g * args.new_tokens / full:>10.0f}"
