@@ -34,6 +34,7 @@ from r1omni_fast.config import GRPOConfig  # noqa: E402
 from r1omni_fast.data import Batch, read_data  # noqa: E402
 from r1omni_fast.data.synthetic import generate as synth  # noqa: E402
 from r1omni_fast.model.tiny import build_tiny_checkpoint  # noqa: E402
+from r1omni_fast.train import common  # noqa: E402
 from r1omni_fast.train.grpo import GRPOTrainer  # noqa: E402
 
 PHASES = ("generate", "score", "reference", "policy", "optimizer")
@@ -62,46 +63,58 @@ def naive_logps(model, inputs, completion_ids, prompt_width):
     return torch.stack(rows)[:, prompt_width - 1:]
 
 
+def clock() -> float:
+    """perf_counter after the device's queued work (CUDA runs asynchronously)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def naive_step(trainer, prompts, solutions, cfg, seed, times):
+    with common.autocast(cfg, trainer.device):  # the same precision as the fast step
+        return _naive_step(trainer, prompts, solutions, cfg, seed, times)
+
+
+def _naive_step(trainer, prompts, solutions, cfg, seed, times):
     model, ref, G = trainer.model, trainer.ref, cfg.num_generations
-    t = time.perf_counter()
+    t = clock()
     dup = {k: v.repeat_interleave(G, 0) for k, v in prompts.items()}
     model.eval()
     out = model.generate(dup, num_generations=1, max_new_tokens=cfg.max_completion_length, do_sample=True,
                          temperature=cfg.temperature, seed=seed, share_prefix=False)
     model.train()
-    times["generate"].append(time.perf_counter() - t)
+    times["generate"].append(clock() - t)
 
-    t = time.perf_counter()
-    rewards = torch.tensor(naive_rewards(out.texts, [s for s in solutions for _ in range(G)]))
+    t = clock()
+    rewards = torch.tensor(naive_rewards(out.texts, [s for s in solutions for _ in range(G)]), device=trainer.device)
     grouped = rewards.view(-1, G)
     adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).view(-1)
-    times["score"].append(time.perf_counter() - t)
+    times["score"].append(clock() - t)
 
     ids = out.completion_ids
-    mask = (torch.arange(ids.shape[1])[None] < out.lengths[:, None]).float()
+    mask = (torch.arange(ids.shape[1], device=ids.device)[None] < out.lengths[:, None]).float()
     full = dict(dup, input_ids=torch.cat([dup["input_ids"], ids], 1),
                 attention_mask=torch.cat([dup["attention_mask"], mask.long()], 1))
     width = dup["input_ids"].shape[1]
-    t = time.perf_counter()
+    t = clock()
     with torch.no_grad():
         ref_logp = naive_logps(ref, full, ids, width)
-    times["reference"].append(time.perf_counter() - t)
+    times["reference"].append(clock() - t)
 
-    t = time.perf_counter()
+    t = clock()
     logp = naive_logps(model, full, ids, width)
     ratio = torch.exp(logp - logp.detach())
     kl = torch.exp(ref_logp - logp) - (ref_logp - logp) - 1
     per_token = -torch.min(ratio * adv[:, None], ratio.clamp(1 - cfg.epsilon, 1 + cfg.epsilon) * adv[:, None])
     loss = (((per_token + cfg.beta * kl) * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
     loss.backward()
-    times["policy"].append(time.perf_counter() - t)
+    times["policy"].append(clock() - t)
 
-    t = time.perf_counter()
+    t = clock()
     torch.nn.utils.clip_grad_norm_(trainer.params, cfg.max_grad_norm)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
-    times["optimizer"].append(time.perf_counter() - t)
+    times["optimizer"].append(clock() - t)
     return int(mask.sum())
 
 
@@ -109,15 +122,15 @@ def fast_step(trainer, batch, times):
     rollout = trainer.make_rollout(batch)
     for k in ("generate", "score", "reference"):
         times[k].append(rollout.times[k])
-    t = time.perf_counter()
+    t = clock()
     loss, _ = trainer.policy_loss(rollout)
     loss.backward()
-    times["policy"].append(time.perf_counter() - t)
-    t = time.perf_counter()
+    times["policy"].append(clock() - t)
+    t = clock()
     torch.nn.utils.clip_grad_norm_(trainer.params, trainer.cfg.max_grad_norm)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad(set_to_none=True)
-    times["optimizer"].append(time.perf_counter() - t)
+    times["optimizer"].append(clock() - t)
     return int(rollout.mask.sum())
 
 
@@ -163,6 +176,7 @@ def main() -> None:
                 naive_times[k] += nt[k]
 
     device = "CUDA " + torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    device += ", bf16 autocast" if common.uses_bf16(cfg, fast.device) else ", fp32"
     print(f"GRPO step, tiny model on {device} ({torch.get_num_threads()} threads): {args.prompts} prompts x "
           f"{args.generations} samples, {args.frames} frames, <= {args.tokens} new tokens; median of "
           f"{args.repeats}; completion tokens fast {tokens['fast']}, naive {tokens['naive']}")

@@ -127,7 +127,7 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, min_p: float | None = None,
              repetition_penalty: float = 1.0, eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
              seed: int | None = None, generator: torch.Generator | Sequence[torch.Generator] | None = None,
-             share_prefix: bool = True) -> GenerationOutput:
+             share_prefix: bool = True, decode_loop: str = "eager", check_every: int = 8) -> GenerationOutput:
     """G completions per prompt of ``batch`` (as built by `OmniProcessor`).
 
     ``share_prefix=True`` prefills each prompt once (``model.prefill_rows`` grows by B) and copies
@@ -137,6 +137,12 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     other prompts of the batch). ``min_p`` and ``repetition_penalty`` as in transformers (see
     :func:`sample_next`; the penalty covers the prompt's text tokens and the tokens generated so
     far). Generation stops at max_new_tokens or when every row has produced an EOS.
+
+    ``decode_loop``: ``"eager"`` (default) decodes with the loop below; ``"static"`` with the
+    static-shaped step of :mod:`r1omni_fast.model.decode` run eagerly (any device); ``"graph"``
+    with that step captured as a CUDA graph (CUDA only; ValueError elsewhere); ``"auto"`` is
+    ``"graph"`` on CUDA, else ``"eager"``. All give the same tokens and leave the generators in
+    the same state; the static loops check for the end every ``check_every`` steps.
     """
     if num_generations < 1 or max_new_tokens < 1:
         raise ValueError("num_generations and max_new_tokens must be >= 1")
@@ -148,6 +154,10 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
         raise ValueError(f"min_p={min_p}: must be in [0, 1]")
     if not repetition_penalty > 0:
         raise ValueError(f"repetition_penalty={repetition_penalty}: must be > 0")
+    if decode_loop not in ("eager", "static", "graph", "auto"):
+        raise ValueError(f"decode_loop={decode_loop!r}: use 'eager', 'static', 'graph' or 'auto'")
+    if check_every < 1:
+        raise ValueError(f"check_every={check_every}: must be >= 1")
     llm = model.llm
     cfg = llm.config
     if "cache" not in inspect.signature(type(llm.model).forward).parameters:
@@ -195,8 +205,25 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     group = g if share_prefix else 1
     total = width + max_new_tokens
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    cache = GroupKVCache(cfg.num_hidden_layers, rows, group, cfg.num_key_value_heads, total, head_dim,
-                         embeds.dtype, device)
+    if decode_loop == "auto":
+        decode_loop = "graph" if device.type == "cuda" else "eager"
+    if decode_loop == "graph" and device.type != "cuda":
+        raise ValueError(f"decode_loop='graph' needs a CUDA device (the model is on {device}): use 'static' or 'auto'")
+    loop = None
+    if decode_loop == "eager":
+        cache = GroupKVCache(cfg.num_hidden_layers, rows, group, cfg.num_key_value_heads, total, head_dim,
+                             embeds.dtype, device)
+    else:
+        from r1omni_fast.model import decode
+
+        gens = [] if not do_sample else list(generator) if isinstance(generator, (list, tuple)) else [
+            generator if generator is not None else decode.default_generator(device)]
+        sampling = decode.Sampling(do_sample, temperature, top_k, top_p, min_p, repetition_penalty)
+        loop = decode.decode_loop(model, rows=rows, group=group, total=total,
+                                  vocab=llm.get_output_embeddings().weight.shape[0], cache_dtype=embeds.dtype,
+                                  device=device, sampling=sampling, generators=len(gens), eos=eos.numel(),
+                                  position_shape=(rows, 1), capture=decode_loop == "graph")  # next_position's shape
+        cache = loop.cache
 
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     prefill_mask = (causal[None] & key_valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)[None]
@@ -223,7 +250,11 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
         seen[torch.nonzero(text, as_tuple=True)[0], input_ids[text]] = True
         seen = seen.repeat_interleave(g, 0)
     steps = 0
-    for step in range(max_new_tokens):
+    if loop is not None:  # the static step (captured on CUDA) replaces the loop below
+        out, produced, steps = loop.run(logits=logits, column_valid=column_valid, position=next_position, seen=seen,
+                                        generators=gens, eos=eos, pad_token_id=pad_token_id, prompt_width=width,
+                                        max_new_tokens=max_new_tokens, check_every=check_every)
+    for step in range(max_new_tokens if loop is None else 0):
         token = sample_next(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
                             generator=generator, min_p=min_p, repetition_penalty=repetition_penalty, seen=seen)
         token = token.masked_fill(done, pad_token_id)
