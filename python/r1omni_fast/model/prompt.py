@@ -113,6 +113,9 @@ class OmniProcessor:
     per instruction, e.g. :func:`humanomni_sft_turn`'s). ``chat_template`` as in :meth:`prompt_text`.
     """
 
+    #: Placeholder ids of the media runs in ``input_ids``.
+    media_token_ids = (VIDEO_TOKEN_INDEX, AUDIO_TOKEN_INDEX)
+
     def __init__(self, tokenizer, bert_tokenizer, *, num_video_tokens: int, num_audio_tokens: int,
                  use_x_start_end: bool = True) -> None:
         self.tokenizer = tokenizer

@@ -113,10 +113,11 @@ def reference_parts(ref: Any, policy: Any) -> Dict[str, torch.nn.Module]:
     return {n: m for n, m in ref.named_children() if m is not policy._modules[n]}
 
 
-def prompt_text_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def prompt_text_length(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       media_token_ids: Sequence[int] = (VIDEO_TOKEN_INDEX, AUDIO_TOKEN_INDEX)) -> torch.Tensor:
     """Prompt tokens per row with each media placeholder run counted as one token (the length
-    R1-Omni's ``max_prompt_length`` bounds)."""
-    media = (input_ids == VIDEO_TOKEN_INDEX) | (input_ids == AUDIO_TOKEN_INDEX)
+    R1-Omni's ``max_prompt_length`` bounds); ``media_token_ids``: the processor's placeholder ids."""
+    media = torch.isin(input_ids, torch.tensor(list(media_token_ids), device=input_ids.device))
     runs = media & ~torch.nn.functional.pad(media, (1, 0))[:, :-1]
     return ((attention_mask.bool() & ~media).sum(1) + runs.sum(1))
 
@@ -420,7 +421,8 @@ class GRPOTrainer:
         inputs = common.model_batch(self.model.processor, batch, padding_side="left",
                                     chat_template=self.cfg.chat_template)
         if self.cfg.max_prompt_length is not None:
-            longest = int(prompt_text_length(inputs["input_ids"], inputs["attention_mask"]).max())
+            longest = int(prompt_text_length(inputs["input_ids"], inputs["attention_mask"],
+                                             self.model.processor.media_token_ids).max())
             if longest > self.cfg.max_prompt_length:
                 raise ConfigError(f"max_prompt_length {self.cfg.max_prompt_length} is shorter than a prompt "
                                   f"({longest} tokens, each media placeholder counted once): raise it")
