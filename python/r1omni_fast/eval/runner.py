@@ -297,9 +297,13 @@ def with_previews(collate: Any) -> Callable[[Sequence[Any], int], Tuple[Any, Dic
     mean = collate.media_kwargs.get("mean", (0.5, 0.5, 0.5))
     std = collate.media_kwargs.get("std", (0.5, 0.5, 0.5))
 
+    own = getattr(collate, "preview_batch", None)  # a backend collator with its own frame layout
+
     def run(samples: Sequence[Any], index: int = 0) -> Tuple[Any, Dict[str, Any]]:
         batch = collate(samples, index)
-        return batch, (preview_batch(batch, mean, std) if len(batch) else {})
+        if not len(batch):
+            return batch, {}
+        return batch, (own(batch) if own is not None else preview_batch(batch, mean, std))
 
     return run
 

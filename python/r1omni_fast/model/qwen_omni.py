@@ -271,13 +271,16 @@ class QwenClipCollator:
 
     @staticmethod
     def preview_batch(batch: Any) -> dict:
-        """Report previews (frame strip, no mel image) of a batch of this collator."""
-        from r1omni_fast.eval.report import Preview, frame_strip
+        """Report previews of a batch of this collator: the frame strip, and the log-mel image of
+        the audio given to the model (None without audio)."""
+        from r1omni_fast.eval.report import Preview, frame_strip, mel_image
+        from r1omni_fast.media import whisper_log_mel
 
         out = {}
         for sample, clip in zip(batch.samples, batch.frames or []):
             pixels = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255.0
-            out[sample.id] = Preview(frame_strip(pixels, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), None, clip.has_audio)
+            mel = mel_image(whisper_log_mel(clip.audio, 128)) if clip.audio is not None else None
+            out[sample.id] = Preview(frame_strip(pixels, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), mel, clip.has_audio)
         return out
 
 
