@@ -384,7 +384,8 @@ class QwenOmniProcessor:
         if video is not None:
             if interleave:
                 seq = self.hf.replace_video_with_audio_token(
-                    {"video_grid_thw": video["video_grid_thw"], "video_second_per_grid": video["video_second_per_grid"].tolist()},
+                    {"video_grid_thw": video["video_grid_thw"].numpy(),
+                     "video_second_per_grid": video["video_second_per_grid"].tolist()},
                     0, {"num_audio_tokens": [audio["num_audio_tokens"]]}, 0,
                     position_id_per_seconds=self.hf.position_id_per_seconds, seconds_per_chunk=self.hf.seconds_per_chunk)
             else:
