@@ -297,6 +297,9 @@ class QwenOmniProcessor:
     interleaved with its frames in 2-second chunks).
     """
 
+    #: ``chat_template`` settings this processor renders (the checkpoint's own template only).
+    chat_templates = ("checkpoint",)
+
     def __init__(self, hf_processor: Any, *, system_prompt: str = QWEN_OMNI_SYSTEM, source: str = "") -> None:
         self.hf = hf_processor
         self.tokenizer = hf_processor.tokenizer
@@ -545,7 +548,8 @@ class _TextLM:
 
     @property
     def is_gradient_checkpointing(self) -> bool:
-        return bool(getattr(self.model, "gradient_checkpointing", False))
+        """Whether the thinker recomputes activations (the generation module then avoids a cache)."""
+        return bool(self._thinker.is_activation_checkpointing)
 
 
 class QwenOmniThinkerPolicy(nn.Module):
@@ -650,11 +654,31 @@ class QwenOmniThinkerPolicy(nn.Module):
                 module.eval()
         return self
 
+    def reference_view(self, source: QwenOmniThinkerPolicy | None = None, *, share_frozen: bool = True):
+        """GRPO's reference: a policy computing like this one with the trainable tensors frozen at
+        their current values (or ``source``'s); the frozen tensors are this policy's own, shared,
+        not copied (copied too when not ``share_frozen``)."""
+        import copy
+
+        frozen = {id(p): p for p in self.thinker.parameters() if not p.requires_grad} if share_frozen else {}
+        ref = copy.copy(self)
+        ref.__dict__ = {k: (copy.copy(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+        thinker = copy.deepcopy(self.thinker, memo=dict(frozen))
+        if source is not None:
+            theirs = dict(source.thinker.named_parameters())
+            with torch.no_grad():
+                for name, p in thinker.named_parameters():
+                    if id(p) not in frozen:
+                        p.copy_(theirs[name])
+        ref._modules["thinker"] = thinker.requires_grad_(False).eval()
+        return ref
+
     def gradient_checkpointing_enable(self) -> None:
-        self.thinker.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        """Recompute the decoder layers in the backward pass (non-reentrant)."""
+        self.thinker.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
     def gradient_checkpointing_disable(self) -> None:
-        self.thinker.gradient_checkpointing_disable()
+        self.thinker.activation_checkpointing_disable()
 
     # --------------------------------------------------------------- inputs
     def embed_prompts(self, batch: dict) -> torch.Tensor:

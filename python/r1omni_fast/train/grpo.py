@@ -97,7 +97,11 @@ def completion_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
 def reference_view(policy: Any, source: Any = None, *, share_frozen: bool = True) -> Any:
     """A model computing like ``policy`` with its trainable parts frozen at ``source``'s values
     (a deep copy of the policy's own when ``source`` is None). Frozen modules (towers, BERT, …)
-    are the policy's own objects, shared, not copied (copied too when not ``share_frozen``)."""
+    are the policy's own objects, shared, not copied (copied too when not ``share_frozen``). A backend
+    with a ``reference_view`` method builds its own (same contract)."""
+    own = getattr(policy, "reference_view", None)
+    if own is not None:
+        return own(source, share_frozen=share_frozen)
     ref = copy.copy(policy)
     # nn.Module keeps its children, parameters and hooks in dicts: the view gets its own
     ref.__dict__ = {k: (copy.copy(v) if isinstance(v, dict) else v) for k, v in policy.__dict__.items()}
@@ -735,7 +739,8 @@ class GRPOTrainer:
         distributed.reshard(self.model, self.dist)
         for name, module in reference_parts(self.ref, self.model).items():
             for p_ref, p in zip(module.parameters(), getattr(self.model, name).parameters()):
-                p_ref.mul_(1.0 - alpha).add_(p.detach(), alpha=alpha)
+                if p_ref is not p:  # a frozen tensor the reference shares stays as it is
+                    p_ref.mul_(1.0 - alpha).add_(p.detach(), alpha=alpha)
 
     def _ref_state(self) -> Dict[str, torch.Tensor]:
         distributed.reshard(self.ref, self.dist)
