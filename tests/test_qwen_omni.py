@@ -131,6 +131,24 @@ def test_bad_checkpoints_fail_at_load_time_naming_the_file(tiny, tmp_path):
         load_policy(bare_template)
 
 
+def test_settings_the_thinker_lacks_are_config_errors_at_load_time(tiny, tmp_path):
+    from r1omni_fast.config import ConfigError, GRPOConfig
+    from r1omni_fast.train.common import load_policy
+
+    base = _fields("grpo", tiny[0], tiny[1], tmp_path)
+    base.pop("stage")
+    with pytest.raises(ConfigError, match=r"tunable_parts: \['bert_gate'\]: Qwen2.5-Omni has no HumanOmni's BERT gate"):
+        load_policy(tiny[0], GRPOConfig(**dict(base, tunable_parts=["mm_language_model", "bert_gate"])), torch.device("cpu"))
+    with pytest.raises(ConfigError, match=r"chat_template: 'qwen2vl' is not available .* \(use checkpoint\)"):
+        load_policy(tiny[0], GRPOConfig(**dict(base, chat_template="qwen2vl")), torch.device("cpu"))
+    model = load_policy(tiny[0], GRPOConfig(**base), torch.device("cpu"))
+    assert model.num_frames == 4
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        n for n, _ in model.named_parameters()
+        if n.startswith(("thinker.model.language_model.", "thinker.lm_head.", "thinker.model.visual.merger.",
+                         "thinker.model.audio_tower.proj."))}
+
+
 # --------------------------------------------------------------------------- prompts and media
 def _hf_reference(model, clip_media, text_item_prompt, *, video, audio, interleave):
     """transformers' Qwen2_5OmniProcessor on the same frames, fps and audio."""
@@ -161,7 +179,7 @@ def test_prompts_and_media_equal_transformers_processor_and_audio_tokens_per_cas
     from r1omni_fast.model.qwen_omni import QwenClipCollator, load_qwen_clip
 
     samples = _three_cases(tiny)
-    collate = model.media_collator(num_frames=4)
+    collate = model.media_collator(num_frames=4, audio="record")
     assert isinstance(collate, QwenClipCollator)
     batch = collate(samples)
     assert batch.skipped == [] and [c.audio_source for c in batch.frames] == ["video", "file", None]
@@ -200,20 +218,25 @@ def test_a_record_asking_for_audio_its_file_lacks_is_an_error_or_a_counted_skip(
     _, _, media, clip = tiny
     silent = _sample(media / "silent.mp4", f"<video>\n<audio>\n{QUESTION}")
     ok = _sample(clip, f"<video>\n<audio>\n{QUESTION}")
-    batch = model.media_collator(num_frames=4, on_error="skip")([silent, ok])
+    batch = model.media_collator(num_frames=4, audio="record", on_error="skip")([silent, ok])
     assert [s.id for s in batch.samples] == [clip.stem]
     assert len(batch.skipped) == 1 and "silent.mp4" in batch.skipped[0][1] and "no audio stream" in batch.skipped[0][1]
     with pytest.raises(DataError, match=r"silent\.mp4.*no audio stream but the record asks for audio"):
-        model.media_collator(num_frames=4, on_error="raise")([silent])
+        model.media_collator(num_frames=4, audio="record", on_error="raise")([silent])
     # without <audio> in its prompt, the silent clip is fine
-    video_only = model.media_collator(num_frames=4, on_error="raise")([_sample(media / "silent.mp4", f"<video>\n{QUESTION}")])
+    video_only = model.media_collator(num_frames=4, audio="record", on_error="raise")([_sample(media / "silent.mp4", f"<video>\n{QUESTION}")])
     assert len(video_only) == 1 and video_only.frames[0].audio is None
+    # evaluation with the audio modality (audio=True) asks every clip for audio, whatever its prompt
+    asked = model.media_collator(num_frames=4, audio=True)([_sample(media / "silent.mp4", f"<video>\n{QUESTION}"),
+                                                            _sample(clip, f"<video>\n{QUESTION}")])
+    assert [s.id for s in asked.samples] == [clip.stem] and asked.frames[0].audio_source == "video"
+    assert "silent.mp4" in asked.skipped[0][1]
 
 
 # -------------------------------------------------------------------- generation and the loss
 def test_greedy_prefix_shared_generation_equals_transformers_generate(tiny, model):
     samples = _three_cases(tiny)
-    batch = model.media_collator(num_frames=4)(samples)
+    batch = model.media_collator(num_frames=4, audio="record")(samples)
     inputs = model.processor([s.prompt for s in batch.samples], pixel_values=batch.frames, audio_features=batch.mel)
     eos = model.processor.eos_token_ids
     ours = model.generate(inputs, num_generations=2, max_new_tokens=12, do_sample=False, eos_token_id=eos)
@@ -239,7 +262,7 @@ def test_completion_logits_and_the_loss_equal_references_on_the_thinker(tiny, mo
     from r1omni_fast.kernels import grpo_loss, selective_logprobs
 
     samples = _three_cases(tiny)
-    batch = model.media_collator(num_frames=4)(samples)
+    batch = model.media_collator(num_frames=4, audio="record")(samples)
     prompts = model.processor([s.prompt for s in batch.samples], pixel_values=batch.frames, audio_features=batch.mel)
     out = model.generate(prompts, num_generations=2, max_new_tokens=6, do_sample=True, seed=0)
     ids = out.completion_ids
@@ -293,11 +316,32 @@ def _fields(stage, model_dir, data, out, **over):
     return fields
 
 
+def _mixed_audio(path: Path, media: Path, out: Path) -> Path:
+    """A copy of the data file whose records take their audio three ways, in turn: the video's own
+    track, a separate file, none (no <audio> in the prompt)."""
+    records = json.loads(path.read_text())
+    for i, record in enumerate(records):
+        record["video"] = str((path.parent / record["video"]).resolve())
+        if i % 3 == 1:
+            record["audio"] = str(media / "voice.wav")
+        elif i % 3 == 2:
+            record["conversations"][0]["value"] = record["conversations"][0]["value"].replace("<audio>\n", "")
+    out.write_text(json.dumps(records))
+    return out
+
+
 @pytest.mark.slow
 def test_cli_sft_grpo_resume_eval_and_predict_on_the_tiny_thinker(tiny, tmp_path):
+    """The CLI on records with audio from the video track, from a separate file and without audio."""
+    from types import SimpleNamespace
+
     from r1omni_fast.train.metrics_log import read_jsonl
 
-    model_dir, data, _, _ = tiny
+    model_dir, original, media, _ = tiny
+    data = SimpleNamespace(sft=_mixed_audio(Path(original.sft), media, tmp_path / "sft.json"),
+                           train=_mixed_audio(Path(original.train), media, tmp_path / "train.json"),
+                           test=_mixed_audio(Path(original.test), media, tmp_path / "test.json"))
+    assert sum("<audio>" not in r["conversations"][0]["value"] for r in json.loads(data.train.read_text())) >= 2
     sft = tmp_path / "sft"
     cfg = write_config(tmp_path / "sft.yaml", **_fields("sft", model_dir, data, sft, learning_rate=2e-3))
     result = run_cli(["train", "--config", str(cfg)])

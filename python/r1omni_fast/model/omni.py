@@ -156,11 +156,12 @@ class OmniModel(nn.Module):
             processor.num_video_tokens = tokens
 
     def media_collator(self, *, num_frames: int, image_size: int | None = None, aspect: str = "pad",
-                       n_mels: int | None = None, audio: bool = True, loader=None, on_error: str = "skip",
+                       n_mels: int | None = None, audio: bool | str = True, loader=None, on_error: str = "skip",
                        loader_kwargs: dict | None = None):
         """`r1omni_fast.data.ClipCollator` for this model: ``image_size`` / ``n_mels`` default to
         the towers' (``config.vision.image_size``, ``config.audio.num_mel_bins``); ``audio=False``
-        loads no audio."""
+        loads no audio, True or "record" (the policy interface's "as each record asks") the audio
+        of every clip (a record without ``<audio>`` leaves it unused)."""
         from r1omni_fast.data import ClipCollator
 
         return ClipCollator(num_frames=num_frames, image_size=image_size or self.config.vision.image_size,

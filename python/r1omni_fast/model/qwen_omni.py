@@ -227,12 +227,16 @@ class QwenClipCollator:
     :class:`QwenClip` (one per loaded sample), ``mel`` the list of their audio (float32 16 kHz or
     None), ``has_audio`` (B,) bool, ``frame_indices`` the list of frame index arrays.
 
-    A sample gets audio when ``audio`` is on and its prompt holds ``<audio>``; then the audio is
-    required (an error naming the file when absent: raised with ``on_error="raise"``, else the
-    sample is skipped and listed in ``Batch.skipped``). ``loader`` (default
-    :func:`load_qwen_batch`) takes the same arguments."""
+    Which samples get audio: ``audio="record"`` those whose prompt holds ``<audio>`` (training:
+    the record chooses), ``True`` every sample (evaluation with the audio modality), ``False``
+    none. Audio asked for is required (an error naming the file when absent: raised with
+    ``on_error="raise"``, else the sample is skipped and listed in ``Batch.skipped``). ``loader``
+    (default :func:`load_qwen_batch`) takes the same arguments."""
 
-    def __init__(self, *, settings: QwenMediaSettings, audio: bool = True, loader=None, on_error: str = "skip") -> None:
+    def __init__(self, *, settings: QwenMediaSettings, audio: bool | str = "record", loader=None,
+                 on_error: str = "skip") -> None:
+        if audio not in (True, False, "record"):
+            raise ValueError(f"audio={audio!r}: use True, False or 'record'")
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.settings = settings
@@ -243,7 +247,9 @@ class QwenClipCollator:
         self.media_kwargs: dict[str, Any] = {"settings": settings, "audio": audio}
 
     def wants_audio(self, sample: Any) -> bool:
-        return bool(self.audio) and "<audio>" in sample.prompt
+        if self.audio == "record":
+            return "<audio>" in sample.prompt
+        return bool(self.audio)
 
     def __call__(self, samples: Sequence[Any], index: int = 0):
         from r1omni_fast.data import Batch, DataError
@@ -608,10 +614,11 @@ class QwenOmniThinkerPolicy(nn.Module):
             self.media.max_frames = before
 
     def media_collator(self, *, num_frames: int, image_size: int | None = None, aspect: str = "pad",
-                       n_mels: int | None = None, audio: bool = True, loader=None, on_error: str = "skip",
+                       n_mels: int | None = None, audio: bool | str = True, loader=None, on_error: str = "skip",
                        loader_kwargs: dict | None = None) -> QwenClipCollator:
         """:class:`QwenClipCollator` with this model's media settings and at most ``num_frames``
-        frames per clip. ``image_size``, ``aspect`` and ``loader_kwargs`` (HumanOmni's square
+        frames per clip; ``audio``: "record" (the records whose prompt holds ``<audio>``), True
+        (every sample) or False. ``image_size``, ``aspect`` and ``loader_kwargs`` (HumanOmni's square
         frames) do not apply: sizes follow ``smart_resize``; ``n_mels`` must be None or the
         feature extractor's."""
         if n_mels is not None and self.processor is not None and n_mels != self.processor.hf.feature_extractor.feature_size:

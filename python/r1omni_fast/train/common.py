@@ -126,9 +126,10 @@ def read_split(cfg: Any, field_name: str, kind: str) -> DataFile:
 
 
 def make_collator(cfg: Any, model: Any, loader: Optional[Callable] = None) -> ClipCollator:
-    """The model's clip collator with the run's media settings; unset sizes come from the model."""
+    """The model's clip collator with the run's media settings (audio as each record asks); unset
+    sizes come from the model."""
     return model.media_collator(num_frames=cfg.num_frames, image_size=cfg.image_size, aspect=cfg.image_aspect_ratio,
-                                n_mels=cfg.n_mels, audio=True, loader=loader, on_error=cfg.on_bad_record)
+                                n_mels=cfg.n_mels, audio="record", loader=loader, on_error=cfg.on_bad_record)
 
 
 def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] = None,
