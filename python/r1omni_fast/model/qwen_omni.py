@@ -867,15 +867,22 @@ class QwenOmniThinkerPolicy(nn.Module):
             raise CheckpointError(f"{path}: {len(missing)} missing and {len(mismatched)} mismatched thinker weight(s)"
                                   + "".join(f"\n  missing: {k}" for k in missing[:20])
                                   + "".join(f"\n  mismatched: {k}" for k in list(mismatched)[:20]))
-        media = QwenMediaSettings()
-        vp = processor.hf.video_processor
-        size = getattr(vp, "size", None) or {}
-        if size.get("shortest_edge") and size.get("longest_edge"):
-            media.min_pixels, media.max_pixels = int(size["shortest_edge"]), int(size["longest_edge"])
+        size = getattr(processor.hf.video_processor, "size", None) or {}
         settings_file = os.path.join(path, "r1omni_media.json")
-        if os.path.isfile(settings_file):
-            with open(settings_file, encoding="utf-8") as fh:
-                media = QwenMediaSettings(**json.load(fh))
+        try:
+            if os.path.isfile(settings_file):  # written by save_pretrained
+                with open(settings_file, encoding="utf-8") as fh:
+                    media = QwenMediaSettings(**json.load(fh))
+            elif size.get("shortest_edge") and size.get("longest_edge"):  # the video processor's pixel budget
+                media = QwenMediaSettings(min_pixels=int(size["shortest_edge"]), max_pixels=int(size["longest_edge"]))
+            else:
+                media = QwenMediaSettings()
+        except (TypeError, ValueError) as exc:
+            files = [settings_file] + [os.path.join(path, f) for f in
+                                       ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json")]
+            where = next((f for f in files if os.path.isfile(f)), files[-1])
+            raise CheckpointError(f"{where}: unusable frame settings ({exc}); fix the video processor's "
+                                  "size.shortest_edge <= size.longest_edge (pixels per frame)") from None
         model = cls(thinker, processor, media)
         model.load_report = {"missing": missing, "unexpected": sorted(info.get("unexpected_keys", []))}
         model.requires_grad_(False)
