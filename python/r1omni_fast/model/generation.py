@@ -286,13 +286,7 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     (and under activation checkpointing, which forbids a cache in training) the prompt embeddings
     are repeated and the N full rows run through the LLM.
     """
-    if getattr(model, "embed_prompts", None) is not None:
-        prompt_embeds = model.embed_prompts(prompts)
-    else:
-        prompt_embeds = model.embed(prompts["input_ids"], pixel_values=prompts.get("pixel_values"),
-                                    audio_features=prompts.get("audio_features"),
-                                    bert_input_ids=prompts.get("bert_input_ids"),
-                                    bert_attention_mask=prompts.get("bert_attention_mask"))
+    prompt_embeds = _prompt_embeds(model, prompts, prompts["input_ids"], prompts["input_ids"].device)
     token_embeds = model.llm.get_input_embeddings()(completion_ids).to(prompt_embeds.dtype)
     prompt_valid = prompts["attention_mask"].bool()
     width = completion_ids.shape[1]
