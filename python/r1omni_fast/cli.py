@@ -152,8 +152,17 @@ def model() -> None:
 @click.option("--pretrain-towers", is_flag=True,
               help="pretrain the vision and audio towers on the synthetic generator's faces and voices "
                    "(seconds on a CPU; the LLM stays untrained), as the demo does")
-def model_tiny(out: str, seed: int, pretrain_towers: bool) -> None:
-    """Write the tiny HumanOmni-architecture checkpoint (config, weights, tokenizers) to OUT."""
+@click.option("--arch", type=click.Choice(["humanomni", "qwen2_5_omni"]), default="humanomni", show_default=True,
+              help="humanomni (HumanOmni / R1-Omni) or qwen2_5_omni (a Qwen2.5-Omni thinker)")
+def model_tiny(out: str, seed: int, pretrain_towers: bool, arch: str) -> None:
+    """Write a tiny checkpoint (config, weights, tokenizers / processor) to OUT."""
+    if arch == "qwen2_5_omni":
+        if pretrain_towers:
+            raise click.UsageError("--pretrain-towers is for --arch humanomni only")
+        from r1omni_fast.model.tiny_qwen import build_tiny_qwen_checkpoint
+
+        click.echo(build_tiny_qwen_checkpoint(out, seed=seed))
+        return
     from r1omni_fast.model.tiny import build_tiny_checkpoint
 
     click.echo(build_tiny_checkpoint(out, seed=seed, pretrain_towers=pretrain_towers))

@@ -213,6 +213,8 @@ def predict_iter(
     N > 1 only), ``completions`` (all N, N > 1 only), ``elapsed_s`` (the batch's generation time
     divided by its clips), ``error`` (why the clip could not be predicted, else None).
     """
+    import torch
+
     from r1omni_fast.model.prompt import normalise_modalities
 
     keep = normalise_modalities(modalities)
@@ -225,7 +227,7 @@ def predict_iter(
         raise ValueError("the model has no tokenizer (its checkpoint folder holds no tokenizer files)")
     labels = label_sets.resolve(label_set)
     samples = [_sample(i, item) for i, item in enumerate(items)]
-    frames = num_frames or model.config.num_frames
+    frames = num_frames or model.num_frames
     device = model.device
     with runner.eval_mode(model, frames):
         collate = runner.clip_collator(model, keep, frames, image_size, aspect, loader)
@@ -240,7 +242,8 @@ def predict_iter(
         def load(chunk: Sequence[Any], index: int) -> Any:
             out = work(chunk, index)
             batch = out[0] if previews is not None else out
-            if device.type == "cuda" and len(batch):  # copy beside decoding, not in the generation loop
+            # copy beside decoding, not in the generation loop (a backend whose frames are not one tensor copies its own)
+            if device.type == "cuda" and len(batch) and isinstance(batch.frames, torch.Tensor):
                 batch.frames = batch.frames.pin_memory().to(device, model.dtype, non_blocking=True)
                 if batch.mel is not None:
                     batch.mel = batch.mel.pin_memory().to(device, model.dtype, non_blocking=True)

@@ -56,8 +56,9 @@ DataLike = Union[str, "os.PathLike[str]", Any]
 
 
 def load_model(path: Union[str, "os.PathLike[str]"], **kwargs: Any) -> Any:
-    """``OmniModel.from_pretrained(path)``, with a clear error when ``path`` is not a folder; a
-    LoRA adapter folder (a ``use_peft`` run) loads its base model with the adapter merged."""
+    """The policy at ``path`` (``r1omni_fast.model.policy.load_policy``: HumanOmni or Qwen2.5-Omni by
+    its ``model_type``), with a clear error when ``path`` is not a folder; a LoRA adapter folder (a
+    ``use_peft`` run) loads its base model with the adapter merged."""
     from r1omni_fast.model import lora
 
     if not os.path.isdir(path):
@@ -247,7 +248,7 @@ def evaluate_rows(
         raise ValueError(f"no samples to evaluate in {data_path or 'the given data'}")
 
     started = time.perf_counter()
-    frames = num_frames or model.config.num_frames
+    frames = num_frames or model.num_frames
     rows = []
     images: Dict[str, Any] = {}
     skipped: List[Tuple[str, str]] = []
@@ -314,9 +315,13 @@ def with_previews(collate: Any) -> Callable[[Sequence[Any], int], Tuple[Any, Dic
     mean = collate.media_kwargs.get("mean", (0.5, 0.5, 0.5))
     std = collate.media_kwargs.get("std", (0.5, 0.5, 0.5))
 
+    own = getattr(collate, "preview_batch", None)  # a backend collator with its own frame layout
+
     def run(samples: Sequence[Any], index: int = 0) -> Tuple[Any, Dict[str, Any]]:
         batch = collate(samples, index)
-        return batch, (preview_batch(batch, mean, std) if len(batch) else {})
+        if not len(batch):
+            return batch, {}
+        return batch, (own(batch) if own is not None else preview_batch(batch, mean, std))
 
     return run
 
@@ -478,35 +483,23 @@ def eval_mode(model: Any, num_frames: int) -> Iterator[None]:
     """Eval mode and the placeholder count of ``num_frames`` frames for the duration; both are
     restored afterwards (the trainers evaluate their policy in place)."""
     was_training = model.training
-    processor = model.processor
-    tokens = processor.num_video_tokens
-    processor.num_video_tokens = model.config.num_video_tokens(num_frames)
     model.eval()
     try:
-        yield
+        with model.frames_context(num_frames):
+            yield
     finally:
-        processor.num_video_tokens = tokens
         model.train(was_training)
 
 
 def clip_collator(model: Any, keep: Tuple[str, ...], num_frames: int, image_size: Optional[int], aspect: str,
               loader: Optional[Callable[..., list]]) -> Any:
-    """A ClipCollator with the checkpoint's preprocessing: frame size, mean/std, mel bins."""
-    from r1omni_fast.data import ClipCollator
-
+    """The model's clip collator with the checkpoint's preprocessing: frame size, mean/std, mel bins."""
     vision = model.preprocessor_configs.get("vision_tower", {})
     loader_kwargs = {}
     if "image_mean" in vision and "image_std" in vision:
         loader_kwargs = {"mean": tuple(vision["image_mean"]), "std": tuple(vision["image_std"])}
-    return ClipCollator(
-        num_frames=num_frames,
-        image_size=image_size or model.config.vision.image_size,
-        aspect=aspect,
-        n_mels=model.config.audio.num_mel_bins if "audio" in keep else None,
-        loader=loader,
-        on_error="skip",
-        loader_kwargs=loader_kwargs,
-    )
+    return model.media_collator(num_frames=num_frames, image_size=image_size, aspect=aspect, audio="audio" in keep,
+                                loader=loader, on_error="skip", loader_kwargs=loader_kwargs)
 
 
 def prefetch_batches(chunks: List[List[Any]], collate: Any) -> Iterator[Any]:

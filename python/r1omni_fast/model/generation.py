@@ -182,9 +182,7 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch.get("attention_mask")
     attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
-    embeds = model.embed(input_ids, pixel_values=batch.get("pixel_values"), audio_features=batch.get("audio_features"),
-                         bert_input_ids=_to(batch.get("bert_input_ids"), device),
-                         bert_attention_mask=_to(batch.get("bert_attention_mask"), device))
+    embeds = _prompt_embeds(model, batch, input_ids, device)
     # Left-pack every prompt so that all rows end at the same column.
     valid = attention_mask.bool()
     lengths = valid.sum(1)
@@ -197,11 +195,17 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     key_valid = cols >= shift
     embeds = embeds.gather(1, src[..., None].expand(-1, -1, embeds.shape[-1])) * key_valid[..., None]
     positions = (cols - shift).clamp(min=0)
+    offsets = None
+    rope = getattr(model, "rope_positions", None)
+    if rope is not None:  # multimodal rotary positions (3, B, L) of the backend, packed like the embeddings
+        rope_ids, offsets = rope(batch)
+        positions = rope_ids.to(device).gather(2, src[None].expand(rope_ids.shape[0], -1, -1))
 
     g = num_generations
     rows = b * g
     if not share_prefix:
-        embeds, key_valid, positions = (t.repeat_interleave(g, 0) for t in (embeds, key_valid, positions))
+        embeds, key_valid = (t.repeat_interleave(g, 0) for t in (embeds, key_valid))
+        positions = positions.repeat_interleave(g, positions.dim() - 2)  # (B, W) or (3, B, W)
     group = g if share_prefix else 1
     total = width + max_new_tokens
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -238,7 +242,7 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
         key_valid = key_valid.repeat_interleave(g, 0)
     column_valid = torch.zeros(rows, total, dtype=torch.bool, device=device)
     column_valid[:, :width] = key_valid
-    next_position = lengths.repeat_interleave(g, 0)[:, None].clone()
+    next_position = (lengths if offsets is None else lengths + offsets.to(device)).repeat_interleave(g, 0)[:, None].clone()
 
     out = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     done = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -291,6 +295,17 @@ def _to(value, device):
     return None if value is None else value.to(device)
 
 
+def _prompt_embeds(model, batch: dict, input_ids: torch.Tensor, device) -> torch.Tensor:
+    """(B, L, H) prompt embeddings with the media features in place: the backend's
+    ``embed_prompts(batch)`` when it has one, else ``embed`` with HumanOmni's inputs."""
+    hook = getattr(model, "embed_prompts", None)
+    if hook is not None:
+        return hook(batch)
+    return model.embed(input_ids, pixel_values=batch.get("pixel_values"), audio_features=batch.get("audio_features"),
+                       bert_input_ids=_to(batch.get("bert_input_ids"), device),
+                       bert_attention_mask=_to(batch.get("bert_attention_mask"), device))
+
+
 def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
                       mask: torch.Tensor, group: int, *, share_prefix: bool = True) -> torch.Tensor:
     """Logits (N, T, V) with ``logits[n, t]`` predicting ``completion_ids[n, t]``, N = B * group.
@@ -302,24 +317,32 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     (and under activation checkpointing, which forbids a cache in training) the prompt embeddings
     are repeated and the N full rows run through the LLM.
     """
-    prompt_embeds = model.embed(prompts["input_ids"], pixel_values=prompts.get("pixel_values"),
-                                audio_features=prompts.get("audio_features"),
-                                bert_input_ids=prompts.get("bert_input_ids"),
-                                bert_attention_mask=prompts.get("bert_attention_mask"))
+    prompt_embeds = _prompt_embeds(model, prompts, prompts["input_ids"], prompts["input_ids"].device)
     token_embeds = model.llm.get_input_embeddings()(completion_ids).to(prompt_embeds.dtype)
     prompt_valid = prompts["attention_mask"].bool()
     width = completion_ids.shape[1]
+    steps = torch.arange(width, device=prompt_valid.device)
+    lengths = prompt_valid.long().sum(1)
+    rope = getattr(model, "rope_positions", None)
+    rope_ids = None
+    if rope is not None:  # the backend's multimodal rotary positions: (3, B, P) and each row's offset
+        rope_ids, offsets = rope(prompts)
+        lengths = lengths + offsets.to(lengths.device)
     if not share_prefix or _checkpointing(model.llm):
         embeds = torch.cat([prompt_embeds.repeat_interleave(group, 0), token_embeds], 1)
         attention = torch.cat([prompt_valid.long().repeat_interleave(group, 0), mask.long()], 1)
-        return model(inputs_embeds=embeds, attention_mask=attention, logits_to_keep=width + 1).logits[:, :-1]
+        extra = {}
+        if rope_ids is not None:
+            after = (lengths.repeat_interleave(group, 0)[:, None] + steps[None])[None].expand(rope_ids.shape[0], -1, -1)
+            extra["position_ids"] = torch.cat([rope_ids.repeat_interleave(group, 1), after], 2)
+        return model(inputs_embeds=embeds, attention_mask=attention, logits_to_keep=width + 1, **extra).logits[:, :-1]
 
     from transformers import DynamicCache
 
     llm = model.llm
     layer_types = set(getattr(llm.config, "layer_types", None) or ["full_attention"])
     b, p = prompt_valid.shape
-    positions = (prompt_valid.long().cumsum(-1) - 1).clamp(min=0)
+    positions = (prompt_valid.long().cumsum(-1) - 1).clamp(min=0) if rope_ids is None else rope_ids
     causal = torch.ones(p, p, dtype=torch.bool, device=prompt_valid.device).tril()
     eye = torch.eye(p, dtype=torch.bool, device=prompt_valid.device)
     prefill_mask = _additive(((causal[None] & prompt_valid[:, None, :]) | eye[None])[:, None], prompt_embeds.dtype)
@@ -327,10 +350,9 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     prefix = llm.model(inputs_embeds=prompt_embeds, position_ids=positions, cache=cache, use_cache=True,
                        attention_mask={t: prefill_mask for t in layer_types}).last_hidden_state
     cache.batch_repeat_interleave(group)
-    steps = torch.arange(width, device=prompt_valid.device)
     keys = torch.cat([prompt_valid.repeat_interleave(group, 0)[:, None, :].expand(-1, width, -1),
                       (steps[None, :] <= steps[:, None])[None].expand(b * group, -1, -1)], 2)
-    lengths = prompt_valid.long().sum(1).repeat_interleave(group, 0)
+    lengths = lengths.repeat_interleave(group, 0)
     hidden = llm.model(inputs_embeds=token_embeds, position_ids=lengths[:, None] + steps[None], cache=cache,
                        use_cache=True, attention_mask={t: _additive(keys[:, None], token_embeds.dtype)
                                                        for t in layer_types}).last_hidden_state

@@ -20,7 +20,7 @@ as its reference model (:class:`AdapterDisabled`): no second copy of any weight.
 Files: :func:`save_adapter` writes peft's ``adapter_model.safetensors`` and
 ``adapter_config.json`` (``base_model_name_or_path``: the absolute path of the base folder) plus
 the tokenizer files; :func:`merge` writes a full checkpoint folder (``r1omni-fast merge``) that
-``OmniModel.from_pretrained`` loads; :func:`load_model` loads either kind.
+the backend's ``from_pretrained`` loads; :func:`load_model` loads either kind.
 
 Backend hooks: a policy class may set ``LORA_LANGUAGE_MODEL``, the dotted paths of the modules
 forming its LLM (default ``("llm",)``, HumanOmni's; a Qwen omni thinker held as ``thinker`` would
@@ -408,13 +408,14 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_model(path: str | os.PathLike, **kwargs: Any) -> torch.nn.Module:
-    """``OmniModel.from_pretrained(path, **kwargs)``, or for an adapter folder its base model with
-    the adapter merged in."""
+    """The policy at ``path`` (its backend chosen by the checkpoint's ``model_type``,
+    ``r1omni_fast.model.policy.load_policy``), or for an adapter folder its base model with the
+    adapter merged in."""
     if is_adapter_folder(path):
         return merged(load_with_adapter(path, **kwargs))
-    from r1omni_fast.model import OmniModel
+    from r1omni_fast.model.policy import load_policy
 
-    return OmniModel.from_pretrained(path, **kwargs)
+    return load_policy(path, **kwargs)
 
 
 def merge(folder: str | os.PathLike, out: str | os.PathLike, *, base: Optional[str | os.PathLike] = None) -> Path:

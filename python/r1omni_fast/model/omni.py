@@ -131,6 +131,43 @@ class OmniModel(nn.Module):
     def trainable_parts(self) -> list[str]:
         return [n for n, mods in TUNABLE_PARTS.items() if all(_trains(getattr(self, m)) for m in mods)]
 
+    # ------------------------------------------------------ policy interface (model/policy.py)
+    @property
+    def num_frames(self) -> int:
+        """Frames per clip (``config.num_frames``)."""
+        return self.config.num_frames
+
+    def set_num_frames(self, num_frames: int) -> None:
+        """Frames per clip from now on: the config and the processor's ``<video>`` placeholder count."""
+        self.config.num_frames = num_frames
+        if self.processor is not None:
+            self.processor.num_video_tokens = self.config.num_video_tokens(num_frames)
+
+    @contextlib.contextmanager
+    def frames_context(self, num_frames: int):
+        """The processor's ``<video>`` placeholder count for ``num_frames`` frames for the duration
+        (restored afterwards; the trainers evaluate their policy in place)."""
+        processor = self.processor
+        tokens = processor.num_video_tokens
+        processor.num_video_tokens = self.config.num_video_tokens(num_frames)
+        try:
+            yield
+        finally:
+            processor.num_video_tokens = tokens
+
+    def media_collator(self, *, num_frames: int, image_size: int | None = None, aspect: str = "pad",
+                       n_mels: int | None = None, audio: bool | str = True, loader=None, on_error: str = "skip",
+                       loader_kwargs: dict | None = None):
+        """`r1omni_fast.data.ClipCollator` for this model: ``image_size`` / ``n_mels`` default to
+        the towers' (``config.vision.image_size``, ``config.audio.num_mel_bins``); ``audio=False``
+        loads no audio, True or "record" (the policy interface's "as each record asks") the audio
+        of every clip (a record without ``<audio>`` leaves it unused)."""
+        from r1omni_fast.data import ClipCollator
+
+        return ClipCollator(num_frames=num_frames, image_size=image_size or self.config.vision.image_size,
+                            aspect=aspect, n_mels=(n_mels or self.config.audio.num_mel_bins) if audio else None,
+                            loader=loader, on_error=on_error, loader_kwargs=loader_kwargs)
+
     def gradient_checkpointing_enable(self) -> None:
         """Recompute the LLM's decoder layers in the backward pass (non-reentrant)."""
         # transformers >= 5.x renamed the method; the old name warns there.

@@ -118,6 +118,9 @@ class OmniProcessor:
     token of the rendered conversation after the prompt, that newline included.
     """
 
+    #: Placeholder ids of the media runs in ``input_ids``.
+    media_token_ids = (VIDEO_TOKEN_INDEX, AUDIO_TOKEN_INDEX)
+
     def __init__(self, tokenizer, bert_tokenizer, *, num_video_tokens: int, num_audio_tokens: int,
                  use_x_start_end: bool = True) -> None:
         self.tokenizer = tokenizer

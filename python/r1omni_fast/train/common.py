@@ -54,9 +54,10 @@ def autocast(cfg: Any, device: torch.device):
 
 
 def load_policy(path: str | Path, cfg: Any, device: torch.device):
-    """`OmniModel` from ``path`` set up for training with ``cfg``: its processor expands
-    ``cfg.num_frames`` frames, only ``cfg.tunable_parts`` train, activation checkpointing on
-    request. The weights stay fp32 (bf16 runs use autocast).
+    """The policy at ``path`` (its backend chosen by the checkpoint's ``model_type``,
+    ``r1omni_fast.model.policy``) set up for training with ``cfg``: clips of ``cfg.num_frames``
+    frames, only ``cfg.tunable_parts`` train, activation checkpointing on request. The weights
+    stay fp32 (bf16 runs use autocast).
 
     With ``cfg.use_peft`` LoRA adapters are added (``r1omni_fast.model.lora``); ``path`` may then
     be a checkpoint of the run (an adapter folder: the base comes from ``model_name_or_path``). A
@@ -80,9 +81,15 @@ def load_policy(path: str | Path, cfg: Any, device: torch.device):
     if model.processor is None:
         raise ConfigError(f"model_name_or_path: {path} has no tokenizer files (tokenizer.json): "
                           "point it at a complete checkpoint folder")
-    model.config.num_frames = cfg.num_frames
-    model.processor.num_video_tokens = model.config.num_video_tokens(cfg.num_frames)
-    model.set_trainable_parts(cfg.tunable_parts)
+    templates = getattr(model.processor, "chat_templates", None)  # the renderings a backend supports
+    if templates is not None and getattr(cfg, "chat_template", "checkpoint") not in templates:
+        raise ConfigError(f"chat_template: {cfg.chat_template!r} is not available for {path} "
+                          f"(use {' or '.join(templates)})")
+    model.set_num_frames(cfg.num_frames)
+    try:
+        model.set_trainable_parts(cfg.tunable_parts)
+    except ValueError as exc:
+        raise ConfigError(f"tunable_parts: {exc}") from None
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if use_peft:
@@ -137,11 +144,10 @@ def read_split(cfg: Any, field_name: str, kind: str) -> DataFile:
 
 
 def make_collator(cfg: Any, model: Any, loader: Optional[Callable] = None) -> ClipCollator:
-    """Clip collator with the run's media settings; unset sizes come from the model's towers."""
-    image_size = cfg.image_size or model.config.vision.image_size
-    n_mels = cfg.n_mels or model.config.audio.num_mel_bins
-    return ClipCollator(num_frames=cfg.num_frames, image_size=image_size, aspect=cfg.image_aspect_ratio,
-                        n_mels=n_mels, loader=loader, on_error=cfg.on_bad_record)
+    """The model's clip collator with the run's media settings (audio as each record asks); unset
+    sizes come from the model."""
+    return model.media_collator(num_frames=cfg.num_frames, image_size=cfg.image_size, aspect=cfg.image_aspect_ratio,
+                                n_mels=cfg.n_mels, audio="record", loader=loader, on_error=cfg.on_bad_record)
 
 
 def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] = None,

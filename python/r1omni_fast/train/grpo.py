@@ -98,7 +98,11 @@ def completion_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
 def reference_view(policy: Any, source: Any = None, *, share_frozen: bool = True) -> Any:
     """A model computing like ``policy`` with its trainable parts frozen at ``source``'s values
     (a deep copy of the policy's own when ``source`` is None). Frozen modules (towers, BERT, …)
-    are the policy's own objects, shared, not copied (copied too when not ``share_frozen``)."""
+    are the policy's own objects, shared, not copied (copied too when not ``share_frozen``). A backend
+    with a ``reference_view`` method builds its own (same contract)."""
+    own = getattr(policy, "reference_view", None)
+    if own is not None:
+        return own(source, share_frozen=share_frozen)
     ref = copy.copy(policy)
     # nn.Module keeps its children, parameters and hooks in dicts: the view gets its own
     ref.__dict__ = {k: (copy.copy(v) if isinstance(v, dict) else v) for k, v in policy.__dict__.items()}
@@ -114,10 +118,11 @@ def reference_parts(ref: Any, policy: Any) -> Dict[str, torch.nn.Module]:
     return {n: m for n, m in ref.named_children() if m is not policy._modules[n]}
 
 
-def prompt_text_length(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def prompt_text_length(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       media_token_ids: Sequence[int] = (VIDEO_TOKEN_INDEX, AUDIO_TOKEN_INDEX)) -> torch.Tensor:
     """Prompt tokens per row with each media placeholder run counted as one token (the length
-    R1-Omni's ``max_prompt_length`` bounds)."""
-    media = (input_ids == VIDEO_TOKEN_INDEX) | (input_ids == AUDIO_TOKEN_INDEX)
+    R1-Omni's ``max_prompt_length`` bounds); ``media_token_ids``: the processor's placeholder ids."""
+    media = torch.isin(input_ids, torch.tensor(list(media_token_ids), device=input_ids.device))
     runs = media & ~torch.nn.functional.pad(media, (1, 0))[:, :-1]
     return ((attention_mask.bool() & ~media).sum(1) + runs.sum(1))
 
@@ -423,7 +428,8 @@ class GRPOTrainer:
         inputs = common.model_batch(self.model.processor, batch, padding_side="left",
                                     chat_template=self.cfg.chat_template)
         if self.cfg.max_prompt_length is not None:
-            longest = int(prompt_text_length(inputs["input_ids"], inputs["attention_mask"]).max())
+            longest = int(prompt_text_length(inputs["input_ids"], inputs["attention_mask"],
+                                             self.model.processor.media_token_ids).max())
             if longest > self.cfg.max_prompt_length:
                 raise ConfigError(f"max_prompt_length {self.cfg.max_prompt_length} is shorter than a prompt "
                                   f"({longest} tokens, each media placeholder counted once): raise it")
@@ -736,7 +742,8 @@ class GRPOTrainer:
         distributed.reshard(self.model, self.dist)
         for name, module in reference_parts(self.ref, self.model).items():
             for p_ref, p in zip(module.parameters(), getattr(self.model, name).parameters()):
-                p_ref.mul_(1.0 - alpha).add_(p.detach(), alpha=alpha)
+                if p_ref is not p:  # a frozen tensor the reference shares stays as it is
+                    p_ref.mul_(1.0 - alpha).add_(p.detach(), alpha=alpha)
 
     def _ref_state(self) -> Dict[str, torch.Tensor]:
         distributed.reshard(self.ref, self.dist)

@@ -1,0 +1,144 @@
+"""The policy backend interface: what the trainers, evaluation and prediction use of a model, and
+the registry that picks the backend from a checkpoint's ``config.json`` ``model_type``.
+
+Backends (one module each): ``r1omni_fast.model.omni`` (HumanOmni / R1-Omni, ``OmniModel``) and
+``r1omni_fast.model.qwen_omni`` (Qwen2.5-Omni thinker, ``QwenOmniThinkerPolicy``).
+:func:`load_policy` reads ``model_type`` and calls the registered backend's ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from r1omni_fast.model.omni import CheckpointError
+
+
+@runtime_checkable
+class PolicyProcessor(Protocol):
+    """Text and media -> model batch, and completions back to text.
+
+    ``__call__(instructions, targets=None, *, pixel_values, audio_features, modalities,
+    padding_side, chat_template, bert_texts)`` returns a dict of tensors with at least
+    ``input_ids`` / ``attention_mask`` (B, L) and, with targets, ``labels`` (-100 outside the
+    targets). ``pixel_values`` / ``audio_features`` are what the backend's collator put in
+    ``Batch.frames`` / ``Batch.mel``. ``media_token_ids``: the ids of media placeholder tokens in
+    ``input_ids`` (a run of them counts once for ``max_prompt_length``).
+    """
+
+    tokenizer: Any
+    media_token_ids: tuple
+
+    def __call__(self, instructions: Sequence[str], targets: Sequence[str] | None = None, **kwargs: Any) -> dict: ...
+
+    @property
+    def eos_token_ids(self) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def save_pretrained(self, path: str) -> None: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What a policy backend provides (an ``nn.Module``).
+
+    - ``processor`` (:class:`PolicyProcessor`), ``num_frames`` (the clip frame setting),
+      ``preprocessor_configs`` (dict, may be empty), ``prefill_rows`` (int counter);
+    - ``forward(**batch)`` -> object with ``loss`` (mean token cross-entropy over labels) and
+      ``logits``; ``generate(batch, **kw)`` -> ``GenerationOutput`` (prefix-shared G samples);
+      ``completion_logits(prompts, completion_ids, mask, group, *, share_prefix)`` -> (N, T, V);
+    - ``set_trainable_parts(parts)``, ``set_num_frames(n)``, ``frames_context(n)`` (a context
+      during which evaluation uses n frames), ``gradient_checkpointing_enable()``;
+    - ``media_collator(*, num_frames, image_size, aspect, n_mels, audio, loader, on_error,
+      loader_kwargs)`` -> a collator ``(samples, index) -> Batch`` with a ``media_kwargs`` dict
+      and a ``loader`` attribute; ``audio``: "record" (as each record's prompt asks), True (every
+      sample) or False;
+    - ``save_pretrained(path, *, state_dict=None)``, ``checkpoint_state_dict(state_dict=None)``,
+      ``from_pretrained(path, *, dtype=None, device=None)`` (classmethod);
+    - for ``r1omni_fast.model.generation``: ``llm`` (``.model`` decoder taking ``cache``,
+      ``.lm_head``, ``.config``, ``.get_input_embeddings()``), ``embed`` or ``embed_prompts(batch)``,
+      and optionally ``rope_positions(batch)`` (multimodal rotary positions).
+    """
+
+    processor: Any
+    preprocessor_configs: dict
+    prefill_rows: int
+
+    @property
+    def num_frames(self) -> int: ...
+
+    def generate(self, batch: dict, **kwargs: Any) -> Any: ...
+
+    def completion_logits(self, prompts: dict, completion_ids: torch.Tensor, mask: torch.Tensor, group: int, *,
+                          share_prefix: bool = True) -> torch.Tensor: ...
+
+    def set_trainable_parts(self, parts: str | Iterable[str]) -> None: ...
+
+    def set_num_frames(self, num_frames: int) -> None: ...
+
+    def frames_context(self, num_frames: int) -> ContextManager[None]: ...
+
+    def media_collator(self, **kwargs: Any) -> Callable: ...
+
+    def save_pretrained(self, path: str | os.PathLike, *, state_dict: dict | None = None) -> None: ...
+
+    def checkpoint_state_dict(self, state_dict: dict | None = None) -> dict: ...
+
+
+#: model_type -> "module:Class" of its backend (imported on first use).
+BACKENDS: dict[str, str] = {
+    "HumanOmni_qwen2": "r1omni_fast.model.omni:OmniModel",
+    "qwen2": "r1omni_fast.model.omni:OmniModel",
+    "qwen2_5_omni": "r1omni_fast.model.qwen_omni:QwenOmniThinkerPolicy",
+    "qwen2_5_omni_thinker": "r1omni_fast.model.qwen_omni:QwenOmniThinkerPolicy",
+}
+
+
+def register(model_type: str, target: str) -> None:
+    """Register ``target`` ("module:Class", a class with ``from_pretrained``) for ``model_type``."""
+    BACKENDS[model_type] = target
+
+
+def model_type_of(path: str | os.PathLike) -> str:
+    """``model_type`` of ``path/config.json``. Raises `CheckpointError` naming the file when it is
+    missing, unreadable or has no ``model_type``."""
+    path = os.fspath(path)
+    config = os.path.join(path, "config.json")
+    if not os.path.isfile(config):
+        raise CheckpointError(f"{path}: no config.json (pass a checkpoint folder, e.g. from `r1omni-fast model tiny OUT`)")
+    try:
+        with open(config, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{config}: cannot read it as JSON ({exc})") from None
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    if not isinstance(model_type, str):
+        raise CheckpointError(f"{config}: no model_type field; supported: {', '.join(sorted(BACKENDS))}")
+    return model_type
+
+
+def backend_for(path: str | os.PathLike) -> type:
+    """The backend class registered for the checkpoint at ``path``. Raises `CheckpointError`
+    naming ``config.json``, its ``model_type`` and the supported types for an unknown one."""
+    model_type = model_type_of(path)
+    if model_type not in BACKENDS:
+        raise CheckpointError(
+            f"{os.path.join(os.fspath(path), 'config.json')}: model_type {model_type!r} has no policy backend; "
+            f"supported: {', '.join(sorted(BACKENDS))} (HumanOmni / R1-Omni, Qwen2.5-Omni)")
+    import importlib
+
+    module, name = BACKENDS[model_type].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_policy(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """The policy at ``path`` by its backend's ``from_pretrained(path, **kwargs)`` (``dtype=``,
+    ``device=``)."""
+    return backend_for(path).from_pretrained(path, **kwargs)
+
+
+__all__ = ["BACKENDS", "Policy", "PolicyProcessor", "backend_for", "load_policy", "model_type_of", "register"]
