@@ -180,15 +180,16 @@ def test_a_trl_grpo_yaml_loads_and_fields_without_meaning_are_rejected_by_name(t
                log_completions=True, num_completions_to_print=2, shuffle_dataset=False, disable_dropout=True,
                generation_kwargs={"top_p": 0.9}, report_to="none",
                # TRL's off values of fields with no meaning here: accepted and dropped
-               use_vllm=False, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, top_entropy_quantile=1.0,
-               use_liger_kernel=False)
+               top_entropy_quantile=0.2, sapo_temperature_neg=1.1,
+               use_vllm=False, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, use_liger_kernel=False)
     cfg = load_config(write_config(tmp_path / "trl.yaml", **trl))
     assert (cfg.min_p, cfg.repetition_penalty, cfg.generation_kwargs, cfg.shuffle_dataset) == (0.05, 1.1, {"top_p": 0.9},
                                                                                               False)
+    assert (cfg.top_entropy_quantile, cfg.sapo_temperature_neg) == (0.2, 1.1)
     for bad, words in [({"use_vllm": True}, r"use_vllm: True has no meaning here.*no vLLM.*remove it"),
                        ({"vllm_mode": "server"}, r"vllm_mode has no meaning here.*remove it"),
                        ({"steps_per_generation": 4}, r"steps_per_generation.*set gradient_accumulation_steps"),
-                       ({"top_entropy_quantile": 0.2}, r"top_entropy_quantile: 0.2 has no meaning here"),
+                       ({"entropy_coef": 0.01}, r"entropy_coef: 0.01 has no meaning here.*no entropy bonus"),
                        ({"generation_kwargs": {"max_new_tokens": 9}}, r"'max_new_tokens'.*set max_completion_length"),
                        ({"generation_kwargs": {"top_p": 2}}, r"generation_kwargs: top_p: out of range"),
                        ({"min_p": 1.5}, r"min_p must be in \[0, 1\]"),

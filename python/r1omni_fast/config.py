@@ -253,6 +253,9 @@ class SFTConfig(_TrainConfig):
         _choice(self, "prompt_style", ("data", "humanomni"))
 
 
+#: TRL's GRPO loss types (r1omni_fast.kernels.grpo_loss).
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
+
 #: What ``generation_kwargs`` may hold: the sampler's settings (they override the fields).
 GENERATION_KWARGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 _GENERATION_KWARGS_ELSEWHERE = {
@@ -269,8 +272,6 @@ TRL_ONLY_FIELDS: Dict[str, tuple] = {
     "cache_implementation": (None, "generation keeps its own static KV cache: remove it"),
     "use_liger_kernel": (False, "the fused GRPO loss always runs (Triton on CUDA): remove it"),
     "use_liger_loss": (False, "the fused GRPO loss always runs (Triton on CUDA): remove it"),
-    "top_entropy_quantile": (1.0, "training on the high-entropy tokens only is not implemented: remove it "
-                                  "(1.0, every token, is what runs)"),
     "entropy_coef": (0.0, "there is no entropy bonus: remove it"),
     "use_adaptive_entropy": (False, "there is no entropy bonus: remove it"),
     "steps_per_generation": (None, "a step generates its gradient_accumulation_steps micro-batches before its "
@@ -308,7 +309,17 @@ class GRPOConfig(_TrainConfig):
     epsilon: float = _f(0.2, "lower clip range of the importance ratio")
     epsilon_high: Optional[float] = _f(None, "upper clip range; None = epsilon")
     delta: Optional[float] = _f(None, "two-sided clipping bound of the ratio; None = off")
-    loss_type: str = _f("grpo", "grpo (R1-Omni), bnpo, dr_grpo or dapo")
+    loss_type: str = _f("grpo", "grpo (R1-Omni), bnpo, dr_grpo, dapo, cispo, sapo, luspo or vespo (TRL's "
+                                "formulas and normalisers)")
+    sapo_temperature_pos: float = _f(1.0, "sapo: slope of the soft gate for tokens with advantage > 0")
+    sapo_temperature_neg: float = _f(1.05, "sapo: slope of the soft gate for tokens with advantage <= 0")
+    vespo_k_pos: float = _f(2.0, "vespo: exponent of the Gamma weight for advantage >= 0")
+    vespo_lambda_pos: float = _f(3.0, "vespo: decay of the Gamma weight for advantage >= 0")
+    vespo_k_neg: float = _f(3.0, "vespo: exponent of the Gamma weight for advantage < 0")
+    vespo_lambda_neg: float = _f(2.0, "vespo: decay of the Gamma weight for advantage < 0")
+    top_entropy_quantile: float = _f(1.0, "train the policy term only on the tokens whose entropy is in this top "
+                                          "fraction of the micro-batch's completion tokens (over all ranks); "
+                                          "1.0 = every token, 0.2 = the paper's")
     importance_sampling_level: str = _f("token", "token or sequence (GSPO) importance ratios")
     num_iterations: int = _f(1, "updates per generated batch (old log-probs kept when > 1)")
     scale_rewards: str = _f("group", "divide advantages by the std of the group, the batch, or none")
@@ -383,12 +394,35 @@ class GRPOConfig(_TrainConfig):
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             raise ConfigError(
                 f"epsilon_high must be >= epsilon ({self.epsilon}), got {self.epsilon_high}")
+        _choice(self, "loss_type", GRPO_LOSS_TYPES)
+        _choice(self, "importance_sampling_level", ("token", "sequence"))
+        clipped = self.loss_type in ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
+        if self.delta is not None and not clipped:
+            raise ConfigError(f"delta caps the clipped surrogate, which loss_type {self.loss_type} does not use: "
+                              "set delta: null")
         if self.delta is not None and self.delta <= 1.0 + (self.epsilon_high or self.epsilon):
             raise ConfigError(
                 f"delta must exceed 1 + epsilon_high (the upper clip), got {self.delta}; "
                 "set delta: null to turn two-sided clipping off")
-        _choice(self, "loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
-        _choice(self, "importance_sampling_level", ("token", "sequence"))
+        for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
+            _positive(self, name)
+        for name in ("vespo_lambda_pos", "vespo_lambda_neg"):
+            _at_least(self, name, 0.0)
+        if not 0.0 <= self.top_entropy_quantile <= 1.0:
+            raise ConfigError(f"top_entropy_quantile must be in [0, 1] (1 = every token), got "
+                              f"{self.top_entropy_quantile}")
+        if self.loss_type == "luspo":
+            # TRL's luspo: mean over every (row, position) of the padded micro-batch of loss * length;
+            # only at sequence level without KL or entropy mask is no padding position in it
+            if self.importance_sampling_level != "sequence":
+                raise ConfigError("loss_type luspo needs importance_sampling_level: sequence (at token level "
+                                  "TRL's luspo averages over the padding positions too)")
+            if self.beta != 0.0:
+                raise ConfigError(f"loss_type luspo needs beta: 0, got {self.beta} (TRL's luspo averages its "
+                                  "KL term over the padding positions too)")
+            if self.top_entropy_quantile < 1.0:
+                raise ConfigError("loss_type luspo needs top_entropy_quantile: 1.0 (TRL's luspo averages the "
+                                  "entropy mask over the padding positions too)")
         _at_least(self, "num_iterations", 1)
         _choice(self, "scale_rewards", ("group", "batch", "none"))
         if not self.reward_funcs:

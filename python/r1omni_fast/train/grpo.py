@@ -46,6 +46,7 @@ from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError, GRPOConfig
 from r1omni_fast.data import Batch
 from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs, token_entropy
+from r1omni_fast.kernels.objective import CLIPPED_LOSS_TYPES
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
 from r1omni_fast.rewards import score_batch, weighted_total
 from r1omni_fast.train import common, distributed, faults, recipe
@@ -230,6 +231,45 @@ def sequence_level_warning(loss_type: str) -> str:
             "set loss_type: grpo to reproduce the GSPO paper's setup")
 
 
+def loss_warnings(cfg: GRPOConfig) -> List[str]:
+    """The warnings TRL's GRPOTrainer gives for this loss set-up (logged once, by rank 0)."""
+    out = []
+    if cfg.importance_sampling_level == "sequence" and cfg.loss_type in ("bnpo", "dr_grpo", "dapo", "cispo"):
+        out.append(sequence_level_warning(cfg.loss_type))
+    if cfg.loss_type == "vespo" and cfg.importance_sampling_level != "token":
+        out.append("loss_type: vespo computes sequence-level importance weights itself: set "
+                   "importance_sampling_level: token (the default)")
+    return out
+
+
+def loss_arguments(cfg: GRPOConfig) -> Dict[str, Any]:
+    """The keyword arguments of :func:`grpo_loss` that come from the config as they are."""
+    return {"beta": cfg.beta, "eps_low": cfg.epsilon,
+            "eps_high": cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon,
+            "delta": cfg.delta, "temperature": cfg.temperature, "loss_type": cfg.loss_type,
+            "importance_sampling_level": cfg.importance_sampling_level,
+            "max_completion_length": cfg.max_completion_length,
+            "sapo_temperature_pos": cfg.sapo_temperature_pos, "sapo_temperature_neg": cfg.sapo_temperature_neg,
+            "vespo_k_pos": cfg.vespo_k_pos, "vespo_lambda_pos": cfg.vespo_lambda_pos,
+            "vespo_k_neg": cfg.vespo_k_neg, "vespo_lambda_neg": cfg.vespo_lambda_neg}
+
+
+def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float, dist: distributed.Dist,
+                      contribute: bool = True) -> torch.Tensor:
+    """TRL's ``get_high_entropy_mask``: the (N, T) bool mask of the completion tokens whose entropy
+    is at least the ``quantile`` quantile (``torch.quantile``, linear interpolation) of the entropies
+    of every completion token of this micro-batch on every rank (``contribute=False``: this rank
+    adds none, a ghost); all False when no rank has a token. ``entropy`` (N, T) float, ``mask``
+    (N, T) bool. A collective: every rank calls it for every micro-batch."""
+    active = mask.bool()
+    local = entropy.detach()[active].float().cpu() if contribute else torch.zeros(0)
+    gathered = torch.cat(dist.gather(local)) if dist.enabled else local
+    if gathered.numel() == 0:
+        return torch.zeros_like(active)
+    threshold = torch.quantile(gathered, quantile)
+    return ((entropy.detach() * active) >= threshold.to(entropy.device, entropy.dtype)) & active
+
+
 def disable_dropout(model: torch.nn.Module) -> int:
     """TRL's ``disable_dropout``: ``p = 0`` in every ``torch.nn.Dropout`` module of ``model``.
     Returns how many modules it changed."""
@@ -241,11 +281,16 @@ def disable_dropout(model: torch.nn.Module) -> int:
     return changed
 
 
+#: Loss types that TRL divides by ``num_items_in_batch`` (the generation batch's tokens, all ranks).
+TOKEN_COUNT_LOSS_TYPES = ("dapo", "cispo", "vespo")
+
+
 def accumulation_divisor(loss_type: str, micro_batches: int) -> int:
     """What each micro-batch's loss is divided by before its backward, as in TRL's GRPOTrainer:
-    grpo, bnpo and dr_grpo by the accumulation count; dapo by nothing, since its
-    ``num_items_in_batch`` already counts the tokens of every micro-batch of the step."""
-    return 1 if loss_type == "dapo" else int(micro_batches)
+    grpo, bnpo, dr_grpo, sapo and luspo by the accumulation count; dapo, cispo and vespo by
+    nothing, since their ``num_items_in_batch`` already counts the tokens of every micro-batch of
+    the step."""
+    return 1 if loss_type in TOKEN_COUNT_LOSS_TYPES else int(micro_batches)
 
 
 def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewards: str, group_size: int,
@@ -254,10 +299,11 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
     micro-batch of every rank, ghosts included so that the collectives match):
 
     - ``weight``: each rank's share of a global micro-batch's loss, so that the ranks' losses,
-      averaged by DDP / FSDP, equal one process on the whole global micro-batch: grpo and
-      dr_grpo weigh a rank by its share of the sequences; bnpo keeps TRL's per-rank token mean
-      and averages the ranks that hold prompts; dapo ``world_size``; ghosts 0; one process 1;
-    - ``num_items`` (dapo): the completion tokens of the whole step, every micro-batch and every
+      averaged by DDP / FSDP, equal one process on the whole global micro-batch: grpo, dr_grpo,
+      sapo and luspo weigh a rank by its share of the sequences; bnpo keeps TRL's per-rank token
+      mean and averages the ranks that hold prompts; dapo, cispo, vespo ``world_size``; ghosts 0;
+      one process 1;
+    - ``num_items`` (dapo, cispo, vespo): the completion tokens of the whole step, every micro-batch and every
       rank (TRL's ``num_items_in_batch``; the kernel divides by it, DDP's average divides by the
       rank count, so ``sum l*m / num_items`` over the step, one token mean per optimizer step);
     - ``advantages`` with ``scale_rewards="batch"``: group means, divided by the standard
@@ -274,13 +320,15 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
     for i, r in enumerate(rollouts):
         all_rows, active = totals[3 * i], totals[3 * i + 2]
         rows = 0 if r.ghost else r.mask.shape[0]
-        if loss_type in ("grpo", "dr_grpo"):
+        if loss_type in ("grpo", "dr_grpo", "sapo", "luspo"):
             r.weight = rows * world / max(all_rows, 1.0)
         elif loss_type == "bnpo":
             r.weight = 0.0 if r.ghost else world / max(active, 1.0)
-        else:  # dapo
+        elif loss_type in TOKEN_COUNT_LOSS_TYPES:
             r.weight = 0.0 if r.ghost else float(world)
             r.num_items = step_tokens
+        else:
+            raise ValueError(f"normalise_step: unknown loss_type {loss_type!r}")
     if scale_rewards == "batch":
         ranks = dist.gather([r.rewards.double().cpu() for r in live])
         everything = torch.cat([t for rank in ranks for t in rank])
@@ -325,6 +373,51 @@ class Rollout:
         return self.mask if self.loss_mask is None else self.loss_mask
 
 
+#: The loss metrics a step logs when the loss returns them (TRL's names).
+LOSS_METRIC_KEYS = ("kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
+                    "cispo_clip_ratio", "vespo/phi_seq_mean")
+#: Means over loss tokens at either importance-sampling level.
+TOKEN_METRICS = ("kl", "entropy")
+#: Means over sequences at either level (every row, as TRL's one-value-per-sequence mean).
+ROW_METRICS = ("vespo/phi_seq_mean",)
+
+
+def micro_batch_loss(logits: torch.Tensor, rollout: Any, cfg: GRPOConfig, dist: distributed.Dist, *,
+                     entropy: bool = True) -> tuple:
+    """``grpo_loss`` of one micro-batch (TRL's ``_compute_loss`` before the accumulation divisor):
+    (loss, metrics). ``logits`` (N, T, V) of the policy at the completion positions; ``rollout``
+    supplies ``completion_ids``, ``advantages``, ``loss_tokens``, ``old_logp``, ``ref_logp``,
+    ``num_items`` and ``ghost`` (see :class:`Rollout`).
+
+    Besides the kernel's metrics: for the clipped loss types ``clip_ratio/low_min``,
+    ``clip_ratio/high_max`` of this rank's rows (see :func:`sequence_clip_extremes`) and, when
+    ``entropy``, ``entropy``: the mean token entropy of the sampling distribution over the loss
+    tokens, from the loss's own pass over the logits. With ``top_entropy_quantile < 1`` the
+    entropies come first (a no-grad pass: the mask needs them before the loss) and the policy term
+    keeps the tokens of :func:`high_entropy_mask` (a collective over the ranks); the KL term and the
+    normalisers keep every loss token, as TRL."""
+    mask = rollout.loss_tokens
+    token_h, policy_mask = None, None
+    if cfg.top_entropy_quantile < 1.0:
+        token_h = token_entropy(logits, cfg.temperature)
+        policy_mask = high_entropy_mask(token_h, mask, 1.0 - cfg.top_entropy_quantile, dist,
+                                        contribute=not rollout.ghost)
+    args = loss_arguments(cfg)
+    loss, metrics = grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=mask,
+                              old_logp=rollout.old_logp, ref_logp=rollout.ref_logp,
+                              num_items_in_batch=rollout.num_items, policy_mask=policy_mask,
+                              return_entropy=entropy and token_h is None, **args)
+    if entropy:
+        tokens = mask.to(torch.float32)
+        h = token_h if token_h is not None else metrics["entropy"]
+        metrics["entropy"] = (h * tokens).sum() / tokens.sum().clamp(min=1.0)
+    if cfg.loss_type in CLIPPED_LOSS_TYPES:
+        metrics["clip_ratio/low_min"], metrics["clip_ratio/high_max"] = sequence_clip_extremes(
+            metrics["logp"], rollout.old_logp, rollout.advantages, mask, args["eps_low"], args["eps_high"],
+            cfg.importance_sampling_level)
+    return loss, metrics
+
+
 # ------------------------------------------------------------------------------ trainer
 
 
@@ -347,9 +440,9 @@ class GRPOTrainer:
         if self.dist.enabled and not self.per_prompt:
             raise ConfigError("per_prompt_sampling: false needs a single process (with several ranks each "
                               "prompt samples from its own generator so that runs do not depend on the rank count)")
-        if (self.dist.is_main and cfg.importance_sampling_level == "sequence"
-                and cfg.loss_type in ("bnpo", "dr_grpo", "dapo")):
-            log.warning(sequence_level_warning(cfg.loss_type))
+        if self.dist.is_main:
+            for warning in loss_warnings(cfg):
+                log.warning(warning)
         common.seed_everything(cfg.seed)
         self.device = self.dist.device
         self.out = Path(cfg.output_dir)
@@ -542,32 +635,11 @@ class GRPOTrainer:
         return set_aside
 
     def policy_loss(self, rollout: Rollout, *, entropy: bool = True) -> tuple:
-        """``grpo_loss`` of the current policy on a rollout: (loss, metrics). Besides the kernel's
-        metrics: ``clip_ratio/low_min``, ``clip_ratio/high_max`` of this rank's rows (see
-        :func:`sequence_clip_extremes`) and, when ``entropy``, ``entropy``: the mean token entropy
-        of the sampling distribution over the loss tokens (a no-grad pass over the logits before
-        the loss, which may overwrite them)."""
+        """:func:`micro_batch_loss` of the current policy on a rollout: (loss, metrics)."""
         cfg = self.cfg
-        eps_high = cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon
         with common.autocast(cfg, self.device):
             logits = self.policy_logits(rollout.prompts, rollout.completion_ids, rollout.mask, cfg.num_generations)
-        mask = rollout.loss_tokens
-        mean_entropy = None
-        if entropy:
-            tokens = mask.to(torch.float32)
-            mean_entropy = (token_entropy(logits, cfg.temperature) * tokens).sum() / tokens.sum().clamp(min=1.0)
-        loss, metrics = grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=mask,
-                                  old_logp=rollout.old_logp, ref_logp=rollout.ref_logp, beta=cfg.beta,
-                                  eps_low=cfg.epsilon, eps_high=eps_high, delta=cfg.delta, temperature=cfg.temperature,
-                                  loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level,
-                                  max_completion_length=cfg.max_completion_length,
-                                  num_items_in_batch=rollout.num_items)
-        if mean_entropy is not None:
-            metrics["entropy"] = mean_entropy
-        metrics["clip_ratio/low_min"], metrics["clip_ratio/high_max"] = sequence_clip_extremes(
-            metrics["logp"], rollout.old_logp, rollout.advantages, mask, cfg.epsilon, eps_high,
-            cfg.importance_sampling_level)
-        return loss, metrics
+        return micro_batch_loss(logits, rollout, cfg, self.dist, entropy=entropy)
 
     # --- one optimizer step ------------------------------------------------------------------
     def train_step(self, step: int) -> Dict[str, Any]:
@@ -629,36 +701,36 @@ class GRPOTrainer:
 
     def loss_metrics(self, losses: Sequence[float], parts: Sequence[Dict[str, Any]]) -> Dict[str, float]:
         """The step's loss (the sum of the micro-batch losses as they enter backward) and the loss
-        metrics (KL, clip ratios: token- or sequence-weighted over the ranks, then averaged over
-        micro-batches, as one process computes them over the whole batch)."""
-        keys = [k for k in ("kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
-                if k in parts[0]]
-        token_keys = ("kl", "entropy")  # token means at either importance-sampling level
+        metrics (KL, entropy, clip ratios, vespo's phi: token- or sequence-weighted over the ranks,
+        then averaged over micro-batches, as one process computes them over the whole batch)."""
+        keys = [k for k in LOSS_METRIC_KEYS if k in parts[0]]
         sequence_level = self.cfg.importance_sampling_level == "sequence"
         numbers: List[float] = [sum(losses)]
         for r, m in zip(self.rollouts, parts):
-            units = 0.0 if r.ghost else float(r.mask.shape[0] if sequence_level else r.loss_tokens.sum())
-            kl_units = 0.0 if r.ghost else float(r.loss_tokens.sum())
-            numbers += [units, kl_units] + [float(m[k]) * (kl_units if k in token_keys else units) for k in keys]
+            rows = 0.0 if r.ghost else float(r.mask.shape[0])
+            tokens = 0.0 if r.ghost else float(r.loss_tokens.sum())
+            units = {k: rows if k in ROW_METRICS or (sequence_level and k not in TOKEN_METRICS) else tokens
+                     for k in keys}
+            numbers += [units[k] for k in keys] + [float(m[k]) * units[k] for k in keys]
         if self.dist.enabled:
             numbers = self.dist.sum(numbers)
         out = {"loss": numbers[0] / accumulation_divisor(self.cfg.loss_type, len(parts))}
-        width = 2 + len(keys)
+        width = 2 * len(keys)
         for j, key in enumerate(keys):
             values = []
             for i in range(len(parts)):
-                units, kl_units = numbers[1 + i * width], numbers[2 + i * width]
-                den = kl_units if key in token_keys else units
-                values.append(numbers[3 + i * width + j] / den if den else 0.0)
+                den, num = numbers[1 + i * width + j], numbers[1 + i * width + len(keys) + j]
+                values.append(num / den if den else 0.0)
             out[key] = float(np.mean(values))
-        # TRL: per global micro-batch, the least / largest per-sequence clip fraction over the ranks
-        extremes = [(nan, nan) if r.ghost else (float(m["clip_ratio/low_min"]), float(m["clip_ratio/high_max"]))
-                    for r, m in zip(self.rollouts, parts)]
-        ranks = self.dist.gather(extremes)
-        low = [_nan_reduce([rank[i][0] for rank in ranks], min) for i in range(len(parts))]
-        high = [_nan_reduce([rank[i][1] for rank in ranks], max) for i in range(len(parts))]
-        out["clip_ratio/low_min"] = float(np.mean(low))
-        out["clip_ratio/high_max"] = float(np.mean(high))
+        if "clip_ratio/low_min" in parts[0]:
+            # TRL: per global micro-batch, the least / largest per-sequence clip fraction over the ranks
+            extremes = [(nan, nan) if r.ghost else (float(m["clip_ratio/low_min"]), float(m["clip_ratio/high_max"]))
+                        for r, m in zip(self.rollouts, parts)]
+            ranks = self.dist.gather(extremes)
+            low = [_nan_reduce([rank[i][0] for rank in ranks], min) for i in range(len(parts))]
+            high = [_nan_reduce([rank[i][1] for rank in ranks], max) for i in range(len(parts))]
+            out["clip_ratio/low_min"] = float(np.mean(low))
+            out["clip_ratio/high_max"] = float(np.mean(high))
         return out
 
     def rollout_metrics(self, rollouts: Sequence[Rollout]) -> Dict[str, float]:
