@@ -135,15 +135,17 @@ def trl_entropy_masks(w: torch.Tensor, ranks: list, quantile: float) -> list:
 
 
 def oracle(w0: torch.Tensor, ranks: list, loss_type: str, scale: str = "group", on_policy: bool = False,
-           quantile: float = 1.0):
+           quantile: float = 1.0, generation: list = None):
     """The step's loss and gradient. ``ranks[r][i]`` is rank r's micro-batch i. grpo, dr_grpo and
     dapo: one process whose micro-batch i is every rank's micro-batch i; bnpo: TRL's per-rank
-    token mean, averaged over the ranks (as DDP averages them)."""
+    token mean, averaged over the ranks (as DDP averages them). ``generation``: every micro-batch
+    of the generation batch when it is larger than the step (steps_per_generation): TRL's
+    ``num_items_in_batch`` and batch std are over it."""
     if quantile < 1.0:
         masks = trl_entropy_masks(w0, ranks, quantile)
         ranks = [[{**mb, "entropy_mask": masks[r][i]} for i, mb in enumerate(rank)] for r, rank in enumerate(ranks)]
     accumulation = len(ranks[0])
-    every = [mb for rank in ranks for mb in rank]
+    every = generation if generation is not None else [mb for rank in ranks for mb in rank]
     num_items = float(sum(int(mb["mask"].sum()) for mb in every))
     batch_std = torch.cat([mb["rewards"][:, 0] for mb in every]).std() if scale == "batch" else None
     w = w0.clone().requires_grad_(True)
@@ -172,7 +174,7 @@ def config(loss_type: str, quantile: float = 1.0) -> GRPOConfig:
 
 
 def ours(w0: torch.Tensor, local: list, loss_type: str, dist: Dist, scale: str = "group", on_policy: bool = False,
-         quantile: float = 1.0):
+         quantile: float = 1.0, train: slice = slice(None)):
     """What GRPOTrainer.train_step does with this rank's micro-batches: normalise_step once, then
     every micro-batch's ``micro_batch_loss`` times its weight over the accumulation divisor; the
     gradient averaged over the ranks as DDP does."""
@@ -180,6 +182,7 @@ def ours(w0: torch.Tensor, local: list, loss_type: str, dist: Dist, scale: str =
                                 num_items=None, advantages=group_adv(mb["rewards"][:, 0]), completion_ids=mb["ids"],
                                 old_logp=None if on_policy else mb["old"], ref_logp=mb["ref"]) for mb in local]
     normalise_step(rollouts, loss_type=loss_type, scale_rewards=scale, group_size=G, reward_weights=[1.0], dist=dist)
+    local, rollouts = local[train], rollouts[train]  # the step's micro-batches of the generation batch
     divisor = accumulation_divisor(loss_type, len(rollouts))
     cfg = config(loss_type, quantile)
     w = w0.clone().requires_grad_(True)
@@ -225,6 +228,22 @@ def test_top_entropy_quantile_equals_trl(loss_type, quantile):
     torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
     _, unmasked = oracle(weights(), [local], loss_type)
     assert not torch.allclose(grad, unmasked), "the entropy mask must change the gradient"
+
+
+@pytest.mark.parametrize("scale", ["group", "batch"])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_a_generation_batch_of_two_steps_equals_trl(loss_type, scale):
+    """steps_per_generation 4, accumulation 2: one generation batch of 4 micro-batches serves 2
+    optimizer steps; each step is TRL's loss on its 2 micro-batches, with num_items_in_batch and
+    the batch std of all 4."""
+    generation = [micro_batch(seed, prompts=2 if seed % 2 else 1) for seed in range(4)]
+    for start in (0, 2):
+        part = slice(start, start + 2)
+        expected_loss, expected_grad = oracle(weights(), [generation[part]], loss_type, scale, generation=generation)
+        loss, grad = ours(weights(), generation, loss_type, Dist(), scale, train=part)
+        tol = 1e-9 if scale == "group" else 1e-6  # batch-scaled advantages are computed in float32
+        assert loss == pytest.approx(float(expected_loss), rel=tol, abs=1e-12)
+        torch.testing.assert_close(grad, expected_grad, rtol=tol, atol=tol * float(expected_grad.abs().max()))
 
 
 def test_dapo_is_one_token_mean_per_step_not_a_mean_of_micro_batch_means():

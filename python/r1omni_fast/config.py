@@ -274,11 +274,6 @@ TRL_ONLY_FIELDS: Dict[str, tuple] = {
     "use_liger_loss": (False, "the fused GRPO loss always runs (Triton on CUDA): remove it"),
     "entropy_coef": (0.0, "there is no entropy bonus: remove it"),
     "use_adaptive_entropy": (False, "there is no entropy bonus: remove it"),
-    "steps_per_generation": (None, "a step generates its gradient_accumulation_steps micro-batches before its "
-                                   "first backward (TRL's steps_per_generation = gradient_accumulation_steps): "
-                                   "set gradient_accumulation_steps"),
-    "generation_batch_size": (None, "a step generates per_device_train_batch_size prompts x num_generations x "
-                                    "gradient_accumulation_steps (x ranks): set those"),
     "num_generations_eval": (None, "evaluation decodes one answer per clip (eval_max_new_tokens): remove it"),
     "model_init_kwargs": (None, "the model loads from model_name_or_path, in bf16 when bf16 is on: remove it"),
     "multi_objective_aggregation": ("sum_then_normalize", "rewards are weighted, summed, then normalised: "
@@ -322,6 +317,12 @@ class GRPOConfig(_TrainConfig):
                                           "1.0 = every token, 0.2 = the paper's")
     importance_sampling_level: str = _f("token", "token or sequence (GSPO) importance ratios")
     num_iterations: int = _f(1, "updates per generated batch (old log-probs kept when > 1)")
+    steps_per_generation: Optional[int] = _f(None, "micro-batches generated at once and then trained on one "
+                                                   "after the other (TRL's); None = gradient_accumulation_steps "
+                                                   "(or from generation_batch_size)")
+    generation_batch_size: Optional[int] = _f(None, "completions generated at once over every rank (TRL's): "
+                                                    "steps_per_generation x per_device_train_batch_size x "
+                                                    "num_generations x ranks; None = from steps_per_generation")
     scale_rewards: str = _f("group", "divide advantages by the std of the group, the batch, or none")
     reward_funcs: List[str] = _f(["accuracy", "format"],
                                  "built-in rewards (accuracy, format) or dotted paths to callables")
@@ -424,6 +425,12 @@ class GRPOConfig(_TrainConfig):
                 raise ConfigError("loss_type luspo needs top_entropy_quantile: 1.0 (TRL's luspo averages the "
                                   "entropy mask over the padding positions too)")
         _at_least(self, "num_iterations", 1)
+        if self.steps_per_generation is not None and self.generation_batch_size is not None:
+            raise ConfigError("steps_per_generation and generation_batch_size cannot both be set (TRL): set one")
+        if self.steps_per_generation is not None:
+            _at_least(self, "steps_per_generation", 1)
+        if self.generation_batch_size is not None:
+            _at_least(self, "generation_batch_size", 1)
         _choice(self, "scale_rewards", ("group", "batch", "none"))
         if not self.reward_funcs:
             raise ConfigError("reward_funcs is empty: use e.g. [accuracy, format]")

@@ -2,24 +2,29 @@
 
 One optimizer step, top to bottom (:meth:`GRPOTrainer.train_step`):
 
-1. rollout (every ``num_iterations`` steps; reused in between), per micro-batch of
-   ``per_device_train_batch_size`` PROMPTS:
+1. rollout of a generation batch of ``steps_per_generation`` micro-batches (default
+   ``gradient_accumulation_steps``; TRL's schedule, :func:`micro_batch_plan`: each micro-batch is
+   trained ``num_iterations`` times), per micro-batch of ``per_device_train_batch_size`` PROMPTS:
    generate G completions per prompt with a shared prompt prefix (``model.generate``); decode;
    score every reward function in one batch call (``rewards.score_batch``: the built-ins in one
    native pass, user callables with TRL's signature); rewards beyond ``reward_bound`` or infinite
    are an error or, by choice, left out (:meth:`GRPOTrainer.check_rewards`); ``group_advantages``;
    reference log-probs (``selective_logprobs`` under no_grad; skipped, and no reference built,
-   when beta = 0); old log-probs computed once when ``num_iterations > 1``;
-2. policy forward over the completion positions only (the prompt and its media are embedded once
-   per prompt and shared by its G rows); ``grpo_loss`` (Triton on CUDA, PyTorch reference on CPU);
-   backward, divided by the accumulation count;
+   when beta = 0); old log-probs computed once when ``num_iterations > 1`` or
+   ``steps_per_generation > gradient_accumulation_steps``; the generation batch normalised as one
+   (:func:`normalise_step`);
+2. per micro-batch: policy forward over the completion positions only (the prompt and its media
+   are embedded once per prompt and shared by its G rows); ``grpo_loss`` (Triton on CUDA, PyTorch
+   reference on CPU; :func:`micro_batch_loss`); backward, divided by the accumulation count
+   (:func:`accumulation_divisor`);
 3. clip, optimizer and scheduler step (skipped when the loss or the gradient norm is not finite:
    ``r1omni_fast.train.faults.NonFiniteGuard``).
 
 The reference model shares the policy's frozen modules (towers, BERT) and holds its own copy of
 the trainable parts only. Checkpoints and resume follow the SFT stage and add the sampler's
-generator state; with ``num_iterations > 1`` a checkpoint is written at the end of a reuse cycle
-(the reused completions are never stored).
+generator state; a checkpoint is written at the end of a step that spends its generation batch
+(with ``num_iterations > 1`` or ``steps_per_generation`` the buffered completions are never
+stored).
 
 Launch: ``r1omni-fast train --config configs/tiny-grpo.yaml``. Outputs: ``OUT/checkpoint-N/``,
 ``OUT/metrics.jsonl`` (TRL's metric names), ``OUT/completions.jsonl`` (prompt id, label,
@@ -231,6 +236,36 @@ def sequence_level_warning(loss_type: str) -> str:
             "set loss_type: grpo to reproduce the GSPO paper's setup")
 
 
+def micro_batch_plan(step: int, gradient_accumulation_steps: int, steps_per_generation: int,
+                     num_iterations: int) -> List[tuple]:
+    """For each micro-batch of optimizer step ``step`` (from 1): ``(generate, index)``, as TRL's
+    ``_prepare_inputs`` counts micro-batches ``k`` over the run: a new generation batch of
+    ``steps_per_generation`` micro-batches is made when ``k`` is a multiple of
+    ``steps_per_generation * num_iterations``, and micro-batch ``k`` trains on its entry
+    ``k % steps_per_generation``."""
+    plan = []
+    for i in range(gradient_accumulation_steps):
+        k = (step - 1) * gradient_accumulation_steps + i
+        plan.append((k % (steps_per_generation * num_iterations) == 0, k % steps_per_generation))
+    return plan
+
+
+def resolve_steps_per_generation(cfg: GRPOConfig, world_size: int) -> int:
+    """TRL's ``steps_per_generation`` (micro-batches per generation batch): the field, else
+    ``generation_batch_size`` (completions over every rank) divided by the completions of one
+    global micro-batch (``per_device_train_batch_size`` prompts x ``num_generations`` x ranks),
+    else ``gradient_accumulation_steps``. Raises ConfigError when the division is not exact."""
+    if cfg.steps_per_generation is not None:
+        return int(cfg.steps_per_generation)
+    if cfg.generation_batch_size is None:
+        return int(cfg.gradient_accumulation_steps)
+    per_micro = cfg.per_device_train_batch_size * cfg.num_generations * world_size
+    if cfg.generation_batch_size % per_micro:
+        raise ConfigError(f"generation_batch_size ({cfg.generation_batch_size} completions) must be a multiple of "
+                          f"per_device_train_batch_size x num_generations x ranks = {per_micro}")
+    return cfg.generation_batch_size // per_micro
+
+
 def loss_warnings(cfg: GRPOConfig) -> List[str]:
     """The warnings TRL's GRPOTrainer gives for this loss set-up (logged once, by rank 0)."""
     out = []
@@ -342,7 +377,7 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
 
 @dataclass
 class Rollout:
-    """One generated micro-batch: everything its loss needs, reused for ``num_iterations`` steps.
+    """One generated micro-batch: everything its loss needs, trained ``num_iterations`` times.
 
     Rows are ``b * G + g`` (prompt b, sample g). ``rewards`` (N, R) holds one column per reward
     function (``reward_names``) and ``total`` their weighted sum, both float64 on the CPU as scored;
@@ -431,6 +466,7 @@ class GRPOTrainer:
         self.cfg = cfg
         self.progress = progress
         self.dist = distributed.from_environment(cfg)
+        self.steps_per_generation = resolve_steps_per_generation(cfg, self.dist.world_size)
         self.resume_from = common.find_resume(cfg)
         # a run resumed from a per-prompt-sampling checkpoint keeps sampling that way
         resumed_per_prompt = bool(self.resume_from is not None
@@ -501,7 +537,8 @@ class GRPOTrainer:
                 distributed.load_sharded_states(self.resume_from, {"reference": state})
                 self._ref_load(state)
         self.stream: Optional[common.BatchStream] = None
-        self.rollouts: List[Rollout] = []
+        self.rollouts: List[Rollout] = []  # the micro-batches of the last step
+        self.buffer: List[Rollout] = []  # the current generation batch (steps_per_generation micro-batches)
         self.global_step = self.start.step
         self.guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps,
                                            int((self.start.state or {}).get("nonfinite_steps", 0)))
@@ -591,7 +628,8 @@ class GRPOTrainer:
         t = time.perf_counter()
         if self.ref is not None:
             rollout.ref_logp = self.sequence_logprobs(self.ref, rollout)
-        if cfg.num_iterations > 1:  # the sampling policy's log-probs, once for all reuses
+        if cfg.num_iterations > 1 or self.steps_per_generation > cfg.gradient_accumulation_steps:
+            # the sampling policy's log-probs, once for all reuses and the later optimizer steps
             rollout.old_logp = self.sequence_logprobs(self.model, rollout)
         times["reference"] = time.perf_counter() - t
         return rollout
@@ -641,30 +679,49 @@ class GRPOTrainer:
             logits = self.policy_logits(rollout.prompts, rollout.completion_ids, rollout.mask, cfg.num_generations)
         return micro_batch_loss(logits, rollout, cfg, self.dist, entropy=entropy)
 
+    def generation_done(self, step: int) -> bool:
+        """Whether step ``step`` used the last micro-batch of its generation batch's last reuse (the
+        buffer is spent: a checkpoint here resumes exactly)."""
+        ga = self.cfg.gradient_accumulation_steps
+        return (step * ga) % (self.steps_per_generation * self.cfg.num_iterations) == 0
+
     # --- one optimizer step ------------------------------------------------------------------
     def train_step(self, step: int) -> Dict[str, Any]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches. Micro-batch ``k``
+        of the run (counted from 0 over every step) trains on ``buffer[k % steps_per_generation]``
+        of the generation batch made at the last ``k`` divisible by ``steps_per_generation *
+        num_iterations`` (TRL's ``_prepare_inputs``): a new generation batch of
+        ``steps_per_generation`` micro-batches is generated, scored and normalised there, as one."""
         cfg = self.cfg
         self.global_step = step - 1  # optimizer steps done when this step's rewards are scored
         t0 = time.perf_counter()
-        fresh = (step - 1) % cfg.num_iterations == 0
-        if fresh:
-            self.rollouts = [self.make_rollout(self.stream.next()) for _ in range(cfg.gradient_accumulation_steps)]
-            normalise_step(self.rollouts, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
-                           group_size=cfg.num_generations, reward_weights=self.reward_weights, dist=self.dist)
-            self.write_completions(step, self.rollouts)
-
-        t = time.perf_counter()
-        losses, parts = [], []
-        divisor = accumulation_divisor(cfg.loss_type, len(self.rollouts))
+        ga, spg = cfg.gradient_accumulation_steps, self.steps_per_generation
+        losses: List[float] = []
+        parts: List[Dict[str, Any]] = []
+        step_rollouts: List[Rollout] = []
+        generated: List[Rollout] = []
+        policy_time = 0.0
+        divisor = accumulation_divisor(cfg.loss_type, ga)
         module = self.policy_logits if isinstance(self.policy_logits, torch.nn.Module) else self.model
         logged = step % cfg.logging_steps == 0 or step == self.last_step
-        for i, rollout in enumerate(self.rollouts):
-            with distributed.accumulating(module, self.dist, last=i == len(self.rollouts) - 1):
+        for i, (generate, index) in enumerate(micro_batch_plan(step, ga, spg, cfg.num_iterations)):
+            if generate or not self.buffer:
+                self.buffer = [self.make_rollout(self.stream.next()) for _ in range(spg)]
+                normalise_step(self.buffer, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
+                               group_size=cfg.num_generations, reward_weights=self.reward_weights, dist=self.dist)
+                self.write_completions(step, self.buffer)
+                generated += self.buffer
+            rollout = self.buffer[index]
+            t = time.perf_counter()
+            with distributed.accumulating(module, self.dist, last=i == ga - 1):
                 loss, metrics = self.policy_loss(rollout, entropy=logged)
                 (loss * rollout.weight / divisor).backward()
+            policy_time += time.perf_counter() - t
             losses.append(float(loss.detach()) * rollout.weight / self.dist.world_size)
             parts.append(metrics)
-        policy_time = time.perf_counter() - t
+            step_rollouts.append(rollout)
+        self.rollouts = step_rollouts
+        fresh = bool(generated)
 
         t = time.perf_counter()
         grad_norm = common.clip_gradients(self.params, cfg.max_grad_norm)
@@ -681,17 +738,16 @@ class GRPOTrainer:
         record = {"step": step, "epoch": self.stream.epoch, "learning_rate": lr, "grad_norm": grad_norm}
         record.update(self.loss_metrics(losses, parts))
         record.update(self.rollout_metrics(self.rollouts))
-        invalid = [float(sum(r.num_invalid for r in self.rollouts)) if fresh else 0.0]
+        invalid = [float(sum(r.num_invalid for r in generated))]
         record["rewards/num_invalid"] = int(self.dist.sum(invalid)[0])
         if fresh:  # TRL's num_tokens: prompt + completion tokens of every generated row, all ranks, cumulative
             seen = sum(int(r.mask.sum()) + int(r.prompts["attention_mask"].sum()) * cfg.num_generations
-                       for r in self.rollouts if not r.ghost)
+                       for r in generated if not r.ghost)
             self.num_tokens += int(self.dist.sum([seen])[0])
         record["num_tokens"] = self.num_tokens
         record["nonfinite_steps"] = self.guard.total
         record["skipped_samples"] = self.stream.skipped_samples
-        gen_times = {k: sum(r.times[k] for r in self.rollouts) if fresh else 0.0
-                     for k in ("generate", "score", "reference")}
+        gen_times = {k: sum(r.times[k] for r in generated) for k in ("generate", "score", "reference")}
         record.update({f"time/{k}": v for k, v in gen_times.items()})
         record.update({"time/policy": policy_time, "time/optimizer": optimizer_time, "step_time": step_time})
         tokens = sum(int(r.mask.sum()) + int(r.prompts["attention_mask"].sum()) * cfg.num_generations
@@ -868,7 +924,7 @@ class GRPOTrainer:
                 bar.update(1)
                 save_pending |= step % cfg.save_steps == 0
                 stop = signals.requested(self.dist)
-                if step == self.last_step or ((save_pending or stop) and step % cfg.num_iterations == 0):
+                if step == self.last_step or ((save_pending or stop) and self.generation_done(step)):
                     saved = self.save(step)
                     save_pending = False
                     if stop and step < self.last_step:
