@@ -90,6 +90,11 @@ def trl_per_token_loss(w: torch.Tensor, mb: dict, adv: torch.Tensor, loss_type: 
     else:
         coef2 = coef1.clamp(1 - EPS, 1 + EPS)
         per_token = -torch.min(coef1 * a, coef2 * a)
+    if "off_policy_threshold" in mb:  # TRL's get_off_policy_mask: sampling log-probs = old log-probs
+        sampling = logp.detach() if on_policy else mb["old"]
+        kl_div = sampling - logp.detach()
+        avg_seq_kl = (kl_div * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
+        per_token = per_token * ((a >= 0) | (avg_seq_kl <= mb["off_policy_threshold"])).to(m.dtype)
     if "entropy_mask" in mb:  # top_entropy_quantile: the policy term only
         per_token = per_token * mb["entropy_mask"]
     if beta != 0.0:
@@ -135,7 +140,7 @@ def trl_entropy_masks(w: torch.Tensor, ranks: list, quantile: float) -> list:
 
 
 def oracle(w0: torch.Tensor, ranks: list, loss_type: str, scale: str = "group", on_policy: bool = False,
-           quantile: float = 1.0, generation: list = None):
+           quantile: float = 1.0, generation: list = None, off_policy_threshold: float = None):
     """The step's loss and gradient. ``ranks[r][i]`` is rank r's micro-batch i. grpo, dr_grpo and
     dapo: one process whose micro-batch i is every rank's micro-batch i; bnpo: TRL's per-rank
     token mean, averaged over the ranks (as DDP averages them). ``generation``: every micro-batch
@@ -157,6 +162,8 @@ def oracle(w0: torch.Tensor, ranks: list, loss_type: str, scale: str = "group", 
     for rank in groups:
         for parts in rank:
             mb = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            if off_policy_threshold is not None:
+                mb["off_policy_threshold"] = off_policy_threshold
             std = None if batch_std is None else batch_std.expand(mb["rewards"].shape[0])
             per_token = trl_per_token_loss(w, mb, group_adv(mb["rewards"][:, 0], std), loss_type, on_policy,
                                            *setting(loss_type))
@@ -166,15 +173,16 @@ def oracle(w0: torch.Tensor, ranks: list, loss_type: str, scale: str = "group", 
     return total.detach(), w.grad
 
 
-def config(loss_type: str, quantile: float = 1.0) -> GRPOConfig:
+def config(loss_type: str, quantile: float = 1.0, off_policy_threshold: float = None) -> GRPOConfig:
     level, beta = setting(loss_type)
-    return GRPOConfig(loss_type=loss_type, beta=beta, epsilon=EPS, epsilon_high=CISPO_CAP if loss_type == "cispo" else EPS,
-                      temperature=TEMPERATURE, importance_sampling_level=level, max_completion_length=L,
-                      top_entropy_quantile=quantile)
+    return GRPOConfig(loss_type=loss_type, beta=beta, epsilon=EPS,
+                      epsilon_high=CISPO_CAP if loss_type == "cispo" else EPS, temperature=TEMPERATURE,
+                      importance_sampling_level=level, max_completion_length=L, top_entropy_quantile=quantile,
+                      off_policy_mask_threshold=off_policy_threshold)
 
 
 def ours(w0: torch.Tensor, local: list, loss_type: str, dist: Dist, scale: str = "group", on_policy: bool = False,
-         quantile: float = 1.0, train: slice = slice(None)):
+         quantile: float = 1.0, train: slice = slice(None), off_policy_threshold: float = None):
     """What GRPOTrainer.train_step does with this rank's micro-batches: normalise_step once, then
     every micro-batch's ``micro_batch_loss`` times its weight over the accumulation divisor; the
     gradient averaged over the ranks as DDP does."""
@@ -184,7 +192,7 @@ def ours(w0: torch.Tensor, local: list, loss_type: str, dist: Dist, scale: str =
     normalise_step(rollouts, loss_type=loss_type, scale_rewards=scale, group_size=G, reward_weights=[1.0], dist=dist)
     local, rollouts = local[train], rollouts[train]  # the step's micro-batches of the generation batch
     divisor = accumulation_divisor(loss_type, len(rollouts))
-    cfg = config(loss_type, quantile)
+    cfg = config(loss_type, quantile, off_policy_threshold)
     w = w0.clone().requires_grad_(True)
     reported = 0.0
     for mb, r in zip(local, rollouts):
@@ -244,6 +252,24 @@ def test_a_generation_batch_of_two_steps_equals_trl(loss_type, scale):
         tol = 1e-9 if scale == "group" else 1e-6  # batch-scaled advantages are computed in float32
         assert loss == pytest.approx(float(expected_loss), rel=tol, abs=1e-12)
         torch.testing.assert_close(grad, expected_grad, rtol=tol, atol=tol * float(expected_grad.abs().max()))
+
+
+@pytest.mark.parametrize("quantile", [1.0, 0.5])
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo", "cispo", "sapo", "vespo"])
+def test_off_policy_mask_threshold_equals_trl(loss_type, quantile):
+    """TRL's off-policy sequence mask: sequences with A < 0 whose mean old - current log-ratio
+    exceeds the threshold leave the policy term (with the entropy mask too, when both are on)."""
+    local = [micro_batch(seed, prompts=2) for seed in range(2)]
+    expected_loss, expected_grad = oracle(weights(), [local], loss_type, quantile=quantile, off_policy_threshold=0.0)
+    loss, grad = ours(weights(), local, loss_type, Dist(), quantile=quantile, off_policy_threshold=0.0)
+    assert loss == pytest.approx(float(expected_loss), rel=1e-9, abs=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-12)
+    _, unmasked = oracle(weights(), [local], loss_type, quantile=quantile)
+    assert not torch.allclose(grad, unmasked), "the mask must drop a sequence"
+    _, on_policy = ours(weights(), local, loss_type, Dist(), quantile=quantile, off_policy_threshold=0.0,
+                        on_policy=True)
+    _, on_policy_unmasked = ours(weights(), local, loss_type, Dist(), quantile=quantile, on_policy=True)
+    torch.testing.assert_close(on_policy, on_policy_unmasked, rtol=0, atol=0)  # on-policy: nothing dropped
 
 
 def test_dapo_is_one_token_mean_per_step_not_a_mean_of_micro_batch_means():

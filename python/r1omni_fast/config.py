@@ -280,7 +280,6 @@ TRL_ONLY_FIELDS: Dict[str, tuple] = {
                                                           "remove it"),
     "log_completions_hub_repo": (None, "completions go to OUT/completions.jsonl and the report_to trackers: "
                                        "remove it"),
-    "off_policy_mask_threshold": (None, "off-policy sequence masking is not implemented: remove it"),
     "use_bias_correction_kl": (False, "the KL is TRL's default k3 estimator: remove it"),
 }
 
@@ -312,6 +311,10 @@ class GRPOConfig(_TrainConfig):
     vespo_lambda_pos: float = _f(3.0, "vespo: decay of the Gamma weight for advantage >= 0")
     vespo_k_neg: float = _f(3.0, "vespo: exponent of the Gamma weight for advantage < 0")
     vespo_lambda_neg: float = _f(2.0, "vespo: decay of the Gamma weight for advantage < 0")
+    off_policy_mask_threshold: Optional[float] = _f(None, "drop from the policy term the sequences with advantage "
+                                                          "< 0 whose mean log-ratio old - current exceeds this "
+                                                          "(DeepSeek-V3.2's off-policy sequence mask, TRL's); "
+                                                          "None = off")
     top_entropy_quantile: float = _f(1.0, "train the policy term only on the tokens whose entropy is in this top "
                                           "fraction of the micro-batch's completion tokens (over all ranks); "
                                           "1.0 = every token, 0.2 = the paper's")
@@ -424,6 +427,8 @@ class GRPOConfig(_TrainConfig):
             if self.top_entropy_quantile < 1.0:
                 raise ConfigError("loss_type luspo needs top_entropy_quantile: 1.0 (TRL's luspo averages the "
                                   "entropy mask over the padding positions too)")
+            if self.off_policy_mask_threshold is not None:
+                raise ConfigError("loss_type luspo takes no off_policy_mask_threshold here: set it to null")
         _at_least(self, "num_iterations", 1)
         if self.steps_per_generation is not None and self.generation_batch_size is not None:
             raise ConfigError("steps_per_generation and generation_batch_size cannot both be set (TRL): set one")

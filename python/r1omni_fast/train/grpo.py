@@ -289,6 +289,21 @@ def loss_arguments(cfg: GRPOConfig) -> Dict[str, Any]:
             "vespo_k_neg": cfg.vespo_k_neg, "vespo_lambda_neg": cfg.vespo_lambda_neg}
 
 
+def off_policy_mask(logp: Optional[torch.Tensor], old_logp: Optional[torch.Tensor], advantages: torch.Tensor,
+                    mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """TRL's ``get_off_policy_mask`` (DeepSeek-V3.2's off-policy sequence mask): (N, 1) bool, True =
+    keep: ``A >= 0`` or the sequence's masked mean of ``old_logp - logp`` (the sampling policy's
+    log-probs minus the current ones, no gradient) ``<= threshold``. On-policy (``old_logp`` None)
+    the mean is 0. ``logp``, ``old_logp``, ``mask`` (N, T); ``advantages`` (N,)."""
+    if old_logp is None:
+        mean_kl = torch.zeros((mask.shape[0], 1), device=mask.device)
+    else:
+        m = mask.to(logp.dtype)
+        kl = (old_logp.to(logp.dtype) - logp.detach()) * m
+        mean_kl = kl.sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1.0)
+    return (advantages.reshape(-1, 1) >= 0) | (mean_kl <= threshold)
+
+
 def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float, dist: distributed.Dist,
                       contribute: bool = True) -> torch.Tensor:
     """TRL's ``get_high_entropy_mask``: the (N, T) bool mask of the completion tokens whose entropy
@@ -338,13 +353,15 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
       sapo and luspo weigh a rank by its share of the sequences; bnpo keeps TRL's per-rank token
       mean and averages the ranks that hold prompts; dapo, cispo, vespo ``world_size``; ghosts 0;
       one process 1;
-    - ``num_items`` (dapo, cispo, vespo): the completion tokens of the whole step, every micro-batch and every
-      rank (TRL's ``num_items_in_batch``; the kernel divides by it, DDP's average divides by the
-      rank count, so ``sum l*m / num_items`` over the step, one token mean per optimizer step);
+    - ``num_items`` (dapo, cispo, vespo): the completion tokens of the whole generation batch,
+      every micro-batch and every rank (TRL's ``num_items_in_batch``; the kernel divides by it,
+      DDP's average divides by the rank count, so ``sum l*m / num_items`` over the batch: one
+      token mean per optimizer step when the generation batch is the step, the default);
     - ``advantages`` with ``scale_rewards="batch"``: group means, divided by the standard
-      deviation of every reward of the step on every rank (TRL's generation batch).
+      deviation of every reward of the generation batch on every rank.
 
-    Inputs: ``rollouts`` of this rank in micro-batch order; ``dist`` the job's ranks."""
+    Inputs: ``rollouts``: this rank's micro-batches of one generation batch, in order; ``dist``
+    the job's ranks."""
     world = dist.world_size
     live = [r for r in rollouts if not r.ghost]
     counts: List[float] = []
@@ -397,7 +414,7 @@ class Rollout:
     times: Dict[str, float] = field(default_factory=dict)
     ghost: bool = False  # a stand-in of a rank without prompts in this global batch: weight 0
     weight: float = 1.0  # this rank's share of the global micro-batch loss (see normalise_step)
-    num_items: Optional[float] = None  # dapo: completion tokens of the whole step, every rank
+    num_items: Optional[float] = None  # dapo, cispo, vespo: completion tokens of the generation batch, all ranks
     num_invalid: int = 0  # reward values set aside as invalid (on_invalid_reward: skip)
     loss_mask: Optional[torch.Tensor] = None  # mask_truncated_completions: ``mask`` less the truncated rows
 
@@ -429,14 +446,21 @@ def micro_batch_loss(logits: torch.Tensor, rollout: Any, cfg: GRPOConfig, dist: 
     ``entropy``, ``entropy``: the mean token entropy of the sampling distribution over the loss
     tokens, from the loss's own pass over the logits. With ``top_entropy_quantile < 1`` the
     entropies come first (a no-grad pass: the mask needs them before the loss) and the policy term
-    keeps the tokens of :func:`high_entropy_mask` (a collective over the ranks); the KL term and the
-    normalisers keep every loss token, as TRL."""
+    keeps the tokens of :func:`high_entropy_mask` (a collective over the ranks); with
+    ``off_policy_mask_threshold``, the sequences of :func:`off_policy_mask` only (the current
+    log-probs in a no-grad pass first); the KL term and the normalisers keep every loss token, as
+    TRL."""
     mask = rollout.loss_tokens
     token_h, policy_mask = None, None
     if cfg.top_entropy_quantile < 1.0:
         token_h = token_entropy(logits, cfg.temperature)
         policy_mask = high_entropy_mask(token_h, mask, 1.0 - cfg.top_entropy_quantile, dist,
                                         contribute=not rollout.ghost)
+    if cfg.off_policy_mask_threshold is not None:
+        current = None if rollout.old_logp is None else selective_logprobs(logits, rollout.completion_ids,
+                                                                           cfg.temperature)
+        keep = off_policy_mask(current, rollout.old_logp, rollout.advantages, mask, cfg.off_policy_mask_threshold)
+        policy_mask = keep.expand(mask.shape) if policy_mask is None else policy_mask & keep
     args = loss_arguments(cfg)
     loss, metrics = grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=mask,
                               old_logp=rollout.old_logp, ref_logp=rollout.ref_logp,
