@@ -38,7 +38,7 @@ def _small_reference_chunks(monkeypatch):
 
 def oracle(logits, ids, adv, mask, old, ref, *, beta, eps_low, eps_high, delta, temperature, loss_type, level,
            max_completion_length=None, num_items_in_batch=None, entropy_mask=None, sapo_pos=1.0, sapo_neg=1.05,
-           vespo=(2.0, 3.0, 3.0, 2.0)):  # fmt: skip
+           vespo=(2.0, 3.0, 3.0, 2.0), bias_correction_kl=False):  # fmt: skip
     x = logits.detach().to(torch.float64).requires_grad_(True)
     m = mask.to(torch.float64)
     B, L = ids.shape
@@ -77,6 +77,8 @@ def oracle(logits, ids, adv, mask, old, ref, *, beta, eps_low, eps_high, delta, 
     if ref is not None:
         d = ref.to(torch.float64) - logp
         kl = torch.exp(d) - d - 1
+        if bias_correction_kl:  # TRL's use_bias_correction_kl: per_token_kl * coef_1
+            kl = kl * coef_1
         if beta != 0.0:
             per_token = per_token + beta * kl
     if loss_type in ("grpo", "sapo"):
@@ -259,6 +261,21 @@ def test_return_entropy_is_the_categorical_entropy_from_the_same_pass(backend_na
     plain_loss, plain_metrics, plain_grad = run(backend_name, logits, ids, adv, mask, old, ref, **kw)
     assert "entropy" not in plain_metrics
     assert torch.equal(loss, plain_loss) and torch.equal(grad, plain_grad), "asking for the entropy changes nothing"
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", ["grpo", "cispo", "sapo"])
+def test_bias_corrected_kl_matches_oracle(backend_name, level, loss_type):
+    logits, ids, adv, mask, old, ref = make_case(seed=35, temperature=0.7)
+    kw = dict(beta=0.3, eps_low=0.2, eps_high=1.2 if loss_type == "cispo" else 0.2, delta=None, temperature=0.7,
+              loss_type=loss_type)  # fmt: skip
+    ours = run(backend_name, logits, ids, adv, mask, old, ref, importance_sampling_level=level,
+               bias_correction_kl=True, **kw)  # fmt: skip
+    want = oracle(logits, ids, adv, mask, old, ref, level=level, bias_correction_kl=True, **kw)
+    assert_matches(ours, want, torch.float32, mask)
+    plain = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
+    assert abs(float(want[1]["kl"]) - float(plain[1]["kl"])) > 1e-4
 
 
 def test_luspo_needs_sequence_level_and_beta_0():

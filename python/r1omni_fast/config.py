@@ -280,7 +280,6 @@ TRL_ONLY_FIELDS: Dict[str, tuple] = {
                                                           "remove it"),
     "log_completions_hub_repo": (None, "completions go to OUT/completions.jsonl and the report_to trackers: "
                                        "remove it"),
-    "use_bias_correction_kl": (False, "the KL is TRL's default k3 estimator: remove it"),
 }
 
 
@@ -315,6 +314,8 @@ class GRPOConfig(_TrainConfig):
                                                           "< 0 whose mean log-ratio old - current exceeds this "
                                                           "(DeepSeek-V3.2's off-policy sequence mask, TRL's); "
                                                           "None = off")
+    use_bias_correction_kl: bool = _f(False, "multiply the k3 KL by the importance ratio (DeepSeek-V3.2's "
+                                             "unbiased estimator off-policy, TRL's)")
     top_entropy_quantile: float = _f(1.0, "train the policy term only on the tokens whose entropy is in this top "
                                           "fraction of the micro-batch's completion tokens (over all ranks); "
                                           "1.0 = every token, 0.2 = the paper's")

@@ -77,6 +77,7 @@ def grpo_loss(
     vespo_lambda_pos: float = 3.0,
     vespo_k_neg: float = 3.0,
     vespo_lambda_neg: float = 2.0,
+    bias_correction_kl: bool = False,
     policy_mask: Optional[torch.Tensor] = None,
     return_entropy: bool = False,
     inplace_grad: bool = True,
@@ -99,7 +100,8 @@ def grpo_loss(
       else ``vespo_k_neg, vespo_lambda_neg``;
 
     ``l = p * policy_mask + beta * kl`` with ``kl = exp(ref - logp) - (ref - logp) - 1`` (``beta != 0``
-    needs ``ref_logp``; ``policy_mask`` (default 1) drops tokens from the policy term only, as
+    needs ``ref_logp``; with ``bias_correction_kl`` the KL is ``kl * r``, differentiated through
+    ``r``, as TRL's ``use_bias_correction_kl``; ``policy_mask`` (default 1) drops tokens from the policy term only, as
     TRL's ``top_entropy_quantile`` does). Normalisation with ``m`` the mask: grpo, sapo
     ``mean_b(sum_t l m / max(sum_t m, 1))``; bnpo ``sum l m / max(sum m, 1)``; dr_grpo
     ``sum l m / (B * max_completion_length)`` (default L); dapo, cispo, vespo
@@ -126,6 +128,7 @@ def grpo_loss(
         sapo_temperature_pos=float(sapo_temperature_pos), sapo_temperature_neg=float(sapo_temperature_neg),
         vespo_k_pos=float(vespo_k_pos), vespo_lambda_pos=float(vespo_lambda_pos),
         vespo_k_neg=float(vespo_k_neg), vespo_lambda_neg=float(vespo_lambda_neg),
+        bias_correction_kl=bool(bias_correction_kl),
     )  # fmt: skip
     validate_grpo_args(logits, completion_ids, advantages, mask, old_logp, ref_logp, spec, policy_mask)
     B, L, _ = logits.shape

@@ -31,6 +31,7 @@ class GRPOLoss(torch.nn.Module):
         vespo_lambda_pos: float = 3.0,
         vespo_k_neg: float = 3.0,
         vespo_lambda_neg: float = 2.0,
+        bias_correction_kl: bool = False,
         inplace_grad: bool = True,
     ) -> None:
         super().__init__()
@@ -55,6 +56,7 @@ class GRPOLoss(torch.nn.Module):
         self.vespo_lambda_pos = vespo_lambda_pos
         self.vespo_k_neg = vespo_k_neg
         self.vespo_lambda_neg = vespo_lambda_neg
+        self.bias_correction_kl = bias_correction_kl
         self.inplace_grad = inplace_grad
 
     def forward(
@@ -77,7 +79,8 @@ class GRPOLoss(torch.nn.Module):
             max_completion_length=self.max_completion_length, num_items_in_batch=num_items_in_batch,
             sapo_temperature_pos=self.sapo_temperature_pos, sapo_temperature_neg=self.sapo_temperature_neg,
             vespo_k_pos=self.vespo_k_pos, vespo_lambda_pos=self.vespo_lambda_pos, vespo_k_neg=self.vespo_k_neg,
-            vespo_lambda_neg=self.vespo_lambda_neg, policy_mask=policy_mask, return_entropy=return_entropy,
+            vespo_lambda_neg=self.vespo_lambda_neg, bias_correction_kl=self.bias_correction_kl,
+            policy_mask=policy_mask, return_entropy=return_entropy,
             inplace_grad=self.inplace_grad,
         )  # fmt: skip
 

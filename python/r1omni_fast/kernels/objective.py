@@ -44,7 +44,9 @@ class LossSpec:
     ``eps_low`` [epsilon], ``eps_high`` [epsilon_high] (cispo: the cap of the ratio itself, TRL's
     epsilon_high, e.g. 5.0), ``delta`` (two-sided clip cap of the clipped surrogate, None = off),
     ``sapo_temperature_pos`` / ``_neg`` (the gate's slope for A > 0 / A <= 0), ``vespo_k_*`` /
-    ``vespo_lambda_*`` (the Gamma weight's exponent and decay for A >= 0 / A < 0).
+    ``vespo_lambda_*`` (the Gamma weight's exponent and decay for A >= 0 / A < 0),
+    ``bias_correction_kl`` [use_bias_correction_kl] (the k3 KL times the importance ratio ``r``,
+    differentiated through ``r``: DeepSeek-V3.2's unbiased estimator off-policy).
     """
 
     loss_type: str = "grpo"
@@ -61,6 +63,7 @@ class LossSpec:
     vespo_lambda_pos: float = 3.0
     vespo_k_neg: float = 3.0
     vespo_lambda_neg: float = 2.0
+    bias_correction_kl: bool = False
 
 
 def validate_grpo_args(
@@ -254,7 +257,8 @@ def grpo_objective(
     - sapo: ``-sigmoid(tau (r - 1)) 4 / tau A``, ``tau`` = sapo_temperature_pos if A > 0 else _neg;
     - vespo: ``-sg(phi) A logp`` (:func:`vespo_weights`);
 
-    ``l = p * policy_mask + beta * (exp(ref - logp) - (ref - logp) - 1)``; loss ``= sum w * l``.
+    ``l = p * policy_mask + beta * kl``, ``kl = exp(ref - logp) - (ref - logp) - 1`` (times ``r`` with
+    ``bias_correction_kl``); loss ``= sum w * l``.
     ``old_logp`` defaults to ``logp.detach()``. Clip flags (:func:`clip_flags`) use the uncapped ``r``.
     """
     # Masked positions may hold garbage log-probs (padding ids, -100): pin them to 0 so that
@@ -291,6 +295,8 @@ def grpo_objective(
     if ref_logp is not None:
         ref_minus = torch.where(active, ref_logp.to(logp.dtype), 0.0) - logp
         kl = torch.exp(ref_minus) - ref_minus - 1.0
+        if spec.bias_correction_kl:
+            kl = kl * ratio
         if spec.beta != 0.0:
             per_token = per_token + spec.beta * kl
     loss = (per_token * weights.to(logp.dtype)).sum()

@@ -286,7 +286,8 @@ def loss_arguments(cfg: GRPOConfig) -> Dict[str, Any]:
             "max_completion_length": cfg.max_completion_length,
             "sapo_temperature_pos": cfg.sapo_temperature_pos, "sapo_temperature_neg": cfg.sapo_temperature_neg,
             "vespo_k_pos": cfg.vespo_k_pos, "vespo_lambda_pos": cfg.vespo_lambda_pos,
-            "vespo_k_neg": cfg.vespo_k_neg, "vespo_lambda_neg": cfg.vespo_lambda_neg}
+            "vespo_k_neg": cfg.vespo_k_neg, "vespo_lambda_neg": cfg.vespo_lambda_neg,
+            "bias_correction_kl": cfg.use_bias_correction_kl}
 
 
 def off_policy_mask(logp: Optional[torch.Tensor], old_logp: Optional[torch.Tensor], advantages: torch.Tensor,

@@ -168,7 +168,8 @@ def _grpo_token_kernel(
     n_rows, seq_len, vocab, stride_lb, stride_lt, stride_gb, stride_gt,
     inv_temperature, beta, clip_low, clip_high, delta, sapo_pos, sapo_neg,
     HAS_OLD: tl.constexpr, HAS_REF: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_PMASK: tl.constexpr,
-    WRITE_GRAD: tl.constexpr, WRITE_ENTROPY: tl.constexpr, LOSS_KIND: tl.constexpr, BLOCK_V: tl.constexpr,
+    KL_TIMES_RATIO: tl.constexpr, WRITE_GRAD: tl.constexpr, WRITE_ENTROPY: tl.constexpr, LOSS_KIND: tl.constexpr,
+    BLOCK_V: tl.constexpr,
 ):  # fmt: skip
     """Fused token-level GRPO for rows ``b * L + t`` with weight ``w != 0`` (others get zeros).
 
@@ -182,7 +183,8 @@ def _grpo_token_kernel(
     - 2 (sapo): ``g = sigmoid(tau (r - 1))``, ``tau`` = sapo_pos if A > 0 else sapo_neg;
       ``-g 4 / tau A``, ``dp/dlogp = -4 A g (1 - g) r``; clip code 0.
 
-    ``l = p pm + beta kl`` (``pm`` = policy mask, 1 without), ``kl = exp(ref - logp) - (ref - logp) - 1``;
+    ``l = p pm + beta kl`` (``pm`` = policy mask, 1 without), ``kl = exp(ref - logp) - (ref - logp) - 1``
+    (times ``r`` with KL_TIMES_RATIO: ``d(kl r)/dlogp = (1 - exp(ref - logp)) r + kl r``);
     grad row ``= w dl/dlogp / T (onehot - p)``. With WRITE_ENTROPY, the row's entropy from pass 1.
     """
     for row in range(tl.program_id(0).to(tl.int64), n_rows, tl.num_programs(0)):
@@ -250,9 +252,13 @@ def _grpo_token_kernel(
                 ref_minus = tl.load(ref_ptr + row) - logp
                 exp_ref_minus = tl.exp(ref_minus)
                 kl = exp_ref_minus - ref_minus - 1.0
+                dkl = 1.0 - exp_ref_minus
+                if KL_TIMES_RATIO:
+                    dkl = (dkl + kl) * ratio
+                    kl = kl * ratio
                 # beta = 0 keeps the KL as a metric only (and an overflowing KL out of the loss).
                 token_loss += tl.where(beta != 0.0, beta * kl, 0.0)
-                dloss_dlogp += tl.where(beta != 0.0, beta * (1.0 - exp_ref_minus), 0.0)
+                dloss_dlogp += tl.where(beta != 0.0, beta * dkl, 0.0)
             tl.store(logp_ptr + row, logp)
             tl.store(loss_ptr + row, token_loss)
             tl.store(kl_ptr + row, kl)
@@ -448,7 +454,8 @@ class _FusedTokenGRPOFunction(torch.autograd.Function):
                 1.0 / spec.temperature, float(spec.beta), 1.0 - spec.eps_low, clip_high,
                 float(spec.delta or 0.0), float(spec.sapo_temperature_pos), float(spec.sapo_temperature_neg),
                 HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, HAS_DELTA=spec.delta is not None,
-                HAS_PMASK=policy_mask is not None, WRITE_GRAD=write_grad, WRITE_ENTROPY=want_entropy,
+                HAS_PMASK=policy_mask is not None, KL_TIMES_RATIO=spec.bias_correction_kl,
+                WRITE_GRAD=write_grad, WRITE_ENTROPY=want_entropy,
                 LOSS_KIND=kind, BLOCK_V=block_v, **options,
             )  # fmt: skip
         loss = (token_loss * weights).sum()
