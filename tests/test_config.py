@@ -111,6 +111,8 @@ def test_typed_parsing_from_annotations(tmp_path):
     ("grpo", ["--loss-type", "sapo", "--delta", "2"], "delta caps the clipped surrogate, which loss_type sapo"),
     ("grpo", ["--sapo-temperature-neg", "0"], "sapo_temperature_neg must be > 0"),
     ("grpo", ["--top-entropy-quantile", "1.5"], "top_entropy_quantile must be in [0, 1]"),
+    ("grpo", ["--multi-objective-aggregation", "sum"],
+     "multi_objective_aggregation must be one of sum_then_normalize, normalize_then_sum; got 'sum'"),
     ("grpo", ["--reward-weights", "1"], "reward_weights has 1 values for 2 reward_funcs"),
     ("grpo", ["--scale-rewards", "global"], "scale_rewards must be one of group, batch, none; got 'global'"),
     ("eval", ["--modalities", "video,text"], "modalities must be a non-empty subset of video, audio"),

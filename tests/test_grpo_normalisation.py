@@ -295,6 +295,60 @@ def test_batch_scaled_advantages_use_every_micro_batch():
         torch.testing.assert_close(r.advantages.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def two_function_rewards(seed: int, prompts: int) -> torch.Tensor:
+    """(prompts * G, 2) rewards with NaN (not scored): a completion no function scores, and a
+    group where the second function scores one completion only."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randint(0, 4, (prompts * G, 2), generator=g).double()
+    r[0, :] = float("nan")
+    if prompts > 1:
+        r[G:2 * G, 1] = float("nan")
+        r[G, 1] = 1.0
+    return r
+
+
+def trl_nanstd(x: torch.Tensor, dim=None, keepdim=False) -> torch.Tensor:
+    """TRL's nanstd: nanmean of squared deviations with Bessel's correction, NaN below 2 values."""
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    variance = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=True)
+    count = torch.sum(~torch.isnan(x), dim=dim, keepdim=True)
+    variance = variance * torch.where(count > 1, count / (count - 1), torch.full_like(count / 1.0, float("nan")))
+    std = torch.sqrt(variance)
+    return std if keepdim else std.squeeze()
+
+
+def trl_normalize_then_sum(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """TRL's _generate_and_score_completions with multi_objective_aggregation normalize_then_sum."""
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    grouped = rewards_per_func.view(-1, G, rewards_per_func.shape[1])
+    mean_k = torch.nanmean(grouped, dim=1, keepdim=True)
+    std_k = trl_nanstd(grouped, dim=1, keepdim=True)
+    reward_k = ((grouped - mean_k) / (std_k + 1e-4)).view(-1, rewards_per_func.shape[1])
+    rewards = (reward_k * weights.unsqueeze(0)).nansum(dim=1)
+    rewards[unscorable] = torch.nan
+    advantages = (rewards - torch.nanmean(rewards)) / (trl_nanstd(rewards) + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0)
+
+
+def _normalise_then_sum_here(tables: list, dist: Dist) -> list:
+    rollouts = [SimpleNamespace(ghost=False, mask=torch.ones(t.shape[0], 2, dtype=torch.bool),
+                                loss_tokens=torch.ones(t.shape[0], 2, dtype=torch.bool), rewards=t, weight=1.0,
+                                num_items=None, advantages=torch.zeros(t.shape[0], dtype=torch.float64))
+                for t in tables]
+    normalise_step(rollouts, loss_type="grpo", scale_rewards="group", group_size=G, reward_weights=[1.0, 0.5],
+                   dist=dist, aggregation="normalize_then_sum")
+    return [r.advantages for r in rollouts]
+
+
+def test_normalize_then_sum_equals_trl_on_the_generation_batch():
+    tables = [two_function_rewards(seed, prompts=3) for seed in range(3)]
+    got = torch.cat(_normalise_then_sum_here(tables, Dist()))
+    want = trl_normalize_then_sum(torch.cat(tables), torch.tensor([1.0, 0.5], dtype=torch.float64))
+    # TRL's nanstd forms its Bessel factor count / (count - 1) in float32: 1e-7 relative
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    assert got[0] == 0.0 and got.abs().max() > 0.5
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -304,6 +358,10 @@ def _free_port() -> int:
 # rank r's micro-batches: equal shares in the first micro-batch, the remainder (1 prompt vs 2) in
 # the second, as the last global batch of an epoch is split
 _SHARES = [[2, 2], [2, 1]]
+
+
+def _rank_tables(rank: int) -> list:
+    return [two_function_rewards(10 * rank + i, prompts=p) for i, p in enumerate(_SHARES[rank])]
 
 
 def _rank_batches(rank: int) -> list:
@@ -320,6 +378,7 @@ def _two_rank_worker(rank: int, port: int, queue) -> None:
         for loss_type in LOSS_TYPES:
             for scale in ("group", "batch"):
                 results[loss_type, scale, 1.0] = ours(weights(), _rank_batches(rank), loss_type, dist, scale)
+        results["normalize_then_sum"] = (0.0, torch.cat(_normalise_then_sum_here(_rank_tables(rank), dist)))
         for loss_type in ("grpo", "dapo", "sapo"):  # the entropy threshold over both ranks' tokens
             results[loss_type, "group", 0.5] = ours(weights(), _rank_batches(rank), loss_type, dist, "group",
                                                     quantile=0.5)
@@ -343,6 +402,12 @@ def test_two_gloo_ranks_equal_trl_on_the_whole_generation_batch():
         p.join(timeout=60)
         assert p.exitcode == 0
     ranks = [_rank_batches(0), _rank_batches(1)]
+    for rank in (0, 1):  # normalize_then_sum: TRL's statistics over both ranks' generation batch
+        everything = torch.cat([t for r in (0, 1) for t in _rank_tables(r)])
+        want = trl_normalize_then_sum(everything, torch.tensor([1.0, 0.5], dtype=torch.float64))
+        start = sum(t.shape[0] for t in _rank_tables(0)) if rank else 0
+        got = torch.from_numpy(results[rank].pop("normalize_then_sum")[1])
+        torch.testing.assert_close(got, want[start:start + got.shape[0]], rtol=1e-6, atol=1e-9)
     for (loss_type, scale, quantile), (loss, grad) in results[0].items():
         grad = torch.from_numpy(grad)
         expected_loss, expected_grad = oracle(weights(), ranks, loss_type, scale, quantile=quantile)

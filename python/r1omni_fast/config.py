@@ -276,8 +276,6 @@ TRL_ONLY_FIELDS: Dict[str, tuple] = {
     "use_adaptive_entropy": (False, "there is no entropy bonus: remove it"),
     "num_generations_eval": (None, "evaluation decodes one answer per clip (eval_max_new_tokens): remove it"),
     "model_init_kwargs": (None, "the model loads from model_name_or_path, in bf16 when bf16 is on: remove it"),
-    "multi_objective_aggregation": ("sum_then_normalize", "rewards are weighted, summed, then normalised: "
-                                                          "remove it"),
     "log_completions_hub_repo": (None, "completions go to OUT/completions.jsonl and the report_to trackers: "
                                        "remove it"),
 }
@@ -331,6 +329,10 @@ class GRPOConfig(_TrainConfig):
     reward_funcs: List[str] = _f(["accuracy", "format"],
                                  "built-in rewards (accuracy, format) or dotted paths to callables")
     reward_weights: Optional[List[float]] = _f(None, "one weight per reward function; None = all 1")
+    multi_objective_aggregation: str = _f("sum_then_normalize", "sum_then_normalize (weighted sum, then "
+                                                               "scale_rewards) or normalize_then_sum (each "
+                                                               "function normalised in its group, summed, then "
+                                                               "normalised over the generation batch; TRL's GDPO)")
     reward_mode: str = _f("robust", "robust (label aliases, whitespace) or r1omni (exact R1-Omni parsing)")
     reward_completions: str = _f("messages", "what reward callables receive as prompts and completions: "
                                              "messages (chat messages, as TRL passes conversational data) or text")
@@ -438,6 +440,7 @@ class GRPOConfig(_TrainConfig):
         if self.generation_batch_size is not None:
             _at_least(self, "generation_batch_size", 1)
         _choice(self, "scale_rewards", ("group", "batch", "none"))
+        _choice(self, "multi_objective_aggregation", ("sum_then_normalize", "normalize_then_sum"))
         if not self.reward_funcs:
             raise ConfigError("reward_funcs is empty: use e.g. [accuracy, format]")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):

@@ -344,8 +344,34 @@ def accumulation_divisor(loss_type: str, micro_batches: int) -> int:
     return 1 if loss_type in TOKEN_COUNT_LOSS_TYPES else int(micro_batches)
 
 
+def normalize_then_sum(rewards: torch.Tensor, group_size: int, weights: Sequence[float]) -> torch.Tensor:
+    """TRL's ``multi_objective_aggregation: normalize_then_sum`` (GDPO): each reward function's
+    column normalised within each group, ``(r - nanmean_g) / (nanstd_g + 1e-4)`` (Bessel; a group
+    where a function scored fewer than 2 completions gives NaN, which the sum skips), weighted and
+    summed, then normalised over every completion given: ``(R - nanmean) / (nanstd + 1e-4)``; a
+    completion no function scored gets 0. ``rewards`` (N, F) float64, NaN = not scored; returns (N,)
+    float64."""
+    unscorable = torch.isnan(rewards).all(1)
+    grouped = rewards.view(-1, group_size, rewards.shape[1])
+    normalised = ((grouped - torch.nanmean(grouped, 1, keepdim=True)) / (_nanstd(grouped, 1) + 1e-4))
+    total = torch.nansum(normalised.view(rewards.shape) * torch.tensor(list(weights), dtype=rewards.dtype), 1)
+    total[unscorable] = float("nan")
+    advantages = (total - torch.nanmean(total)) / (_nanstd(total, 0) + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0)
+
+
+def _nanstd(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Standard deviation over ``dim`` ignoring NaN, with Bessel's correction (NaN below 2 values),
+    keeping the dimension."""
+    count = (~torch.isnan(x)).sum(dim, keepdim=True)
+    dev = x - torch.nanmean(x, dim, keepdim=True)
+    var = torch.nansum(dev * dev, dim, keepdim=True) / (count - 1).clamp(min=1)
+    return torch.where(count > 1, var.sqrt(), torch.full_like(var, float("nan")))
+
+
 def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewards: str, group_size: int,
-                   reward_weights: Sequence[float], dist: distributed.Dist) -> None:
+                   reward_weights: Sequence[float], dist: distributed.Dist,
+                   aggregation: str = "sum_then_normalize") -> None:
     """Set the step-level quantities of a step's rollouts once all of them are generated (every
     micro-batch of every rank, ghosts included so that the collectives match):
 
@@ -359,7 +385,9 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
       DDP's average divides by the rank count, so ``sum l*m / num_items`` over the batch: one
       token mean per optimizer step when the generation batch is the step, the default);
     - ``advantages`` with ``scale_rewards="batch"``: group means, divided by the standard
-      deviation of every reward of the generation batch on every rank.
+      deviation of every reward of the generation batch on every rank; with ``aggregation=
+      "normalize_then_sum"`` (``scale_rewards`` then has no effect, as in TRL):
+      :func:`normalize_then_sum` of the generation batch on every rank.
 
     Inputs: ``rollouts``: this rank's micro-batches of one generation batch, in order; ``dist``
     the job's ranks."""
@@ -382,10 +410,13 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
             r.num_items = step_tokens
         else:
             raise ValueError(f"normalise_step: unknown loss_type {loss_type!r}")
-    if scale_rewards == "batch":
+    if scale_rewards == "batch" or aggregation == "normalize_then_sum":
         ranks = dist.gather([r.rewards.double().cpu() for r in live])
         everything = torch.cat([t for rank in ranks for t in rank])
-        advantages, _, _ = step_advantages(everything, group_size, reward_weights, "batch", torch.device("cpu"))
+        if aggregation == "normalize_then_sum":
+            advantages = normalize_then_sum(everything, group_size, reward_weights)
+        else:
+            advantages, _, _ = step_advantages(everything, group_size, reward_weights, "batch", torch.device("cpu"))
         start = sum(t.shape[0] for rank in ranks[:dist.rank] for t in rank)
         for r in live:
             n = r.rewards.shape[0]
@@ -733,7 +764,8 @@ class GRPOTrainer:
             if generate or not self.buffer:
                 self.buffer = [self.make_rollout(self.stream.next()) for _ in range(spg)]
                 normalise_step(self.buffer, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
-                               group_size=cfg.num_generations, reward_weights=self.reward_weights, dist=self.dist)
+                               group_size=cfg.num_generations, reward_weights=self.reward_weights, dist=self.dist,
+                               aggregation=cfg.multi_objective_aggregation)
                 self.write_completions(step, self.buffer)
                 generated += self.buffer
             rollout = self.buffer[index]
