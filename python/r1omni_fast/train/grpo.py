@@ -51,7 +51,7 @@ from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError, GRPOConfig
 from r1omni_fast.data import Batch
 from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs, token_entropy
-from r1omni_fast.kernels.objective import CLIPPED_LOSS_TYPES
+from r1omni_fast.kernels.objective import CLIPPED_LOSS_TYPES, TOKEN_COUNT_LOSS_TYPES
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput
 from r1omni_fast.rewards import score_batch, weighted_total
 from r1omni_fast.train import common, distributed, faults, recipe
@@ -330,10 +330,6 @@ def disable_dropout(model: torch.nn.Module) -> int:
             module.p = 0.0
             changed += 1
     return changed
-
-
-#: Loss types that TRL divides by ``num_items_in_batch`` (the generation batch's tokens, all ranks).
-TOKEN_COUNT_LOSS_TYPES = ("dapo", "cispo", "vespo")
 
 
 def accumulation_divisor(loss_type: str, micro_batches: int) -> int:
