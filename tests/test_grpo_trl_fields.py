@@ -180,15 +180,16 @@ def test_a_trl_grpo_yaml_loads_and_fields_without_meaning_are_rejected_by_name(t
                log_completions=True, num_completions_to_print=2, shuffle_dataset=False, disable_dropout=True,
                generation_kwargs={"top_p": 0.9}, report_to="none",
                # TRL's off values of fields with no meaning here: accepted and dropped
-               use_vllm=False, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, top_entropy_quantile=1.0,
-               use_liger_kernel=False)
+               top_entropy_quantile=0.2, sapo_temperature_neg=1.1,
+               use_vllm=False, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, use_liger_kernel=False)
     cfg = load_config(write_config(tmp_path / "trl.yaml", **trl))
     assert (cfg.min_p, cfg.repetition_penalty, cfg.generation_kwargs, cfg.shuffle_dataset) == (0.05, 1.1, {"top_p": 0.9},
                                                                                               False)
+    assert (cfg.top_entropy_quantile, cfg.sapo_temperature_neg) == (0.2, 1.1)
     for bad, words in [({"use_vllm": True}, r"use_vllm: True has no meaning here.*no vLLM.*remove it"),
                        ({"vllm_mode": "server"}, r"vllm_mode has no meaning here.*remove it"),
-                       ({"steps_per_generation": 4}, r"steps_per_generation.*set gradient_accumulation_steps"),
-                       ({"top_entropy_quantile": 0.2}, r"top_entropy_quantile: 0.2 has no meaning here"),
+                       ({"steps_per_generation": 2, "generation_batch_size": 8}, r"cannot both be set"),
+                       ({"entropy_coef": 0.01}, r"entropy_coef: 0.01 has no meaning here.*no entropy bonus"),
                        ({"generation_kwargs": {"max_new_tokens": 9}}, r"'max_new_tokens'.*set max_completion_length"),
                        ({"generation_kwargs": {"top_p": 2}}, r"generation_kwargs: top_p: out of range"),
                        ({"min_p": 1.5}, r"min_p must be in \[0, 1\]"),
@@ -215,3 +216,46 @@ def test_trl_only_fields_given_as_flags_are_explained_too():
     with pytest.raises(ConfigError, match=r"flags: use_vllm: True has no meaning here.*remove it"):
         load_config(None, ["--stage", "grpo", "--use-vllm"])
     assert load_config(None, ["--stage", "grpo", "--no-use-vllm"]).stage == "grpo"
+
+
+@pytest.mark.parametrize("ga,spg,iterations", [(1, 1, 1), (2, 2, 1), (2, 4, 1), (4, 2, 1), (2, 3, 2), (3, 2, 2)])
+def test_micro_batch_plan_follows_trls_prepare_inputs(ga, spg, iterations):
+    """TRL's _prepare_inputs written out: a micro-batch counter over the run, a new generation
+    batch every steps_per_generation * num_iterations micro-batches, entry counter % steps_per_generation."""
+    from r1omni_fast.train.grpo import micro_batch_plan
+
+    counter, trl = 0, []
+    for _step in range(12):
+        row = []
+        for _ in range(ga):
+            row.append((counter % (spg * iterations) == 0, counter % spg))
+            counter += 1
+        trl.append(row)
+    assert [micro_batch_plan(step, ga, spg, iterations) for step in range(1, 13)] == trl
+
+
+def test_steps_per_generation_serves_several_optimizer_steps(assets, tmp_path):
+    """steps_per_generation 2 at accumulation 1: step 1 generates two micro-batches (with the
+    sampling policy's log-probs, as the second is trained after an update) and trains on the first;
+    step 2 trains on the second, generating nothing; a checkpoint waits for the spent batch."""
+    from r1omni_fast.config import ConfigError
+    from r1omni_fast.train.grpo import resolve_steps_per_generation
+    from r1omni_fast.train.metrics_log import read_jsonl
+
+    model_dir, data = assets
+    trainer = _trainer(model_dir, data, tmp_path / "run", steps_per_generation=2, max_steps=3, save_steps=1,
+                       loss_type="dapo")
+    trainer.train()
+    rows = read_jsonl(tmp_path / "run" / "completions.jsonl")
+    assert [r["step"] for r in rows] == [1] * 8 + [3] * 8  # 2 micro-batches x 2 prompts x 2 completions
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert records[1]["num_tokens"] == records[0]["num_tokens"] < records[2]["num_tokens"]
+    assert records[1]["time/generate"] == 0.0 < records[0]["time/generate"]
+    assert all(r.old_logp is not None for r in trainer.buffer)
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    # generation_batch_size counts completions over every rank (TRL)
+    assert resolve_steps_per_generation(trainer.cfg.__class__(generation_batch_size=16,
+                                                              per_device_train_batch_size=2, num_generations=2), 1) == 4
+    with pytest.raises(ConfigError, match=r"generation_batch_size \(6 completions\) must be a multiple of"):
+        resolve_steps_per_generation(trainer.cfg.__class__(generation_batch_size=6, per_device_train_batch_size=2,
+                                                           num_generations=2), 1)

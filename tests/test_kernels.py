@@ -37,7 +37,8 @@ def _small_reference_chunks(monkeypatch):
 
 
 def oracle(logits, ids, adv, mask, old, ref, *, beta, eps_low, eps_high, delta, temperature, loss_type, level,
-           max_completion_length=None, num_items_in_batch=None):  # fmt: skip
+           max_completion_length=None, num_items_in_batch=None, entropy_mask=None, sapo_pos=1.0, sapo_neg=1.05,
+           vespo=(2.0, 3.0, 3.0, 2.0), bias_correction_kl=False):  # fmt: skip
     x = logits.detach().to(torch.float64).requires_grad_(True)
     m = mask.to(torch.float64)
     B, L = ids.shape
@@ -49,43 +50,74 @@ def oracle(logits, ids, adv, mask, old, ref, *, beta, eps_low, eps_high, delta, 
     else:
         log_w = ((log_ratio * m).sum(-1) / m.sum(-1).clamp(min=1.0)).unsqueeze(-1)
     coef_1 = torch.exp(log_w)
-    coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
     a = adv.to(torch.float64).reshape(-1, 1)
-    loss1 = (torch.clamp(coef_1, max=delta) if delta is not None else coef_1) * a
-    per_token = -torch.min(loss1, coef_2 * a)
+    extra = {}
+    if loss_type == "cispo":  # TRL: clamp(coef_1, max=epsilon_high).detach() * A * logp
+        per_token = -torch.clamp(coef_1, max=eps_high).detach() * a * logp
+    elif loss_type == "sapo":  # TRL: sigmoid(tau (coef_1 - 1)) * 4 / tau, tau by the advantage's sign
+        tau = torch.where(a > 0, sapo_pos, sapo_neg)
+        per_token = -torch.sigmoid(tau * (coef_1 - 1)) * 4 / tau * a
+    elif loss_type == "vespo":  # TRL's get_gamma_weights, detached
+        k_pos, lam_pos, k_neg, lam_neg = vespo
+        with torch.no_grad():
+            seq = torch.sum(torch.clamp(log_ratio, -20.0, 20.0) * m, dim=-1, keepdim=True)
+            log_w_seq = torch.clamp(seq, math.log(1e-8), 20.0)
+            k = torch.where(a >= 0, k_pos, k_neg)
+            lam = torch.where(a >= 0, lam_pos, lam_neg).clamp(min=1e-4)
+            phi = torch.exp(lam + k * log_w_seq - lam * torch.exp(log_w_seq)).nan_to_num(0.0, 0.0, 0.0)
+        per_token = -phi * a * logp
+        extra["vespo/phi_seq_mean"] = phi.mean()
+    else:
+        coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
+        loss1 = (torch.clamp(coef_1, max=delta) if delta is not None else coef_1) * a
+        per_token = -torch.min(loss1, coef_2 * a)
+    if entropy_mask is not None:
+        per_token = per_token * entropy_mask
     kl = None
     if ref is not None:
         d = ref.to(torch.float64) - logp
         kl = torch.exp(d) - d - 1
+        if bias_correction_kl:  # TRL's use_bias_correction_kl: per_token_kl * coef_1
+            kl = kl * coef_1
         if beta != 0.0:
             per_token = per_token + beta * kl
-    if loss_type == "grpo":
+    if loss_type in ("grpo", "sapo"):
         loss = ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1.0)).mean()
     elif loss_type == "bnpo":
         loss = (per_token * m).sum() / m.sum().clamp(min=1.0)
     elif loss_type == "dr_grpo":
         loss = (per_token * m).sum() / (B * (max_completion_length or L))
-    else:
+    elif loss_type == "luspo":
+        loss = (per_token * m.sum(1, keepdim=True)).mean()
+    else:  # dapo, cispo, vespo
         n = m.sum() if num_items_in_batch is None else torch.tensor(float(num_items_in_batch), dtype=torch.float64)
         loss = (per_token * m).sum() / n.clamp(min=1.0)
     loss.backward()
-    low = (coef_1 < 1 - eps_low) & (a < 0)
-    high = (coef_1 > 1 + eps_high) & (a > 0)
 
     def batch_mean(flag):
         if flag.shape[1] == 1:
             return flag.double().mean()
         return (flag.double() * m).sum() / m.sum().clamp(min=1.0)
 
-    metrics = {
-        "clip_ratio/low_mean": batch_mean(low),
-        "clip_ratio/high_mean": batch_mean(high),
-        "clip_ratio/region_mean": batch_mean(low | high),
-        "logp": (logp * (m != 0)).detach(),
-    }
+    metrics = {"logp": (logp * (m != 0)).detach()}
+    if loss_type in ("grpo", "bnpo", "dr_grpo", "dapo", "luspo"):
+        low = (coef_1 < 1 - eps_low) & (a < 0)
+        high = (coef_1 > 1 + eps_high) & (a > 0)
+        metrics["clip_ratio/low_mean"] = batch_mean(low)
+        metrics["clip_ratio/high_mean"] = batch_mean(high)
+        metrics["clip_ratio/region_mean"] = batch_mean(low | high)
+    elif loss_type == "cispo":
+        metrics["cispo_clip_ratio"] = batch_mean((coef_1 > eps_high) & (a > 0))
+    metrics.update(extra)
     if kl is not None:
         metrics["kl"] = (kl * m).sum().detach() / m.sum().clamp(min=1.0)
     return loss.detach(), metrics, x.grad
+
+
+def dense_entropy(logits, temperature):
+    """The categorical entropy of softmax(logits / T) in fp64, from the definition."""
+    logp = torch.log_softmax(logits.double() / temperature, -1)
+    return -(logp.exp() * logp).sum(-1)
 
 
 def make_case(B=4, L=6, V=160, dtype=torch.float32, scale=2.0, seed=0, ragged=True, temperature=1.0):
@@ -125,8 +157,8 @@ def assert_matches(ours, want, dtype, mask, fwd_rtol=FWD_RTOL, logp_atol=None, g
     assert torch.isfinite(loss) and torch.isfinite(grad.float()).all()
     assert abs(loss.double() - want_loss) <= fwd_rtol * (1 + abs(want_loss)), (float(loss), float(want_loss))
     assert set(metrics) == set(want_metrics)
-    for key in ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"):
-        assert float(metrics[key]) == pytest.approx(float(want_metrics[key]), abs=1e-6), key
+    for key in set(want_metrics) - {"logp", "kl"}:
+        assert float(metrics[key]) == pytest.approx(float(want_metrics[key]), rel=FWD_RTOL, abs=1e-6), key
     if "kl" in want_metrics:
         assert abs(metrics["kl"].double() - want_metrics["kl"]) <= fwd_rtol * (1 + abs(want_metrics["kl"]))
     logp_err = (metrics["logp"].double() - want_metrics["logp"]).abs()
@@ -161,6 +193,100 @@ def test_matches_oracle(backend_name, dtype_name, temperature, level, loss_type)
     # the case really exercises both clip sides at token level
     if level == "token":
         assert float(want[1]["clip_ratio/low_mean"]) > 0 and float(want[1]["clip_ratio/high_mean"]) > 0
+
+
+TRL_LOSS_CASES = [("cispo", "token"), ("cispo", "sequence"), ("sapo", "token"), ("sapo", "sequence"),
+                  ("vespo", "token"), ("vespo", "sequence"), ("luspo", "sequence")]
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("dtype_name", ["fp32", "bf16"])
+@pytest.mark.parametrize("loss_type,level", TRL_LOSS_CASES)
+def test_cispo_sapo_vespo_luspo_match_oracle(backend_name, dtype_name, loss_type, level):
+    dtype = DTYPES[dtype_name]
+    temperature = 0.7 if dtype_name == "fp32" else 1.0
+    logits, ids, adv, mask, old, ref = make_case(dtype=dtype, temperature=temperature, seed=30)
+    # cispo: eps_high caps the ratio itself (TRL; ScaleRL's 5.0 would not clip this case)
+    kw = dict(beta=0.0 if loss_type == "luspo" else 0.04, eps_low=0.2, eps_high=1.2 if loss_type == "cispo" else 0.28,
+              delta=None, temperature=temperature, loss_type=loss_type)  # fmt: skip
+    params = dict(sapo_temperature_pos=1.3, sapo_temperature_neg=0.8, vespo_k_pos=1.5, vespo_lambda_pos=2.5,
+                  vespo_k_neg=2.5, vespo_lambda_neg=1.5)  # fmt: skip
+    ours = run(backend_name, logits, ids, adv, mask, old, ref, importance_sampling_level=level, **kw, **params)
+    want = oracle(logits, ids, adv, mask, old, ref, level=level, sapo_pos=1.3, sapo_neg=0.8,
+                  vespo=(1.5, 2.5, 2.5, 1.5), **kw)  # fmt: skip
+    assert_matches(ours, want, dtype, mask)
+    if loss_type == "cispo" and level == "token":
+        assert 0 < float(want[1]["cispo_clip_ratio"]) < 1, "the case must clip some tokens and not others"
+    if loss_type == "vespo":
+        on_policy = oracle(logits, ids, adv, mask, None, ref, level=level, vespo=(1.5, 2.5, 2.5, 1.5), **kw)
+        assert float(on_policy[1]["vespo/phi_seq_mean"]) == 1.0
+        assert abs(float(want[0]) - float(on_policy[0])) > 1e-2, "off-policy: phi must differ from 1"
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "cispo", "sapo", "vespo"])
+def test_policy_mask_drops_the_policy_term_only(backend_name, level, loss_type):
+    """TRL's top_entropy_quantile multiplies the policy term by the entropy mask; the KL term and
+    every normaliser keep the whole completion mask."""
+    logits, ids, adv, mask, old, ref = make_case(seed=31, temperature=0.7)
+    keep = (torch.rand(mask.shape, generator=torch.Generator().manual_seed(32)) < 0.5).float() * mask
+    kw = dict(beta=0.04, eps_low=0.2, eps_high=1.3 if loss_type == "cispo" else 0.2, delta=None, temperature=0.7,
+              loss_type=loss_type)  # fmt: skip
+    ours = run(backend_name, logits, ids, adv, mask, old, ref, importance_sampling_level=level, policy_mask=keep,
+               **kw)  # fmt: skip
+    want = oracle(logits, ids, adv, mask, old, ref, level=level, entropy_mask=keep, **kw)
+    assert_matches(ours, want, torch.float32, mask)
+    unmasked = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
+    assert abs(float(want[0]) - float(unmasked[0])) > 1e-4, "the mask must change the loss"
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("dtype_name", ["fp32", "bf16"])
+def test_return_entropy_is_the_categorical_entropy_from_the_same_pass(backend_name, level, dtype_name):
+    dtype = DTYPES[dtype_name]
+    logits, ids, adv, mask, old, ref = make_case(dtype=dtype, seed=33, temperature=0.7)
+    logits[0, 0] *= 40  # a peaked row: entropy ~ 0, where lse - sum p z would cancel
+    true = torch.log_softmax(logits[0, 0].double() / 0.7, -1)[ids[0, 0]]
+    old[0, 0], ref[0, 0] = true, true  # keep the row's ratio and KL finite
+    kw = dict(beta=0.04, eps_low=0.2, eps_high=0.2, delta=None, temperature=0.7, loss_type="grpo",
+              importance_sampling_level=level)  # fmt: skip
+    loss, metrics, grad = run(backend_name, logits, ids, adv, mask, old, ref, return_entropy=True, **kw)
+    want = dense_entropy(logits, 0.7) * mask
+    got = metrics["entropy"]
+    assert got.dtype == torch.float32 and got.shape == mask.shape and not got.requires_grad
+    assert ((got.double() - want).abs() <= 2e-6 * (1 + want)).all(), float((got.double() - want).abs().max())
+    assert float(want[0, 0]) < 1e-3 and (got[mask == 0] == 0).all()
+    plain_loss, plain_metrics, plain_grad = run(backend_name, logits, ids, adv, mask, old, ref, **kw)
+    assert "entropy" not in plain_metrics
+    assert torch.equal(loss, plain_loss) and torch.equal(grad, plain_grad), "asking for the entropy changes nothing"
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", ["grpo", "cispo", "sapo"])
+def test_bias_corrected_kl_matches_oracle(backend_name, level, loss_type):
+    logits, ids, adv, mask, old, ref = make_case(seed=35, temperature=0.7)
+    kw = dict(beta=0.3, eps_low=0.2, eps_high=1.2 if loss_type == "cispo" else 0.2, delta=None, temperature=0.7,
+              loss_type=loss_type)  # fmt: skip
+    ours = run(backend_name, logits, ids, adv, mask, old, ref, importance_sampling_level=level,
+               bias_correction_kl=True, **kw)  # fmt: skip
+    want = oracle(logits, ids, adv, mask, old, ref, level=level, bias_correction_kl=True, **kw)
+    assert_matches(ours, want, torch.float32, mask)
+    plain = oracle(logits, ids, adv, mask, old, ref, level=level, **kw)
+    assert abs(float(want[1]["kl"]) - float(plain[1]["kl"])) > 1e-4
+
+
+def test_luspo_needs_sequence_level_and_beta_0():
+    logits, ids, adv, mask, old, ref = make_case(seed=34)
+    with pytest.raises(ValueError, match="luspo.*sequence"):
+        grpo_loss(logits, ids, adv, mask=mask, beta=0.0, loss_type="luspo")
+    with pytest.raises(ValueError, match="luspo.*beta"):
+        grpo_loss(logits, ids, adv, mask=mask, ref_logp=ref, beta=0.04, loss_type="luspo",
+                  importance_sampling_level="sequence")  # fmt: skip
+    with pytest.raises(ValueError, match="sapo_temperature_neg"):
+        grpo_loss(logits, ids, adv, mask=mask, beta=0.0, loss_type="sapo", sapo_temperature_neg=0.0)
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
@@ -365,7 +491,7 @@ def test_shapes_property(B, L, V, level, loss_type, seed):
 
 
 @pytest.mark.parametrize("level", ["token", "sequence"])
-@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "sapo"])
 def test_reference_gradcheck(level, loss_type, monkeypatch):
     monkeypatch.setattr(reference, "VOCAB_CHUNK", 3)
     g = torch.Generator().manual_seed(15)
@@ -436,7 +562,7 @@ def test_forcing_triton_on_cpu_without_the_interpreter_is_refused(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("level", ["token", "sequence"])
-@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "vespo"])
 def test_gpu_matches_oracle(dtype_name, level, loss_type):
     dtype = DTYPES[dtype_name]
     for temperature in (1.0, 0.7):

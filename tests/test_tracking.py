@@ -144,3 +144,100 @@ def test_markdown_table_keeps_one_row_per_completion():
 
     text = markdown_table(["completion", "reward"], [["a|b\nc\rd", 0.5], ["x", float("nan")]])
     assert text.splitlines() == ["| completion | reward |", "|---|---|", "| a\\|b<br>c<br>d | 0.5 |", "| x | nan |"]
+
+
+def _fake_module(monkeypatch, name, calls, **attrs):
+    """A stand-in for a tracker package that is not installed here: its functions take the real
+    API's keyword names only (a wrong keyword is a TypeError) and record each call."""
+    import importlib.machinery
+    import sys
+    import types
+
+    module = types.ModuleType(name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+
+    def recorder(fname, fn):
+        def call(*args, **kwargs):
+            fn(*args, **kwargs)  # the real signature
+            calls.append((name, fname, args, kwargs))
+            return call_result.get(fname)
+        return call
+
+    call_result = attrs.pop("_returns", {})
+    for fname, fn in attrs.items():
+        setattr(module, fname, recorder(fname, fn) if callable(fn) and not isinstance(fn, type) else fn)
+    monkeypatch.setitem(sys.modules, name, module)
+    return module
+
+
+def test_wandb_trackio_mlflow_adapters_send_config_metrics_and_table(tmp_path, monkeypatch):
+    """wandb, trackio and mlflow are not installed here: fakes with their APIs' keyword names
+    stand in, and every call the adapters make is checked (config once, every number at its step,
+    the completions table, the run closed)."""
+    from r1omni_fast.config import GRPOConfig
+    from r1omni_fast.train.tracking import Trackers
+
+    calls = []
+
+    class Table:
+        def __init__(self, columns=None, data=None, rows=None, dataframe=None, dtype=None, optional=True,
+                     allow_mixed_types=False):
+            self.columns, self.data = columns, data
+
+    class Run:
+        def log(self, data, step=None, commit=None):
+            calls.append(("wandb", "run.log", (data,), {"step": step}))
+
+        def finish(self, exit_code=None, quiet=None):
+            calls.append(("wandb", "run.finish", (), {}))
+
+    def wandb_init(entity=None, project=None, dir=None, id=None, name=None, notes=None, tags=None, config=None,
+                   mode=None, resume=None, settings=None):
+        pass
+
+    _fake_module(monkeypatch, "wandb", calls, init=wandb_init, Table=Table, _returns={"init": Run()})
+    _fake_module(monkeypatch, "trackio", calls, Table=Table,
+                 init=lambda project, name=None, group=None, space_id=None, config=None, resume="never",
+                 settings=None, private=None: None,
+                 log=lambda metrics, step=None: None, finish=lambda: None)
+    _fake_module(monkeypatch, "mlflow", calls,
+                 set_tracking_uri=lambda uri: None,
+                 set_experiment=lambda experiment_name=None, experiment_id=None: None,
+                 start_run=lambda run_id=None, experiment_id=None, run_name=None, nested=False, tags=None,
+                 description=None, log_system_metrics=None: None,
+                 log_params=lambda params, synchronous=None, run_id=None: None,
+                 log_metrics=lambda metrics, step=None, synchronous=None, run_id=None, timestamp=None: None,
+                 log_table=lambda data, artifact_file, run_id=None: None,
+                 end_run=lambda status="FINISHED": None)
+
+    cfg = GRPOConfig(output_dir=str(tmp_path / "run"), report_to=["wandb", "trackio", "mlflow"])
+    trackers = Trackers(cfg)
+    trackers.log({"step": 3, "loss": 0.5, "reward": 1, "eval/n": 4, "note": "text", "kl": None})
+    trackers.log_table(3, ["step", "completion", "reward"], [[3, "<answer> happy </answer>", 1.0]])
+    trackers.close()
+
+    def of(module):
+        return [(f, a, k) for m, f, a, k in calls if m == module]
+
+    numbers = {"loss": 0.5, "reward": 1.0, "eval/n": 4.0}  # strings and None are not numbers
+    config = cfg.to_dict()
+    wandb = of("wandb")
+    assert wandb[0][0] == "init" and wandb[0][2]["config"] == config and wandb[0][2]["dir"] == str(tmp_path / "run")
+    assert wandb[1] == ("run.log", (numbers,), {"step": 3})
+    assert wandb[2][0] == "run.log" and wandb[2][2] == {"step": 3}
+    table = wandb[2][1][0]["completions"]
+    assert table.columns == ["step", "completion", "reward"] and table.data == [[3, "<answer> happy </answer>", 1.0]]
+    assert wandb[3][0] == "run.finish" and len(wandb) == 4
+    trackio = of("trackio")
+    assert [f for f, _, _ in trackio] == ["init", "log", "log", "finish"]
+    assert trackio[0][2]["config"] == config and trackio[1][1:] == ((numbers,), {"step": 3})
+    assert trackio[2][1][0]["completions"].data == [[3, "<answer> happy </answer>", 1.0]]
+    mlflow = of("mlflow")
+    assert [f for f, _, _ in mlflow] == ["set_tracking_uri", "set_experiment", "start_run", "log_params",
+                                        "log_metrics", "log_table", "end_run"]
+    assert mlflow[0][1][0] == (tmp_path / "run" / "mlruns").resolve().as_uri()
+    params = mlflow[3][1][0]
+    assert set(params) == set(config) and params["report_to"] == json.dumps(["wandb", "trackio", "mlflow"])
+    assert mlflow[4][1:] == ((numbers,), {"step": 3})
+    assert mlflow[5][2] == {"data": {"step": [3], "completion": ["<answer> happy </answer>"], "reward": [1.0]},
+                            "artifact_file": "completions/step_3.json"}

@@ -270,6 +270,9 @@ class SFTConfig(_TrainConfig):
         _choice(self, "prompt_style", ("data", "humanomni"))
 
 
+#: TRL's GRPO loss types (r1omni_fast.kernels.grpo_loss).
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
+
 #: What ``generation_kwargs`` may hold: the sampler's settings (they override the fields).
 GENERATION_KWARGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
 _GENERATION_KWARGS_ELSEWHERE = {
@@ -286,23 +289,12 @@ TRL_ONLY_FIELDS: Dict[str, tuple] = {
     "cache_implementation": (None, "generation keeps its own static KV cache: remove it"),
     "use_liger_kernel": (False, "the fused GRPO loss always runs (Triton on CUDA): remove it"),
     "use_liger_loss": (False, "the fused GRPO loss always runs (Triton on CUDA): remove it"),
-    "top_entropy_quantile": (1.0, "training on the high-entropy tokens only is not implemented: remove it "
-                                  "(1.0, every token, is what runs)"),
     "entropy_coef": (0.0, "there is no entropy bonus: remove it"),
     "use_adaptive_entropy": (False, "there is no entropy bonus: remove it"),
-    "steps_per_generation": (None, "a step generates its gradient_accumulation_steps micro-batches before its "
-                                   "first backward (TRL's steps_per_generation = gradient_accumulation_steps): "
-                                   "set gradient_accumulation_steps"),
-    "generation_batch_size": (None, "a step generates per_device_train_batch_size prompts x num_generations x "
-                                    "gradient_accumulation_steps (x ranks): set those"),
     "num_generations_eval": (None, "evaluation decodes one answer per clip (eval_max_new_tokens): remove it"),
     "model_init_kwargs": (None, "the model loads from model_name_or_path, in bf16 when bf16 is on: remove it"),
-    "multi_objective_aggregation": ("sum_then_normalize", "rewards are weighted, summed, then normalised: "
-                                                          "remove it"),
     "log_completions_hub_repo": (None, "completions go to OUT/completions.jsonl and the report_to trackers: "
                                        "remove it"),
-    "off_policy_mask_threshold": (None, "off-policy sequence masking is not implemented: remove it"),
-    "use_bias_correction_kl": (False, "the KL is TRL's default k3 estimator: remove it"),
 }
 
 
@@ -325,13 +317,39 @@ class GRPOConfig(_TrainConfig):
     epsilon: float = _f(0.2, "lower clip range of the importance ratio")
     epsilon_high: Optional[float] = _f(None, "upper clip range; None = epsilon")
     delta: Optional[float] = _f(None, "two-sided clipping bound of the ratio; None = off")
-    loss_type: str = _f("grpo", "grpo (R1-Omni), bnpo, dr_grpo or dapo")
+    loss_type: str = _f("grpo", "grpo (R1-Omni), bnpo, dr_grpo, dapo, cispo, sapo, luspo or vespo (TRL's "
+                                "formulas and normalisers)")
+    sapo_temperature_pos: float = _f(1.0, "sapo: slope of the soft gate for tokens with advantage > 0")
+    sapo_temperature_neg: float = _f(1.05, "sapo: slope of the soft gate for tokens with advantage <= 0")
+    vespo_k_pos: float = _f(2.0, "vespo: exponent of the Gamma weight for advantage >= 0")
+    vespo_lambda_pos: float = _f(3.0, "vespo: decay of the Gamma weight for advantage >= 0")
+    vespo_k_neg: float = _f(3.0, "vespo: exponent of the Gamma weight for advantage < 0")
+    vespo_lambda_neg: float = _f(2.0, "vespo: decay of the Gamma weight for advantage < 0")
+    off_policy_mask_threshold: Optional[float] = _f(None, "drop from the policy term the sequences with advantage "
+                                                          "< 0 whose mean log-ratio old - current exceeds this "
+                                                          "(DeepSeek-V3.2's off-policy sequence mask, TRL's); "
+                                                          "None = off")
+    use_bias_correction_kl: bool = _f(False, "multiply the k3 KL by the importance ratio (DeepSeek-V3.2's "
+                                             "unbiased estimator off-policy, TRL's)")
+    top_entropy_quantile: float = _f(1.0, "train the policy term only on the tokens whose entropy is in this top "
+                                          "fraction of the micro-batch's completion tokens (over all ranks); "
+                                          "1.0 = every token, 0.2 = the paper's")
     importance_sampling_level: str = _f("token", "token or sequence (GSPO) importance ratios")
     num_iterations: int = _f(1, "updates per generated batch (old log-probs kept when > 1)")
+    steps_per_generation: Optional[int] = _f(None, "micro-batches generated at once and then trained on one "
+                                                   "after the other (TRL's); None = gradient_accumulation_steps "
+                                                   "(or from generation_batch_size)")
+    generation_batch_size: Optional[int] = _f(None, "completions generated at once over every rank (TRL's): "
+                                                    "steps_per_generation x per_device_train_batch_size x "
+                                                    "num_generations x ranks; None = from steps_per_generation")
     scale_rewards: str = _f("group", "divide advantages by the std of the group, the batch, or none")
     reward_funcs: List[str] = _f(["accuracy", "format"],
                                  "built-in rewards (accuracy, format) or dotted paths to callables")
     reward_weights: Optional[List[float]] = _f(None, "one weight per reward function; None = all 1")
+    multi_objective_aggregation: str = _f("sum_then_normalize", "sum_then_normalize (weighted sum, then "
+                                                               "scale_rewards) or normalize_then_sum (each "
+                                                               "function normalised in its group, summed, then "
+                                                               "normalised over the generation batch; TRL's GDPO)")
     reward_mode: str = _f("robust", "robust (label aliases, whitespace) or r1omni (exact R1-Omni parsing)")
     reward_completions: str = _f("messages", "what reward callables receive as prompts and completions: "
                                              "messages (chat messages, as TRL passes conversational data) or text")
@@ -400,14 +418,46 @@ class GRPOConfig(_TrainConfig):
         if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
             raise ConfigError(
                 f"epsilon_high must be >= epsilon ({self.epsilon}), got {self.epsilon_high}")
+        _choice(self, "loss_type", GRPO_LOSS_TYPES)
+        _choice(self, "importance_sampling_level", ("token", "sequence"))
+        clipped = self.loss_type in ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
+        if self.delta is not None and not clipped:
+            raise ConfigError(f"delta caps the clipped surrogate, which loss_type {self.loss_type} does not use: "
+                              "set delta: null")
         if self.delta is not None and self.delta <= 1.0 + (self.epsilon_high or self.epsilon):
             raise ConfigError(
                 f"delta must exceed 1 + epsilon_high (the upper clip), got {self.delta}; "
                 "set delta: null to turn two-sided clipping off")
-        _choice(self, "loss_type", ("grpo", "bnpo", "dr_grpo", "dapo"))
-        _choice(self, "importance_sampling_level", ("token", "sequence"))
+        for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
+            _positive(self, name)
+        for name in ("vespo_lambda_pos", "vespo_lambda_neg"):
+            _at_least(self, name, 0.0)
+        if not 0.0 <= self.top_entropy_quantile <= 1.0:
+            raise ConfigError(f"top_entropy_quantile must be in [0, 1] (1 = every token), got "
+                              f"{self.top_entropy_quantile}")
+        if self.loss_type == "luspo":
+            # TRL's luspo: mean over every (row, position) of the padded micro-batch of loss * length;
+            # only at sequence level without KL or entropy mask is no padding position in it
+            if self.importance_sampling_level != "sequence":
+                raise ConfigError("loss_type luspo needs importance_sampling_level: sequence (at token level "
+                                  "TRL's luspo averages over the padding positions too)")
+            if self.beta != 0.0:
+                raise ConfigError(f"loss_type luspo needs beta: 0, got {self.beta} (TRL's luspo averages its "
+                                  "KL term over the padding positions too)")
+            if self.top_entropy_quantile < 1.0:
+                raise ConfigError("loss_type luspo needs top_entropy_quantile: 1.0 (TRL's luspo averages the "
+                                  "entropy mask over the padding positions too)")
+            if self.off_policy_mask_threshold is not None:
+                raise ConfigError("loss_type luspo takes no off_policy_mask_threshold here: set it to null")
         _at_least(self, "num_iterations", 1)
+        if self.steps_per_generation is not None and self.generation_batch_size is not None:
+            raise ConfigError("steps_per_generation and generation_batch_size cannot both be set (TRL): set one")
+        if self.steps_per_generation is not None:
+            _at_least(self, "steps_per_generation", 1)
+        if self.generation_batch_size is not None:
+            _at_least(self, "generation_batch_size", 1)
         _choice(self, "scale_rewards", ("group", "batch", "none"))
+        _choice(self, "multi_objective_aggregation", ("sum_then_normalize", "normalize_then_sum"))
         if not self.reward_funcs:
             raise ConfigError("reward_funcs is empty: use e.g. [accuracy, format]")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):

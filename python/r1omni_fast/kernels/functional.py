@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Union
 import torch
 
 from . import reference
-from .objective import check_token_ids, validate_grpo_args
+from .objective import LossSpec, check_token_ids, validate_grpo_args
 
 BACKENDS = ("auto", "triton", "reference")
 _backend = "auto"
@@ -71,43 +71,75 @@ def grpo_loss(
     importance_sampling_level: str = "token",
     max_completion_length: Optional[int] = None,
     num_items_in_batch: Union[int, float, torch.Tensor, None] = None,
+    sapo_temperature_pos: float = 1.0,
+    sapo_temperature_neg: float = 1.05,
+    vespo_k_pos: float = 2.0,
+    vespo_lambda_pos: float = 3.0,
+    vespo_k_neg: float = 3.0,
+    vespo_lambda_neg: float = 2.0,
+    bias_correction_kl: bool = False,
+    policy_mask: Optional[torch.Tensor] = None,
+    return_entropy: bool = False,
     inplace_grad: bool = True,
 ) -> "tuple[torch.Tensor, dict]":
     """GRPO loss straight from logits (DESIGN.md §4; TRL's GRPOTrainer formulas).
 
     Shapes: ``logits`` (B, L, V) bf16/fp16/fp32, ``logits[b, t]`` predicts ``completion_ids[b, t]``
-    (B, L); ``advantages`` (B,) or (B, 1); ``mask``, ``old_logp``, ``ref_logp`` (B, L).
+    (B, L); ``advantages`` (B,) or (B, 1); ``mask``, ``old_logp``, ``ref_logp``, ``policy_mask`` (B, L).
     Per token ``logp = log_softmax(logits / T)[id]`` (fp32 accumulation);
     ``log_w = logp - old_logp`` ("token") or its masked mean over the sequence ("sequence", GSPO),
-    ``old_logp`` defaulting to ``logp.detach()``; ``r = exp(log_w)``;
-    ``l = -min(min(r, delta) * A, clip(r, 1 - eps_low, 1 + eps_high) * A) + beta * kl`` with
-    ``kl = exp(ref - logp) - (ref - logp) - 1`` (``beta != 0`` needs ``ref_logp``).
-    Normalisation with ``m`` the mask: grpo ``mean_b(sum_t l m / max(sum_t m, 1))``; bnpo
-    ``sum l m / max(sum m, 1)``; dr_grpo ``sum l m / (B * max_completion_length)`` (default L);
-    dapo ``sum l m / max(num_items_in_batch, 1)`` (default ``sum m``).
+    ``old_logp`` defaulting to ``logp.detach()``; ``r = exp(log_w)``; the policy term ``p``
+    (``sg`` = no gradient):
 
-    Returns ``(loss, metrics)``: ``metrics["kl"]`` (masked mean KL, only when ``ref_logp`` is given),
-    ``"clip_ratio/low_mean"``, ``"clip_ratio/high_mean"``, ``"clip_ratio/region_mean"`` (fractions of
-    tokens, or of sequences at sequence level) and ``"logp"`` (B, L) fp32 (0 where masked), all detached.
+    - grpo, bnpo, dr_grpo, dapo, luspo: ``-min(min(r, delta) * A, clip(r, 1 - eps_low, 1 + eps_high) * A)``;
+    - cispo: ``-sg(min(r, eps_high)) * A * logp`` (``eps_high`` caps the ratio itself, e.g. 5.0);
+    - sapo: ``-sigmoid(tau * (r - 1)) * 4 / tau * A``, ``tau = sapo_temperature_pos`` if A > 0 else
+      ``sapo_temperature_neg``;
+    - vespo: ``-sg(phi) * A * logp`` with ``phi = exp(lam + k log w - lam w)``, ``log w`` the
+      sequence's summed log-ratio (clamped), ``k, lam`` = ``vespo_k_pos, vespo_lambda_pos`` if A >= 0
+      else ``vespo_k_neg, vespo_lambda_neg``;
 
-    ``inplace_grad=True`` lets the kernels write the gradient into the logits buffer (token level:
-    during this call; sequence level: during backward): afterwards the logits hold garbage for any
-    other use. Masked positions are never read, so their ids may be anything (e.g. -100).
+    ``l = p * policy_mask + beta * kl`` with ``kl = exp(ref - logp) - (ref - logp) - 1`` (``beta != 0``
+    needs ``ref_logp``; with ``bias_correction_kl`` the KL is ``kl * r``, differentiated through
+    ``r``, as TRL's ``use_bias_correction_kl``; ``policy_mask`` (default 1) drops tokens from the policy term only, as
+    TRL's ``top_entropy_quantile`` does). Normalisation with ``m`` the mask: grpo, sapo
+    ``mean_b(sum_t l m / max(sum_t m, 1))``; bnpo ``sum l m / max(sum m, 1)``; dr_grpo
+    ``sum l m / (B * max_completion_length)`` (default L); dapo, cispo, vespo
+    ``sum l m / max(num_items_in_batch, 1)`` (default ``sum m``); luspo ``mean_b(len_b * l_b)``
+    (sequence level only, beta = 0 and no policy_mask: TRL's luspo otherwise averages over padding).
+
+    Returns ``(loss, metrics)``, all detached: ``"kl"`` (masked mean KL, only when ``ref_logp`` is
+    given); the clip fractions of the loss type (of tokens, or of sequences at sequence level):
+    ``"clip_ratio/low_mean"``, ``"clip_ratio/high_mean"``, ``"clip_ratio/region_mean"`` (clipped
+    types), ``"cispo_clip_ratio"`` (cispo: ``r > eps_high`` and A > 0), none for sapo;
+    ``"vespo/phi_seq_mean"`` (vespo: the mean of phi over sequences); ``"logp"`` (B, L) fp32 (0
+    where masked); with ``return_entropy``, ``"entropy"`` (B, L) fp32: the entropy of
+    ``softmax(logits / T)`` at every unmasked position (0 where masked), from the same pass over
+    the logits as the loss.
+
+    ``inplace_grad=True`` lets the kernels write the gradient into the logits buffer (fused token
+    level: during this call; sequence level and vespo: during backward): afterwards the logits hold
+    garbage for any other use. Masked positions are never read, so their ids may be anything (e.g. -100).
     """
-    validate_grpo_args(
-        logits, completion_ids, advantages, mask, old_logp, ref_logp, beta, eps_low, eps_high, delta,
-        temperature, loss_type, importance_sampling_level, max_completion_length,
+    spec = LossSpec(
+        loss_type=loss_type, importance_sampling_level=importance_sampling_level, beta=float(beta),
+        eps_low=float(eps_low), eps_high=float(eps_high), delta=None if delta is None else float(delta),
+        temperature=float(temperature), max_completion_length=max_completion_length,
+        sapo_temperature_pos=float(sapo_temperature_pos), sapo_temperature_neg=float(sapo_temperature_neg),
+        vespo_k_pos=float(vespo_k_pos), vespo_lambda_pos=float(vespo_lambda_pos),
+        vespo_k_neg=float(vespo_k_neg), vespo_lambda_neg=float(vespo_lambda_neg),
+        bias_correction_kl=bool(bias_correction_kl),
     )  # fmt: skip
+    validate_grpo_args(logits, completion_ids, advantages, mask, old_logp, ref_logp, spec, policy_mask)
     B, L, _ = logits.shape
     mask_f = (
         torch.ones((B, L), dtype=torch.float32, device=logits.device)
         if mask is None
         else mask.to(device=logits.device, dtype=torch.float32)
     )
-    args = (
-        logits, completion_ids, advantages, mask_f, old_logp, ref_logp, beta, eps_low, eps_high, delta,
-        temperature, loss_type, importance_sampling_level, max_completion_length, num_items_in_batch,
-    )  # fmt: skip
+    pmask = None if policy_mask is None else policy_mask.to(device=logits.device, dtype=torch.float32)
+    args = (logits, completion_ids, advantages, mask_f, old_logp, ref_logp, pmask, spec, num_items_in_batch,
+            return_entropy)
     if _use_triton(logits):
         from .ops.grpo_loss import grpo_loss_triton
 
@@ -135,13 +167,20 @@ def selective_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: flo
 
 def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Entropy of ``softmax(logits / T)`` at every position, no gradient: (B, L) fp32 for logits
-    (B, L, V) of any float dtype (fp64 for fp64). TRL's ``entropy`` metric is its masked mean over
-    the completion tokens. A chunked PyTorch pass on every device (no Triton kernel): call it
-    before ``grpo_loss(..., inplace_grad=True)``, which overwrites the logits."""
+    (B, L, V) of any float dtype (fp64 for fp64 on the reference path). TRL's ``entropy`` metric is
+    its masked mean over the completion tokens. One pass over the logits (Triton on CUDA, chunked
+    PyTorch elsewhere); ``grpo_loss(..., return_entropy=True)`` gives the same from the loss's own
+    pass. Call it before ``grpo_loss(..., inplace_grad=True)``, which overwrites the logits."""
     if logits.dim() != 3 or not logits.is_floating_point():
         raise ValueError(f"need float logits (B, L, V), got {logits.dtype} {tuple(logits.shape)}")
     if not temperature > 0.0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    with torch.no_grad():
+        if _use_triton(logits):
+            from .ops.grpo_loss import logprobs_triton
+
+            ids = torch.zeros(logits.shape[:2], dtype=torch.long, device=logits.device)
+            return logprobs_triton(logits, ids, temperature, None, True)[2]
     entropy = reference.token_entropy_reference(logits.detach(), temperature)
     return entropy if entropy.dtype == torch.float64 else entropy.to(torch.float32)
 

@@ -25,6 +25,13 @@ class GRPOLoss(torch.nn.Module):
         loss_type: str = "grpo",
         importance_sampling_level: str = "token",
         max_completion_length: Optional[int] = None,
+        sapo_temperature_pos: float = 1.0,
+        sapo_temperature_neg: float = 1.05,
+        vespo_k_pos: float = 2.0,
+        vespo_lambda_pos: float = 3.0,
+        vespo_k_neg: float = 3.0,
+        vespo_lambda_neg: float = 2.0,
+        bias_correction_kl: bool = False,
         inplace_grad: bool = True,
     ) -> None:
         super().__init__()
@@ -43,6 +50,13 @@ class GRPOLoss(torch.nn.Module):
         self.loss_type = loss_type
         self.importance_sampling_level = importance_sampling_level
         self.max_completion_length = max_completion_length
+        self.sapo_temperature_pos = sapo_temperature_pos
+        self.sapo_temperature_neg = sapo_temperature_neg
+        self.vespo_k_pos = vespo_k_pos
+        self.vespo_lambda_pos = vespo_lambda_pos
+        self.vespo_k_neg = vespo_k_neg
+        self.vespo_lambda_neg = vespo_lambda_neg
+        self.bias_correction_kl = bias_correction_kl
         self.inplace_grad = inplace_grad
 
     def forward(
@@ -54,6 +68,8 @@ class GRPOLoss(torch.nn.Module):
         old_logp: Optional[torch.Tensor] = None,
         ref_logp: Optional[torch.Tensor] = None,
         num_items_in_batch=None,
+        policy_mask: Optional[torch.Tensor] = None,
+        return_entropy: bool = False,
     ) -> "tuple[torch.Tensor, dict]":
         return grpo_loss(
             logits, completion_ids, advantages, mask=mask, old_logp=old_logp, ref_logp=ref_logp,
@@ -61,6 +77,10 @@ class GRPOLoss(torch.nn.Module):
             temperature=self.temperature, loss_type=self.loss_type,
             importance_sampling_level=self.importance_sampling_level,
             max_completion_length=self.max_completion_length, num_items_in_batch=num_items_in_batch,
+            sapo_temperature_pos=self.sapo_temperature_pos, sapo_temperature_neg=self.sapo_temperature_neg,
+            vespo_k_pos=self.vespo_k_pos, vespo_lambda_pos=self.vespo_lambda_pos, vespo_k_neg=self.vespo_k_neg,
+            vespo_lambda_neg=self.vespo_lambda_neg, bias_correction_kl=self.bias_correction_kl,
+            policy_mask=policy_mask, return_entropy=return_entropy,
             inplace_grad=self.inplace_grad,
         )  # fmt: skip
 

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch.autograd.function import once_differentiable
 
-from .objective import check_token_ids, grpo_objective, token_weights
+from .objective import METRIC_ENTROPY, METRIC_LOGP, LossSpec, check_token_ids, grpo_objective, token_weights
 
 #: Vocabulary entries per chunk of the reference logsumexp / gradient.
 VOCAB_CHUNK = 8192
@@ -93,25 +93,23 @@ def grpo_loss_reference(
     mask: torch.Tensor,
     old_logp: Optional[torch.Tensor],
     ref_logp: Optional[torch.Tensor],
-    beta: float,
-    eps_low: float,
-    eps_high: float,
-    delta: Optional[float],
-    temperature: float,
-    loss_type: str,
-    importance_sampling_level: str,
-    max_completion_length: Optional[int],
+    policy_mask: Optional[torch.Tensor],
+    spec: LossSpec,
     num_items_in_batch,
+    return_entropy: bool = False,
 ) -> "tuple[torch.Tensor, dict]":
     """GRPO loss (DESIGN.md §4) with chunked log-probs and autograd; ``mask`` is a float (B, L) tensor."""
     check_token_ids(completion_ids, mask != 0, logits.shape[-1])
-    logp = _ChunkedLogProbs.apply(logits, completion_ids, temperature)
+    entropy = None
+    if return_entropy:
+        entropy = token_entropy_reference(logits.detach(), spec.temperature) * (mask != 0)
+    logp = _ChunkedLogProbs.apply(logits, completion_ids, spec.temperature)
     mask = mask.to(logp.dtype)
-    weights = token_weights(mask, loss_type, max_completion_length, num_items_in_batch)
-    loss, metrics = grpo_objective(
-        logp, mask, weights, advantages, old_logp, ref_logp, beta, eps_low, eps_high, delta, importance_sampling_level
-    )
-    metrics["logp"] = (logp * (mask != 0)).detach()
+    weights = token_weights(mask, spec.loss_type, spec.max_completion_length, num_items_in_batch)
+    loss, metrics = grpo_objective(logp, mask, weights, advantages, old_logp, ref_logp, spec, policy_mask)
+    metrics[METRIC_LOGP] = (logp * (mask != 0)).detach()
+    if entropy is not None:
+        metrics[METRIC_ENTROPY] = entropy
     return loss, metrics
 
 

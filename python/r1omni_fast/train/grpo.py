@@ -2,25 +2,30 @@
 
 One optimizer step, top to bottom (:meth:`GRPOTrainer.train_step`):
 
-1. rollout (every ``num_iterations`` steps; reused in between), per micro-batch of
-   ``per_device_train_batch_size`` PROMPTS:
+1. rollout of a generation batch of ``steps_per_generation`` micro-batches (default
+   ``gradient_accumulation_steps``; TRL's schedule, :func:`micro_batch_plan`: each micro-batch is
+   trained ``num_iterations`` times), per micro-batch of ``per_device_train_batch_size`` PROMPTS:
    generate G completions per prompt with a shared prompt prefix (``model.generate``); decode;
    score every reward function in one batch call (``rewards.score_batch``: the built-ins in one
    native pass, user callables with TRL's signature); rewards beyond ``reward_bound`` or infinite
    are an error or, by choice, left out (:meth:`GRPOTrainer.check_rewards`); ``group_advantages``;
    reference log-probs (``selective_logprobs`` under no_grad; skipped, and no reference built,
-   when beta = 0); old log-probs computed once when ``num_iterations > 1``;
-2. policy forward over the completion positions only (the prompt and its media are embedded once
-   per prompt and shared by its G rows); ``grpo_loss`` (Triton on CUDA, PyTorch reference on CPU);
-   backward, divided by the accumulation count;
+   when beta = 0); old log-probs computed once when ``num_iterations > 1`` or
+   ``steps_per_generation > gradient_accumulation_steps``; the generation batch normalised as one
+   (:func:`normalise_step`);
+2. per micro-batch: policy forward over the completion positions only (the prompt and its media
+   are embedded once per prompt and shared by its G rows); ``grpo_loss`` (Triton on CUDA, PyTorch
+   reference on CPU; :func:`micro_batch_loss`); backward, divided by the accumulation count
+   (:func:`accumulation_divisor`);
 3. clip, optimizer and scheduler step (skipped when the loss or the gradient norm is not finite:
    ``r1omni_fast.train.faults.NonFiniteGuard``).
 
 The reference model shares the policy's frozen modules (towers, BERT) and holds its own copy of
 the trainable parts only; with ``use_peft`` it is the policy itself with its LoRA adapters
 disabled (``r1omni_fast.model.lora.AdapterDisabled``): no copy at all. Checkpoints and resume follow the SFT stage and add the sampler's
-generator state; with ``num_iterations > 1`` a checkpoint is written at the end of a reuse cycle
-(the reused completions are never stored).
+generator state; a checkpoint is written at the end of a step that spends its generation batch
+(with ``num_iterations > 1`` or ``steps_per_generation`` the buffered completions are never
+stored).
 
 Launch: ``r1omni-fast train --config configs/tiny-grpo.yaml``. Outputs: ``OUT/checkpoint-N/``,
 ``OUT/metrics.jsonl`` (TRL's metric names), ``OUT/completions.jsonl`` (prompt id, label,
@@ -47,6 +52,7 @@ from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError, GRPOConfig
 from r1omni_fast.data import Batch
 from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs, token_entropy
+from r1omni_fast.kernels.objective import CLIPPED_LOSS_TYPES, TOKEN_COUNT_LOSS_TYPES
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput, lora
 from r1omni_fast.rewards import score_batch, weighted_total
 from r1omni_fast.train import common, distributed, faults, recipe
@@ -236,6 +242,91 @@ def sequence_level_warning(loss_type: str) -> str:
             "set loss_type: grpo to reproduce the GSPO paper's setup")
 
 
+def micro_batch_plan(step: int, gradient_accumulation_steps: int, steps_per_generation: int,
+                     num_iterations: int) -> List[tuple]:
+    """For each micro-batch of optimizer step ``step`` (from 1): ``(generate, index)``, as TRL's
+    ``_prepare_inputs`` counts micro-batches ``k`` over the run: a new generation batch of
+    ``steps_per_generation`` micro-batches is made when ``k`` is a multiple of
+    ``steps_per_generation * num_iterations``, and micro-batch ``k`` trains on its entry
+    ``k % steps_per_generation``."""
+    plan = []
+    for i in range(gradient_accumulation_steps):
+        k = (step - 1) * gradient_accumulation_steps + i
+        plan.append((k % (steps_per_generation * num_iterations) == 0, k % steps_per_generation))
+    return plan
+
+
+def resolve_steps_per_generation(cfg: GRPOConfig, world_size: int) -> int:
+    """TRL's ``steps_per_generation`` (micro-batches per generation batch): the field, else
+    ``generation_batch_size`` (completions over every rank) divided by the completions of one
+    global micro-batch (``per_device_train_batch_size`` prompts x ``num_generations`` x ranks),
+    else ``gradient_accumulation_steps``. Raises ConfigError when the division is not exact."""
+    if cfg.steps_per_generation is not None:
+        return int(cfg.steps_per_generation)
+    if cfg.generation_batch_size is None:
+        return int(cfg.gradient_accumulation_steps)
+    per_micro = cfg.per_device_train_batch_size * cfg.num_generations * world_size
+    if cfg.generation_batch_size % per_micro:
+        raise ConfigError(f"generation_batch_size ({cfg.generation_batch_size} completions) must be a multiple of "
+                          f"per_device_train_batch_size x num_generations x ranks = {per_micro}")
+    return cfg.generation_batch_size // per_micro
+
+
+def loss_warnings(cfg: GRPOConfig) -> List[str]:
+    """The warnings TRL's GRPOTrainer gives for this loss set-up (logged once, by rank 0)."""
+    out = []
+    if cfg.importance_sampling_level == "sequence" and cfg.loss_type in ("bnpo", "dr_grpo", "dapo", "cispo"):
+        out.append(sequence_level_warning(cfg.loss_type))
+    if cfg.loss_type == "vespo" and cfg.importance_sampling_level != "token":
+        out.append("loss_type: vespo computes sequence-level importance weights itself: set "
+                   "importance_sampling_level: token (the default)")
+    return out
+
+
+def loss_arguments(cfg: GRPOConfig) -> Dict[str, Any]:
+    """The keyword arguments of :func:`grpo_loss` that come from the config as they are."""
+    return {"beta": cfg.beta, "eps_low": cfg.epsilon,
+            "eps_high": cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon,
+            "delta": cfg.delta, "temperature": cfg.temperature, "loss_type": cfg.loss_type,
+            "importance_sampling_level": cfg.importance_sampling_level,
+            "max_completion_length": cfg.max_completion_length,
+            "sapo_temperature_pos": cfg.sapo_temperature_pos, "sapo_temperature_neg": cfg.sapo_temperature_neg,
+            "vespo_k_pos": cfg.vespo_k_pos, "vespo_lambda_pos": cfg.vespo_lambda_pos,
+            "vespo_k_neg": cfg.vespo_k_neg, "vespo_lambda_neg": cfg.vespo_lambda_neg,
+            "bias_correction_kl": cfg.use_bias_correction_kl}
+
+
+def off_policy_mask(logp: Optional[torch.Tensor], old_logp: Optional[torch.Tensor], advantages: torch.Tensor,
+                    mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """TRL's ``get_off_policy_mask`` (DeepSeek-V3.2's off-policy sequence mask): (N, 1) bool, True =
+    keep: ``A >= 0`` or the sequence's masked mean of ``old_logp - logp`` (the sampling policy's
+    log-probs minus the current ones, no gradient) ``<= threshold``. On-policy (``old_logp`` None)
+    the mean is 0. ``logp``, ``old_logp``, ``mask`` (N, T); ``advantages`` (N,)."""
+    if old_logp is None:
+        mean_kl = torch.zeros((mask.shape[0], 1), device=mask.device)
+    else:
+        m = mask.to(logp.dtype)
+        kl = (old_logp.to(logp.dtype) - logp.detach()) * m
+        mean_kl = kl.sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1.0)
+    return (advantages.reshape(-1, 1) >= 0) | (mean_kl <= threshold)
+
+
+def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float, dist: distributed.Dist,
+                      contribute: bool = True) -> torch.Tensor:
+    """TRL's ``get_high_entropy_mask``: the (N, T) bool mask of the completion tokens whose entropy
+    is at least the ``quantile`` quantile (``torch.quantile``, linear interpolation) of the entropies
+    of every completion token of this micro-batch on every rank (``contribute=False``: this rank
+    adds none, a ghost); all False when no rank has a token. ``entropy`` (N, T) float, ``mask``
+    (N, T) bool. A collective: every rank calls it for every micro-batch."""
+    active = mask.bool()
+    local = entropy.detach()[active].float().cpu() if contribute else torch.zeros(0)
+    gathered = torch.cat(dist.gather(local)) if dist.enabled else local
+    if gathered.numel() == 0:
+        return torch.zeros_like(active)
+    threshold = torch.quantile(gathered, quantile)
+    return ((entropy.detach() * active) >= threshold.to(entropy.device, entropy.dtype)) & active
+
+
 def disable_dropout(model: torch.nn.Module) -> int:
     """TRL's ``disable_dropout``: ``p = 0`` in every ``torch.nn.Dropout`` module of ``model``.
     Returns how many modules it changed."""
@@ -249,27 +340,59 @@ def disable_dropout(model: torch.nn.Module) -> int:
 
 def accumulation_divisor(loss_type: str, micro_batches: int) -> int:
     """What each micro-batch's loss is divided by before its backward, as in TRL's GRPOTrainer:
-    grpo, bnpo and dr_grpo by the accumulation count; dapo by nothing, since its
-    ``num_items_in_batch`` already counts the tokens of every micro-batch of the step."""
-    return 1 if loss_type == "dapo" else int(micro_batches)
+    grpo, bnpo, dr_grpo, sapo and luspo by the accumulation count; dapo, cispo and vespo by
+    nothing, since their ``num_items_in_batch`` already counts the tokens of every micro-batch of
+    the step."""
+    return 1 if loss_type in TOKEN_COUNT_LOSS_TYPES else int(micro_batches)
+
+
+def normalize_then_sum(rewards: torch.Tensor, group_size: int, weights: Sequence[float]) -> torch.Tensor:
+    """TRL's ``multi_objective_aggregation: normalize_then_sum`` (GDPO): each reward function's
+    column normalised within each group, ``(r - nanmean_g) / (nanstd_g + 1e-4)`` (Bessel; a group
+    where a function scored fewer than 2 completions gives NaN, which the sum skips), weighted and
+    summed, then normalised over every completion given: ``(R - nanmean) / (nanstd + 1e-4)``; a
+    completion no function scored gets 0. ``rewards`` (N, F) float64, NaN = not scored; returns (N,)
+    float64."""
+    unscorable = torch.isnan(rewards).all(1)
+    grouped = rewards.view(-1, group_size, rewards.shape[1])
+    normalised = ((grouped - torch.nanmean(grouped, 1, keepdim=True)) / (_nanstd(grouped, 1) + 1e-4))
+    total = torch.nansum(normalised.view(rewards.shape) * torch.tensor(list(weights), dtype=rewards.dtype), 1)
+    total[unscorable] = float("nan")
+    advantages = (total - torch.nanmean(total)) / (_nanstd(total, 0) + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0)
+
+
+def _nanstd(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Standard deviation over ``dim`` ignoring NaN, with Bessel's correction (NaN below 2 values),
+    keeping the dimension."""
+    count = (~torch.isnan(x)).sum(dim, keepdim=True)
+    dev = x - torch.nanmean(x, dim, keepdim=True)
+    var = torch.nansum(dev * dev, dim, keepdim=True) / (count - 1).clamp(min=1)
+    return torch.where(count > 1, var.sqrt(), torch.full_like(var, float("nan")))
 
 
 def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewards: str, group_size: int,
-                   reward_weights: Sequence[float], dist: distributed.Dist) -> None:
+                   reward_weights: Sequence[float], dist: distributed.Dist,
+                   aggregation: str = "sum_then_normalize") -> None:
     """Set the step-level quantities of a step's rollouts once all of them are generated (every
     micro-batch of every rank, ghosts included so that the collectives match):
 
     - ``weight``: each rank's share of a global micro-batch's loss, so that the ranks' losses,
-      averaged by DDP / FSDP, equal one process on the whole global micro-batch: grpo and
-      dr_grpo weigh a rank by its share of the sequences; bnpo keeps TRL's per-rank token mean
-      and averages the ranks that hold prompts; dapo ``world_size``; ghosts 0; one process 1;
-    - ``num_items`` (dapo): the completion tokens of the whole step, every micro-batch and every
-      rank (TRL's ``num_items_in_batch``; the kernel divides by it, DDP's average divides by the
-      rank count, so ``sum l*m / num_items`` over the step, one token mean per optimizer step);
+      averaged by DDP / FSDP, equal one process on the whole global micro-batch: grpo, dr_grpo,
+      sapo and luspo weigh a rank by its share of the sequences; bnpo keeps TRL's per-rank token
+      mean and averages the ranks that hold prompts; dapo, cispo, vespo ``world_size``; ghosts 0;
+      one process 1;
+    - ``num_items`` (dapo, cispo, vespo): the completion tokens of the whole generation batch,
+      every micro-batch and every rank (TRL's ``num_items_in_batch``; the kernel divides by it,
+      DDP's average divides by the rank count, so ``sum l*m / num_items`` over the batch: one
+      token mean per optimizer step when the generation batch is the step, the default);
     - ``advantages`` with ``scale_rewards="batch"``: group means, divided by the standard
-      deviation of every reward of the step on every rank (TRL's generation batch).
+      deviation of every reward of the generation batch on every rank; with ``aggregation=
+      "normalize_then_sum"`` (``scale_rewards`` then has no effect, as in TRL):
+      :func:`normalize_then_sum` of the generation batch on every rank.
 
-    Inputs: ``rollouts`` of this rank in micro-batch order; ``dist`` the job's ranks."""
+    Inputs: ``rollouts``: this rank's micro-batches of one generation batch, in order; ``dist``
+    the job's ranks."""
     world = dist.world_size
     live = [r for r in rollouts if not r.ghost]
     counts: List[float] = []
@@ -280,17 +403,22 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
     for i, r in enumerate(rollouts):
         all_rows, active = totals[3 * i], totals[3 * i + 2]
         rows = 0 if r.ghost else r.mask.shape[0]
-        if loss_type in ("grpo", "dr_grpo"):
+        if loss_type in ("grpo", "dr_grpo", "sapo", "luspo"):
             r.weight = rows * world / max(all_rows, 1.0)
         elif loss_type == "bnpo":
             r.weight = 0.0 if r.ghost else world / max(active, 1.0)
-        else:  # dapo
+        elif loss_type in TOKEN_COUNT_LOSS_TYPES:
             r.weight = 0.0 if r.ghost else float(world)
             r.num_items = step_tokens
-    if scale_rewards == "batch":
+        else:
+            raise ValueError(f"normalise_step: unknown loss_type {loss_type!r}")
+    if scale_rewards == "batch" or aggregation == "normalize_then_sum":
         ranks = dist.gather([r.rewards.double().cpu() for r in live])
         everything = torch.cat([t for rank in ranks for t in rank])
-        advantages, _, _ = step_advantages(everything, group_size, reward_weights, "batch", torch.device("cpu"))
+        if aggregation == "normalize_then_sum":
+            advantages = normalize_then_sum(everything, group_size, reward_weights)
+        else:
+            advantages, _, _ = step_advantages(everything, group_size, reward_weights, "batch", torch.device("cpu"))
         start = sum(t.shape[0] for rank in ranks[:dist.rank] for t in rank)
         for r in live:
             n = r.rewards.shape[0]
@@ -300,7 +428,7 @@ def normalise_step(rollouts: Sequence["Rollout"], *, loss_type: str, scale_rewar
 
 @dataclass
 class Rollout:
-    """One generated micro-batch: everything its loss needs, reused for ``num_iterations`` steps.
+    """One generated micro-batch: everything its loss needs, trained ``num_iterations`` times.
 
     Rows are ``b * G + g`` (prompt b, sample g). ``rewards`` (N, R) holds one column per reward
     function (``reward_names``) and ``total`` their weighted sum, both float64 on the CPU as scored;
@@ -320,7 +448,7 @@ class Rollout:
     times: Dict[str, float] = field(default_factory=dict)
     ghost: bool = False  # a stand-in of a rank without prompts in this global batch: weight 0
     weight: float = 1.0  # this rank's share of the global micro-batch loss (see normalise_step)
-    num_items: Optional[float] = None  # dapo: completion tokens of the whole step, every rank
+    num_items: Optional[float] = None  # dapo, cispo, vespo: completion tokens of the generation batch, all ranks
     num_invalid: int = 0  # reward values set aside as invalid (on_invalid_reward: skip)
     loss_mask: Optional[torch.Tensor] = None  # mask_truncated_completions: ``mask`` less the truncated rows
 
@@ -329,6 +457,58 @@ class Rollout:
         """(N, T) bool: the tokens the loss covers (``mask`` holds every generated token, which the
         forward passes and the length metrics see)."""
         return self.mask if self.loss_mask is None else self.loss_mask
+
+
+#: The loss metrics a step logs when the loss returns them (TRL's names).
+LOSS_METRIC_KEYS = ("kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean",
+                    "cispo_clip_ratio", "vespo/phi_seq_mean")
+#: Means over loss tokens at either importance-sampling level.
+TOKEN_METRICS = ("kl", "entropy")
+#: Means over sequences at either level (every row, as TRL's one-value-per-sequence mean).
+ROW_METRICS = ("vespo/phi_seq_mean",)
+
+
+def micro_batch_loss(logits: torch.Tensor, rollout: Any, cfg: GRPOConfig, dist: distributed.Dist, *,
+                     entropy: bool = True) -> tuple:
+    """``grpo_loss`` of one micro-batch (TRL's ``_compute_loss`` before the accumulation divisor):
+    (loss, metrics). ``logits`` (N, T, V) of the policy at the completion positions; ``rollout``
+    supplies ``completion_ids``, ``advantages``, ``loss_tokens``, ``old_logp``, ``ref_logp``,
+    ``num_items`` and ``ghost`` (see :class:`Rollout`).
+
+    Besides the kernel's metrics: for the clipped loss types ``clip_ratio/low_min``,
+    ``clip_ratio/high_max`` of this rank's rows (see :func:`sequence_clip_extremes`) and, when
+    ``entropy``, ``entropy``: the mean token entropy of the sampling distribution over the loss
+    tokens, from the loss's own pass over the logits. With ``top_entropy_quantile < 1`` the
+    entropies come first (a no-grad pass: the mask needs them before the loss) and the policy term
+    keeps the tokens of :func:`high_entropy_mask` (a collective over the ranks); with
+    ``off_policy_mask_threshold``, the sequences of :func:`off_policy_mask` only (the current
+    log-probs in a no-grad pass first); the KL term and the normalisers keep every loss token, as
+    TRL."""
+    mask = rollout.loss_tokens
+    token_h, policy_mask = None, None
+    if cfg.top_entropy_quantile < 1.0:
+        token_h = token_entropy(logits, cfg.temperature)
+        policy_mask = high_entropy_mask(token_h, mask, 1.0 - cfg.top_entropy_quantile, dist,
+                                        contribute=not rollout.ghost)
+    if cfg.off_policy_mask_threshold is not None:
+        current = None if rollout.old_logp is None else selective_logprobs(logits, rollout.completion_ids,
+                                                                           cfg.temperature)
+        keep = off_policy_mask(current, rollout.old_logp, rollout.advantages, mask, cfg.off_policy_mask_threshold)
+        policy_mask = keep.expand(mask.shape) if policy_mask is None else policy_mask & keep
+    args = loss_arguments(cfg)
+    loss, metrics = grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=mask,
+                              old_logp=rollout.old_logp, ref_logp=rollout.ref_logp,
+                              num_items_in_batch=rollout.num_items, policy_mask=policy_mask,
+                              return_entropy=entropy and token_h is None, **args)
+    if entropy:
+        tokens = mask.to(torch.float32)
+        h = token_h if token_h is not None else metrics["entropy"]
+        metrics["entropy"] = (h * tokens).sum() / tokens.sum().clamp(min=1.0)
+    if cfg.loss_type in CLIPPED_LOSS_TYPES:
+        metrics["clip_ratio/low_min"], metrics["clip_ratio/high_max"] = sequence_clip_extremes(
+            metrics["logp"], rollout.old_logp, rollout.advantages, mask, args["eps_low"], args["eps_high"],
+            cfg.importance_sampling_level)
+    return loss, metrics
 
 
 # ------------------------------------------------------------------------------ trainer
@@ -344,6 +524,7 @@ class GRPOTrainer:
         self.cfg = cfg
         self.progress = progress
         self.dist = distributed.from_environment(cfg)
+        self.steps_per_generation = resolve_steps_per_generation(cfg, self.dist.world_size)
         self.resume_from = common.find_resume(cfg)
         # a run resumed from a per-prompt-sampling checkpoint keeps sampling that way
         resumed_per_prompt = bool(self.resume_from is not None
@@ -353,9 +534,9 @@ class GRPOTrainer:
         if self.dist.enabled and not self.per_prompt:
             raise ConfigError("per_prompt_sampling: false needs a single process (with several ranks each "
                               "prompt samples from its own generator so that runs do not depend on the rank count)")
-        if (self.dist.is_main and cfg.importance_sampling_level == "sequence"
-                and cfg.loss_type in ("bnpo", "dr_grpo", "dapo")):
-            log.warning(sequence_level_warning(cfg.loss_type))
+        if self.dist.is_main:
+            for warning in loss_warnings(cfg):
+                log.warning(warning)
         common.seed_everything(cfg.seed)
         self.device = self.dist.device
         self.out = Path(cfg.output_dir)
@@ -416,7 +597,8 @@ class GRPOTrainer:
                 distributed.load_sharded_states(self.resume_from, {"reference": state})
                 self._ref_load(state)
         self.stream: Optional[common.BatchStream] = None
-        self.rollouts: List[Rollout] = []
+        self.rollouts: List[Rollout] = []  # the micro-batches of the last step
+        self.buffer: List[Rollout] = []  # the current generation batch (steps_per_generation micro-batches)
         self.global_step = self.start.step
         self.guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps,
                                            int((self.start.state or {}).get("nonfinite_steps", 0)))
@@ -507,7 +689,8 @@ class GRPOTrainer:
         t = time.perf_counter()
         if self.ref is not None:
             rollout.ref_logp = self.sequence_logprobs(self.ref, rollout)
-        if cfg.num_iterations > 1:  # the sampling policy's log-probs, once for all reuses
+        if cfg.num_iterations > 1 or self.steps_per_generation > cfg.gradient_accumulation_steps:
+            # the sampling policy's log-probs, once for all reuses and the later optimizer steps
             rollout.old_logp = self.sequence_logprobs(self.model, rollout)
         times["reference"] = time.perf_counter() - t
         return rollout
@@ -551,57 +734,56 @@ class GRPOTrainer:
         return set_aside
 
     def policy_loss(self, rollout: Rollout, *, entropy: bool = True) -> tuple:
-        """``grpo_loss`` of the current policy on a rollout: (loss, metrics). Besides the kernel's
-        metrics: ``clip_ratio/low_min``, ``clip_ratio/high_max`` of this rank's rows (see
-        :func:`sequence_clip_extremes`) and, when ``entropy``, ``entropy``: the mean token entropy
-        of the sampling distribution over the loss tokens (a no-grad pass over the logits before
-        the loss, which may overwrite them)."""
+        """:func:`micro_batch_loss` of the current policy on a rollout: (loss, metrics)."""
         cfg = self.cfg
-        eps_high = cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon
         with common.autocast(cfg, self.device):
             logits = self.policy_logits(rollout.prompts, rollout.completion_ids, rollout.mask, cfg.num_generations)
-        mask = rollout.loss_tokens
-        mean_entropy = None
-        if entropy:
-            tokens = mask.to(torch.float32)
-            mean_entropy = (token_entropy(logits, cfg.temperature) * tokens).sum() / tokens.sum().clamp(min=1.0)
-        loss, metrics = grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=mask,
-                                  old_logp=rollout.old_logp, ref_logp=rollout.ref_logp, beta=cfg.beta,
-                                  eps_low=cfg.epsilon, eps_high=eps_high, delta=cfg.delta, temperature=cfg.temperature,
-                                  loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level,
-                                  max_completion_length=cfg.max_completion_length,
-                                  num_items_in_batch=rollout.num_items)
-        if mean_entropy is not None:
-            metrics["entropy"] = mean_entropy
-        metrics["clip_ratio/low_min"], metrics["clip_ratio/high_max"] = sequence_clip_extremes(
-            metrics["logp"], rollout.old_logp, rollout.advantages, mask, cfg.epsilon, eps_high,
-            cfg.importance_sampling_level)
-        return loss, metrics
+        return micro_batch_loss(logits, rollout, cfg, self.dist, entropy=entropy)
+
+    def generation_done(self, step: int) -> bool:
+        """Whether step ``step`` used the last micro-batch of its generation batch's last reuse (the
+        buffer is spent: a checkpoint here resumes exactly)."""
+        ga = self.cfg.gradient_accumulation_steps
+        return (step * ga) % (self.steps_per_generation * self.cfg.num_iterations) == 0
 
     # --- one optimizer step ------------------------------------------------------------------
     def train_step(self, step: int) -> Dict[str, Any]:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches. Micro-batch ``k``
+        of the run (counted from 0 over every step) trains on ``buffer[k % steps_per_generation]``
+        of the generation batch made at the last ``k`` divisible by ``steps_per_generation *
+        num_iterations`` (TRL's ``_prepare_inputs``): a new generation batch of
+        ``steps_per_generation`` micro-batches is generated, scored and normalised there, as one."""
         cfg = self.cfg
         self.global_step = step - 1  # optimizer steps done when this step's rewards are scored
         t0 = time.perf_counter()
-        fresh = (step - 1) % cfg.num_iterations == 0
-        if fresh:
-            self.rollouts = [self.make_rollout(self.stream.next()) for _ in range(cfg.gradient_accumulation_steps)]
-            normalise_step(self.rollouts, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
-                           group_size=cfg.num_generations, reward_weights=self.reward_weights, dist=self.dist)
-            self.write_completions(step, self.rollouts)
-
-        t = time.perf_counter()
-        losses, parts = [], []
-        divisor = accumulation_divisor(cfg.loss_type, len(self.rollouts))
+        ga, spg = cfg.gradient_accumulation_steps, self.steps_per_generation
+        losses: List[float] = []
+        parts: List[Dict[str, Any]] = []
+        step_rollouts: List[Rollout] = []
+        generated: List[Rollout] = []
+        policy_time = 0.0
+        divisor = accumulation_divisor(cfg.loss_type, ga)
         module = self.policy_logits if isinstance(self.policy_logits, torch.nn.Module) else self.model
         logged = step % cfg.logging_steps == 0 or step == self.last_step
-        for i, rollout in enumerate(self.rollouts):
-            with distributed.accumulating(module, self.dist, last=i == len(self.rollouts) - 1):
+        for i, (generate, index) in enumerate(micro_batch_plan(step, ga, spg, cfg.num_iterations)):
+            if generate or not self.buffer:
+                self.buffer = [self.make_rollout(self.stream.next()) for _ in range(spg)]
+                normalise_step(self.buffer, loss_type=cfg.loss_type, scale_rewards=cfg.scale_rewards,
+                               group_size=cfg.num_generations, reward_weights=self.reward_weights, dist=self.dist,
+                               aggregation=cfg.multi_objective_aggregation)
+                self.write_completions(step, self.buffer)
+                generated += self.buffer
+            rollout = self.buffer[index]
+            t = time.perf_counter()
+            with distributed.accumulating(module, self.dist, last=i == ga - 1):
                 loss, metrics = self.policy_loss(rollout, entropy=logged)
                 (loss * rollout.weight / divisor).backward()
+            policy_time += time.perf_counter() - t
             losses.append(float(loss.detach()) * rollout.weight / self.dist.world_size)
             parts.append(metrics)
-        policy_time = time.perf_counter() - t
+            step_rollouts.append(rollout)
+        self.rollouts = step_rollouts
+        fresh = bool(generated)
 
         t = time.perf_counter()
         grad_norm = common.clip_gradients(self.params, cfg.max_grad_norm)
@@ -618,17 +800,16 @@ class GRPOTrainer:
         record = {"step": step, "epoch": self.stream.epoch, "learning_rate": lr, "grad_norm": grad_norm}
         record.update(self.loss_metrics(losses, parts))
         record.update(self.rollout_metrics(self.rollouts))
-        invalid = [float(sum(r.num_invalid for r in self.rollouts)) if fresh else 0.0]
+        invalid = [float(sum(r.num_invalid for r in generated))]
         record["rewards/num_invalid"] = int(self.dist.sum(invalid)[0])
         if fresh:  # TRL's num_tokens: prompt + completion tokens of every generated row, all ranks, cumulative
             seen = sum(int(r.mask.sum()) + int(r.prompts["attention_mask"].sum()) * cfg.num_generations
-                       for r in self.rollouts if not r.ghost)
+                       for r in generated if not r.ghost)
             self.num_tokens += int(self.dist.sum([seen])[0])
         record["num_tokens"] = self.num_tokens
         record["nonfinite_steps"] = self.guard.total
         record["skipped_samples"] = self.stream.skipped_samples
-        gen_times = {k: sum(r.times[k] for r in self.rollouts) if fresh else 0.0
-                     for k in ("generate", "score", "reference")}
+        gen_times = {k: sum(r.times[k] for r in generated) for k in ("generate", "score", "reference")}
         record.update({f"time/{k}": v for k, v in gen_times.items()})
         record.update({"time/policy": policy_time, "time/optimizer": optimizer_time, "step_time": step_time})
         tokens = sum(int(r.mask.sum()) + int(r.prompts["attention_mask"].sum()) * cfg.num_generations
@@ -638,36 +819,36 @@ class GRPOTrainer:
 
     def loss_metrics(self, losses: Sequence[float], parts: Sequence[Dict[str, Any]]) -> Dict[str, float]:
         """The step's loss (the sum of the micro-batch losses as they enter backward) and the loss
-        metrics (KL, clip ratios: token- or sequence-weighted over the ranks, then averaged over
-        micro-batches, as one process computes them over the whole batch)."""
-        keys = [k for k in ("kl", "entropy", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
-                if k in parts[0]]
-        token_keys = ("kl", "entropy")  # token means at either importance-sampling level
+        metrics (KL, entropy, clip ratios, vespo's phi: token- or sequence-weighted over the ranks,
+        then averaged over micro-batches, as one process computes them over the whole batch)."""
+        keys = [k for k in LOSS_METRIC_KEYS if k in parts[0]]
         sequence_level = self.cfg.importance_sampling_level == "sequence"
         numbers: List[float] = [sum(losses)]
         for r, m in zip(self.rollouts, parts):
-            units = 0.0 if r.ghost else float(r.mask.shape[0] if sequence_level else r.loss_tokens.sum())
-            kl_units = 0.0 if r.ghost else float(r.loss_tokens.sum())
-            numbers += [units, kl_units] + [float(m[k]) * (kl_units if k in token_keys else units) for k in keys]
+            rows = 0.0 if r.ghost else float(r.mask.shape[0])
+            tokens = 0.0 if r.ghost else float(r.loss_tokens.sum())
+            units = {k: rows if k in ROW_METRICS or (sequence_level and k not in TOKEN_METRICS) else tokens
+                     for k in keys}
+            numbers += [units[k] for k in keys] + [float(m[k]) * units[k] for k in keys]
         if self.dist.enabled:
             numbers = self.dist.sum(numbers)
         out = {"loss": numbers[0] / accumulation_divisor(self.cfg.loss_type, len(parts))}
-        width = 2 + len(keys)
+        width = 2 * len(keys)
         for j, key in enumerate(keys):
             values = []
             for i in range(len(parts)):
-                units, kl_units = numbers[1 + i * width], numbers[2 + i * width]
-                den = kl_units if key in token_keys else units
-                values.append(numbers[3 + i * width + j] / den if den else 0.0)
+                den, num = numbers[1 + i * width + j], numbers[1 + i * width + len(keys) + j]
+                values.append(num / den if den else 0.0)
             out[key] = float(np.mean(values))
-        # TRL: per global micro-batch, the least / largest per-sequence clip fraction over the ranks
-        extremes = [(nan, nan) if r.ghost else (float(m["clip_ratio/low_min"]), float(m["clip_ratio/high_max"]))
-                    for r, m in zip(self.rollouts, parts)]
-        ranks = self.dist.gather(extremes)
-        low = [_nan_reduce([rank[i][0] for rank in ranks], min) for i in range(len(parts))]
-        high = [_nan_reduce([rank[i][1] for rank in ranks], max) for i in range(len(parts))]
-        out["clip_ratio/low_min"] = float(np.mean(low))
-        out["clip_ratio/high_max"] = float(np.mean(high))
+        if "clip_ratio/low_min" in parts[0]:
+            # TRL: per global micro-batch, the least / largest per-sequence clip fraction over the ranks
+            extremes = [(nan, nan) if r.ghost else (float(m["clip_ratio/low_min"]), float(m["clip_ratio/high_max"]))
+                        for r, m in zip(self.rollouts, parts)]
+            ranks = self.dist.gather(extremes)
+            low = [_nan_reduce([rank[i][0] for rank in ranks], min) for i in range(len(parts))]
+            high = [_nan_reduce([rank[i][1] for rank in ranks], max) for i in range(len(parts))]
+            out["clip_ratio/low_min"] = float(np.mean(low))
+            out["clip_ratio/high_max"] = float(np.mean(high))
         return out
 
     def rollout_metrics(self, rollouts: Sequence[Rollout]) -> Dict[str, float]:
@@ -806,7 +987,7 @@ class GRPOTrainer:
                 bar.update(1)
                 save_pending |= step % cfg.save_steps == 0
                 stop = signals.requested(self.dist)
-                if step == self.last_step or ((save_pending or stop) and step % cfg.num_iterations == 0):
+                if step == self.last_step or ((save_pending or stop) and self.generation_done(step)):
                     saved = self.save(step)
                     save_pending = False
                     if stop and step < self.last_step:

@@ -30,7 +30,10 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-from ..objective import METRIC_LOGP, check_token_ids, clip_metrics, grpo_objective, token_weights
+from ..objective import (
+    METRIC_CISPO_CLIP, METRIC_CLIP_HIGH, METRIC_CLIP_LOW, METRIC_CLIP_REGION, METRIC_ENTROPY, METRIC_LOGP,
+    LossSpec, check_token_ids, clip_metric_names, clip_metrics, grpo_objective, token_weights,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +105,32 @@ def _row_logsumexp(row_ptr, vocab, inv_temperature, BLOCK_V: tl.constexpr):
 
 
 @triton.jit
+def _row_logsumexp_entropy(row_ptr, vocab, inv_temperature, BLOCK_V: tl.constexpr):
+    """``(lse, H)`` of one row, online in fp32: with ``z = x / T``, running max ``m``,
+    ``s = sum_j exp(z_j - m)`` and ``d = sum_j exp(z_j - m) (m - z_j)``, ``lse = m + log s`` and
+    ``H = sum_j p_j (lse - z_j) = log s + d / s``: both terms are >= 0 and so is every addend of
+    ``d`` (a new max ``m'`` rescales ``d`` to ``exp(m - m') (d + s (m' - m))``), so nothing cancels."""
+    offs = tl.arange(0, BLOCK_V)
+    m = float("-inf")
+    s = 0.0
+    d = 0.0
+    for start in range(0, vocab, BLOCK_V):
+        cols = start + offs
+        x = tl.load(row_ptr + cols, mask=cols < vocab, other=float("-inf"), eviction_policy="evict_last")
+        x = x.to(tl.float32) * inv_temperature
+        m_new = tl.maximum(m, tl.max(x, 0))
+        alpha = tl.exp(m - m_new)
+        # the where()s pick 0 before multiplying: 0 * inf (first block, -inf entries) is never formed
+        d = alpha * (d + s * tl.where(s > 0.0, m_new - m, 0.0))
+        e = tl.exp(x - m_new)
+        d += tl.sum(e * tl.where(e > 0.0, m_new - x, 0.0), 0)
+        s = s * alpha + tl.sum(e, 0)
+        m = m_new
+    log_s = tl.log(s)
+    return m + log_s, log_s + d / s
+
+
+@triton.jit
 def _store_row_grad(row_ptr, grad_row_ptr, target, lse, coef, vocab, inv_temperature, BLOCK_V: tl.constexpr):
     """``grad[j] = coef / T * (1[j = target] - exp(x_j / T - lse))``, last block first.
 
@@ -134,20 +163,29 @@ def _store_row_zeros(grad_row_ptr, vocab, BLOCK_V: tl.constexpr):
 
 @triton.jit
 def _grpo_token_kernel(
-    logits_ptr, grad_ptr, ids_ptr, weight_ptr, adv_ptr, old_ptr, ref_ptr,
-    logp_ptr, loss_ptr, kl_ptr, clip_ptr,
+    logits_ptr, grad_ptr, ids_ptr, weight_ptr, adv_ptr, old_ptr, ref_ptr, pmask_ptr,
+    logp_ptr, loss_ptr, kl_ptr, clip_ptr, entropy_ptr,
     n_rows, seq_len, vocab, stride_lb, stride_lt, stride_gb, stride_gt,
-    inv_temperature, beta, clip_low, clip_high, delta,
-    HAS_OLD: tl.constexpr, HAS_REF: tl.constexpr, HAS_DELTA: tl.constexpr, WRITE_GRAD: tl.constexpr,
+    inv_temperature, beta, clip_low, clip_high, delta, sapo_pos, sapo_neg,
+    HAS_OLD: tl.constexpr, HAS_REF: tl.constexpr, HAS_DELTA: tl.constexpr, HAS_PMASK: tl.constexpr,
+    KL_TIMES_RATIO: tl.constexpr, WRITE_GRAD: tl.constexpr, WRITE_ENTROPY: tl.constexpr, LOSS_KIND: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):  # fmt: skip
     """Fused token-level GRPO for rows ``b * L + t`` with weight ``w != 0`` (others get zeros).
 
-    ``logp = x_id / T - lse``; ``r = exp(logp - old)`` (1 without ``old``);
-    ``l = -min(min(r, delta) A, clip(r, lo, hi) A) + beta kl``, ``kl = exp(ref - logp) - (ref - logp) - 1``;
-    ``dl/dlogp = -A r c + beta (1 - exp(ref - logp))`` with ``c`` the slope of the chosen branch of
-    the min (half of each on a tie, as ``torch.minimum``); grad row ``= w dl/dlogp / T (onehot - p)``.
-    Clip code: 1 = ``r < lo and A < 0``, 2 = ``r > hi and A > 0``.
+    ``logp = x_id / T - lse``; ``r = exp(logp - old)`` (1 without ``old``); the policy term ``p``:
+
+    - LOSS_KIND 0 (clipped): ``-min(min(r, delta) A, clip(r, lo, hi) A)``, ``dp/dlogp = -A r c`` with
+      ``c`` the slope of the chosen branch of the min (half of each on a tie, as ``torch.minimum``);
+      clip code 1 = ``r < lo and A < 0``, 2 = ``r > hi and A > 0``;
+    - 1 (cispo, ``hi`` = the cap): ``-min(r, hi) A logp``, ``dp/dlogp = -min(r, hi) A`` (the
+      coefficient is not differentiated); clip code 2 = ``r > hi and A > 0``;
+    - 2 (sapo): ``g = sigmoid(tau (r - 1))``, ``tau`` = sapo_pos if A > 0 else sapo_neg;
+      ``-g 4 / tau A``, ``dp/dlogp = -4 A g (1 - g) r``; clip code 0.
+
+    ``l = p pm + beta kl`` (``pm`` = policy mask, 1 without), ``kl = exp(ref - logp) - (ref - logp) - 1``
+    (times ``r`` with KL_TIMES_RATIO: ``d(kl r)/dlogp = (1 - exp(ref - logp)) r + kl r``);
+    grad row ``= w dl/dlogp / T (onehot - p)``. With WRITE_ENTROPY, the row's entropy from pass 1.
     """
     for row in range(tl.program_id(0).to(tl.int64), n_rows, tl.num_programs(0)):
         b = row // seq_len
@@ -161,8 +199,14 @@ def _grpo_token_kernel(
             tl.store(loss_ptr + row, 0.0)
             tl.store(kl_ptr + row, 0.0)
             tl.store(clip_ptr + row, tl.zeros((), dtype=tl.int8))
+            if WRITE_ENTROPY:
+                tl.store(entropy_ptr + row, 0.0)
         else:
-            lse = _row_logsumexp(row_ptr, vocab, inv_temperature, BLOCK_V)
+            if WRITE_ENTROPY:
+                lse, entropy = _row_logsumexp_entropy(row_ptr, vocab, inv_temperature, BLOCK_V)
+                tl.store(entropy_ptr + row, entropy)
+            else:
+                lse = _row_logsumexp(row_ptr, vocab, inv_temperature, BLOCK_V)
             target = tl.load(ids_ptr + row)
             logp = tl.load(row_ptr + target).to(tl.float32) * inv_temperature - lse
             adv = tl.load(adv_ptr + b)
@@ -170,34 +214,55 @@ def _grpo_token_kernel(
                 ratio = tl.exp(logp - tl.load(old_ptr + row))
             else:
                 ratio = logp * 0.0 + 1.0  # on-policy: old_logp = logp.detach()
-            clipped = tl.minimum(tl.maximum(ratio, clip_low), clip_high)
-            slope_clipped = tl.where((ratio >= clip_low) & (ratio <= clip_high), 1.0, 0.0)
-            if HAS_DELTA:
-                capped = tl.minimum(ratio, delta)
-                slope_capped = tl.where(ratio <= delta, 1.0, 0.0)
+            if LOSS_KIND == 0:
+                clipped = tl.minimum(tl.maximum(ratio, clip_low), clip_high)
+                slope_clipped = tl.where((ratio >= clip_low) & (ratio <= clip_high), 1.0, 0.0)
+                if HAS_DELTA:
+                    capped = tl.minimum(ratio, delta)
+                    slope_capped = tl.where(ratio <= delta, 1.0, 0.0)
+                else:
+                    capped = ratio
+                    slope_capped = ratio * 0.0 + 1.0
+                s1 = capped * adv
+                s2 = clipped * adv
+                token_loss = -tl.minimum(s1, s2)
+                slope_tie = 0.5 * (slope_capped + slope_clipped)
+                slope = tl.where(s1 < s2, slope_capped, tl.where(s1 > s2, slope_clipped, slope_tie))
+                dloss_dlogp = -adv * ratio * slope
+                low = (ratio < clip_low) & (adv < 0.0)
+                high = (ratio > clip_high) & (adv > 0.0)
+                code = tl.where(low, 1, 0) + tl.where(high, 2, 0)
+            elif LOSS_KIND == 1:
+                coef = tl.minimum(ratio, clip_high)
+                token_loss = -coef * adv * logp
+                dloss_dlogp = -coef * adv
+                code = tl.where((ratio > clip_high) & (adv > 0.0), 2, 0)
             else:
-                capped = ratio
-                slope_capped = ratio * 0.0 + 1.0
-            s1 = capped * adv
-            s2 = clipped * adv
-            token_loss = -tl.minimum(s1, s2)
-            slope_tie = 0.5 * (slope_capped + slope_clipped)
-            slope = tl.where(s1 < s2, slope_capped, tl.where(s1 > s2, slope_clipped, slope_tie))
-            dloss_dlogp = -adv * ratio * slope
+                tau = tl.where(adv > 0.0, sapo_pos, sapo_neg)
+                gate = 1.0 / (1.0 + tl.exp(-tau * (ratio - 1.0)))
+                token_loss = -gate * 4.0 / tau * adv
+                dloss_dlogp = -4.0 * adv * gate * (1.0 - gate) * ratio
+                code = tl.zeros((), dtype=tl.int32)  # no clip flags
+            if HAS_PMASK:
+                keep = tl.load(pmask_ptr + row)
+                token_loss = token_loss * keep
+                dloss_dlogp = dloss_dlogp * keep
             kl = logp * 0.0
             if HAS_REF:
                 ref_minus = tl.load(ref_ptr + row) - logp
                 exp_ref_minus = tl.exp(ref_minus)
                 kl = exp_ref_minus - ref_minus - 1.0
+                dkl = 1.0 - exp_ref_minus
+                if KL_TIMES_RATIO:
+                    dkl = (dkl + kl) * ratio
+                    kl = kl * ratio
                 # beta = 0 keeps the KL as a metric only (and an overflowing KL out of the loss).
                 token_loss += tl.where(beta != 0.0, beta * kl, 0.0)
-                dloss_dlogp += tl.where(beta != 0.0, beta * (1.0 - exp_ref_minus), 0.0)
-            low = (ratio < clip_low) & (adv < 0.0)
-            high = (ratio > clip_high) & (adv > 0.0)
+                dloss_dlogp += tl.where(beta != 0.0, beta * dkl, 0.0)
             tl.store(logp_ptr + row, logp)
             tl.store(loss_ptr + row, token_loss)
             tl.store(kl_ptr + row, kl)
-            tl.store(clip_ptr + row, (tl.where(low, 1, 0) + tl.where(high, 2, 0)).to(tl.int8))
+            tl.store(clip_ptr + row, code.to(tl.int8))
             if WRITE_GRAD:
                 _store_row_grad(
                     row_ptr, grad_ptr + b * stride_gb + t * stride_gt, target, lse, weight * dloss_dlogp,
@@ -207,11 +272,12 @@ def _grpo_token_kernel(
 
 @triton.jit
 def _logprobs_kernel(
-    logits_ptr, ids_ptr, active_ptr, logp_ptr, lse_ptr,
+    logits_ptr, ids_ptr, active_ptr, logp_ptr, lse_ptr, entropy_ptr,
     n_rows, seq_len, vocab, stride_lb, stride_lt, inv_temperature,
-    HAS_ACTIVE: tl.constexpr, BLOCK_V: tl.constexpr,
+    HAS_ACTIVE: tl.constexpr, WRITE_ENTROPY: tl.constexpr, BLOCK_V: tl.constexpr,
 ):  # fmt: skip
-    """``logp = x_id / T - lse`` and ``lse`` per row; rows with ``active == 0`` get zeros unread."""
+    """``logp = x_id / T - lse`` and ``lse`` per row (and the entropy with WRITE_ENTROPY); rows
+    with ``active == 0`` get zeros unread."""
     for row in range(tl.program_id(0).to(tl.int64), n_rows, tl.num_programs(0)):
         b = row // seq_len
         t = row - b * seq_len
@@ -220,13 +286,19 @@ def _logprobs_kernel(
         if HAS_ACTIVE:
             is_active = tl.load(active_ptr + row) != 0.0
         if is_active:
-            lse = _row_logsumexp(row_ptr, vocab, inv_temperature, BLOCK_V)
+            if WRITE_ENTROPY:
+                lse, entropy = _row_logsumexp_entropy(row_ptr, vocab, inv_temperature, BLOCK_V)
+                tl.store(entropy_ptr + row, entropy)
+            else:
+                lse = _row_logsumexp(row_ptr, vocab, inv_temperature, BLOCK_V)
             target = tl.load(ids_ptr + row)
             tl.store(logp_ptr + row, tl.load(row_ptr + target).to(tl.float32) * inv_temperature - lse)
             tl.store(lse_ptr + row, lse)
         else:
             tl.store(logp_ptr + row, 0.0)
             tl.store(lse_ptr + row, 0.0)
+            if WRITE_ENTROPY:
+                tl.store(entropy_ptr + row, 0.0)
 
 
 @triton.jit
@@ -283,22 +355,25 @@ def _gradient_buffer(logits: torch.Tensor, inplace_grad: bool) -> torch.Tensor:
 
 
 def logprobs_triton(
-    logits: torch.Tensor, ids: torch.Tensor, temperature: float, active: Optional[torch.Tensor] = None
-) -> "tuple[torch.Tensor, torch.Tensor]":
-    """(logp, lse), both (B, L) fp32; rows with ``active == 0`` are skipped (zeros)."""
+    logits: torch.Tensor, ids: torch.Tensor, temperature: float, active: Optional[torch.Tensor] = None,
+    entropy: bool = False,
+) -> "tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]":
+    """(logp, lse, entropy or None), each (B, L) fp32; rows with ``active == 0`` are skipped (zeros)."""
     logits = _vocab_contiguous(logits)
     B, L, V = logits.shape
     logp = torch.empty((B, L), dtype=torch.float32, device=logits.device)
     lse = torch.empty_like(logp)
+    ent = torch.empty_like(logp) if entropy else None
     if B * L == 0:
-        return logp, lse
+        return logp, lse, ent
     grid, block_v, options = _launch(B * L, V, logits.device)
     _logprobs_kernel[grid](
         logits, ids.contiguous(), active.contiguous() if active is not None else logp, logp, lse,
+        ent if ent is not None else logp,
         B * L, L, V, logits.stride(0), logits.stride(1), 1.0 / temperature,
-        HAS_ACTIVE=active is not None, BLOCK_V=block_v, **options,
+        HAS_ACTIVE=active is not None, WRITE_ENTROPY=entropy, BLOCK_V=block_v, **options,
     )  # fmt: skip
-    return logp, lse
+    return logp, lse, ent
 
 
 def _scale_gradient_(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
@@ -313,21 +388,25 @@ def _scale_gradient_(grad: torch.Tensor, grad_output: torch.Tensor) -> None:
 
 
 class _LogProbsFunction(torch.autograd.Function):
-    """Differentiable selective log-probs (sequence-level path): two passes over the logits."""
+    """Differentiable selective log-probs (sequence-level and vespo path): two passes over the
+    logits. Returns (logp, entropy); the entropy (zeros unless asked for) has no gradient."""
 
     @staticmethod
-    def forward(ctx, logits, ids, active, temperature, inplace_grad):
+    def forward(ctx, logits, ids, active, temperature, inplace_grad, want_entropy):
         logits = _vocab_contiguous(logits)
         ids = ids.contiguous()
-        logp, lse = logprobs_triton(logits, ids, temperature, active)
+        logp, lse, entropy = logprobs_triton(logits, ids, temperature, active, want_entropy)
+        if entropy is None:
+            entropy = torch.zeros_like(logp)
         ctx.save_for_backward(logits, ids, lse)
         ctx.temperature = temperature
         ctx.inplace_grad = inplace_grad
-        return logp
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dlogp):
+    def backward(ctx, dlogp, unused):
         logits, ids, lse = ctx.saved_tensors
         B, L, V = logits.shape
         grad = _gradient_buffer(logits, ctx.inplace_grad)
@@ -340,42 +419,55 @@ class _LogProbsFunction(torch.autograd.Function):
             )  # fmt: skip
         if grad is logits:
             torch.autograd.graph.increment_version(logits)  # anyone else who saved the logits must fail loudly
-        return grad.detach(), None, None, None, None
+        return grad.detach(), None, None, None, None, None
+
+
+#: The fused kernel's LOSS_KIND of each loss type it handles (token level; vespo takes two passes).
+_LOSS_KIND = {"grpo": 0, "bnpo": 0, "dr_grpo": 0, "dapo": 0, "luspo": 0, "cispo": 1, "sapo": 2}
 
 
 class _FusedTokenGRPOFunction(torch.autograd.Function):
     """Token-level GRPO: loss, metrics and (when logits need a gradient) the gradient in one pass."""
 
     @staticmethod
-    def forward(ctx, logits, ids, weights, advantages, old_logp, ref_logp, temperature, beta, eps_low, eps_high,
-                delta, inplace_grad):  # fmt: skip
+    def forward(ctx, logits, ids, weights, advantages, old_logp, ref_logp, policy_mask, spec, want_entropy,
+                inplace_grad):  # fmt: skip
         write_grad = bool(ctx.needs_input_grad[0])
         logits = _vocab_contiguous(logits)
         B, L, V = logits.shape
         logp = torch.empty((B, L), dtype=torch.float32, device=logits.device)
         token_loss = torch.empty_like(logp)
         kl = torch.empty_like(logp)
+        entropy = torch.zeros_like(logp) if want_entropy else None
         clip_code = torch.empty((B, L), dtype=torch.int8, device=logits.device)
         grad = _gradient_buffer(logits, inplace_grad) if write_grad else logits
+        kind = _LOSS_KIND[spec.loss_type]
+        clip_high = spec.eps_high if kind == 1 else 1.0 + spec.eps_high
         if B * L:
             grid, block_v, options = _launch(B * L, V, logits.device)
             _grpo_token_kernel[grid](
                 logits, grad, ids, weights, advantages,
                 old_logp if old_logp is not None else logp, ref_logp if ref_logp is not None else logp,
-                logp, token_loss, kl, clip_code,
+                policy_mask if policy_mask is not None else logp,
+                logp, token_loss, kl, clip_code, entropy if entropy is not None else logp,
                 B * L, L, V, logits.stride(0), logits.stride(1), grad.stride(0), grad.stride(1),
-                1.0 / temperature, float(beta), 1.0 - eps_low, 1.0 + eps_high, float(delta or 0.0),
-                HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, HAS_DELTA=delta is not None,
-                WRITE_GRAD=write_grad, BLOCK_V=block_v, **options,
+                1.0 / spec.temperature, float(spec.beta), 1.0 - spec.eps_low, clip_high,
+                float(spec.delta or 0.0), float(spec.sapo_temperature_pos), float(spec.sapo_temperature_neg),
+                HAS_OLD=old_logp is not None, HAS_REF=ref_logp is not None, HAS_DELTA=spec.delta is not None,
+                HAS_PMASK=policy_mask is not None, KL_TIMES_RATIO=spec.bias_correction_kl,
+                WRITE_GRAD=write_grad, WRITE_ENTROPY=want_entropy,
+                LOSS_KIND=kind, BLOCK_V=block_v, **options,
             )  # fmt: skip
         loss = (token_loss * weights).sum()
+        if entropy is None:
+            entropy = torch.zeros_like(logp)
         ctx.grad_buffer = None
         if write_grad:
             if grad is logits:
                 torch.autograd.graph.increment_version(logits)  # the logits now hold the gradient
             ctx.grad_buffer = grad
-        ctx.mark_non_differentiable(logp, kl, clip_code)
-        return loss, logp, kl, clip_code
+        ctx.mark_non_differentiable(logp, kl, clip_code, entropy)
+        return loss, logp, kl, clip_code, entropy
 
     @staticmethod
     @once_differentiable
@@ -388,7 +480,7 @@ class _FusedTokenGRPOFunction(torch.autograd.Function):
             )
         ctx.grad_buffer = None
         _scale_gradient_(grad, grad_loss)
-        return (grad.detach(),) + (None,) * 11
+        return (grad.detach(),) + (None,) * 9
 
 
 def grpo_loss_triton(
@@ -398,34 +490,33 @@ def grpo_loss_triton(
     mask: torch.Tensor,
     old_logp: Optional[torch.Tensor],
     ref_logp: Optional[torch.Tensor],
-    beta: float,
-    eps_low: float,
-    eps_high: float,
-    delta: Optional[float],
-    temperature: float,
-    loss_type: str,
-    importance_sampling_level: str,
-    max_completion_length: Optional[int],
+    policy_mask: Optional[torch.Tensor],
+    spec: LossSpec,
     num_items_in_batch,
+    return_entropy: bool,
     inplace_grad: bool,
 ) -> "tuple[torch.Tensor, dict]":
     """GRPO loss with the Triton kernels; ``mask`` is a float32 (B, L) tensor. See ``grpo_loss``."""
     check_token_ids(completion_ids, mask != 0, logits.shape[-1])
-    weights = token_weights(mask, loss_type, max_completion_length, num_items_in_batch).contiguous()
+    weights = token_weights(mask, spec.loss_type, spec.max_completion_length, num_items_in_batch).contiguous()
     ids = completion_ids.contiguous()
     adv = advantages.reshape(-1).to(torch.float32).contiguous()
     old = old_logp.to(torch.float32).contiguous() if old_logp is not None else None
     ref = ref_logp.to(torch.float32).contiguous() if ref_logp is not None else None
-    if importance_sampling_level == "sequence":
-        logp = _LogProbsFunction.apply(logits, ids, mask, temperature, inplace_grad)
-        loss, metrics = grpo_objective(
-            logp, mask, weights, adv, old, ref, beta, eps_low, eps_high, delta, importance_sampling_level
-        )
+    pmask = policy_mask.to(torch.float32).contiguous() if policy_mask is not None else None
+    if spec.importance_sampling_level == "sequence" or spec.loss_type not in _LOSS_KIND:
+        logp, entropy = _LogProbsFunction.apply(logits, ids, mask, spec.temperature, inplace_grad, return_entropy)
+        loss, metrics = grpo_objective(logp, mask, weights, adv, old, ref, spec, pmask)
         metrics[METRIC_LOGP] = logp.detach()
-        return loss, metrics
-    loss, logp, kl, clip_code = _FusedTokenGRPOFunction.apply(
-        logits, ids, weights, adv, old, ref, temperature, beta, eps_low, eps_high, delta, inplace_grad
-    )
-    metrics = clip_metrics(mask, clip_code == 1, clip_code == 2, kl if ref is not None else None, "token")
-    metrics[METRIC_LOGP] = logp
+    else:
+        loss, logp, kl, clip_code, entropy = _FusedTokenGRPOFunction.apply(
+            logits, ids, weights, adv, old, ref, pmask, spec, return_entropy, inplace_grad
+        )
+        codes = {METRIC_CLIP_LOW: clip_code == 1, METRIC_CLIP_HIGH: clip_code == 2,
+                 METRIC_CLIP_REGION: clip_code != 0, METRIC_CISPO_CLIP: clip_code == 2}
+        flags = {name: codes[name] for name in clip_metric_names(spec.loss_type)}
+        metrics = clip_metrics(mask, flags, kl if ref is not None else None, "token")
+        metrics[METRIC_LOGP] = logp
+    if return_entropy:
+        metrics[METRIC_ENTROPY] = entropy
     return loss, metrics
