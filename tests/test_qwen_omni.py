@@ -376,3 +376,80 @@ def test_cli_sft_grpo_resume_eval_and_predict_on_the_tiny_thinker(tiny, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_jsonl(tmp_path / "p.jsonl")
     assert len(rows) == 4 and all(r["error"] is None and r["completion"] is not None for r in rows)
+
+
+# ------------------------------------------------------------------------------------- LoRA
+def test_lora_adapts_the_thinkers_text_decoder_and_the_grpo_reference_is_the_base(tiny, tmp_path):
+    """use_peft on the thinker: adapters only in its text decoder (never in the vision blocks or
+    the audio tower, whose layers share the projections' names), and GRPO's reference is the
+    thinker with the adapters disabled: the base model's log-probs, with no second copy."""
+    from _train_fixtures import grpo_fields
+
+    from r1omni_fast.config import GRPOConfig
+    from r1omni_fast.model.lora import AdapterDisabled
+    from r1omni_fast.model.policy import load_policy
+    from r1omni_fast.train.grpo import GRPOTrainer
+
+    model_dir, data, _, _ = tiny
+    fields = grpo_fields(model_dir, data, tmp_path / "run", use_peft=True, lora_r=4, num_frames=4,
+                         tunable_parts=["mm_language_model"])
+    fields.pop("stage")
+    trainer = GRPOTrainer(GRPOConfig(**fields), progress=False)  # the thinker's own clip loader
+    assert isinstance(trainer.ref, AdapterDisabled)
+    trained = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n and ".language_model." in n for n in trained), trained
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trained}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # LoRA's B starts at zero: move the adapters so that they change the policy
+        for p in trainer.model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    rollout = trainer.make_rollout(trainer.collate(trainer.train_data.samples[:2]))
+    base = load_policy(model_dir)
+    base.set_num_frames(4)
+    expected = trainer.sequence_logprobs(base, rollout)
+    assert torch.equal(rollout.ref_logp, expected)
+    assert (trainer.sequence_logprobs(trainer.model, rollout) - expected).abs().max() > 1e-3
+    storages = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
+    assert {p.untyped_storage().data_ptr() for p in trainer.ref.parameters()} <= storages
+
+
+@pytest.mark.slow
+def test_cli_sft_and_grpo_with_lora_then_merge_eval_and_predict_on_the_tiny_thinker(tiny, tmp_path):
+    """use_peft through the CLI on the thinker: SFT and GRPO write adapter folders, the GRPO run
+    resumes exactly, `merge` writes a thinker folder that eval and predict load."""
+    from r1omni_fast.train.metrics_log import read_jsonl
+
+    model_dir, data, _, _ = tiny
+    lora = dict(use_peft=True, lora_r=4, lora_alpha=8, tunable_parts=["mm_language_model"])
+    sft = tmp_path / "sft"
+    cfg = write_config(tmp_path / "sft.yaml", **_fields("sft", model_dir, data, sft, max_steps=3, save_steps=3, **lora))
+    result = run_cli(["train", "--config", str(cfg)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (sft / "adapter_model.safetensors").is_file() and not (sft / "model.safetensors").exists()
+
+    straight, broken = tmp_path / "grpo", tmp_path / "grpo-resumed"
+    for out, steps in ((straight, 2), (broken, 1)):
+        cfg = write_config(tmp_path / f"{out.name}.yaml", **_fields("grpo", sft, data, out, max_steps=steps, **lora))
+        result = run_cli(["train", "--config", str(cfg)])
+        assert result.returncode == 0, result.stderr[-3000:]
+    result = run_cli(["train", "--config", str(tmp_path / "grpo-resumed.yaml"), "--max-steps", "2", "--resume"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    keys = ("step", "loss", "reward", "kl", "grad_norm")
+    assert [{k: r[k] for k in keys} for r in read_jsonl(straight / "metrics.jsonl")] == \
+        [{k: r[k] for k in keys} for r in read_jsonl(broken / "metrics.jsonl")]
+    assert (straight / "adapter_model.safetensors").is_file()
+
+    merged = tmp_path / "merged"
+    result = run_cli(["merge", "--model", str(straight), "--out", str(merged)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((merged / "config.json").read_text())["model_type"] == "qwen2_5_omni_thinker"
+    result = run_cli(["eval", "--model", str(merged), "--data", str(data.test), "--out", str(tmp_path / "eval"),
+                      "--max-new-tokens", "6", "--num-frames", "4"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n"] == 4
+    result = run_cli(["predict", "--model", str(merged), "--data", str(data.test), "--out", str(tmp_path / "p.jsonl"),
+                      "--max-new-tokens", "6", "--num-frames", "4"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(read_jsonl(tmp_path / "p.jsonl")) == 4

@@ -407,12 +407,15 @@ class QwenOmniProcessor:
     def __call__(self, instructions: Sequence[str], targets: Sequence[str] | None = None, *,
                  pixel_values: Sequence[QwenClip] | None = None, audio_features: Sequence[Any] | None = None,
                  modalities: str | Sequence[str] = MODALITIES, padding_side: str = "left",
-                 chat_template: str = "checkpoint", bert_texts: Sequence[str] | None = None) -> dict:
+                 chat_template: str = "checkpoint", bert_texts: Sequence[str] | None = None,
+                 template_turn_end: bool = False) -> dict:
         """Rows from ``instructions`` (HumanOmni-style, with ``<video>``/``<audio>`` placeholders
         saying which media the row uses) and the collator's media: ``pixel_values`` its
         :class:`QwenClip` list, ``audio_features`` their audio (float32 16 kHz or None). A row
         whose instruction holds ``<audio>`` without audio, or ``<video>`` without a clip, is a
-        ValueError. ``chat_template`` must be "checkpoint"; ``bert_texts`` is not used."""
+        ValueError. ``chat_template`` must be "checkpoint"; ``bert_texts`` is not used. Targets end
+        with ``<|im_end|>``, or with the template's whole turn end ``<|im_end|>\n`` when
+        ``template_turn_end`` (SFT ``prompt_style: humanomni``)."""
         if isinstance(instructions, str):
             raise TypeError("instructions must be a list of strings (one per row)")
         if padding_side not in ("left", "right"):
@@ -447,7 +450,8 @@ class QwenOmniProcessor:
             prompt = self.render(self.instruction_text(instruction), video=wants_video, audio=wants_audio and not interleave)
             ids = self.tokenizer.encode(self._expand(prompt, video, audio, interleave), add_special_tokens=False)
             if targets is not None:
-                target = self.tokenizer.encode(targets[i] + "<|im_end|>", add_special_tokens=False)
+                end = "<|im_end|>\n" if template_turn_end else "<|im_end|>"
+                target = self.tokenizer.encode(targets[i] + end, add_special_tokens=False)
                 rows.append(ids + target)
                 label_rows.append([IGNORE_INDEX] * len(ids) + target)
             else:
@@ -567,6 +571,8 @@ class QwenOmniThinkerPolicy(nn.Module):
     #: LoRA (``r1omni_fast.model.lora``): the thinker's LLM is its text decoder and head; the
     #: vision blocks' MLPs and the audio tower's attention share the projections' names and stay out.
     LORA_LANGUAGE_MODEL = ("thinker.model.language_model", "thinker.lm_head")
+    #: transformers' weight-conversion scoping (peft reads it): this wrapper adds no prefix of its own
+    base_model_prefix = ""
 
     def __init__(self, thinker: nn.Module, processor: QwenOmniProcessor | None = None,
                  media: QwenMediaSettings | None = None) -> None:
