@@ -336,7 +336,9 @@ def whisper_log_mel(samples, n_mels: int = 128, *, backend: str = "native") -> n
 
     Pad/cut to 30 s; STFT (n_fft 400, hop 160, periodic Hann, centred, reflect padding), power,
     Slaney mel filters 0-8000 Hz, ``log10(max(m, 1e-10))``, ``max(x, x.max() - 8)``,
-    ``(x + 4) / 4``; equal to ``transformers.WhisperFeatureExtractor(feature_size=n_mels)``.
+    ``(x + 4) / 4``, as ``transformers.WhisperFeatureExtractor(feature_size=n_mels)``. The FFT and
+    power are float64: within 1e-5 of a float64 oracle, and within 1e-4 of transformers' default
+    float32 path (2e-4 on pure tones, where that path's own round-off shows).
     """
     x = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(-1))
     if not 1 <= int(n_mels) <= 512:
@@ -513,8 +515,9 @@ def qwen_video(path, *, fps: float = 2.0, nframes: Optional[int] = None, min_fra
     if not min_pixels > 0 or not total_pixels > 0:
         raise ValueError(f"min_pixels and total_pixels must be positive, got {min_pixels}, "
                          f"{total_pixels}")
-    if max_pixels is not None and not max_pixels > 0:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    if max_pixels is not None and not max_pixels >= min_pixels:
+        raise ValueError(f"max_pixels must be at least min_pixels={min_pixels:g}, got "
+                         f"{max_pixels}")
     if nframes is None and not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
     info = native.media_probe_video(path, int(max_dimension))
