@@ -501,6 +501,31 @@ fn media_whisper_log_mel<'py>(
     Ok(PyArray1::from_vec(py, mel).reshape([n_mels, media::mel::N_FRAMES])?.into_any())
 }
 
+/// `log_mel` of rust/media/mel.rs: the Whisper log-mel of `samples` padded/cut to `n_samples`,
+/// its first `frames` frames: float32 (n_mels, frames).
+#[pyfunction]
+#[pyo3(signature = (samples, n_mels, n_samples, frames))]
+fn media_log_mel<'py>(
+    py: Python<'py>,
+    samples: PyReadonlyArray1<'py, f32>,
+    n_mels: usize,
+    n_samples: usize,
+    frames: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let owned: Vec<f32>;
+    let slice = match samples.as_slice() {
+        Ok(s) => s,
+        Err(_) => {
+            owned = samples.as_array().iter().copied().collect();
+            &owned
+        }
+    };
+    let mel = py
+        .detach(|| media::mel::log_mel(slice, n_mels, n_samples, frames))
+        .map_err(pyo3::exceptions::PyValueError::new_err)?;
+    Ok(PyArray1::from_vec(py, mel).reshape([n_mels, frames])?.into_any())
+}
+
 /// The picture half of the pipeline on one RGB24 picture: uint8 (H, W, 3) -> float32
 /// (3, S, S): pad (or not), PIL-exact bicubic resize, normalise.
 #[pyfunction]
@@ -542,6 +567,89 @@ fn media_preprocess_frame<'py>(
     Ok(PyArray1::from_vec(py, out).reshape([3, s, s])?.into_any())
 }
 
+/// `probe_video` of rust/media/qwen.rs: the first video stream's presented frame count,
+/// declared count, frame rate and upright size, as a dict.
+#[pyfunction]
+#[pyo3(signature = (path, max_dimension))]
+fn media_probe_video<'py>(py: Python<'py>, path: String, max_dimension: u32) -> PyResult<Bound<'py, PyDict>> {
+    let info = py
+        .detach(|| media::qwen::probe_video(&path, max_dimension))
+        .map_err(|e| media_error(py, e))?;
+    let d = PyDict::new(py);
+    d.set_item("num_frames", info.num_frames)?;
+    d.set_item("declared_frames", info.declared_frames)?;
+    d.set_item("fps", info.fps)?;
+    d.set_item("width", info.width)?;
+    d.set_item("height", info.height)?;
+    Ok(d)
+}
+
+/// `decode_resized` of rust/media/qwen.rs: uint8 (k, height, width, 3), each frame resized as
+/// torchvision's antialiased bicubic resize of a uint8 tensor.
+#[pyfunction]
+#[pyo3(signature = (path, indices, height, width, max_dimension, decoder_threads))]
+fn media_decode_resized<'py>(
+    py: Python<'py>,
+    path: String,
+    indices: Vec<i64>,
+    height: u32,
+    width: u32,
+    max_dimension: u32,
+    decoder_threads: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Some(&bad) = indices.iter().find(|&&i| i < 0) {
+        return Err(media_error(py, media::MediaError::new(&path, format!("frame index {bad} is negative"))));
+    }
+    let idx: Vec<usize> = indices.iter().map(|&i| i as usize).collect();
+    let data = py
+        .detach(|| media::qwen::decode_resized(&path, &idx, width, height, max_dimension, decoder_threads))
+        .map_err(|e| media_error(py, e))?;
+    Ok(PyArray1::from_vec(py, data).reshape([idx.len(), height as usize, width as usize, 3])?.into_any())
+}
+
+/// RGB24 pictures uint8 (k, H, W, 3) -> uint8 (k, height, width, 3), resized as torchvision's
+/// antialiased bicubic resize of a uint8 tensor (frames in parallel, GIL released).
+#[pyfunction]
+#[pyo3(signature = (frames, height, width))]
+fn media_resize_bicubic_antialias<'py>(
+    py: Python<'py>,
+    frames: numpy::PyReadonlyArray4<'py, u8>,
+    height: u32,
+    width: u32,
+) -> PyResult<Bound<'py, PyAny>> {
+    use rayon::prelude::*;
+    let arr = frames.as_array();
+    let shape = arr.shape().to_vec();
+    if shape[3] != 3 || shape[1] == 0 || shape[2] == 0 || height == 0 || width == 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "frames must be a non-empty (k, H, W, 3) uint8 array and the size positive, got shape {shape:?} -> {height}x{width}"
+        )));
+    }
+    let (k, ih, iw) = (shape[0], shape[1], shape[2]);
+    let owned: Vec<u8>;
+    let data: &[u8] = match frames.as_slice() {
+        Ok(s) => s,
+        Err(_) => {
+            owned = arr.iter().copied().collect();
+            &owned
+        }
+    };
+    let per_in = ih * iw * 3;
+    let per_out = height as usize * width as usize * 3;
+    let out = py.detach(|| {
+        let mut out = vec![0u8; k * per_out];
+        out.par_chunks_mut(per_out.max(1)).enumerate().for_each_init(
+            || media::qwen::AaResizer::new(width, height),
+            |resizer, (i, dst)| {
+                let src = media::image::RgbView { width: iw as u32, height: ih as u32, stride: iw * 3, data: &data[i * per_in..(i + 1) * per_in] };
+                resizer.resize_into(src, dst);
+            },
+        );
+        out
+    });
+    Ok(PyArray1::from_vec(py, out).reshape([k, height as usize, width as usize, 3])?.into_any())
+}
+
 fn register_media(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(media_preprocess_frame, m)?)?;
     m.add_function(wrap_pyfunction!(media_load_clip, m)?)?;
@@ -549,6 +657,10 @@ fn register_media(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(media_decode_frames, m)?)?;
     m.add_function(wrap_pyfunction!(media_load_audio, m)?)?;
     m.add_function(wrap_pyfunction!(media_whisper_log_mel, m)?)?;
+    m.add_function(wrap_pyfunction!(media_probe_video, m)?)?;
+    m.add_function(wrap_pyfunction!(media_log_mel, m)?)?;
+    m.add_function(wrap_pyfunction!(media_decode_resized, m)?)?;
+    m.add_function(wrap_pyfunction!(media_resize_bicubic_antialias, m)?)?;
     Ok(())
 }
 // --- end media ---

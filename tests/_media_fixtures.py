@@ -318,3 +318,58 @@ def ffprobe_frame_count(path: Path) -> int:
                           "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
                          capture_output=True, text=True, check=True).stdout
     return int(out.strip().split(",")[0])
+
+
+# Pixel formats, ranges and matrix tags: (file name, ffmpeg encoder arguments). Lossless where
+# the encoder has it, so the pictures are the encoder's input converted to its pixel format.
+# Names with "odd" are 161x97 (4:4:4 takes odd sizes without subsampling an odd chroma plane).
+PIXEL_FORMAT_RECIPES = {
+    "h264_yuv420p10.mp4": ("-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-qp", "0"),
+    "h264_yuv422p10.mkv": ("-c:v", "libx264", "-pix_fmt", "yuv422p10le", "-qp", "0"),
+    "h264_yuv444p10_odd.mkv": ("-c:v", "libx264", "-pix_fmt", "yuv444p10le", "-qp", "0"),
+    "hevc_main10.mp4": ("-c:v", "libx265", "-pix_fmt", "yuv420p10le",
+                        "-x265-params", "lossless=1:log-level=error"),
+    "vp9_yuv420p10.webm": ("-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p10le", "-lossless", "1"),
+    "vp9_yuv444p10_odd.webm": ("-c:v", "libvpx-vp9", "-pix_fmt", "yuv444p10le", "-lossless", "1"),
+    "h264_yuv422p.mkv": ("-c:v", "libx264", "-pix_fmt", "yuv422p", "-qp", "0"),
+    "h264_yuv444p_odd.mkv": ("-c:v", "libx264", "-pix_fmt", "yuv444p", "-qp", "0"),
+    "h264_yuvj420p.mp4": ("-c:v", "libx264", "-pix_fmt", "yuvj420p", "-qp", "0"),
+    # Tagged recipes convert with the matrix and range they tag (truthful tags).
+    "h264_bt709_tv.mp4": ("-vf", "scale=out_color_matrix=bt709:out_range=tv", "-c:v", "libx264",
+                          "-pix_fmt", "yuv420p", "-qp", "0", "-colorspace", "bt709",
+                          "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"),
+    "h264_bt709_pc.mp4": ("-vf", "scale=out_color_matrix=bt709:out_range=pc", "-c:v", "libx264",
+                          "-pix_fmt", "yuv420p", "-qp", "0", "-colorspace", "bt709",
+                          "-color_range", "pc"),
+    "h264_bt601_tv.mp4": ("-vf", "scale=out_color_matrix=bt601:out_range=tv", "-c:v", "libx264",
+                          "-pix_fmt", "yuv420p", "-qp", "0", "-colorspace", "smpte170m",
+                          "-color_range", "tv"),
+    "h264_bt709_yuv420p10.mkv": ("-vf", "scale=out_color_matrix=bt709:out_range=tv", "-c:v",
+                                 "libx264", "-pix_fmt", "yuv420p10le", "-qp", "0",
+                                 "-colorspace", "bt709", "-color_range", "tv"),
+}
+
+
+def _testsrc(odd: bool) -> str:
+    size = ("162x98:rate=25:duration=0.4,format=rgb24,crop=161:97:0:0" if odd
+            else "160x96:rate=25:duration=0.4")
+    return f"testsrc2=size={size}"
+
+
+def pixel_format_recipes(folder: Path) -> dict:
+    """``testsrc2`` (10 frames, 160x96, or 161x97 for the "odd" recipes) through every recipe of
+    ``PIXEL_FORMAT_RECIPES``, plus the source pictures as RGB24 (key ``("source", odd)``:
+    uint8 (10, h, w, 3))."""
+    import subprocess
+
+    out = {}
+    for name, args in PIXEL_FORMAT_RECIPES.items():
+        p = folder / name
+        ffmpeg("-f", "lavfi", "-i", _testsrc("odd" in name), *args, str(p))
+        out[name] = p
+    for odd, (w, h) in ((False, (160, 96)), (True, (161, 97))):
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+                              _testsrc(odd), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                             capture_output=True, check=True).stdout
+        out[("source", odd)] = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+    return out

@@ -77,4 +77,23 @@ def media_preprocess_frame(
 
 def media_whisper_log_mel(samples: npt.NDArray[np.float32], n_mels: int) -> npt.NDArray[np.float32]:
     """Whisper log-mel (n_mels, 3000)."""
+
+def media_log_mel(
+    samples: npt.NDArray[np.float32], n_mels: int, n_samples: int, frames: int
+) -> npt.NDArray[np.float32]:
+    """Whisper log-mel of the signal padded/cut to n_samples, its first frames: (n_mels, frames)."""
+
+def media_probe_video(path: str, max_dimension: int) -> dict[str, object]:
+    """num_frames, declared_frames, fps, width, height (upright) of the first video stream."""
+
+def media_decode_resized(
+    path: str, indices: list[int], height: int, width: int, max_dimension: int,
+    decoder_threads: int,
+) -> npt.NDArray[np.uint8]:
+    """Frames at presentation indices, upright, torchvision-bicubic-antialias resized: (k, h, w, 3)."""
+
+def media_resize_bicubic_antialias(
+    frames: npt.NDArray[np.uint8], height: int, width: int
+) -> npt.NDArray[np.uint8]:
+    """(k, H, W, 3) -> (k, height, width, 3) as torchvision's antialiased bicubic resize."""
 # --- end media ---

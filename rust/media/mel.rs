@@ -8,8 +8,14 @@
 //! 3. mel filters: Slaney mel scale, Slaney area normalisation, 0-8000 Hz, `n_mels` filters;
 //! 4. `x = log10(max(mel, 1e-10))`, `x = max(x, x.max() - 8)`, `x = (x + 4) / 4`.
 //!
-//! Output is row-major `(n_mels, 3000)`. Arithmetic is float32, as the reference's own torch path;
-//! the filter bank is built in f64. Measured against transformers: <= 2e-5 abs.
+//! Output is row-major `(n_mels, 3000)`. The windowed frames, the FFT and the power spectrum are
+//! float64 (a pure tone's far bins lie 70 dB and more below its peak: a float32 FFT's round-off
+//! there moves their log-mel by up to 2e-4, transformers' own float32 torch path included); the
+//! mel projection, log10 and clamp are float32, the filter bank is built in f64. Measured against
+//! a float64 oracle (transformers' numpy path): within 1e-5 on tones and noise.
+//!
+//! [`log_mel`] is the same computation for another padded length (Qwen2.5-Omni's feature
+//! extractor pads to 300 s) that writes only the first frames, for signals much shorter than it.
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -81,28 +87,28 @@ fn mel_filters(n_mels: usize) -> Vec<Filter> {
         .collect()
 }
 
-/// Index into the signal zero-padded/cut to `N_SAMPLES` and reflect-padded by `N_FFT/2`.
+/// Index into the signal zero-padded/cut to `n_samples` and reflect-padded by `N_FFT/2`.
 #[inline]
-fn reflect_index(j: isize) -> usize {
-    let last = (N_SAMPLES - 1) as isize;
+fn reflect_index(j: isize, n_samples: usize) -> usize {
+    let last = (n_samples - 1) as isize;
     let i = if j < 0 { -j } else if j > last { 2 * last - j } else { j };
     i as usize
 }
 
 /// What every call shares: the periodic Hann window and the planned 400-point real FFT.
 struct StftPlan {
-    window: Vec<f32>,
+    window: Vec<f64>,
     /// 400-point complex FFT: two real frames at once (one as the real, one as the imaginary part).
-    fft: Arc<dyn Fft<f32>>,
+    fft: Arc<dyn Fft<f64>>,
 }
 
 fn stft_plan() -> &'static StftPlan {
     static PLAN: OnceLock<StftPlan> = OnceLock::new();
     PLAN.get_or_init(|| StftPlan {
         window: (0..N_FFT)
-            .map(|n| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / N_FFT as f64).cos()) as f32)
+            .map(|n| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / N_FFT as f64).cos())
             .collect(),
-        fft: FftPlanner::<f32>::new().plan_fft_forward(N_FFT),
+        fft: FftPlanner::<f64>::new().plan_fft_forward(N_FFT),
     })
 }
 
@@ -157,11 +163,12 @@ const CHUNK: usize = 64;
 /// together: one 8-wide store per bin instead of 8 scattered ones.
 const GROUP: usize = 8;
 
-/// The `(n_mels, 3000)` output, written by the chunks of pass 1 in parallel: chunk `c` writes
+/// The `(n_mels, frames)` output, written by the chunks of pass 1 in parallel: chunk `c` writes
 /// columns `c * CHUNK ..` of every row, so no two chunks touch the same element.
 struct SharedOut {
     ptr: *mut f32,
     n_mels: usize,
+    frames: usize,
 }
 
 // SAFETY: the chunks write disjoint elements (see the type's comment), and the buffer outlives
@@ -172,19 +179,22 @@ impl SharedOut {
     /// Row `m`, columns `t0 .. t0 + values.len()`.
     #[inline(always)]
     fn write(&self, m: usize, t0: usize, values: &[f32]) {
-        debug_assert!(m < self.n_mels && t0 + values.len() <= N_FRAMES);
+        debug_assert!(m < self.n_mels && t0 + values.len() <= self.frames);
         // SAFETY: in bounds (checked above in debug builds; by construction of the chunks), and
         // no other chunk writes these columns.
         unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(m * N_FRAMES + t0), values.len());
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(m * self.frames + t0), values.len());
         }
     }
 }
 
-/// What every chunk of one call reads: the signal (cut to 30 s), the span of its non-zero
-/// samples (None: all silent), the mel filters, the FFT plan and `log10(1e-10)`.
+/// What every chunk of one call reads: the signal (cut to `n_samples`), the span of its non-zero
+/// samples (None: all silent), the padded length and the frames written, the mel filters, the
+/// FFT plan and `log10(1e-10)`.
 struct MelInputs<'a> {
     samples: &'a [f32],
+    n_samples: usize,
+    frames: usize,
     nonzero: Option<(usize, usize)>,
     filters: &'a [Filter],
     plan: &'a StftPlan,
@@ -193,10 +203,10 @@ struct MelInputs<'a> {
 
 /// Per-worker buffers of pass 1.
 struct ChunkScratch {
-    frame: Vec<f32>,
-    frame_b: Vec<f32>,
-    spectrum: Vec<Complex<f32>>,
-    fft_scratch: Vec<Complex<f32>>,
+    frame: Vec<f64>,
+    frame_b: Vec<f64>,
+    spectrum: Vec<Complex<f64>>,
+    fft_scratch: Vec<Complex<f64>>,
     /// Frame-major power `(GROUP, N_BINS)` of one group of frames.
     group: Vec<f32>,
     /// Bin-major power `(N_BINS, frames)` of the chunk.
@@ -208,8 +218,8 @@ struct ChunkScratch {
 impl ChunkScratch {
     fn new(plan: &StftPlan) -> Self {
         ChunkScratch {
-            frame: vec![0f32; N_FFT],
-            frame_b: vec![0f32; N_FFT],
+            frame: vec![0f64; N_FFT],
+            frame_b: vec![0f64; N_FFT],
             spectrum: vec![Complex::default(); N_FFT],
             fft_scratch: vec![Complex::default(); plan.fft.get_inplace_scratch_len()],
             group: vec![0f32; GROUP * N_BINS],
@@ -222,19 +232,21 @@ impl ChunkScratch {
 /// Power spectra of frames `t` and `u` (when given) into `pa` and `pb` (`N_BINS` each), from one
 /// complex FFT of `z = x_t + i x_u`: `X_t[k] = (Z[k] + conj Z[N-k]) / 2` and
 /// `X_u[k] = (Z[k] - conj Z[N-k]) / 2i`, so `|X_t[k]|^2 = |Z[k] + conj Z[N-k]|^2 / 4` and
-/// `|X_u[k]|^2 = |Z[k] - conj Z[N-k]|^2 / 4`.
+/// `|X_u[k]|^2 = |Z[k] - conj Z[N-k]|^2 / 4`. All in float64; the powers are stored as float32
+/// (sums of positive terms follow: no cancellation is left to lose precision in).
 #[inline(always)]
 fn power_of_pair(
     samples: &[f32],
+    n_samples: usize,
     t: usize,
     u: Option<usize>,
     plan: &StftPlan,
     scratch: &mut ChunkScratch,
     group_slot: usize,
 ) {
-    fill_frame(samples, t, &plan.window, &mut scratch.frame);
+    fill_frame(samples, n_samples, t, &plan.window, &mut scratch.frame);
     match u {
-        Some(u) => fill_frame(samples, u, &plan.window, &mut scratch.frame_b),
+        Some(u) => fill_frame(samples, n_samples, u, &plan.window, &mut scratch.frame_b),
         None => scratch.frame_b.fill(0.0),
     }
     for ((z, &re), &im) in scratch.spectrum.iter_mut().zip(&scratch.frame).zip(&scratch.frame_b) {
@@ -244,10 +256,13 @@ fn power_of_pair(
     let z = &scratch.spectrum[..];
     let (pa, rest) = scratch.group[group_slot * N_BINS..].split_at_mut(N_BINS);
     let pb = &mut rest[..N_BINS];
-    let pair = |p: Complex<f32>, q: Complex<f32>| {
+    let pair = |p: Complex<f64>, q: Complex<f64>| {
         let (sum_re, sum_im) = (p.re + q.re, p.im - q.im);
         let (diff_re, diff_im) = (p.re - q.re, p.im + q.im);
-        ((sum_re * sum_re + sum_im * sum_im) * 0.25, (diff_re * diff_re + diff_im * diff_im) * 0.25)
+        (
+            ((sum_re * sum_re + sum_im * sum_im) * 0.25) as f32,
+            ((diff_re * diff_re + diff_im * diff_im) * 0.25) as f32,
+        )
     };
     (pa[0], pb[0]) = pair(z[0], z[0]);
     // Bins 1..=200 against 399..=200: the upper half of the spectrum read backwards.
@@ -295,13 +310,13 @@ fn max_of(values: &[f32]) -> f32 {
     lanes.into_iter().chain(rest).fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// The windowed frame `t` of the zero-padded/cut, reflect-padded signal, written into `frame`.
-/// Non-finite samples read as 0 (before the window).
+/// The windowed frame `t` of the signal zero-padded/cut to `n_samples` and reflect-padded,
+/// written into `frame` (float64). Non-finite samples read as 0 (before the window).
 #[inline(always)]
-fn fill_frame(samples: &[f32], t: usize, window: &[f32], frame: &mut [f32]) {
-    let finite = |x: f32| if x.is_finite() { x } else { 0.0 };
+fn fill_frame(samples: &[f32], n_samples: usize, t: usize, window: &[f64], frame: &mut [f64]) {
+    let finite = |x: f32| if x.is_finite() { x as f64 } else { 0.0 };
     let start = (t * HOP) as isize - (N_FFT / 2) as isize;
-    if start >= 0 && start as usize + N_FFT <= N_SAMPLES {
+    if start >= 0 && start as usize + N_FFT <= n_samples {
         // Interior frame: no reflection; samples past the input are padding zeros.
         let start = start as usize;
         let have = samples.len().saturating_sub(start).min(N_FFT);
@@ -312,7 +327,7 @@ fn fill_frame(samples: &[f32], t: usize, window: &[f32], frame: &mut [f32]) {
         frame[have..].fill(0.0);
     } else {
         for (n, x) in frame.iter_mut().enumerate() {
-            let i = reflect_index(start + n as isize);
+            let i = reflect_index(start + n as isize, n_samples);
             *x = samples.get(i).copied().map_or(0.0, finite) * window[n];
         }
     }
@@ -320,14 +335,14 @@ fn fill_frame(samples: &[f32], t: usize, window: &[f32], frame: &mut [f32]) {
 
 /// Whether every sample of frame `t`'s window (after padding and reflection) lies outside the
 /// non-zero span `[lo, hi]` of the signal, so that its spectrum is exactly zero.
-fn frame_is_silent(t: usize, nonzero: Option<(usize, usize)>) -> bool {
+fn frame_is_silent(t: usize, nonzero: Option<(usize, usize)>, n_samples: usize) -> bool {
     let Some((lo, hi)) = nonzero else { return true };
     let start = (t * HOP) as isize - (N_FFT / 2) as isize;
-    if start >= 0 && start as usize + N_FFT <= N_SAMPLES {
+    if start >= 0 && start as usize + N_FFT <= n_samples {
         let start = start as usize;
         start + N_FFT - 1 < lo || start > hi
     } else {
-        (0..N_FFT as isize).map(|n| reflect_index(start + n)).all(|i| i < lo || i > hi)
+        (0..N_FFT as isize).map(|n| reflect_index(start + n, n_samples)).all(|i| i < lo || i > hi)
     }
 }
 
@@ -339,10 +354,33 @@ fn frame_is_silent(t: usize, nonzero: Option<(usize, usize)>) -> bool {
 /// `log10(1e-10)` before the clamp: they skip the FFT. The FFT plan and the filter bank are
 /// built once per process; log10 runs vectorised over each chunk of frames.
 pub fn whisper_log_mel(samples: &[f32], n_mels: usize) -> Result<Vec<f32>, String> {
+    log_mel(samples, n_mels, N_SAMPLES, N_FRAMES)
+}
+
+/// The frames needed for the exact features of `len` samples padded to `n_samples`: those
+/// whose window holds a sample of the signal (`ceil((len + 200) / 160)`), at most
+/// `n_samples / 160`. Every later frame is silent, so [`log_mel`] with this many frames equals
+/// the first columns of the full computation.
+pub fn frames_touching(len: usize, n_samples: usize) -> usize {
+    (len.min(n_samples) + N_FFT / 2).div_ceil(HOP).min(n_samples / HOP)
+}
+
+/// [`whisper_log_mel`] of `samples` zero-padded/cut to `n_samples` (a multiple of 160, at least
+/// 400), writing only the first `frames` of its `n_samples / 160` frames: row-major
+/// `(n_mels, frames)`. The clamp `max(x, x.max() - 8)` takes the maximum over the frames written
+/// and `log10(1e-10)`; with `frames >= frames_touching(samples.len(), n_samples)` that is the
+/// maximum over all frames, so the output equals the first `frames` columns of the full one.
+pub fn log_mel(samples: &[f32], n_mels: usize, n_samples: usize, frames: usize) -> Result<Vec<f32>, String> {
     if n_mels == 0 || n_mels > MAX_MELS {
         return Err(format!("n_mels must be between 1 and {MAX_MELS}, got {n_mels}"));
     }
-    let samples = &samples[..samples.len().min(N_SAMPLES)];
+    if n_samples % HOP != 0 || n_samples < N_FFT {
+        return Err(format!("n_samples must be a multiple of {HOP} and at least {N_FFT}, got {n_samples}"));
+    }
+    if frames > n_samples / HOP {
+        return Err(format!("frames must be at most n_samples / {HOP} = {}, got {frames}", n_samples / HOP));
+    }
+    let samples = &samples[..samples.len().min(n_samples)];
     let is_signal = |x: &f32| *x != 0.0 && x.is_finite();
     let nonzero = samples
         .iter()
@@ -351,18 +389,18 @@ pub fn whisper_log_mel(samples: &[f32], n_mels: usize) -> Result<Vec<f32>, Strin
     let plan = stft_plan();
     let filters = cached_filters(n_mels);
     let log_zero = 1e-10f32.log10();
-    let inputs = MelInputs { samples, nonzero, filters: &filters, plan, log_zero };
+    let inputs = MelInputs { samples, n_samples, frames, nonzero, filters: &filters, plan, log_zero };
     // Every element is written below (pass 1 the loud chunks, pass 2 all), so the output starts
     // uninitialised: zeroing 1.5 MB first would cost as much as a short signal's whole work.
-    let total = n_mels * N_FRAMES;
+    let total = n_mels * frames;
     let mut out: Vec<MaybeUninit<f32>> = Vec::with_capacity(total);
     // SAFETY: `MaybeUninit` elements need no initialisation.
     unsafe { out.set_len(total) };
-    let shared = SharedOut { ptr: out.as_mut_ptr().cast::<f32>(), n_mels };
+    let shared = SharedOut { ptr: out.as_mut_ptr().cast::<f32>(), n_mels, frames };
 
     // Pass 1: per chunk of frames, FFT power (bin-major), mel projection and log10, written into
     // the chunk's columns of the output; each chunk's largest value (None: all silent).
-    let chunk_max: Vec<Option<f32>> = (0..N_FRAMES.div_ceil(CHUNK))
+    let chunk_max: Vec<Option<f32>> = (0..frames.div_ceil(CHUNK))
         .into_par_iter()
         .map_init(|| ChunkScratch::new(plan), |scratch, c| chunk_log_mel(&inputs, c, scratch, &shared))
         .collect();
@@ -372,7 +410,7 @@ pub fn whisper_log_mel(samples: &[f32], n_mels: usize) -> Result<Vec<f32>, Strin
     let floor = max - 8.0;
     let scale = |v: f32| (v.max(floor) + 4.0) * 0.25; // exactly / 4
     let silent = scale(log_zero);
-    out.par_chunks_mut(N_FRAMES).for_each(|row| {
+    out.par_chunks_mut(frames.max(1)).for_each(|row| {
         for (loud, dst) in chunk_max.iter().zip(row.chunks_mut(CHUNK)) {
             match loud {
                 Some(_) => dst.iter_mut().for_each(|v| {
@@ -413,15 +451,15 @@ unsafe fn chunk_log_mel_avx2(inputs: &MelInputs, c: usize, scratch: &mut ChunkSc
 
 #[inline(always)]
 fn chunk_log_mel_any(inputs: &MelInputs, c: usize, scratch: &mut ChunkScratch, out: &SharedOut) -> Option<f32> {
-    let MelInputs { samples, nonzero, filters, plan, log_zero } = *inputs;
+    let MelInputs { samples, n_samples, frames: all_frames, nonzero, filters, plan, log_zero } = *inputs;
     let t0 = c * CHUNK;
-    let frames = CHUNK.min(N_FRAMES - t0);
+    let frames = CHUNK.min(all_frames - t0);
     // The non-zero span is one stretch of samples, so the frames that see it are one range.
-    let loud_first = (0..frames).find(|&f| !frame_is_silent(t0 + f, nonzero));
+    let loud_first = (0..frames).find(|&f| !frame_is_silent(t0 + f, nonzero, n_samples));
     let Some(first) = loud_first else {
         return None; // pass 2 fills the chunk's columns
     };
-    let end = (first..frames).find(|&f| frame_is_silent(t0 + f, nonzero)).unwrap_or(frames);
+    let end = (first..frames).find(|&f| frame_is_silent(t0 + f, nonzero, n_samples)).unwrap_or(frames);
     let power = &mut scratch.power[..N_BINS * frames];
     if first > 0 || end < frames {
         // Silent frames: exactly what the FFT of an all-zero window gives.
@@ -436,7 +474,7 @@ fn chunk_log_mel_any(inputs: &MelInputs, c: usize, scratch: &mut ChunkScratch, o
         let g = GROUP.min(end - g0);
         for (slot, f) in (g0..g0 + g).step_by(2).enumerate() {
             let partner = (f + 1 < g0 + g).then_some(t0 + f + 1);
-            power_of_pair(samples, t0 + f, partner, plan, scratch, 2 * slot);
+            power_of_pair(samples, n_samples, t0 + f, partner, plan, scratch, 2 * slot);
         }
         store_group(&scratch.group, g, &mut scratch.power[..N_BINS * frames], frames, g0);
     }
@@ -521,8 +559,8 @@ mod tests {
 
     #[test]
     fn silent_frames_are_exactly_those_with_an_all_zero_window() {
-        let window = vec![1f32; N_FFT];
-        let mut frame = vec![0f32; N_FFT];
+        let window = vec![1f64; N_FFT];
+        let mut frame = vec![0f64; N_FFT];
         // One non-zero stretch [lo, hi] at the start, around frame edges, in the middle, at the
         // very end of the 30 s, and past it (cut away).
         let spans = [(0, 0), (0, 3), (5, 5), (199, 200), (200, 200), (201, 201), (359, 361),
@@ -532,9 +570,9 @@ mod tests {
             signal[lo..=hi].fill(-1.0);
             let mut loud = Vec::new();
             for t in 0..N_FRAMES {
-                fill_frame(&signal, t, &window, &mut frame);
+                fill_frame(&signal, N_SAMPLES, t, &window, &mut frame);
                 let silent = frame.iter().all(|&x| x == 0.0);
-                assert_eq!(frame_is_silent(t, Some((lo, hi))), silent, "span {lo}..={hi}, frame {t}");
+                assert_eq!(frame_is_silent(t, Some((lo, hi)), N_SAMPLES), silent, "span {lo}..={hi}, frame {t}");
                 if !silent {
                     loud.push(t);
                 }
@@ -542,7 +580,29 @@ mod tests {
             // The chunk pass relies on this: the frames that see the span are one range.
             assert!(loud.windows(2).all(|w| w[1] == w[0] + 1), "span {lo}..={hi}: loud frames {loud:?}");
         }
-        assert!(frame_is_silent(0, None));
+        assert!(frame_is_silent(0, None, N_SAMPLES));
+    }
+
+    #[test]
+    fn short_output_equals_the_first_columns_of_the_full_one() {
+        // A 300 s padded length, as Qwen2.5-Omni's extractor: the frames touching the signal
+        // against every frame of the padded signal.
+        let n_samples = 16_000 * 300;
+        let all = n_samples / HOP;
+        for len in [1usize, 159, 160, 161, 3_333, 16_000 * 2 + 7] {
+            let x: Vec<f32> = (0..len).map(|n| ((n * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.3).collect();
+            let frames = frames_touching(len, n_samples);
+            assert!(frames >= len.div_ceil(HOP) && frames < all);
+            let short = log_mel(&x, 16, n_samples, frames).unwrap();
+            let full = log_mel(&x, 16, n_samples, all).unwrap();
+            for m in 0..16 {
+                assert_eq!(&short[m * frames..(m + 1) * frames], &full[m * all..m * all + frames], "len {len}, mel {m}");
+                assert!(full[m * all + frames..(m + 1) * all].iter().all(|&v| v == full[(m + 1) * all - 1]));
+            }
+        }
+        assert_eq!(frames_touching(10 * n_samples, n_samples), all);
+        assert!(log_mel(&[0.0; 4], 8, 16_001, 1).is_err());
+        assert!(log_mel(&[0.0; 4], 8, 1600, 11).is_err());
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! - [`audio`]: first audio stream -> FFmpeg's mono downmix (or the channel mean) -> 16 kHz float32.
 //! - [`mel`]: Whisper log-mel spectrogram (n_mels x 3000).
 //! - [`clip`]: the whole per-clip pipeline and the parallel batch loader.
+//! - [`qwen`]: frames as the Qwen2.5-Omni utilities give them (torchvision's antialiased bicubic).
 
 pub mod audio;
 pub mod clip;
 pub mod image;
 pub mod mel;
 pub mod profile;
+pub mod qwen;
 pub mod sampling;
 pub mod video;
 

@@ -301,8 +301,9 @@ pub(crate) fn fps(track: &Track) -> f64 {
     f64::NAN
 }
 
-/// Converts decoded pictures to packed RGB24 at full size, recreating the swscale context when
-/// the picture format or size changes mid-stream. The output picture is FFmpeg-allocated (aligned
+/// Converts decoded pictures to packed RGB24 at full size as the ffmpeg command line does (the
+/// same swscale, its default bicubic flags, the picture's tagged matrix and range), recreating
+/// the swscale context when the picture format or size changes mid-stream. The output picture is FFmpeg-allocated (aligned
 /// rows, as PyAV's), and is reused from one conversion to the next.
 pub(crate) struct RgbConverter {
     scaler: Option<(ff::format::Pixel, u32, u32, ff::software::scaling::Context)>,
@@ -330,7 +331,10 @@ impl RgbConverter {
                 ff::format::Pixel::RGB24,
                 w,
                 h,
-                ff::software::scaling::Flags::BILINEAR,
+                // The ffmpeg command line's default (`-sws_flags bicubic`): pictures without an
+                // unscaled fast path (10-bit, 4:2:2, ...) then convert exactly as
+                // `ffmpeg -pix_fmt rgb24` converts them; 8-bit 4:2:0 takes the fast path either way.
+                ff::software::scaling::Flags::BICUBIC,
             )
             .map_err(|e| MediaError::new(path, format!("cannot convert {fmt:?} pictures to RGB: {e}")))?;
             set_colour_details(&mut ctx, frame);
