@@ -40,9 +40,9 @@ DEMO_SFT: Dict[str, Any] = {
 }
 #: GRPO settings of the demo (the non-path fields of configs/tiny-grpo.yaml).
 DEMO_GRPO: Dict[str, Any] = {
-    "num_frames": 2, "max_steps": 120, "learning_rate": 2e-3, "lr_scheduler_type": "constant",
+    "num_frames": 2, "max_steps": 120, "learning_rate": 1e-3, "lr_scheduler_type": "linear",
     "warmup_ratio": 0.0, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 1,
-    "num_generations": 4, "max_prompt_length": 512, "max_completion_length": 16, "temperature": 1.0,
+    "num_generations": 8, "max_prompt_length": 512, "max_completion_length": 16, "temperature": 1.0,
     "beta": 0.04, "epsilon": 0.2, "loss_type": "grpo", "num_iterations": 1, "scale_rewards": "group",
     "reward_funcs": ["accuracy", "format"], "reward_mode": "robust",
     "tunable_parts": ["mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_gate"],

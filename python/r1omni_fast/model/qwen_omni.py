@@ -10,7 +10,8 @@ Whisper feature extractor).
 Media per record (:func:`load_qwen_clip`, the one media step): frames sampled by time as
 ``qwen-omni-utils`` does (``fps`` 2, ``min_frames``/``max_frames``, an even count, indices
 ``linspace(0, N-1, n).round()``), resized by ``smart_resize`` (multiples of 28, per-frame and total
-pixel budgets, bicubic with antialias), and 16 kHz audio: from a separate file named in the record,
+pixel budgets, bicubic with antialias) — natively, ``r1omni_fast.media.qwen_video``, bit-exact with
+the utilities' ``fetch_video`` — and 16 kHz audio: from a separate file named in the record,
 from the video's own track (the time-interleaved ``use_audio_in_video`` layout), or none. Audio
 is loaded when the record's prompt holds ``<audio>``; a record that asks for audio its file does
 not have is a ``MediaError`` naming the file (raised or counted as a skip by ``on_bad_record``).
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -112,39 +112,6 @@ class QwenClip:
         return self.audio is not None
 
 
-def smart_nframes(total_frames: int, video_fps: float, settings: QwenMediaSettings) -> int:
-    """qwen-omni-utils' ``smart_nframes`` (fps rule): ``total/video_fps*fps`` clamped to
-    [min_frames, max_frames] (rounded to even) and to the clip, floored to even. Raises
-    ValueError when the clip has fewer than 2 frames."""
-    min_frames = math.ceil(settings.min_frames / 2) * 2
-    max_frames = math.floor(min(settings.max_frames, total_frames) / 2) * 2
-    n = total_frames / video_fps * settings.fps
-    n = min(min(max(n, min_frames), max_frames), total_frames)
-    n = math.floor(n / 2) * 2
-    if not 2 <= n <= total_frames:
-        raise ValueError(f"nframes should be in [2, {total_frames}], got {n} (the clip is too short)")
-    return int(n)
-
-
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: float) -> tuple[int, int]:
-    """qwen-omni-utils' ``smart_resize``: (h, w) multiples of ``factor``, their product in
-    [min_pixels, max_pixels], the aspect ratio kept as closely as possible. Raises ValueError for
-    an aspect ratio over 200."""
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = math.floor(height / beta / factor) * factor
-        w_bar = math.floor(width / beta / factor) * factor
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
 def load_qwen_clip(video: str | os.PathLike, *, audio_path: str | os.PathLike | None = None, audio: bool = True,
                    require_audio: bool = False, settings: QwenMediaSettings | None = None) -> QwenClip:
     """THE media step of this backend (one clip): frames sampled by time and smart-resized, and
@@ -155,22 +122,22 @@ def load_qwen_clip(video: str | os.PathLike, *, audio_path: str | os.PathLike | 
     Returns a :class:`QwenClip`. Raises ``MediaError`` naming the file for an undecodable input,
     a clip under 2 frames or missing required audio.
     """
-    from r1omni_fast.media import MediaError, decode_frames, load_audio, load_clip
+    from r1omni_fast.media import MediaError, load_audio, load_clip, qwen_frame_indices, qwen_video
 
     settings = settings or QwenMediaSettings()
     path = os.fspath(video)
     probe = load_clip(path, num_frames=1, image_size=16, aspect="resize", audio=False)
-    total, video_fps = int(probe.num_video_frames), float(probe.fps)
-    if not math.isfinite(video_fps) or video_fps <= 0:
-        video_fps = settings.fps  # no usable rate: one sampled frame per original frame pair
     try:
-        n = smart_nframes(total, video_fps, settings)
+        idx, _ = qwen_frame_indices(int(probe.num_video_frames), float(probe.fps), fps=settings.fps,
+                                    min_frames=settings.min_frames, max_frames=settings.max_frames)
     except ValueError as exc:
         raise MediaError(path, str(exc)) from None
-    idx = torch.linspace(0, total - 1, n).round().long().tolist()
-    sample_fps = n / max(total, 1e-6) * video_fps
-    rgb = decode_frames(path, idx)  # (n, H, W, 3) uint8
-    frames = _resize_frames(rgb, settings)
+    # native: decoded, sampled by time and resized as qwen-omni-utils' fetch_video (bit-exact)
+    frames, sample_fps = qwen_video(path, fps=settings.fps, min_frames=settings.min_frames,
+                                    max_frames=settings.max_frames, min_pixels=settings.min_pixels,
+                                    max_pixels=settings.max_pixels, total_pixels=settings.total_pixels)
+    if len(frames) != len(idx):
+        raise MediaError(path, f"{len(frames)} frames decoded where {len(idx)} were sampled")
     wave, source = None, None
     if audio:
         source_path = path if audio_path is None else os.fspath(audio_path)
@@ -180,20 +147,7 @@ def load_qwen_clip(video: str | os.PathLike, *, audio_path: str | os.PathLike | 
             raise MediaError(source_path, f"{what} has no audio stream but the record asks for audio (<audio> in "
                                           "its prompt): give the record an audio file with sound, or remove <audio>")
         source = None if wave is None else ("file" if audio_path is not None else "video")
-    return QwenClip(frames, sample_fps, np.asarray(idx, np.int64), wave, source)
-
-
-def _resize_frames(rgb: np.ndarray, settings: QwenMediaSettings) -> np.ndarray:
-    """qwen-omni-utils' frame resize: the pixel budget of the clip (``total_pixels / n * 2``,
-    within [min_pixels*1.05, max_pixels]), ``smart_resize``, then bicubic with antialias (as
-    torchvision's ``resize`` on tensors), rounded to uint8."""
-    n, height, width = rgb.shape[:3]
-    max_pixels = max(min(settings.max_pixels, settings.total_pixels / n * 2), int(settings.min_pixels * 1.05))
-    h, w = smart_resize(height, width, settings.factor, settings.min_pixels, max_pixels)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float()
-    if (h, w) != (height, width):
-        x = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+    return QwenClip(frames, float(sample_fps), np.asarray(idx, np.int64), wave, source)
 
 
 def load_qwen_batch(paths: Sequence[str], *, audio_paths: Sequence[Optional[str]] | None = None,
@@ -910,5 +864,4 @@ def _grad_if(module: nn.Module):
 
 
 __all__ = ["QWEN_OMNI_SYSTEM", "ProcessorError", "QwenClip", "QwenClipCollator", "QwenMediaSettings",
-           "QwenOmniProcessor", "QwenOmniThinkerPolicy", "load_qwen_batch", "load_qwen_clip", "smart_nframes",
-           "smart_resize"]
+           "QwenOmniProcessor", "QwenOmniThinkerPolicy", "load_qwen_batch", "load_qwen_clip"]
