@@ -252,7 +252,8 @@ class QwenOmniProcessor:
     ``__call__`` returns ``input_ids`` / ``attention_mask`` (B, L) padded on ``padding_side``,
     ``labels`` with targets, and for the rows with media: ``pixel_values_videos`` (patches, C*2*14*14),
     ``video_grid_thw`` (videos, 3), ``video_second_per_grid`` (videos,), ``input_features``
-    (audios, 128, 3000), ``feature_attention_mask`` (audios, 3000), plus ``video_rows`` /
+    (audios, 128, L) and ``feature_attention_mask`` (audios, L), L the longest audio's mel frames
+    (10 ms each; not padded to Whisper's 30 s), plus ``video_rows`` /
     ``audio_rows`` (B,) bool and ``audio_in_video`` (B,) bool (audio from the video's own track,
     interleaved with its frames in 2-second chunks).
     """
@@ -335,11 +336,16 @@ class QwenOmniProcessor:
         return out
 
     def _audio_inputs(self, wave: np.ndarray) -> dict:
+        """Whisper log-mel features of ``wave`` (16 kHz) as the processor's feature extractor makes
+        them, natively and without the padding (``r1omni_fast.media.qwen_audio_features``):
+        ``input_features`` (1, n_mels, L) float32 with L = ceil(samples / 160), its mask (1, L)."""
+        from r1omni_fast.media import qwen_audio_features
+
         fe = self.hf.feature_extractor
-        out = fe(wave, sampling_rate=SAMPLE_RATE, return_attention_mask=True, padding="max_length", return_tensors="pt")
-        mask = out["attention_mask"]
-        return {"input_features": out["input_features"], "feature_attention_mask": mask,
-                "num_audio_tokens": int(_audio_output_length(mask.sum(-1))[0])}
+        feats, mask = qwen_audio_features(wave, n_mels=fe.feature_size, sampling_rate=SAMPLE_RATE)
+        mask = torch.from_numpy(np.asarray(mask, np.int64))[None]
+        return {"input_features": torch.from_numpy(np.ascontiguousarray(feats, np.float32))[None],
+                "feature_attention_mask": mask, "num_audio_tokens": int(_audio_output_length(mask.sum(-1))[0])}
 
     def _expand(self, prompt: str, video: dict | None, audio: dict | None, interleave: bool) -> str:
         tok = self.tokenizer
@@ -425,8 +431,11 @@ class QwenOmniProcessor:
             batch["video_grid_thw"] = torch.cat([v["video_grid_thw"] for v in videos])
             batch["video_second_per_grid"] = torch.cat([v["video_second_per_grid"] for v in videos])
         if audios:
-            batch["input_features"] = torch.cat([a["input_features"] for a in audios])
-            batch["feature_attention_mask"] = torch.cat([a["feature_attention_mask"] for a in audios])
+            width = max(a["input_features"].shape[-1] for a in audios)  # the longest audio, not 30 s
+            batch["input_features"] = torch.cat([F.pad(a["input_features"], (0, width - a["input_features"].shape[-1]))
+                                                 for a in audios])
+            batch["feature_attention_mask"] = torch.cat(
+                [F.pad(a["feature_attention_mask"], (0, width - a["feature_attention_mask"].shape[-1])) for a in audios])
         batch["video_rows"] = torch.tensor(video_rows)
         batch["audio_rows"] = torch.tensor(audio_rows)
         batch["audio_in_video"] = torch.tensor(interleaved)
