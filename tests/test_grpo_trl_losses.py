@@ -69,7 +69,7 @@ def test_cispo_and_vespo_warn_as_trl(assets, tmp_path, caplog):
 @pytest.mark.parametrize("quantile", [0.2, 0.0])
 def test_micro_batch_loss_masks_the_policy_term_by_trls_entropy_quantile(assets, tmp_path, quantile):
     """The trainer's loss on a real rollout equals grpo_loss with TRL's entropy mask written out
-    (the threshold: torch.quantile of the completion tokens' fp64 categorical entropies)."""
+    (the threshold: torch.quantile of the completion tokens' categorical entropies, fp64 rounded to fp32)."""
     from r1omni_fast.kernels import grpo_loss
     from r1omni_fast.train import common
     from r1omni_fast.train.grpo import loss_arguments, micro_batch_loss
@@ -87,8 +87,10 @@ def test_micro_batch_loss_masks_the_policy_term_by_trls_entropy_quantile(assets,
                                                  trainer.cfg.num_generations)
     m = rollout.mask
     ent = torch.distributions.Categorical(logits=logits.double() / 0.8).entropy()
-    threshold = torch.quantile(ent[m].float(), 1 - quantile)
-    keep = ((ent * m) >= threshold) & m
+    # TRL compares the float32 entropies with their own quantile (so quantile 0 keeps the maximum)
+    ent32 = ent.float()
+    threshold = torch.quantile(ent32[m], 1 - quantile)
+    keep = ((ent32 * m) >= threshold) & m
     assert 0 < int(keep.sum()) < int(m.sum())
 
     def gradient(loss_fn):

@@ -421,11 +421,16 @@ def test_lora_adapts_the_thinkers_text_decoder_and_the_grpo_reference_is_the_bas
 
 @pytest.mark.slow
 def test_cli_sft_and_grpo_with_lora_then_merge_eval_and_predict_on_the_tiny_thinker(tiny, tmp_path):
-    """use_peft through the CLI on the thinker: SFT and GRPO write adapter folders, the GRPO run
-    resumes exactly, `merge` writes a thinker folder that eval and predict load."""
+    """use_peft through the CLI on the thinker, on records with audio from the video track, from a
+    separate file and without audio: SFT and GRPO write adapter folders, the GRPO run resumes
+    exactly, `merge` writes a thinker folder that eval and predict load."""
+    from types import SimpleNamespace
+
     from r1omni_fast.train.metrics_log import read_jsonl
 
-    model_dir, data, _, _ = tiny
+    model_dir, original, media, _ = tiny
+    data = SimpleNamespace(**{split: _mixed_audio(Path(getattr(original, split)), media, tmp_path / f"{split}.json")
+                              for split in ("sft", "train", "test")})
     lora = dict(use_peft=True, lora_r=4, lora_alpha=8, tunable_parts=["mm_language_model"])
     sft = tmp_path / "sft"
     cfg = write_config(tmp_path / "sft.yaml", **_fields("sft", model_dir, data, sft, max_steps=3, save_steps=3, **lora))
