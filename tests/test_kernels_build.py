@@ -45,22 +45,27 @@ def _compile_all(capability: int) -> None:
         gstrides = {"stride_gb": "i64", "stride_gt": "i32"}
         token_sig = {
             **logits, "grad_ptr": f"*{dt}", "ids_ptr": "*i64", "weight_ptr": "*fp32", "adv_ptr": "*fp32",
-            "old_ptr": "*fp32", "ref_ptr": "*fp32", "logp_ptr": "*fp32", "loss_ptr": "*fp32", "kl_ptr": "*fp32",
-            "clip_ptr": "*i8", **rows, **lstrides, **gstrides, "inv_temperature": "fp32", "beta": "fp32",
-            "clip_low": "fp32", "clip_high": "fp32", "delta": "fp32", "HAS_OLD": "constexpr",
-            "HAS_REF": "constexpr", "HAS_DELTA": "constexpr", "WRITE_GRAD": "constexpr", "BLOCK_V": "constexpr",
+            "old_ptr": "*fp32", "ref_ptr": "*fp32", "pmask_ptr": "*fp32", "logp_ptr": "*fp32", "loss_ptr": "*fp32",
+            "kl_ptr": "*fp32", "clip_ptr": "*i8", "entropy_ptr": "*fp32", **rows, **lstrides, **gstrides,
+            "inv_temperature": "fp32", "beta": "fp32", "clip_low": "fp32", "clip_high": "fp32", "delta": "fp32",
+            "sapo_pos": "fp32", "sapo_neg": "fp32", "HAS_OLD": "constexpr", "HAS_REF": "constexpr",
+            "HAS_DELTA": "constexpr", "HAS_PMASK": "constexpr", "KL_TIMES_RATIO": "constexpr",
+            "WRITE_GRAD": "constexpr", "WRITE_ENTROPY": "constexpr", "LOSS_KIND": "constexpr", "BLOCK_V": "constexpr",
         }  # fmt: skip
-        for flags in ((True, True, True, True), (False, False, False, False)):
-            constexprs = dict(zip(("HAS_OLD", "HAS_REF", "HAS_DELTA", "WRITE_GRAD"), flags), BLOCK_V=4096)
-            build(ops._grpo_token_kernel, token_sig, constexprs)
+        names = ("HAS_OLD", "HAS_REF", "HAS_DELTA", "HAS_PMASK", "KL_TIMES_RATIO", "WRITE_GRAD", "WRITE_ENTROPY")
+        for kind in sorted(set(ops._LOSS_KIND.values())):  # grpo-like, cispo, sapo
+            for flag in (True, False):
+                constexprs = dict(dict.fromkeys(names, flag), LOSS_KIND=kind, BLOCK_V=4096)
+                build(ops._grpo_token_kernel, token_sig, constexprs)
         if dt != "bf16":  # the other kernels differ by dtype only in their loads and stores
             continue
         logprobs_sig = {
-            **logits, "ids_ptr": "*i64", "active_ptr": "*fp32", "logp_ptr": "*fp32", "lse_ptr": "*fp32", **rows,
-            **lstrides, "inv_temperature": "fp32", "HAS_ACTIVE": "constexpr", "BLOCK_V": "constexpr",
+            **logits, "ids_ptr": "*i64", "active_ptr": "*fp32", "logp_ptr": "*fp32", "lse_ptr": "*fp32",
+            "entropy_ptr": "*fp32", **rows, **lstrides, "inv_temperature": "fp32", "HAS_ACTIVE": "constexpr",
+            "WRITE_ENTROPY": "constexpr", "BLOCK_V": "constexpr",
         }  # fmt: skip
-        for has_active in (True, False):
-            build(ops._logprobs_kernel, logprobs_sig, {"HAS_ACTIVE": has_active, "BLOCK_V": 4096})
+        for flag in (True, False):
+            build(ops._logprobs_kernel, logprobs_sig, {"HAS_ACTIVE": flag, "WRITE_ENTROPY": flag, "BLOCK_V": 4096})
         backward_sig = {
             **logits, "grad_ptr": f"*{dt}", "ids_ptr": "*i64", "dlogp_ptr": "*fp32", "lse_ptr": "*fp32", **rows,
             **lstrides, **gstrides, "inv_temperature": "fp32", "BLOCK_V": "constexpr",
@@ -87,7 +92,7 @@ def test_kernels_compile_for_sm90():
         [sys.executable, "-W", "error", __file__], env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    assert result.stdout.count("compiled") == 3 * 2 + (2 + 1 + 1) + 3
+    assert result.stdout.count("compiled") == 3 * 3 * 2 + (2 + 1 + 1) + 3  # dtypes x loss kinds x flags, ...
 
 
 def test_importing_the_kernels_loads_neither_triton_nor_the_native_extension():
