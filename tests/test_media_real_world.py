@@ -236,13 +236,20 @@ def _pillow_pass(img: np.ndarray, out: int) -> np.ndarray:
 
 
 def _pillow_resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Pillow's two-pass bicubic resize as its C source states it: horizontal pass first, then
-    vertical, each rounding to 8 bits (a pass is skipped when its size does not change)."""
-    if img.shape[1] != size:
-        img = _pillow_pass(img, size)
-    if img.shape[0] != size:
-        img = _pillow_pass(img.transpose(1, 0, 2), size).transpose(1, 0, 2)
-    return np.ascontiguousarray(img)
+    """Pillow's two-pass bicubic resize as its C source states it, each pass rounding to 8 bits
+    (a pass is skipped when its size does not change). The order is Pillow 13's: vertical pass
+    first when the height shrinks by more than twice as many pixels as the width
+    (``h - size > 2 * (w - size)``, Pillow pull request 9549), horizontal pass first otherwise."""
+    def horizontal(a):
+        return a if a.shape[1] == size else _pillow_pass(a, size)
+
+    def vertical(a):
+        return a if a.shape[0] == size else _pillow_pass(a.transpose(1, 0, 2), size).transpose(1, 0, 2)
+
+    h, w = img.shape[:2]
+    if size < h and h - size > 2 * (w - size):
+        return np.ascontiguousarray(horizontal(vertical(img)))
+    return np.ascontiguousarray(vertical(horizontal(img)))
 
 
 def _to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -268,12 +275,28 @@ def test_resize_is_bit_exact_with_pil(w, h, size, aspect, seed, lines):
     canvas = rgb if aspect == "resize" else np.asarray(
         ref.expand2square(Image.fromarray(rgb), (127, 127, 127)))
     assert np.array_equal(_to_uint8(got), _pillow_resize(canvas, size))
-    # Against the installed Pillow: bit-exact whenever the picture is reduced at least as much
-    # horizontally as vertically -- always with aspect="pad" (a square to a square) and for
-    # landscape pictures squashed with aspect="resize". (Pillow 13.0.0's wheel runs its
-    # vertical pass first for some pictures reduced more vertically; see the README.)
-    if canvas.shape[0] <= canvas.shape[1]:
-        assert np.array_equal(got, _pil_frame(rgb, size, aspect))
+    # Against the installed Pillow, in every case.
+    assert np.array_equal(got, _pil_frame(rgb, size, aspect))
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data(), widen=st.booleans(), seed=st.integers(0, 2 ** 32 - 1), lines=st.booleans())
+def test_squashed_portrait_resize_is_bit_exact_with_pil(data, widen, seed, lines):
+    """Portrait pictures squashed (``aspect="resize"``, the height reduced): Pillow 13 runs the
+    vertical pass first when the height shrinks by more than twice as many pixels as the width
+    -- always when the width grows or stays (``widen``) -- and so does the native resize."""
+    w = data.draw(st.integers(1, 200), label="w")
+    size = data.draw(st.integers(w, 220) if widen else st.integers(1, w), label="size")
+    h = data.draw(st.integers(max(size + 1, w), 300), label="h")
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if lines:
+        rgb[:] = 0
+        rgb[::3, :, 0] = 255
+        rgb[:, ::4, 1] = 255
+    got = media.preprocess_frame(rgb, size, "resize")
+    assert np.array_equal(_to_uint8(got), _pillow_resize(rgb, size))
+    assert np.array_equal(got, _pil_frame(rgb, size, "resize"))
 
 
 def test_preprocess_frame_options(rotated):

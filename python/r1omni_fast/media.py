@@ -316,8 +316,8 @@ def preprocess_frame(rgb, image_size: int = 224, aspect: str = "pad", *,
                      std: Sequence[float] = (0.5, 0.5, 0.5), backend: str = "native") -> np.ndarray:
     """The picture half of the pipeline on one RGB24 picture: uint8 (H, W, 3) -> float32
     (3, S, S). ``aspect="pad"`` pads to a square of grey ``int(mean*255)`` (HumanOmni's
-    ``expand2square``); the bicubic resize is bit-exact with Pillow's ``Image.resize(...,
-    BICUBIC)``; then ``(x/255 - mean)/std``. Raises ``ValueError`` for a bad shape or option."""
+    ``expand2square``); the bicubic resize is bit-exact with Pillow 13's ``Image.resize(...,
+    BICUBIC)`` (its pass order included); then ``(x/255 - mean)/std``. Raises ``ValueError`` for a bad shape or option."""
     mean, std = _norm3(mean, "mean"), _norm3(std, "std")
     a = np.ascontiguousarray(np.asarray(rgb))
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3 or 0 in a.shape:

@@ -3,8 +3,9 @@
 //! Order (as HumanOmni): the display matrix applied ([`Orientation`]); optional pad to a square
 //! with the fill colour `int(mean*255)`, the picture centred on the short axis (PIL
 //! `expand2square`); bicubic resize to S x S bit-exact with Pillow's `Image.resize(...,
-//! BICUBIC)` (its `ImagingResample`: horizontal pass first, then vertical, each rounding to
-//! 8 bits; a = -0.5, support scaled on downsampling, coefficients normalised then rounded to
+//! BICUBIC)` (its `ImagingResample`: two passes, each rounding to 8 bits, in Pillow 13's order --
+//! vertical first when the height shrinks by more than twice as many pixels as the width,
+//! horizontal first otherwise; a = -0.5, support scaled on downsampling, coefficients normalised then rounded to
 //! 22-bit fixed point); then `(x/255 - mean) / std` per channel.
 
 /// A packed RGB24 picture, rows without padding.
@@ -256,6 +257,7 @@ pub struct SquareResizer {
     taps: Option<((usize, usize), Taps, Taps)>,
     temp: Vec<u8>,
     row: Vec<u8>,
+    canvas_rows: Vec<u8>,
     scratch: Vec<u8>,
     acc: Vec<i32>,
     out: Vec<u8>,
@@ -268,11 +270,12 @@ impl SquareResizer {
 
     /// A resizer to `width x height` (any output size, as `Image.resize((width, height))`).
     pub fn with_size(width: u32, height: u32) -> Self {
-        SquareResizer { width, height, taps: None, temp: Vec::new(), row: Vec::new(), scratch: Vec::new(), acc: Vec::new(), out: Vec::new() }
+        SquareResizer { width, height, taps: None, temp: Vec::new(), row: Vec::new(), canvas_rows: Vec::new(), scratch: Vec::new(), acc: Vec::new(), out: Vec::new() }
     }
 
     /// `src` padded to a square of `fill` (for [`Aspect::Pad`]) and resized, as packed RGB24
-    /// bytes; bit-exact with Pillow's `expand2square` then `resize(..., BICUBIC)`.
+    /// bytes; bit-exact with Pillow's `expand2square` then `resize(..., BICUBIC)`, in Pillow 13's
+    /// pass order ([`vertical_pass_first`]).
     pub fn resize(&mut self, src: RgbView<'_>, aspect: Aspect, fill: [u8; 3]) -> Result<&[u8], String> {
         if src.width == 0 || src.height == 0 || self.width == 0 || self.height == 0 {
             return Err(format!("cannot resize a {}x{} picture to {}x{}", src.width, src.height, self.width, self.height));
@@ -287,6 +290,41 @@ impl SquareResizer {
         let (need_h, need_v) = (iw != ow, ih != oh);
         self.out.resize(ow * oh * 3, 0);
         let row_bytes = ow * 3;
+        if need_h && need_v && vertical_pass_first(iw, ih, ow, oh) {
+            // The vertical pass first, over the whole width, rounding to 8 bits; then the
+            // horizontal pass over the `oh` rows it made.
+            let in_bytes = iw * 3;
+            let (y0, y1) = (vertical.first[0], vertical.first[oh - 1] + vertical.len[oh - 1]);
+            let plain = canvas.left == 0 && canvas.top == 0 && canvas.width == src.width as usize && canvas.height == src.height as usize;
+            // The canvas rows the pass reads, `stride` bytes apart, row `base` first.
+            let (data, stride, base): (&[u8], usize, usize) = if plain {
+                (src.data, src.stride, 0)
+            } else {
+                self.canvas_rows.clear();
+                for y in y0..y1 {
+                    self.canvas_rows.extend_from_slice(canvas.row(y, &mut self.row));
+                }
+                (&self.canvas_rows, in_bytes, y0)
+            };
+            self.temp.resize(oh * in_bytes, 0);
+            self.acc.resize(in_bytes, 0);
+            let acc = &mut self.acc[..in_bytes];
+            for (yy, t) in self.temp.chunks_exact_mut(in_bytes).enumerate() {
+                taps_sum(acc, data, stride, vertical.first[yy] - base, vertical.weights(yy));
+                for (o, &a) in t.iter_mut().zip(acc.iter()) {
+                    *o = clip8(a);
+                }
+            }
+            let rows: Vec<&[u8]> = self.temp.chunks_exact(in_bytes).collect();
+            let out = &mut self.out;
+            for (b, block) in rows.chunks(ROW_BLOCK).enumerate() {
+                resample_rows(block, iw, horizontal, &mut self.scratch, &mut self.acc, |i, xx, px| {
+                    let at = (b * ROW_BLOCK + i) * row_bytes + xx * 3;
+                    out[at..at + 3].copy_from_slice(&px);
+                });
+            }
+            return Ok(&self.out);
+        }
         // Rows of the canvas the vertical pass reads (all of them when it is skipped).
         let (y0, y1) = if need_v {
             (vertical.first[0], vertical.first[oh - 1] + vertical.len[oh - 1])
@@ -354,6 +392,15 @@ impl SquareResizer {
         }
         Ok(&self.out)
     }
+}
+
+/// Whether Pillow 13 runs the vertical pass first for a `iw x ih` to `ow x oh` resize: when the
+/// height shrinks by more than twice as many pixels as the width does (`ih - oh > 2 (iw - ow)`
+/// with `oh < ih`; Pillow pull request 9549, "if height is scaled down significantly more than
+/// width, resize vertically first"). Measured against the installed Pillow 13.0.0 on every
+/// size class, the boundary `ih - oh = 2 (iw - ow)` included (horizontal first there).
+pub fn vertical_pass_first(iw: usize, ih: usize, ow: usize, oh: usize) -> bool {
+    oh < ih && (ih - oh) as i64 > 2 * (iw as i64 - ow as i64)
 }
 
 /// The pad colour for `mean`: `int(mean * 255)` per channel (PIL's `expand2square` fill).
@@ -524,6 +571,73 @@ mod tests {
                 assert_eq!(got, &want.data[..], "{w}x{h} {aspect:?}");
             }
         }
+    }
+
+    /// One pass of Pillow's resample along x, pixel by pixel: the slow reference.
+    fn naive_pass_x(img: &RgbImage, ow: u32) -> RgbImage {
+        let taps = Taps::new(img.width as usize, ow as usize);
+        let mut data = Vec::with_capacity((ow * img.height * 3) as usize);
+        for y in 0..img.height as usize {
+            for xx in 0..ow as usize {
+                for c in 0..3 {
+                    let mut acc = 1i64 << (PRECISION_BITS - 1);
+                    for (j, &w) in taps.weights(xx).iter().enumerate() {
+                        acc += w as i64 * img.data[(y * img.width as usize + taps.first[xx] + j) * 3 + c] as i64;
+                    }
+                    data.push((acc >> PRECISION_BITS).clamp(0, 255) as u8);
+                }
+            }
+        }
+        RgbImage { width: ow, height: img.height, data }
+    }
+
+    fn transposed(img: &RgbImage) -> RgbImage {
+        Orientation { transpose: true, ..Default::default() }.apply(img.view())
+    }
+
+    /// Pillow's two passes in the given order, a pass skipped when its size does not change.
+    fn naive_resize(img: &RgbImage, ow: u32, oh: u32, vertical_first: bool) -> RgbImage {
+        let h = |i: RgbImage| if i.width != ow { naive_pass_x(&i, ow) } else { i };
+        let v = |i: RgbImage| if i.height != oh { transposed(&naive_pass_x(&transposed(&i), oh)) } else { i };
+        if vertical_first { h(v(img.clone())) } else { v(h(img.clone())) }
+    }
+
+    #[test]
+    fn pass_order_is_pillow_13s() {
+        // (w, h, out w, out h): Pillow 13 runs the vertical pass first iff out h < h and
+        // h - out h > 2 (w - out w), of the canvas (the padded square for Aspect::Pad); the
+        // cases straddle that boundary (50x100 to 40x79 vertical first, to 40x80 not).
+        let cases = [
+            (20, 90, 24, 24), (7, 50, 30, 13), (1, 40, 5, 3), (33, 34, 40, 33), (16, 40, 48, 24),
+            (50, 100, 40, 79), (50, 100, 40, 80), (160, 300, 150, 224), (40, 60, 39, 57), (12, 70, 5, 55),
+            (90, 20, 24, 24), (50, 50, 24, 30), (10, 10, 30, 40), (16, 40, 30, 20), (40, 16, 40, 7),
+        ];
+        let mut order_mattered = false;
+        for (i, &(w, h, ow, oh)) in cases.iter().enumerate() {
+            let img = noise(w, h, 100 + i as u64);
+            let stride = w as usize * 3 + 5;
+            let mut strided = vec![0u8; stride * h as usize];
+            for y in 0..h as usize {
+                strided[y * stride..y * stride + w as usize * 3].copy_from_slice(&img.data[y * w as usize * 3..(y + 1) * w as usize * 3]);
+            }
+            let view = RgbView { width: w, height: h, stride, data: &strided };
+            let mut resizer = SquareResizer::with_size(ow, oh);
+            for aspect in [Aspect::Pad, Aspect::Resize] {
+                let canvas = match aspect {
+                    Aspect::Pad => pad_to_square(&img, [127; 3]),
+                    Aspect::Resize => img.clone(),
+                };
+                let (cw, ch) = (canvas.width as i64, canvas.height as i64);
+                let vertical_first = (oh as i64) < ch && ch - oh as i64 > 2 * (cw - ow as i64);
+                let want = naive_resize(&canvas, ow, oh, vertical_first);
+                let got = resizer.resize(view, aspect, [127; 3]).unwrap();
+                assert_eq!(got, &want.data[..], "{w}x{h} -> {ow}x{oh} {aspect:?}");
+                if vertical_first && ow != canvas.width {
+                    order_mattered |= naive_resize(&canvas, ow, oh, false).data != want.data;
+                }
+            }
+        }
+        assert!(order_mattered, "no case where the pass order changes the result");
     }
 
     #[test]
