@@ -361,7 +361,8 @@ def test_lora_on_two_ranks_matches_one_process(lora_runs, stage, name):
     for x, y in zip(a, b):
         assert y["loss"] == pytest.approx(x["loss"], rel=LOSS_RTOL, abs=1e-9)
         if stage == "grpo":
-            assert y["kl"] == pytest.approx(x["kl"], rel=1e-5, abs=1e-9)
+            # the same bound as the full-weight runs: float32 rounding of a KL near 2e-4
+            assert y["kl"] == pytest.approx(x["kl"], rel=1e-5, abs=1e-7)
     if stage == "grpo":
         assert a[-1]["kl"] > 0  # the adapters moved the policy away from the reference
     assert not (multi / "model.safetensors").exists()
