@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from r1omni_fast.model.omni import IGNORE_INDEX, CheckpointError, OmniOutput
-from r1omni_fast.model.prompt import MODALITIES, REASONING_TAGS, normalise_modalities
+from r1omni_fast.model.prompt import MODALITIES, REASONING_TAGS, _pad, normalise_modalities
 
 #: The system turn Qwen2.5-Omni was trained with (its model card: needed for its audio paths).
 QWEN_OMNI_SYSTEM = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
@@ -482,17 +482,6 @@ def _audio_output_length(lengths: torch.Tensor) -> torch.Tensor:
     """Audio tokens of ``lengths`` mel frames (the thinker's audio encoder: two stride-2 steps)."""
     lengths = (lengths - 1) // 2 + 1
     return (lengths - 2) // 2 + 1
-
-
-def _pad(rows: list[list[int]], pad: int, side: str) -> dict:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r, dtype=torch.long)
-        mask[i, sl] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 # ---------------------------------------------------------------------------------------- policy
