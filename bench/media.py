@@ -19,7 +19,9 @@ so PyAV's time over it is the largest ratio to PyAV that such a pipeline can rea
 normalise, audio decode + resample, log-mel, and how many pictures were decoded.
 
 The log-mel calls take about a millisecond each, so their best time is taken over
-``max(repeats, 30)`` runs, for both the native and the transformers side.
+``max(repeats, 30)`` runs, for both the native and the transformers side; so is the picture
+step alone (pad + bicubic resize to 224 + normalise, native ``preprocess_frame`` against PIL's
+``expand2square`` + ``resize``, on a 1280x720, a 640x360 and a 720x1280 picture).
 """
 
 from __future__ import annotations
@@ -167,16 +169,40 @@ PIPELINES = {
 MEL = {"native whisper_log_mel": run_mel_native, "transformers extractor": run_mel_transformers}
 
 
+def run_frame_native(pictures):
+    from r1omni_fast import media
+
+    for p in pictures:
+        media.preprocess_frame(p, SIZE, "pad", mean=MEAN, std=STD)
+
+
+def run_frame_pil(pictures):
+    from r1omni_fast.media_pyav import preprocess_frame
+
+    for p in pictures:
+        preprocess_frame(p, SIZE, "pad", MEAN, STD)
+
+
+# One picture each of 1280x720, 640x360 and 720x1280 (portrait) to 224 with padding.
+FRAME_SIZES = ((720, 1280), (360, 640), (1280, 720))
+FRAME = {"native preprocess_frame": run_frame_native, "PIL expand2square + resize": run_frame_pil}
+SHORT = {**MEL, **FRAME}  # calls of a few milliseconds: best of at least MEL_MIN_RUNS
+
+
 def child(name: str, folder: str, repeats: int) -> None:
     paths = json.loads((Path(folder) / "paths.json").read_text())
     if name in MEL:
         rng = np.random.default_rng(0)
         work = [(0.1 * rng.standard_normal(16000 * s)).astype(np.float32) for s in (3, 10, 30)]
         fn, per = MEL[name], len(work)
+    elif name in FRAME:
+        rng = np.random.default_rng(0)
+        work = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in FRAME_SIZES]
+        fn, per = FRAME[name], len(work)
     else:
         work, fn, per = paths, PIPELINES[name], len(paths)
     fn(work[:1])  # warm-up: imports, thread pools, filter banks
-    runs = max(repeats, MEL_MIN_RUNS) if name in MEL else repeats
+    runs = max(repeats, MEL_MIN_RUNS) if name in SHORT else repeats
     best = min(_timed(fn, work) for _ in range(runs))
     print(json.dumps({"ms": 1000 * best / per,
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -282,7 +308,7 @@ def main() -> None:
           f"{os.cpu_count()} CPUs; best of {args.repeats} rounds")
     # Rounds: every pipeline runs once per round, in turn, so that a change in the machine's
     # load during the run reaches all of them alike; each keeps its best round.
-    results: dict = {name: None for name in list(PIPELINES) + list(MEL)}
+    results: dict = {name: None for name in list(PIPELINES) + list(MEL) + list(FRAME)}
     failed: dict = {}
     rows: dict = {}
     for _ in range(args.repeats):
@@ -302,6 +328,7 @@ def main() -> None:
                 rows[fixture] = row
     print_table("pipeline", "ms/clip", PIPELINES, results, "native load_batch", digits=1)
     print_table("log-mel (128, 3 s/10 s/30 s)", "ms/call", MEL, results, "native whisper_log_mel", digits=2)
+    print_table("picture to 224, pad (720p/360p/portrait)", "ms/call", FRAME, results, "native preprocess_frame", digits=2)
     print_floor(rows, results, len(clips))
     if args.profile:
         print_profile(rows)

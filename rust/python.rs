@@ -555,7 +555,8 @@ fn media_preprocess_frame<'py>(
     let img = media::image::RgbImage {
         width: shape[1] as u32,
         height: shape[0] as u32,
-        data: arr.iter().copied().collect(),
+        // One memcpy for a C-contiguous array (what the Python wrapper passes), else element-wise.
+        data: arr.as_slice().map_or_else(|| arr.iter().copied().collect(), <[u8]>::to_vec),
     };
     let s = image_size as usize;
     let out = py

@@ -7,6 +7,11 @@
 //! vertical first when the height shrinks by more than twice as many pixels as the width,
 //! horizontal first otherwise; a = -0.5, support scaled on downsampling, coefficients normalised then rounded to
 //! 22-bit fixed point); then `(x/255 - mean) / std` per channel.
+//!
+//! The passes are vectorised without changing that arithmetic: the horizontal pass transposes
+//! blocks of rows into pairs of columns and the vertical pass interleaves pairs of rows, so that
+//! one AVX2 `pmaddwd` multiplies two taps of 8 outputs; each 22-bit weight is split into 16-bit
+//! halves (`w = hi * 2^11 + lo`) whose two sums recombine exactly in 32-bit integers.
 
 /// A packed RGB24 picture, rows without padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,37 +142,82 @@ impl Taps {
     }
 }
 
-/// `acc[i] = 2^21 + sum_j weights[j] * data[(first + j) * stride + i]`: the fixed-point taps of
-/// one output (a column of a transposed block, or a row of the vertical pass), vectorised with
-/// AVX2 where the CPU has it (the same integer arithmetic either way).
-fn taps_sum(acc: &mut [i32], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
+/// `dst[i] = clip8(2^21 + sum_j weights[j] * data[(first + j) * stride + i])`: one output row
+/// of the vertical pass, or one column of a transposed block in the horizontal pass, as
+/// Pillow's `ImagingResample*_8bpc` computes each pixel (32-bit fixed-point sum, then
+/// `clip8`). Vectorised with AVX2 where the CPU has it: the same integer arithmetic.
+fn taps_row(dst: &mut [u8], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
+    if !weights.is_empty() {
+        assert!((first + weights.len() - 1) * stride + dst.len() <= data.len(), "taps read past the picture");
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { taps_sum_avx2(acc, data, stride, first, weights) };
+            // SAFETY: the CPU supports AVX2 (checked just above); the reads are in bounds
+            // (asserted above).
+            return unsafe { taps_row_avx2(dst, data, stride, first, weights) };
         }
     }
-    taps_sum_portable(acc, data, stride, first, weights)
+    taps_row_portable(dst, data, stride, first, weights)
 }
 
-#[inline(always)]
-fn taps_sum_portable(acc: &mut [i32], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
-    acc.fill(1i32 << (PRECISION_BITS - 1));
-    let n = acc.len();
-    for (j, &w) in weights.iter().enumerate() {
-        let start = (first + j) * stride;
-        let src = &data[start..start + n];
-        for (a, &p) in acc.iter_mut().zip(src) {
-            *a = a.wrapping_add(p as i32 * w);
+/// The plain loop of [`taps_row`], 64 outputs at a time.
+fn taps_row_portable(dst: &mut [u8], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
+    let mut acc = [0i32; 64];
+    for (c, out) in dst.chunks_mut(64).enumerate() {
+        let acc = &mut acc[..out.len()];
+        acc.fill(1i32 << (PRECISION_BITS - 1));
+        for (j, &w) in weights.iter().enumerate() {
+            let start = (first + j) * stride + c * 64;
+            for (a, &p) in acc.iter_mut().zip(&data[start..start + out.len()]) {
+                *a = a.wrapping_add(p as i32 * w);
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = clip8(a);
         }
     }
 }
 
+/// [`taps_row`] with AVX2: the sums of 32 outputs stay in registers across the taps, then
+/// shift, saturate and pack to bytes (`packs`/`packus` saturate exactly as `clip8` clamps).
+///
+/// # Safety
+/// The CPU supports AVX2, and `(first + weights.len() - 1) * stride + dst.len() <= data.len()`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn taps_sum_avx2(acc: &mut [i32], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
-    taps_sum_portable(acc, data, stride, first, weights)
+unsafe fn taps_row_avx2(dst: &mut [u8], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
+    use std::arch::x86_64::*;
+    let n = dst.len();
+    let half = _mm256_set1_epi32(1i32 << (PRECISION_BITS - 1));
+    let base = data.as_ptr();
+    let out = dst.as_mut_ptr();
+    // 8 bytes zero-extended to 8 lanes; every read is within `data[(first + j) * stride + i..][..8]`
+    // with `i + 8 <= n`.
+    let lanes = |p: *const u8| _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const SHIFT: i32 = PRECISION_BITS as i32;
+    let mut i = 0;
+    while i + 32 <= n {
+        let (mut a0, mut a1, mut a2, mut a3) = (half, half, half, half);
+        for (j, &w) in weights.iter().enumerate() {
+            let p = base.add((first + j) * stride + i);
+            let w = _mm256_set1_epi32(w);
+            a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(lanes(p), w));
+            a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(lanes(p.add(8)), w));
+            a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(lanes(p.add(16)), w));
+            a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(lanes(p.add(24)), w));
+        }
+        let (a0, a1) = (_mm256_srai_epi32::<SHIFT>(a0), _mm256_srai_epi32::<SHIFT>(a1));
+        let (a2, a3) = (_mm256_srai_epi32::<SHIFT>(a2), _mm256_srai_epi32::<SHIFT>(a3));
+        // Per 128-bit half: a0[0..4] a1[0..4] a2[0..4] a3[0..4] | a0[4..8] a1[4..8] ...
+        let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(a2, a3));
+        _mm256_storeu_si256(out.add(i) as *mut __m256i, _mm256_permutevar8x32_epi32(bytes, order));
+        i += 32;
+    }
+    if i < n {
+        taps_row_portable(&mut dst[i..], &data[i..], stride, first, weights);
+    }
 }
 
 #[inline]
@@ -175,29 +225,289 @@ fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// The horizontal pass over many rows at once, as Pillow computes it (each output pixel the
-/// rounded fixed-point sum of its taps), laid out for vectorising: the rows are transposed so
-/// that one tap multiplies a contiguous column of every row. `rows[i]` is an input row;
-/// `write(i, xx, rgb)` stores output pixel `xx` of row `i`.
-fn resample_rows(rows: &[&[u8]], in_width: usize, taps: &Taps, scratch: &mut Vec<u8>, acc: &mut Vec<i32>, mut write: impl FnMut(usize, usize, [u8; 3])) {
-    let stride = rows.len() * 3;
-    if stride == 0 {
+/// The taps of the horizontal pass regrouped over pairs of neighbouring input columns
+/// `(2q, 2q + 1)`, the layout of [`transpose_pairs`], so that one `pmaddwd` multiplies two taps.
+/// Output `xx` reads pairs `first[xx]..first[xx] + count[xx]`; a tap slot outside its input
+/// range (the column before an odd `first`, the one after an odd end) has weight 0. Each
+/// weight `w` is also split as `w = hi * 2^11 + lo` (`lo` in `0..2048`, `hi` within +-2^12):
+/// both halves fit 16 bits, and the two sums recombine exactly in wrapping 32-bit arithmetic.
+#[derive(Debug, Clone)]
+struct PairTaps {
+    kpairs: usize,
+    first: Vec<usize>,
+    count: Vec<usize>,
+    /// `[w(2q), w(2q + 1)]` per pair slot, row `xx` at `xx * kpairs`.
+    full: Vec<[i32; 2]>,
+    /// The `hi` (resp. `lo`) halves of a pair packed as two i16: `w(2q)` low, `w(2q + 1)` high.
+    hi: Vec<i32>,
+    lo: Vec<i32>,
+}
+
+impl PairTaps {
+    fn new(taps: &Taps) -> PairTaps {
+        let out = taps.first.len();
+        let kpairs = taps.ksize / 2 + 1;
+        let mut p = PairTaps { kpairs, first: Vec::with_capacity(out), count: Vec::with_capacity(out), full: vec![[0; 2]; out * kpairs], hi: vec![0; out * kpairs], lo: vec![0; out * kpairs] };
+        let pack = |a: i32, b: i32| ((a as u32 & 0xFFFF) | ((b as u32) << 16)) as i32;
+        for xx in 0..out {
+            let (first, w) = (taps.first[xx], taps.weights(xx));
+            let lead = first % 2;
+            let count = (lead + w.len()).div_ceil(2);
+            p.first.push(first / 2);
+            p.count.push(count);
+            for k in 0..count {
+                let slot = |s: usize| if s >= lead && s - lead < w.len() { w[s - lead] } else { 0 };
+                let (a, b) = (slot(2 * k), slot(2 * k + 1));
+                debug_assert!((-(1 << 23)..(1 << 23)).contains(&a) && (-(1 << 23)..(1 << 23)).contains(&b));
+                let at = xx * kpairs + k;
+                p.full[at] = [a, b];
+                p.hi[at] = pack(a >> 11, b >> 11);
+                p.lo[at] = pack(a & 0x7FF, b & 0x7FF);
+            }
+        }
+        p
+    }
+
+    fn range(&self, xx: usize) -> std::ops::Range<usize> {
+        xx * self.kpairs..xx * self.kpairs + self.count[xx]
+    }
+}
+
+/// Transposes a block of rows into pairs of columns: byte `c` of pixel `x` of row `i` goes to
+/// `scratch[(x / 2) * pstride + (i * 3 + c) * 2 + x % 2]`, so that lane `i * 3 + c` of a column
+/// pair is two neighbouring 16-bit words apart from the next (a missing last column reads 0).
+/// `pstride >= rows.len() * 6 + 2`: a pixel pair moves as one 8-byte word whose last two bytes
+/// land on the slot of row `i + 1` (written after it) or on the spare bytes of the pair.
+fn transpose_pairs(rows: &[&[u8]], in_width: usize, scratch: &mut [u8], pstride: usize) {
+    let npairs = in_width.div_ceil(2);
+    assert!(pstride >= rows.len() * 6 + 2 && scratch.len() >= npairs * pstride);
+    let rows: Vec<&[u8]> = rows.iter().map(|r| &r[..in_width * 3]).collect();
+    // Pairs whose 8-byte read stays inside the row (6q + 8 <= 3 * in_width) move as words.
+    let fast = (3 * in_width).saturating_sub(8) / 6 + usize::from(3 * in_width >= 8);
+    let fast = fast.min(npairs);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2; `fast` and `pstride` bound the reads and writes as
+            // in the portable loop below.
+            unsafe { transpose_pairs_avx2(&rows, scratch, pstride, fast) };
+        } else {
+            transpose_pairs_words(&rows, scratch, pstride, fast);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    transpose_pairs_words(&rows, scratch, pstride, fast);
+    for q in fast..npairs {
+        let x = 2 * q;
+        for (i, r) in rows.iter().enumerate() {
+            let at = q * pstride + i * 6;
+            for c in 0..3 {
+                scratch[at + 2 * c] = r[x * 3 + c];
+                scratch[at + 2 * c + 1] = if x + 1 < in_width { r[x * 3 + 3 + c] } else { 0 };
+            }
+        }
+    }
+}
+
+/// The pairs `0..fast` of [`transpose_pairs`], each pixel pair one 8-byte word.
+#[inline(always)]
+fn transpose_pairs_words(rows: &[&[u8]], scratch: &mut [u8], pstride: usize, fast: usize) {
+    let out = scratch.as_mut_ptr();
+    for q in 0..fast {
+        for (i, r) in rows.iter().enumerate() {
+            assert!(6 * q + 8 <= r.len() && q * pstride + i * 6 + 8 <= scratch.len());
+            // SAFETY: both bounds asserted just above.
+            unsafe {
+                let v = u64::from_le(std::ptr::read_unaligned(r.as_ptr().add(6 * q) as *const u64));
+                // bytes R0 G0 B0 R1 G1 B1 .. -> R0 R1 G0 G1 B0 B1 ..
+                let b = |k: u32| (v >> (8 * k)) & 0xFF;
+                let w = b(0) | b(3) << 8 | b(1) << 16 | b(4) << 24 | b(2) << 32 | b(5) << 40;
+                std::ptr::write_unaligned(out.add(q * pstride + i * 6) as *mut u64, w.to_le());
+            }
+        }
+    }
+}
+
+/// [`transpose_pairs_words`] with one `pshufb` per pixel pair.
+///
+/// # Safety
+/// The CPU supports AVX2 (the bounds of the reads and writes are asserted inside).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_pairs_avx2(rows: &[&[u8]], scratch: &mut [u8], pstride: usize, fast: usize) {
+    use std::arch::x86_64::*;
+    if fast == 0 {
         return;
     }
-    scratch.resize(in_width * stride, 0);
-    // Column x of the block is written contiguously (every row's pixel x in turn).
-    let rows: Vec<&[u8]> = rows.iter().map(|r| &r[..in_width * 3]).collect();
-    for (x, column) in scratch.chunks_exact_mut(stride).enumerate() {
-        for (dst, r) in column.chunks_exact_mut(3).zip(&rows) {
-            dst.copy_from_slice(&r[x * 3..x * 3 + 3]);
+    assert!(rows.iter().all(|r| 6 * (fast - 1) + 8 <= r.len()));
+    assert!((fast - 1) * pstride + rows.len() * 6 + 2 <= scratch.len());
+    let shuffle = _mm_setr_epi8(0, 3, 1, 4, 2, 5, 6, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+    let out = scratch.as_mut_ptr();
+    for q in 0..fast {
+        let column = out.add(q * pstride);
+        for (i, r) in rows.iter().enumerate() {
+            // Reads end at 6q + 8 <= r.len(), writes at q * pstride + 6i + 8 <= scratch.len()
+            // (both asserted above).
+            let v = _mm_loadl_epi64(r.as_ptr().add(6 * q) as *const __m128i);
+            _mm_storel_epi64(column.add(i * 6) as *mut __m128i, _mm_shuffle_epi8(v, shuffle));
         }
     }
-    acc.resize(stride, 0);
-    for xx in 0..taps.first.len() {
-        taps_sum(acc, scratch, stride, taps.first[xx], taps.weights(xx));
-        for (i, c) in acc.chunks_exact(3).enumerate() {
-            write(i, xx, [clip8(c[0]), clip8(c[1]), clip8(c[2])]);
+}
+
+/// `dst[i] = clip8(2^21 + sum_k full[k][0] * a_k[i] + full[k][1] * b_k[i])` over the column
+/// pairs `q0 + k` of [`transpose_pairs`]' layout (`a_k[i]`, `b_k[i]` the bytes at
+/// `(q0 + k) * pstride + 2 * i` and `+ 1`): [`taps_row`] for the horizontal pass.
+fn pair_taps_row(dst: &mut [u8], data: &[u8], pstride: usize, q0: usize, taps: &PairTaps, xx: usize) {
+    let range = taps.range(xx);
+    if !range.is_empty() {
+        assert!((q0 + range.len() - 1) * pstride + 2 * dst.len() <= data.len(), "taps read past the block");
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above); the reads are in bounds
+            // (asserted above).
+            return unsafe { pair_taps_row_avx2(dst, data, pstride, q0, &taps.hi[range.clone()], &taps.lo[range], &taps.full[taps.range(xx)]) };
         }
+    }
+    pair_taps_row_portable(dst, 0, data, pstride, q0, &taps.full[range])
+}
+
+/// The plain loop of [`pair_taps_row`] for lanes `lane0..lane0 + dst.len()`, 64 at a time.
+fn pair_taps_row_portable(dst: &mut [u8], lane0: usize, data: &[u8], pstride: usize, q0: usize, full: &[[i32; 2]]) {
+    let mut acc = [0i32; 64];
+    for (c, out) in dst.chunks_mut(64).enumerate() {
+        let acc = &mut acc[..out.len()];
+        acc.fill(1i32 << (PRECISION_BITS - 1));
+        for (k, w) in full.iter().enumerate() {
+            let start = (q0 + k) * pstride + 2 * (lane0 + c * 64);
+            for (a, p) in acc.iter_mut().zip(data[start..start + 2 * out.len()].chunks_exact(2)) {
+                *a = a.wrapping_add(p[0] as i32 * w[0]).wrapping_add(p[1] as i32 * w[1]);
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = clip8(a);
+        }
+    }
+}
+
+/// [`pair_taps_row`] with AVX2: 32 lanes at a time, each pair of taps one `pmaddwd` on the
+/// weights' high halves and one on their low halves (sums kept apart in registers, then
+/// `(hi << 11) + lo`), saturated and packed to bytes as in [`taps_row_avx2`].
+///
+/// # Safety
+/// The CPU supports AVX2, and `(q0 + hi.len() - 1) * pstride + 2 * dst.len() <= data.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pair_taps_row_avx2(dst: &mut [u8], data: &[u8], pstride: usize, q0: usize, hi: &[i32], lo: &[i32], full: &[[i32; 2]]) {
+    use std::arch::x86_64::*;
+    let n = dst.len();
+    let half = _mm256_set1_epi32(1i32 << (PRECISION_BITS - 1));
+    let zero = _mm256_setzero_si256();
+    let base = data.as_ptr();
+    let out = dst.as_mut_ptr();
+    // 16 bytes (8 lanes' pairs) zero-extended to 16 words; every read is within
+    // `data[(q0 + k) * pstride + 2 * i..][..64]` with `i + 32 <= n`.
+    let words = |p: *const u8| _mm256_cvtepu8_epi16(_mm_loadu_si128(p as *const __m128i));
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut i = 0;
+    while i + 32 <= n {
+        let (mut h0, mut h1, mut h2, mut h3) = (zero, zero, zero, zero);
+        let (mut l0, mut l1, mut l2, mut l3) = (zero, zero, zero, zero);
+        for (k, (&wh, &wl)) in hi.iter().zip(lo).enumerate() {
+            let p = base.add((q0 + k) * pstride + 2 * i);
+            let (wh, wl) = (_mm256_set1_epi32(wh), _mm256_set1_epi32(wl));
+            let (v0, v1, v2, v3) = (words(p), words(p.add(16)), words(p.add(32)), words(p.add(48)));
+            h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(v0, wh));
+            l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(v0, wl));
+            h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(v1, wh));
+            l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(v1, wl));
+            h2 = _mm256_add_epi32(h2, _mm256_madd_epi16(v2, wh));
+            l2 = _mm256_add_epi32(l2, _mm256_madd_epi16(v2, wl));
+            h3 = _mm256_add_epi32(h3, _mm256_madd_epi16(v3, wh));
+            l3 = _mm256_add_epi32(l3, _mm256_madd_epi16(v3, wl));
+        }
+        const SHIFT: i32 = PRECISION_BITS as i32;
+        let total = |h: __m256i, l: __m256i| {
+            _mm256_srai_epi32::<SHIFT>(_mm256_add_epi32(_mm256_add_epi32(_mm256_slli_epi32::<11>(h), l), half))
+        };
+        let (a0, a1, a2, a3) = (total(h0, l0), total(h1, l1), total(h2, l2), total(h3, l3));
+        let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(a2, a3));
+        _mm256_storeu_si256(out.add(i) as *mut __m256i, _mm256_permutevar8x32_epi32(bytes, order));
+        i += 32;
+    }
+    if i < n {
+        pair_taps_row_portable(&mut dst[i..], i, data, pstride, q0, full);
+    }
+}
+
+/// The horizontal pass over many rows at once, as Pillow computes it (each output pixel the
+/// rounded fixed-point sum of its taps), laid out for vectorising: the rows are transposed into
+/// column pairs ([`transpose_pairs`]) so that two taps multiply one contiguous run of every
+/// row's pixels. `rows[i]` is an input row; the result is column-major:
+/// `cols[xx * rows.len() * 3 + i * 3..][..3]` is output pixel `xx` of row `i` (`cols` holds one
+/// spare byte at the end).
+fn resample_rows(rows: &[&[u8]], in_width: usize, taps: &PairTaps, scratch: &mut Vec<u8>, cols: &mut Vec<u8>) {
+    let n = rows.len() * 3;
+    if n == 0 {
+        return;
+    }
+    let pstride = 2 * n + 2;
+    scratch.resize(in_width.div_ceil(2) * pstride, 0);
+    transpose_pairs(rows, in_width, scratch, pstride);
+    let out_width = taps.first.len();
+    cols.resize(out_width * n + 1, 0);
+    for (xx, col) in cols.chunks_exact_mut(n).enumerate().take(out_width) {
+        pair_taps_row(col, scratch, pstride, taps.first[xx], taps, xx);
+    }
+}
+
+/// Interleaves packed rows (`row_bytes` each) byte by byte in pairs: row `r` is slot
+/// `r + offset`, and byte `b` of slot `s` goes to `pairs[(s / 2) * 2 * row_bytes + 2 * b + s % 2]`
+/// (the bytes of a slot without a row are left as they are).
+fn interleave_rows(rows: &[u8], row_bytes: usize, offset: usize, pairs: &mut [u8]) {
+    let n = rows.len() / row_bytes;
+    let row = |r: usize| &rows[r * row_bytes..(r + 1) * row_bytes];
+    for (m, pair) in pairs.chunks_exact_mut(2 * row_bytes).enumerate() {
+        // Slots 2m and 2m + 1 hold rows 2m - offset and 2m + 1 - offset.
+        let (a, b) = ((2 * m).checked_sub(offset).filter(|&r| r < n), (2 * m + 1).checked_sub(offset).filter(|&r| r < n));
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                for ((d, &x), &y) in pair.chunks_exact_mut(2).zip(row(a)).zip(row(b)) {
+                    d[0] = x;
+                    d[1] = y;
+                }
+            }
+            (Some(r), None) | (None, Some(r)) => {
+                let e = usize::from(a.is_none());
+                for (d, &v) in pair.chunks_exact_mut(2).zip(row(r)) {
+                    d[e] = v;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Writes rows `rows` of the column-major result of [`resample_rows`] (`n` bytes per column,
+/// `out_width` columns) as row-major rows: row `i` goes to `dst[row_at(i)..][..out_width * 3]`.
+fn scatter_columns(cols: &[u8], n: usize, rows: std::ops::Range<usize>, out_width: usize, dst: &mut [u8], row_at: impl Fn(usize) -> usize) {
+    assert!(rows.end * 3 <= n && cols.len() > out_width * n && out_width > 0);
+    for i in rows {
+        let at = row_at(i);
+        let row = &mut dst[at..at + out_width * 3];
+        let d = row.as_mut_ptr();
+        for xx in 0..out_width - 1 {
+            // SAFETY: the read ends at xx * n + i * 3 + 4 <= (xx + 1) * n + 1 < cols.len(); the
+            // write ends at xx * 3 + 4 <= out_width * 3 = row.len(). Its 4th byte is the first
+            // of pixel xx + 1, written next.
+            unsafe {
+                let v = std::ptr::read_unaligned(cols.as_ptr().add(xx * n + i * 3) as *const u32);
+                std::ptr::write_unaligned(d.add(xx * 3) as *mut u32, v);
+            }
+        }
+        let xx = out_width - 1;
+        row[xx * 3..xx * 3 + 3].copy_from_slice(&cols[xx * n + i * 3..xx * n + i * 3 + 3]);
     }
 }
 
@@ -236,14 +546,19 @@ impl<'a> Canvas<'a> {
             return self.src.row(y - self.top);
         }
         buf.clear();
-        for x in 0..self.width {
-            let inside = !self.is_fill_row(y) && x >= self.left && x < self.left + self.src.width as usize;
-            if inside {
-                let sx = x - self.left;
-                buf.extend_from_slice(&self.src.row(y - self.top)[sx * 3..sx * 3 + 3]);
-            } else {
+        if self.is_fill_row(y) {
+            for _ in 0..self.width {
                 buf.extend_from_slice(&self.fill);
             }
+            return buf;
+        }
+        let w = self.src.width as usize;
+        for _ in 0..self.left {
+            buf.extend_from_slice(&self.fill);
+        }
+        buf.extend_from_slice(self.src.row(y - self.top));
+        for _ in self.left + w..self.width {
+            buf.extend_from_slice(&self.fill);
         }
         buf
     }
@@ -254,12 +569,13 @@ impl<'a> Canvas<'a> {
 pub struct SquareResizer {
     width: u32,
     height: u32,
-    taps: Option<((usize, usize), Taps, Taps)>,
+    taps: Option<((usize, usize), PairTaps, Taps, PairTaps)>,
     temp: Vec<u8>,
     row: Vec<u8>,
     canvas_rows: Vec<u8>,
     scratch: Vec<u8>,
-    acc: Vec<i32>,
+    cols: Vec<u8>,
+    pairs: Vec<u8>,
     out: Vec<u8>,
 }
 
@@ -270,7 +586,7 @@ impl SquareResizer {
 
     /// A resizer to `width x height` (any output size, as `Image.resize((width, height))`).
     pub fn with_size(width: u32, height: u32) -> Self {
-        SquareResizer { width, height, taps: None, temp: Vec::new(), row: Vec::new(), canvas_rows: Vec::new(), scratch: Vec::new(), acc: Vec::new(), out: Vec::new() }
+        SquareResizer { width, height, taps: None, temp: Vec::new(), row: Vec::new(), canvas_rows: Vec::new(), scratch: Vec::new(), cols: Vec::new(), pairs: Vec::new(), out: Vec::new() }
     }
 
     /// `src` padded to a square of `fill` (for [`Aspect::Pad`]) and resized, as packed RGB24
@@ -283,10 +599,12 @@ impl SquareResizer {
         let canvas = Canvas::new(src, aspect, fill);
         let (iw, ih) = (canvas.width, canvas.height);
         let (ow, oh) = (self.width as usize, self.height as usize);
-        if !matches!(&self.taps, Some((dims, _, _)) if *dims == (iw, ih)) {
-            self.taps = Some(((iw, ih), Taps::new(iw, ow), Taps::new(ih, oh)));
+        if !matches!(&self.taps, Some((dims, ..)) if *dims == (iw, ih)) {
+            let vertical = Taps::new(ih, oh);
+            let vertical_pairs = PairTaps::new(&vertical);
+            self.taps = Some(((iw, ih), PairTaps::new(&Taps::new(iw, ow)), vertical, vertical_pairs));
         }
-        let (_, horizontal, vertical) = self.taps.as_ref().expect("set above");
+        let (_, horizontal, vertical, vertical_pairs) = self.taps.as_ref().expect("set above");
         let (need_h, need_v) = (iw != ow, ih != oh);
         self.out.resize(ow * oh * 3, 0);
         let row_bytes = ow * 3;
@@ -307,21 +625,13 @@ impl SquareResizer {
                 (&self.canvas_rows, in_bytes, y0)
             };
             self.temp.resize(oh * in_bytes, 0);
-            self.acc.resize(in_bytes, 0);
-            let acc = &mut self.acc[..in_bytes];
             for (yy, t) in self.temp.chunks_exact_mut(in_bytes).enumerate() {
-                taps_sum(acc, data, stride, vertical.first[yy] - base, vertical.weights(yy));
-                for (o, &a) in t.iter_mut().zip(acc.iter()) {
-                    *o = clip8(a);
-                }
+                taps_row(t, data, stride, vertical.first[yy] - base, vertical.weights(yy));
             }
             let rows: Vec<&[u8]> = self.temp.chunks_exact(in_bytes).collect();
-            let out = &mut self.out;
             for (b, block) in rows.chunks(ROW_BLOCK).enumerate() {
-                resample_rows(block, iw, horizontal, &mut self.scratch, &mut self.acc, |i, xx, px| {
-                    let at = (b * ROW_BLOCK + i) * row_bytes + xx * 3;
-                    out[at..at + 3].copy_from_slice(&px);
-                });
+                resample_rows(block, iw, horizontal, &mut self.scratch, &mut self.cols);
+                scatter_columns(&self.cols, block.len() * 3, 0..block.len(), ow, &mut self.out, |i| (b * ROW_BLOCK + i) * row_bytes);
             }
             return Ok(&self.out);
         }
@@ -334,7 +644,6 @@ impl SquareResizer {
         // Horizontal pass (or a plain copy) into `temp`, rows y0..y1; fill rows share one result.
         self.temp.resize((y1 - y0) * row_bytes, 0);
         if need_h {
-            let mut composed: Vec<Vec<u8>> = Vec::new();
             let mut picture_rows: Vec<usize> = Vec::new();
             let mut fill_rows: Vec<usize> = Vec::new();
             for y in y0..y1 {
@@ -342,10 +651,13 @@ impl SquareResizer {
             }
             let needs_copy = canvas.left != 0 || canvas.width != canvas.src.width as usize;
             if needs_copy {
-                composed = picture_rows.iter().map(|&y| canvas.row(y, &mut self.row).to_vec()).collect();
+                self.canvas_rows.clear();
+                for &y in &picture_rows {
+                    self.canvas_rows.extend_from_slice(canvas.row(y, &mut self.row));
+                }
             }
             let mut inputs: Vec<&[u8]> = if needs_copy {
-                composed.iter().map(|r| &r[..]).collect()
+                self.canvas_rows.chunks_exact(iw * 3).collect()
             } else {
                 picture_rows.iter().map(|&y| canvas.src.row(y - canvas.top)).collect()
             };
@@ -354,22 +666,21 @@ impl SquareResizer {
                 fill_row = vec![canvas.fill; iw].concat();
                 inputs.push(&fill_row);
             }
-            let temp = &mut self.temp;
             let n_picture = picture_rows.len();
-            // Blocks of rows keep the transposed block in cache.
+            // Blocks of rows keep the transposed block in cache; the fill row (last input, if
+            // any) is resampled once and copied to every fill row.
             for (b, block) in inputs.chunks(ROW_BLOCK).enumerate() {
-              resample_rows(block, iw, horizontal, &mut self.scratch, &mut self.acc, |i, xx, px| {
-                let i = b * ROW_BLOCK + i;
-                if i < n_picture {
-                    let at = (picture_rows[i] - y0) * row_bytes + xx * 3;
-                    temp[at..at + 3].copy_from_slice(&px);
-                } else {
-                    for &y in &fill_rows {
-                        let at = (y - y0) * row_bytes + xx * 3;
-                        temp[at..at + 3].copy_from_slice(&px);
-                    }
+                resample_rows(block, iw, horizontal, &mut self.scratch, &mut self.cols);
+                let first = b * ROW_BLOCK;
+                let pictures = block.len().min(n_picture.saturating_sub(first));
+                scatter_columns(&self.cols, block.len() * 3, 0..pictures, ow, &mut self.temp, |i| (picture_rows[first + i] - y0) * row_bytes);
+                if pictures < block.len() {
+                    self.row.resize(row_bytes, 0);
+                    scatter_columns(&self.cols, block.len() * 3, pictures..pictures + 1, ow, &mut self.row, |_| 0);
                 }
-              });
+            }
+            for &y in &fill_rows {
+                self.temp[(y - y0) * row_bytes..(y - y0 + 1) * row_bytes].copy_from_slice(&self.row[..row_bytes]);
             }
         } else {
             for y in y0..y1 {
@@ -378,14 +689,15 @@ impl SquareResizer {
             }
         }
         if need_v {
-            // Pillow's ImagingResampleVertical_8bpc, one output row at a time.
-            self.acc.resize(row_bytes, 0);
-            let acc = &mut self.acc[..row_bytes];
+            // Pillow's ImagingResampleVertical_8bpc, one output row at a time, over the rows
+            // in pairs (two rows interleaved byte by byte, the layout [`pair_taps_row`] reads),
+            // the first pair starting at the even row at or before y0.
+            let ye = y0 & !1;
+            self.pairs.clear();
+            self.pairs.resize((y1 - ye).div_ceil(2) * 2 * row_bytes, 0);
+            interleave_rows(&self.temp, row_bytes, y0 - ye, &mut self.pairs);
             for (yy, out) in self.out.chunks_exact_mut(row_bytes).enumerate() {
-                taps_sum(acc, &self.temp, row_bytes, vertical.first[yy] - y0, vertical.weights(yy));
-                for (o, &a) in out.iter_mut().zip(acc.iter()) {
-                    *o = clip8(a);
-                }
+                pair_taps_row(out, &self.pairs, 2 * row_bytes, vertical_pairs.first[yy] - ye / 2, vertical_pairs, yy);
             }
         } else {
             self.out.copy_from_slice(&self.temp);
@@ -638,6 +950,59 @@ mod tests {
             }
         }
         assert!(order_mattered, "no case where the pass order changes the result");
+    }
+
+    /// Every kernel path (the AVX2 one where the CPU has it, and the portable one always)
+    /// against an i64 sum written from Pillow's formula, on noise with extreme weights
+    /// included: one 8-bit pass over `rows` rows of `w` pixels to `ow` outputs.
+    #[test]
+    fn kernels_equal_the_plain_fixed_point_sum() {
+        for (case, &(w, rows, ow)) in [(1280, 64, 224), (161, 7, 224), (97, 33, 40), (9, 1, 3), (2, 5, 7), (1, 3, 4), (600, 21, 599)].iter().enumerate() {
+            let img = noise(w as u32, rows as u32, 7 + case as u64);
+            let taps = Taps::new(w, ow);
+            let want: Vec<Vec<u8>> = (0..ow)
+                .map(|xx| {
+                    (0..rows * 3)
+                        .map(|lane| {
+                            let (i, c) = (lane / 3, lane % 3);
+                            let mut acc = 1i64 << (PRECISION_BITS - 1);
+                            for (j, &k) in taps.weights(xx).iter().enumerate() {
+                                acc += k as i64 * img.data[(i * w + taps.first[xx] + j) * 3 + c] as i64;
+                            }
+                            (acc >> PRECISION_BITS).clamp(0, 255) as u8
+                        })
+                        .collect()
+                })
+                .collect();
+            // The horizontal pass: column pairs, both transposes and both kernels.
+            let row_refs: Vec<&[u8]> = img.data.chunks_exact(w * 3).collect();
+            let pairs = PairTaps::new(&taps);
+            let pstride = rows * 6 + 2;
+            let mut scratch = vec![0u8; w.div_ceil(2) * pstride];
+            transpose_pairs(&row_refs, w, &mut scratch, pstride);
+            let mut words = vec![0u8; scratch.len()];
+            let fast = (3 * w).saturating_sub(8) / 6 + usize::from(3 * w >= 8);
+            transpose_pairs_words(&row_refs, &mut words, pstride, fast.min(w.div_ceil(2)));
+            for q in 0..fast.min(w.div_ceil(2)) {
+                assert_eq!(words[q * pstride..q * pstride + rows * 6], scratch[q * pstride..q * pstride + rows * 6], "{w}x{rows} pair {q}");
+            }
+            for xx in 0..ow {
+                let mut got = vec![0u8; rows * 3];
+                pair_taps_row(&mut got, &scratch, pstride, pairs.first[xx], &pairs, xx);
+                assert_eq!(got, want[xx], "pairs {w}x{rows} -> {ow}, output {xx}");
+                pair_taps_row_portable(&mut got, 0, &scratch, pstride, pairs.first[xx], &pairs.full[pairs.range(xx)]);
+                assert_eq!(got, want[xx], "portable pairs {w}x{rows} -> {ow}, output {xx}");
+            }
+            // The same pass through the one-tap-at-a-time kernel, on the transposed block.
+            let t = transposed(&img);
+            for xx in 0..ow {
+                let mut got = vec![0u8; rows * 3];
+                taps_row(&mut got, &t.data, rows * 3, taps.first[xx], taps.weights(xx));
+                assert_eq!(got, want[xx], "taps_row {w}x{rows} -> {ow}, output {xx}");
+                taps_row_portable(&mut got, &t.data, rows * 3, taps.first[xx], taps.weights(xx));
+                assert_eq!(got, want[xx], "portable taps_row {w}x{rows} -> {ow}, output {xx}");
+            }
+        }
     }
 
     #[test]
