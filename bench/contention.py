@@ -2,6 +2,7 @@
 included, alone, beside one busy process, and two trainings side by side.
 
     python bench/contention.py [--steps 20] [--repeats 1] [--env KEY=VALUE ...]
+                               [--alone-rounds N --versus KEY=VALUE ...]
 
 Prints the wall time of each case and its ratio to the run alone. Fair sharing of the cores
 predicts 2x for two trainings side by side on a 2-core machine (each gets half of it) and
@@ -10,12 +11,19 @@ training processes (e.g. ``--env OMP_NUM_THREADS=2`` to compare thread settings;
 ``--env OMP_WAIT_POLICY=`` leaves libgomp at its own default, threads that spin while they wait,
 which is how r1omni-fast ran before it chose passive waiting: libgomp prints one warning about
 the empty value).
+
+``--alone-rounds N --versus KEY=VALUE`` first compares the run alone with and without the
+``--versus`` variables in N paired rounds (the two runs of a round back to back, their order
+alternating), and prints both medians and the median of the per-round ratios: on a host whose
+speed drifts by 10-20 % between minutes, that ratio resolves a difference of a few percent that
+best-of-N times cannot (``--versus OMP_WAIT_POLICY=`` asks what passive waiting costs alone).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,21 +65,52 @@ def timed(cmds: list, env: dict) -> list:
     return ends
 
 
+def with_env(env: dict, pairs: list) -> dict:
+    """``env`` updated in place with ``KEY=VALUE`` strings; returns it."""
+    for kv in pairs:
+        key, _, value = kv.partition("=")
+        env[key] = value
+    return env
+
+
+def paired_alone(work: Path, env: dict, other: dict, args) -> None:
+    """Alone, ``env`` against ``other`` in paired rounds (order alternating); prints the medians
+    and the median per-round ratio."""
+    mine, theirs = [], []
+    for r in range(args.alone_rounds):
+        order = ((mine, env), (theirs, other)) if r % 2 == 0 else ((theirs, other), (mine, env))
+        for out, e in order:
+            out.append(timed([train_cmd(work, "paired", args.steps)], e)[0])
+    ratios = [a / b for a, b in zip(mine, theirs)]
+    label = " ".join(args.versus)
+    print(f"alone, {args.alone_rounds} paired rounds ({args.steps} SFT steps, process start included):")
+    print(f"  this setting            median {statistics.median(mine):5.1f} s   "
+          + " ".join(f"{t:.1f}" for t in mine))
+    print(f"  with {label:<18s} median {statistics.median(theirs):5.1f} s   "
+          + " ".join(f"{t:.1f}" for t in theirs))
+    print(f"  ratio per round: median {statistics.median(ratios):.3f}, "
+          f"range {min(ratios):.2f}-{max(ratios):.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=1, help="best of N for each case")
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--alone-rounds", type=int, default=0, help="paired rounds alone, with and without --versus")
+    ap.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
+    if args.alone_rounds and not args.versus:
+        ap.error("--alone-rounds needs --versus KEY=VALUE (the variables to compare with)")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
-    for kv in args.env:
-        key, _, value = kv.partition("=")
-        env[key] = value
+    with_env(env, args.env)
     with tempfile.TemporaryDirectory(prefix="r1omni-contention-") as tmp:
         work = Path(tmp)
         prepare(work)
         timed([train_cmd(work, "warm", 2)], env)  # page cache and compiled kernels warm
+        if args.alone_rounds:
+            paired_alone(work, env, with_env(dict(env), args.versus), args)
         alone, busy, pair = [], [], []
         for _ in range(args.repeats):
             alone.append(timed([train_cmd(work, "alone", args.steps)], env)[0])
