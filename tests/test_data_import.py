@@ -8,6 +8,7 @@ r1omni_fast/data/importers.py for where each is documented), not from the import
 from __future__ import annotations
 
 import json
+from collections import Counter
 import shutil
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_dfew_folds_map_label_ids_and_report_rows_by_line(tmp_path, media):
 
     result = run_import("dfew", str(root), str(out), "--folds", "1")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["set_1_test.json", "set_1_train.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["import_summary.json", "set_1_test.json", "set_1_train.json"]
     train = records(out / "set_1_train.json")
     assert train == [record("00001", "../DFEW/Clip/original/00001.mp4", "happy"),
                      record("00002", "../DFEW/Clip/original/00002.mp4", "fear"),
@@ -95,6 +96,18 @@ def test_dfew_folds_map_label_ids_and_report_rows_by_line(tmp_path, media):
     assert "not imported 2 row(s) (1 label, 1 missing):" in result.output
     assert f"wrote       {out / 'set_1_train.json'}       3 records: happy 1, angry 1, fear 1" in result.output
     assert check_ok(out / "set_1_train.json", "dfew") == {"happy": 1, "angry": 1, "fear": 1}
+    # The machine-readable summary: counts as the written files hold them, problems as printed.
+    summary = json.loads((out / "import_summary.json").read_text(encoding="utf-8"))
+    for split in ("set_1_train", "set_1_test"):
+        written = Counter(r["conversations"][1]["value"] for r in records(out / f"{split}.json"))
+        assert summary["files"][split]["path"] == f"{split}.json"
+        assert summary["files"][split]["records"] == sum(written.values())
+        assert summary["files"][split]["per_class"] == dict(written)
+    assert (summary["dataset"], summary["source"], summary["records"], summary["missing"]) == ("dfew", str(root.resolve()), 4, 1)
+    assert sorted(summary["label_set"]) == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    assert sorted((p["line"], p["kind"]) for p in summary["problems"]) == [(4, "missing"), (5, "label")]
+    for p in summary["problems"]:
+        assert f"  {p['source']}:{p['line']}: {p['message']}" in result.output
     check = CliRunner().invoke(main, ["data", "check", str(out / "set_1_train.json"), "--labels", "dfew",
                                       "--kind", "label", "--decode", "3"])
     assert check.exit_code == 0, check.output
@@ -103,7 +116,7 @@ def test_dfew_folds_map_label_ids_and_report_rows_by_line(tmp_path, media):
     result = run_import("dfew", str(root), str(tmp_path / "all"))
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
-        "set_1_test.json", "set_1_train.json", "set_2_test.json", "set_2_train.json"]
+        "import_summary.json", "set_1_test.json", "set_1_train.json", "set_2_test.json", "set_2_train.json"]
     assert [r["conversations"][1]["value"] for r in records(tmp_path / "all" / "set_2_test.json")] == ["disgust"]
 
 

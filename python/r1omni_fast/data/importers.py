@@ -186,7 +186,8 @@ def import_dataset(
     media_root: Union[str, os.PathLike, None] = None,
 ) -> ImportResult:
     """Import ``dataset`` (one of :data:`DATASETS`) from its released layout under ``src`` into
-    R1-Omni JSON files in ``out`` (created), one per split.
+    R1-Omni JSON files in ``out`` (created), one per split, and ``out/import_summary.json``
+    (:func:`import_summary`).
 
     ``labels``: the label set the labels map onto (default :data:`DEFAULT_LABELS`); a label that
     does not map is a problem, not a record. ``folds`` (DFEW, MAFW): which of the 5 folds to write
@@ -246,14 +247,51 @@ def import_dataset(
         by_split.setdefault(row.split, []).append(record)
         result.counts.setdefault(row.split, Counter())[label] += 1
 
+    if f"{Path(SUMMARY_FILE).stem}" in by_split:
+        raise ValueError(f"a split named {Path(SUMMARY_FILE).stem!r} would overwrite the import summary "
+                         f"{out / SUMMARY_FILE}: rename the source file")
     out.mkdir(parents=True, exist_ok=True)
     for split, records in by_split.items():
         path = out / f"{split}.json"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        _write_json(path, records)
         result.files[split] = path
+    _write_json(out / SUMMARY_FILE, import_summary(result, src))
     return result
+
+
+SUMMARY_FILE = "import_summary.json"
+
+
+def import_summary(result: ImportResult, src: Union[str, os.PathLike]) -> dict:
+    """The machine-readable summary that :func:`import_dataset` writes as ``OUT/import_summary.json``:
+    ``dataset``, ``source``, ``label_set``; ``files`` (per split: ``path`` relative to OUT,
+    ``records``, ``per_class``); ``records`` (all splits); ``ignored`` (reason -> files not
+    selected); ``missing`` (clips not on disk); ``problems`` (each ``source``, ``line`` or null,
+    ``kind``, ``message``) -- the same facts as :func:`format_import_summary` prints."""
+    files = {}
+    for split, path in result.files.items():
+        counts = result.counts[split]
+        per_class = {label: counts[label] for label in result.label_set.labels if counts[label]}
+        per_class.update((label, n) for label, n in counts.items() if label not in per_class)
+        files[split] = {"path": path.name, "records": sum(counts.values()), "per_class": per_class}
+    return {
+        "dataset": result.dataset,
+        "source": str(Path(src).resolve()),
+        "label_set": list(result.label_set.labels),
+        "files": files,
+        "records": result.num_records,
+        "ignored": dict(result.ignored),
+        "missing": result.num_missing,
+        "problems": [{"source": p.source, "line": p.line, "kind": p.kind, "message": p.message}
+                     for p in result.problems],
+    }
+
+
+def _write_json(path: Path, value) -> None:
+    """``value`` as indented UTF-8 JSON at ``path``, through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def format_import_summary(result: ImportResult) -> str:
