@@ -329,6 +329,18 @@ def _relative(path: Optional[Path], out: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), out.resolve())).as_posix()
 
 
+def _add_found(rows: List[_Row], result: ImportResult, index: "_MediaIndex", names: List[str], what: str,
+               row: _Row) -> None:
+    """Appends ``row`` with its video when ``index`` finds the clip under one of ``names``; else
+    records a "missing" problem at the row's file and line (``what`` names the clip)."""
+    video, why = index.find(names, what)
+    if video is None:
+        result.problems.append(ImportProblem(row.source, row.line, "missing", str(why)))
+    else:
+        row.video = video
+        rows.append(row)
+
+
 class _MediaIndex:
     """Every media file under a folder, by file-name stem (one walk)."""
 
@@ -498,11 +510,8 @@ def _dfew(src: Path, clips: Path, folds: Optional[Sequence[int]], result: Import
                 result.problems.append(ImportProblem(str(path), line, "label",
                                                      f"clip {clip_id}: label {code!r} is not a DFEW label id (1-7)"))
                 continue
-            video, why = index.find([clip_id, str(int(name))], f"clip {clip_id}")
-            if video is None:
-                result.problems.append(ImportProblem(str(path), line, "missing", str(why)))
-                continue
-            rows.append(_Row(f"set_{fold}_{split}", str(path), line, clip_id, label, video))
+            _add_found(rows, result, index, [clip_id, str(int(name))], f"clip {clip_id}",
+                       _Row(f"set_{fold}_{split}", str(path), line, clip_id, label, None))
     return rows
 
 
@@ -550,11 +559,8 @@ def _mafw(src: Path, clips: Path, folds: Optional[Sequence[int]], result: Import
                                                      f"clip {clip}: label {fields[1]!r} is not a MAFW single label "
                                                      f"({', '.join(MAFW_NAMES)} or 1-11)"))
                 continue
-            video, why = index.find([stem], f"clip {clip}")
-            if video is None:
-                result.problems.append(ImportProblem(str(path), line, "missing", str(why)))
-                continue
-            rows.append(_Row(f"set_{fold}_{split}", str(path), line, stem, name, video))
+            _add_found(rows, result, index, [stem], f"clip {clip}",
+                       _Row(f"set_{fold}_{split}", str(path), line, stem, name, None))
     return rows
 
 
@@ -578,11 +584,7 @@ def _mafw_single_set(path: Path, names: Mapping[str, str], index: _MediaIndex, r
                                                  f"clip {clip}: single_label {code!r} is not a MAFW single label "
                                                  f"(1-11 or {', '.join(MAFW_NAMES)})"))
             continue
-        video, why = index.find([stem], f"clip {clip}")
-        if video is None:
-            result.problems.append(ImportProblem(str(path), line, "missing", str(why)))
-            continue
-        rows.append(_Row("all", str(path), line, stem, name, video))
+        _add_found(rows, result, index, [stem], f"clip {clip}", _Row("all", str(path), line, stem, name, None))
     return rows
 
 
@@ -721,12 +723,9 @@ def _meld(src: Path, result: ImportResult) -> List[_Row]:
                                                      f"{clip}.mp4 not found: no {MELD_SPLITS[split][0]}/ folder "
                                                      f"under {src}"))
                 continue
-            video, why = index.find([clip], f"clip {clip}.mp4")
-            if video is None:
-                result.problems.append(ImportProblem(str(path), line, "missing", str(why)))
-                continue
             extra = {k: cells[c] for k, c in (("speaker", "speaker"), ("utterance", "utterance")) if cells.get(c)}
-            rows.append(_Row(split, str(path), line, clip, label, video, extra=extra))
+            _add_found(rows, result, index, [clip], f"clip {clip}.mp4",
+                       _Row(split, str(path), line, clip, label, None, extra=extra))
     return rows
 
 
