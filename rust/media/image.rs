@@ -142,84 +142,6 @@ impl Taps {
     }
 }
 
-/// `dst[i] = clip8(2^21 + sum_j weights[j] * data[(first + j) * stride + i])`: one output row
-/// of the vertical pass, or one column of a transposed block in the horizontal pass, as
-/// Pillow's `ImagingResample*_8bpc` computes each pixel (32-bit fixed-point sum, then
-/// `clip8`). Vectorised with AVX2 where the CPU has it: the same integer arithmetic.
-fn taps_row(dst: &mut [u8], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
-    if !weights.is_empty() {
-        assert!((first + weights.len() - 1) * stride + dst.len() <= data.len(), "taps read past the picture");
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above); the reads are in bounds
-            // (asserted above).
-            return unsafe { taps_row_avx2(dst, data, stride, first, weights) };
-        }
-    }
-    taps_row_portable(dst, data, stride, first, weights)
-}
-
-/// The plain loop of [`taps_row`], 64 outputs at a time.
-fn taps_row_portable(dst: &mut [u8], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
-    let mut acc = [0i32; 64];
-    for (c, out) in dst.chunks_mut(64).enumerate() {
-        let acc = &mut acc[..out.len()];
-        acc.fill(1i32 << (PRECISION_BITS - 1));
-        for (j, &w) in weights.iter().enumerate() {
-            let start = (first + j) * stride + c * 64;
-            for (a, &p) in acc.iter_mut().zip(&data[start..start + out.len()]) {
-                *a = a.wrapping_add(p as i32 * w);
-            }
-        }
-        for (o, &a) in out.iter_mut().zip(acc.iter()) {
-            *o = clip8(a);
-        }
-    }
-}
-
-/// [`taps_row`] with AVX2: the sums of 32 outputs stay in registers across the taps, then
-/// shift, saturate and pack to bytes (`packs`/`packus` saturate exactly as `clip8` clamps).
-///
-/// # Safety
-/// The CPU supports AVX2, and `(first + weights.len() - 1) * stride + dst.len() <= data.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn taps_row_avx2(dst: &mut [u8], data: &[u8], stride: usize, first: usize, weights: &[i32]) {
-    use std::arch::x86_64::*;
-    let n = dst.len();
-    let half = _mm256_set1_epi32(1i32 << (PRECISION_BITS - 1));
-    let base = data.as_ptr();
-    let out = dst.as_mut_ptr();
-    // 8 bytes zero-extended to 8 lanes; every read is within `data[(first + j) * stride + i..][..8]`
-    // with `i + 8 <= n`.
-    let lanes = |p: *const u8| _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
-    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const SHIFT: i32 = PRECISION_BITS as i32;
-    let mut i = 0;
-    while i + 32 <= n {
-        let (mut a0, mut a1, mut a2, mut a3) = (half, half, half, half);
-        for (j, &w) in weights.iter().enumerate() {
-            let p = base.add((first + j) * stride + i);
-            let w = _mm256_set1_epi32(w);
-            a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(lanes(p), w));
-            a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(lanes(p.add(8)), w));
-            a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(lanes(p.add(16)), w));
-            a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(lanes(p.add(24)), w));
-        }
-        let (a0, a1) = (_mm256_srai_epi32::<SHIFT>(a0), _mm256_srai_epi32::<SHIFT>(a1));
-        let (a2, a3) = (_mm256_srai_epi32::<SHIFT>(a2), _mm256_srai_epi32::<SHIFT>(a3));
-        // Per 128-bit half: a0[0..4] a1[0..4] a2[0..4] a3[0..4] | a0[4..8] a1[4..8] ...
-        let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(a2, a3));
-        _mm256_storeu_si256(out.add(i) as *mut __m256i, _mm256_permutevar8x32_epi32(bytes, order));
-        i += 32;
-    }
-    if i < n {
-        taps_row_portable(&mut dst[i..], &data[i..], stride, first, weights);
-    }
-}
-
 #[inline]
 fn clip8(v: i32) -> u8 {
     (v >> PRECISION_BITS).clamp(0, 255) as u8
@@ -356,7 +278,8 @@ unsafe fn transpose_pairs_avx2(rows: &[&[u8]], scratch: &mut [u8], pstride: usiz
 
 /// `dst[i] = clip8(2^21 + sum_k full[k][0] * a_k[i] + full[k][1] * b_k[i])` over the column
 /// pairs `q0 + k` of [`transpose_pairs`]' layout (`a_k[i]`, `b_k[i]` the bytes at
-/// `(q0 + k) * pstride + 2 * i` and `+ 1`): [`taps_row`] for the horizontal pass.
+/// `(q0 + k) * pstride + 2 * i` and `+ 1`), as Pillow's `ImagingResample*_8bpc` computes each
+/// pixel (32-bit fixed-point sum, then `clip8`); vectorised with AVX2 where the CPU has it.
 fn pair_taps_row(dst: &mut [u8], data: &[u8], pstride: usize, q0: usize, taps: &PairTaps, xx: usize) {
     let range = taps.range(xx);
     if !range.is_empty() {
@@ -393,7 +316,7 @@ fn pair_taps_row_portable(dst: &mut [u8], lane0: usize, data: &[u8], pstride: us
 
 /// [`pair_taps_row`] with AVX2: 32 lanes at a time, each pair of taps one `pmaddwd` on the
 /// weights' high halves and one on their low halves (sums kept apart in registers, then
-/// `(hi << 11) + lo`), saturated and packed to bytes as in [`taps_row_avx2`].
+/// `(hi << 11) + lo`), saturated and packed to bytes (`packs`/`packus` saturate exactly as `clip8` clamps).
 ///
 /// # Safety
 /// The CPU supports AVX2, and `(q0 + hi.len() - 1) * pstride + 2 * dst.len() <= data.len()`.
@@ -462,25 +385,23 @@ fn resample_rows(rows: &[&[u8]], in_width: usize, taps: &PairTaps, scratch: &mut
     }
 }
 
-/// Interleaves packed rows (`row_bytes` each) byte by byte in pairs: row `r` is slot
+/// Interleaves `n` rows (`row(r)`, `row_bytes` each) byte by byte in pairs: row `r` is slot
 /// `r + offset`, and byte `b` of slot `s` goes to `pairs[(s / 2) * 2 * row_bytes + 2 * b + s % 2]`
 /// (the bytes of a slot without a row are left as they are).
-fn interleave_rows(rows: &[u8], row_bytes: usize, offset: usize, pairs: &mut [u8]) {
-    let n = rows.len() / row_bytes;
-    let row = |r: usize| &rows[r * row_bytes..(r + 1) * row_bytes];
+fn interleave_rows<'r>(row: impl Fn(usize) -> &'r [u8], n: usize, row_bytes: usize, offset: usize, pairs: &mut [u8]) {
     for (m, pair) in pairs.chunks_exact_mut(2 * row_bytes).enumerate() {
         // Slots 2m and 2m + 1 hold rows 2m - offset and 2m + 1 - offset.
         let (a, b) = ((2 * m).checked_sub(offset).filter(|&r| r < n), (2 * m + 1).checked_sub(offset).filter(|&r| r < n));
         match (a, b) {
             (Some(a), Some(b)) => {
-                for ((d, &x), &y) in pair.chunks_exact_mut(2).zip(row(a)).zip(row(b)) {
+                for ((d, &x), &y) in pair.chunks_exact_mut(2).zip(&row(a)[..row_bytes]).zip(&row(b)[..row_bytes]) {
                     d[0] = x;
                     d[1] = y;
                 }
             }
             (Some(r), None) | (None, Some(r)) => {
                 let e = usize::from(a.is_none());
-                for (d, &v) in pair.chunks_exact_mut(2).zip(row(r)) {
+                for (d, &v) in pair.chunks_exact_mut(2).zip(&row(r)[..row_bytes]) {
                     d[e] = v;
                 }
             }
@@ -614,19 +535,22 @@ impl SquareResizer {
             let in_bytes = iw * 3;
             let (y0, y1) = (vertical.first[0], vertical.first[oh - 1] + vertical.len[oh - 1]);
             let plain = canvas.left == 0 && canvas.top == 0 && canvas.width == src.width as usize && canvas.height == src.height as usize;
-            // The canvas rows the pass reads, `stride` bytes apart, row `base` first.
-            let (data, stride, base): (&[u8], usize, usize) = if plain {
-                (src.data, src.stride, 0)
-            } else {
+            if !plain {
                 self.canvas_rows.clear();
                 for y in y0..y1 {
                     self.canvas_rows.extend_from_slice(canvas.row(y, &mut self.row));
                 }
-                (&self.canvas_rows, in_bytes, y0)
-            };
+            }
+            // Rows y0..y1 in pairs from the even row at or before y0, as in the vertical pass below.
+            let ye = y0 & !1;
+            self.pairs.clear();
+            self.pairs.resize((y1 - ye).div_ceil(2) * 2 * in_bytes, 0);
+            let packed = &self.canvas_rows;
+            let row = |r: usize| if plain { src.row(y0 + r) } else { &packed[r * in_bytes..(r + 1) * in_bytes] };
+            interleave_rows(row, y1 - y0, in_bytes, y0 - ye, &mut self.pairs);
             self.temp.resize(oh * in_bytes, 0);
             for (yy, t) in self.temp.chunks_exact_mut(in_bytes).enumerate() {
-                taps_row(t, data, stride, vertical.first[yy] - base, vertical.weights(yy));
+                pair_taps_row(t, &self.pairs, 2 * in_bytes, vertical_pairs.first[yy] - ye / 2, vertical_pairs, yy);
             }
             let rows: Vec<&[u8]> = self.temp.chunks_exact(in_bytes).collect();
             for (b, block) in rows.chunks(ROW_BLOCK).enumerate() {
@@ -695,7 +619,8 @@ impl SquareResizer {
             let ye = y0 & !1;
             self.pairs.clear();
             self.pairs.resize((y1 - ye).div_ceil(2) * 2 * row_bytes, 0);
-            interleave_rows(&self.temp, row_bytes, y0 - ye, &mut self.pairs);
+            let temp = &self.temp;
+            interleave_rows(|r| &temp[r * row_bytes..(r + 1) * row_bytes], y1 - y0, row_bytes, y0 - ye, &mut self.pairs);
             for (yy, out) in self.out.chunks_exact_mut(row_bytes).enumerate() {
                 pair_taps_row(out, &self.pairs, 2 * row_bytes, vertical_pairs.first[yy] - ye / 2, vertical_pairs, yy);
             }
@@ -992,15 +917,6 @@ mod tests {
                 assert_eq!(got, want[xx], "pairs {w}x{rows} -> {ow}, output {xx}");
                 pair_taps_row_portable(&mut got, 0, &scratch, pstride, pairs.first[xx], &pairs.full[pairs.range(xx)]);
                 assert_eq!(got, want[xx], "portable pairs {w}x{rows} -> {ow}, output {xx}");
-            }
-            // The same pass through the one-tap-at-a-time kernel, on the transposed block.
-            let t = transposed(&img);
-            for xx in 0..ow {
-                let mut got = vec![0u8; rows * 3];
-                taps_row(&mut got, &t.data, rows * 3, taps.first[xx], taps.weights(xx));
-                assert_eq!(got, want[xx], "taps_row {w}x{rows} -> {ow}, output {xx}");
-                taps_row_portable(&mut got, &t.data, rows * 3, taps.first[xx], taps.weights(xx));
-                assert_eq!(got, want[xx], "portable taps_row {w}x{rows} -> {ow}, output {xx}");
             }
         }
     }
