@@ -68,7 +68,9 @@ def timed(cmds: list, env: dict) -> list:
 def with_env(env: dict, pairs: list) -> dict:
     """``env`` updated in place with ``KEY=VALUE`` strings; returns it."""
     for kv in pairs:
-        key, _, value = kv.partition("=")
+        key, eq, value = kv.partition("=")
+        if not key or not eq:
+            raise SystemExit(f"--env/--versus take KEY=VALUE (an empty VALUE sets it empty), got {kv!r}")
         env[key] = value
     return env
 
