@@ -410,6 +410,20 @@ fn interleave_rows<'r>(row: impl Fn(usize) -> &'r [u8], n: usize, row_bytes: usi
     }
 }
 
+/// Pillow's `ImagingResampleVertical_8bpc`: output row `yy` of `out` (`row_bytes` each) from
+/// canvas rows `rows` (`row(r)` is canvas row `rows.start + r`), through `pairs`: the rows are
+/// interleaved in pairs (the layout [`pair_taps_row`] reads), the first pair starting at the even
+/// row at or before `rows.start`.
+fn vertical_pass<'r>(row: impl Fn(usize) -> &'r [u8], rows: std::ops::Range<usize>, row_bytes: usize, taps: &PairTaps, pairs: &mut Vec<u8>, out: &mut [u8]) {
+    let even = rows.start & !1;
+    pairs.clear();
+    pairs.resize((rows.end - even).div_ceil(2) * 2 * row_bytes, 0);
+    interleave_rows(row, rows.len(), row_bytes, rows.start - even, pairs);
+    for (yy, o) in out.chunks_exact_mut(row_bytes).enumerate() {
+        pair_taps_row(o, pairs, 2 * row_bytes, taps.first[yy] - even / 2, taps, yy);
+    }
+}
+
 /// Writes rows `rows` of the column-major result of [`resample_rows`] (`n` bytes per column,
 /// `out_width` columns) as row-major rows: row `i` goes to `dst[row_at(i)..][..out_width * 3]`.
 fn scatter_columns(cols: &[u8], n: usize, rows: std::ops::Range<usize>, out_width: usize, dst: &mut [u8], row_at: impl Fn(usize) -> usize) {
@@ -541,17 +555,10 @@ impl SquareResizer {
                     self.canvas_rows.extend_from_slice(canvas.row(y, &mut self.row));
                 }
             }
-            // Rows y0..y1 in pairs from the even row at or before y0, as in the vertical pass below.
-            let ye = y0 & !1;
-            self.pairs.clear();
-            self.pairs.resize((y1 - ye).div_ceil(2) * 2 * in_bytes, 0);
             let packed = &self.canvas_rows;
             let row = |r: usize| if plain { src.row(y0 + r) } else { &packed[r * in_bytes..(r + 1) * in_bytes] };
-            interleave_rows(row, y1 - y0, in_bytes, y0 - ye, &mut self.pairs);
             self.temp.resize(oh * in_bytes, 0);
-            for (yy, t) in self.temp.chunks_exact_mut(in_bytes).enumerate() {
-                pair_taps_row(t, &self.pairs, 2 * in_bytes, vertical_pairs.first[yy] - ye / 2, vertical_pairs, yy);
-            }
+            vertical_pass(row, y0..y1, in_bytes, vertical_pairs, &mut self.pairs, &mut self.temp);
             let rows: Vec<&[u8]> = self.temp.chunks_exact(in_bytes).collect();
             for (b, block) in rows.chunks(ROW_BLOCK).enumerate() {
                 resample_rows(block, iw, horizontal, &mut self.scratch, &mut self.cols);
@@ -613,17 +620,8 @@ impl SquareResizer {
             }
         }
         if need_v {
-            // Pillow's ImagingResampleVertical_8bpc, one output row at a time, over the rows
-            // in pairs (two rows interleaved byte by byte, the layout [`pair_taps_row`] reads),
-            // the first pair starting at the even row at or before y0.
-            let ye = y0 & !1;
-            self.pairs.clear();
-            self.pairs.resize((y1 - ye).div_ceil(2) * 2 * row_bytes, 0);
             let temp = &self.temp;
-            interleave_rows(|r| &temp[r * row_bytes..(r + 1) * row_bytes], y1 - y0, row_bytes, y0 - ye, &mut self.pairs);
-            for (yy, out) in self.out.chunks_exact_mut(row_bytes).enumerate() {
-                pair_taps_row(out, &self.pairs, 2 * row_bytes, vertical_pairs.first[yy] - ye / 2, vertical_pairs, yy);
-            }
+            vertical_pass(|r| &temp[r * row_bytes..(r + 1) * row_bytes], y0..y1, row_bytes, vertical_pairs, &mut self.pairs, &mut self.out);
         } else {
             self.out.copy_from_slice(&self.temp);
         }
