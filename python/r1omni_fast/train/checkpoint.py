@@ -31,6 +31,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from r1omni_fast.atomic import fsync_dir as _fsync_dir
+from r1omni_fast.atomic import fsync_tree
 from r1omni_fast.train.faults import TrainingError
 
 log = logging.getLogger(__name__)
@@ -172,26 +174,6 @@ def _torch_save(obj: Any, path: Path) -> None:
     # through a Python file object: a failed write keeps its OSError (errno) as the cause
     with open(path, "wb") as f:
         torch.save(obj, f)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(folder: str | os.PathLike) -> None:
-    """fsync every file under ``folder``, then every folder, deepest first."""
-    for root, _, files in os.walk(folder, topdown=False):
-        for name in files:
-            fd = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(root))
 
 
 def _out_of_space(exc: BaseException, folder: Path) -> bool:
