@@ -34,7 +34,7 @@ def qwen(tmp_path_factory):
 
 
 def _train(assets, num_frames, steps=3, **over):
-    """(policy, its tensors before, its tensors after ``steps`` SFT optimizer steps)."""
+    """(policy, its tensors before, its tensors after ``steps`` SFT optimizer steps, the optimizer)."""
     from r1omni_fast.config import SFTConfig
     from r1omni_fast.data import read_data
     from r1omni_fast.train.common import build_optimizer, load_policy, make_collator
@@ -57,7 +57,7 @@ def _train(assets, num_frames, steps=3, **over):
         optimizer.step()
     after = {n: t.detach().clone() for n, t in model.state_dict().items()}
     assert before.keys() == after.keys()
-    return model, before, after
+    return model, before, after, optimizer
 
 
 def _changed(before, after):
@@ -73,7 +73,7 @@ def _base_name(name):
 
 
 def _check_lora_trains_what_full_training_trains(assets, num_frames, llm_roots, parts, towers, copied):
-    lora_model, before, after = _train(assets, num_frames, use_peft=True, lora_r=4, tunable_parts=parts)
+    lora_model, before, after, _ = _train(assets, num_frames, use_peft=True, lora_r=4, tunable_parts=parts)
     changed = _changed(before, after)
     trainable = {n for n, p in lora_model.named_parameters() if p.requires_grad}
     adapters = {n for n in before if ".lora_A." in n or ".lora_B." in n}
@@ -86,7 +86,7 @@ def _check_lora_trains_what_full_training_trains(assets, num_frames, llm_roots, 
     frozen_towers = [n for n in before if n.startswith(towers) and COPY not in n]
     assert frozen_towers and not changed & set(frozen_towers)
     # the same parts outside the LLM as a full-weight run with these tunable_parts
-    _, full_before, full_after = _train(assets, num_frames, tunable_parts=parts)
+    _, full_before, full_after, _ = _train(assets, num_frames, tunable_parts=parts)
     full_changed = _changed(full_before, full_after)
     assert any(n.startswith(llm_roots) for n in full_changed) == ("mm_language_model" in parts)
     assert {_base_name(n) for n in copies} == {n for n in full_changed if not n.startswith(llm_roots)}
@@ -131,3 +131,29 @@ def test_a_tower_trains_in_full_under_lora_only_when_asked(qwen):
     full.requires_grad_(False)
     full.thinker.model.visual.blocks[0].attn.proj.requires_grad_(True)
     assert modules_to_save(full) == ["thinker.model.visual.blocks.0.attn.proj"]
+
+
+def test_the_memory_of_a_lora_run_is_the_readmes_rule(qwen):
+    """The README's adapter-run figures: the tensors held after LoRA optimizer steps are exactly
+    4 B x the base model's parameters (frozen, fp32) + 16 B x the trainable ones (adapters and
+    copies: weight, gradient, two AdamW moments); GRPO's reference (the adapters disabled) adds none."""
+    from r1omni_fast.model.lora import AdapterDisabled
+    from r1omni_fast.model.policy import load_policy
+
+    model, _, _, optimizer = _train(qwen, 4, steps=1, use_peft=True, lora_r=4, tunable_parts=DEFAULT_PARTS)
+    seen: set = set()
+
+    def size(tensors):
+        out = 0
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.numel() > 1 and t.untyped_storage().data_ptr() not in seen:
+                seen.add(t.untyped_storage().data_ptr())
+                out += t.untyped_storage().nbytes()
+        return out
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    held = size(model.parameters()) + size(p.grad for p in trainable)
+    held += size(v for state in optimizer.state.values() for v in state.values())
+    assert size(AdapterDisabled(model).parameters()) == 0
+    base = sum(p.numel() for p in load_policy(qwen[0]).parameters())
+    assert held == 4 * base + 16 * sum(p.numel() for p in trainable)

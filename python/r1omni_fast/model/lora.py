@@ -8,9 +8,10 @@ What trains (``use_peft: true``):
   layer of the LLM but its output head, or a list of names. A name matches the LLM's modules
   whose dotted name ends with it (peft's rule, e.g. ``q_proj`` or ``self_attn.q_proj``) or, given
   as a full dotted path from the model root, that one module anywhere (a tower's layer, say);
-- the other parts that ``tunable_parts`` unfreezes (the projectors by default) train in full as
-  peft ``modules_to_save``: a trainable copy beside the frozen original, saved with the adapter;
-  ``lora_modules_to_save`` adds more (e.g. ``lm_head``). ``mm_language_model`` in
+- exactly the other parts that full training with the same ``tunable_parts`` trains (the
+  projectors by default: HumanOmni's, the Qwen thinker's vision merger and audio projection, not
+  the towers holding them) train in full as peft ``modules_to_save``: a trainable copy beside the
+  frozen original, saved with the adapter; ``lora_modules_to_save`` adds more (e.g. ``lm_head``). ``mm_language_model`` in
   ``tunable_parts`` has no effect under ``use_peft`` (the adapters are the LLM's trainable part).
 
 The base model is therefore untouched: with the adapters disabled (:func:`adapter_disabled`, peft's
@@ -28,7 +29,7 @@ say ``("thinker.model", "thinker.lm_head")``, leaving its towers out, whose MLPs
 ``gate_proj`` / ``up_proj`` / ``down_proj``). The default targets are found by name inside those
 modules; the output head is the ``get_output_embeddings()`` of the policy or of those modules.
 The parts trained in full are read from ``requires_grad`` after the backend's own
-``set_trainable_parts``: the outermost trainable modules outside the LLM.
+``set_trainable_parts``: the outermost modules outside the LLM all of whose parameters train.
 """
 
 from __future__ import annotations
