@@ -329,6 +329,33 @@ def test_adapter_folder_merge_and_eval_loading(assets, tmp_path):
         assert (base(**inputs).logits - merged_logits).abs().max() > 1e-3
 
 
+def test_an_adapter_on_an_adapter_folder_saves_and_loads_without_peft_warnings(assets, tmp_path):
+    """GRPO with use_peft on an SFT adapter: the new adapter's base is a folder without config.json.
+    Saving and loading it must not make peft look for that config (its "Could not find a config
+    file" warning: an error here, tests run with warnings as errors), nor store the embeddings."""
+    from r1omni_fast.model.lora import load_with_adapter, read_adapter_config, save_adapter
+
+    model_dir, data = assets
+    model, _ = _policy(model_dir)
+    _perturb_adapter(model)
+    sft = tmp_path / "sft"
+    save_adapter(model, sft)
+    assert not (sft / "config.json").exists()
+    grpo_stage, _ = _policy(sft, lora_r=4)
+    _perturb_adapter(grpo_stage, seed=1)
+    out = tmp_path / "grpo"
+    save_adapter(grpo_stage, out)
+    assert read_adapter_config(out)["base_model_name_or_path"] == str(sft.resolve())
+    saved = load_file(str(out / "adapter_model.safetensors"))
+    assert not any("embed_tokens" in k for k in saved)
+    reloaded = load_with_adapter(out)  # the SFT adapter merged, then this one
+    inputs = _batch_inputs(grpo_stage, data)
+    grpo_stage.eval()
+    reloaded.eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(**inputs).logits, grpo_stage(**inputs).logits)
+
+
 def test_merge_errors_name_the_folder(assets, tmp_path):
     from r1omni_fast.model.lora import LoraError, merge
 

@@ -74,8 +74,9 @@ def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, r
 @click.option("--decode", default=0, show_default=True, type=click.IntRange(min=0),
               help="also decode N clips spread over the file with the media loader (8 frames, 224 px, audio)")
 def data_check(file: str, labels: str, kind: str, decode: int) -> None:
-    """Validate a data file and print a summary; exit status 1 if any record is bad or a clip
-    fails to open or decode."""
+    """Validate a data file and print a summary; exit status 1 if any record is bad, a clip
+    fails to open or decode, or (``--decode``) a record's prompt asks for a modality its clip
+    lacks (``<audio>`` and no audio stream)."""
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import format_summary, label_spec_from_text, summarize
 

@@ -25,17 +25,20 @@ class DataSummary:
     undecodable: List[Tuple[str, str]] = field(default_factory=list)
     #: SFT answers outside the label set -> records (accepted: reported, not failed)
     outside_labels: Dict[str, int] = field(default_factory=dict)
+    #: decoded clips lacking a modality their record's prompt asks for (:func:`lacking_modality`)
+    lacking: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.data.problems and not self.unreadable and not self.undecodable
+        return not self.data.problems and not self.unreadable and not self.undecodable and not self.lacking
 
 
-def decode_sample(samples: Sequence[Sample], count: int, *, loader: Optional[Callable[..., list]] = None,
-                  **media_kwargs: Any) -> List[Tuple[Sample, Optional[str]]]:
+def decode_clips(samples: Sequence[Sample], count: int, *, loader: Optional[Callable[..., list]] = None,
+                 **media_kwargs: Any) -> List[Tuple[Sample, Any]]:
     """Decode ``count`` clips spread evenly over ``samples`` (first and last included) with
     ``loader`` (default ``r1omni_fast.media.load_batch``; ``media_kwargs`` go to it) and return
-    ``(sample, None)`` for each clip that loaded, ``(sample, reason)`` for each that did not."""
+    ``(sample, clip)`` for each, the clip being what the loader returned (an exception when it
+    did not load)."""
     if count <= 0 or not samples:
         return []
     if loader is None:
@@ -46,8 +49,26 @@ def decode_sample(samples: Sequence[Sample], count: int, *, loader: Optional[Cal
     kwargs = dict(media_kwargs)
     if any(s.audio is not None for s in chosen):
         kwargs["audio_paths"] = [None if s.audio is None else str(s.audio) for s in chosen]
-    results = loader([str(s.video) for s in chosen], **kwargs)
-    return [(s, (str(r) or type(r).__name__) if isinstance(r, Exception) else None) for s, r in zip(chosen, results)]
+    return list(zip(chosen, loader([str(s.video) for s in chosen], **kwargs)))
+
+
+def decode_sample(samples: Sequence[Sample], count: int, *, loader: Optional[Callable[..., list]] = None,
+                  **media_kwargs: Any) -> List[Tuple[Sample, Optional[str]]]:
+    """:func:`decode_clips`, as ``(sample, None)`` for each clip that loaded and ``(sample,
+    reason)`` for each that did not."""
+    return [(s, (str(r) or type(r).__name__) if isinstance(r, Exception) else None)
+            for s, r in decode_clips(samples, count, loader=loader, **media_kwargs)]
+
+
+def lacking_modality(sample: Sample, clip: Any) -> Optional[str]:
+    """Why the loaded ``clip`` lacks a modality the prompt of ``sample`` asks for (``<audio>``
+    with no audio stream in the record's audio file or its video), else None."""
+    if "<audio>" not in sample.prompt or getattr(clip, "has_audio", True):
+        return None
+    where = f"its audio file {sample.audio}" if sample.audio is not None else f"its clip {sample.video}"
+    return (f"the prompt asks for audio (<audio>) but {where} has no audio stream (Qwen2.5-Omni runs skip the "
+            "record, HumanOmni's give it silence): give the record an audio file with sound, or remove <audio> "
+            "from its prompt")
 
 
 def media_duration(path: Union[str, os.PathLike]) -> float:
@@ -67,8 +88,9 @@ def media_duration(path: Union[str, os.PathLike]) -> float:
 def summarize(path: Union[str, os.PathLike], *, labels: LabelSpec = "dfew",
               kind: str = "auto", decode: int = 0, loader: Optional[Callable[..., list]] = None) -> DataSummary:
     """Read ``path`` and summarise it; ``decode`` > 0 also decodes that many clips spread over
-    the file with the media loader (:func:`decode_sample`, default settings: 8 frames at 224,
-    audio). With ``kind="sft"`` an answer outside the label set is no bad record (reasoning
+    the file with the media loader (:func:`decode_clips`, default settings: 8 frames at 224,
+    audio) and reports those that fail and those lacking a modality their prompt asks for
+    (``lacking``: audio). With ``kind="sft"`` an answer outside the label set is no bad record (reasoning
     targets may name any emotion, as EMER's do): it is counted in ``outside_labels``."""
     label_set = label_sets.resolve(labels)
     data = read_data(path, labels=label_set.opened() if kind == "sft" else label_set, on_error="skip", kind=kind)
@@ -81,7 +103,9 @@ def summarize(path: Union[str, os.PathLike], *, labels: LabelSpec = "dfew",
         except Exception as exc:  # noqa: BLE001 - any decoder failure is reported, not fatal
             unreadable.append((f"{sample.source} ({sample.id})", str(exc) or type(exc).__name__))
     missing = sum(1 for p in data.problems if "missing media" in p.message)
-    decoded = decode_sample(data.samples, decode, loader=loader)
+    decoded = decode_clips(data.samples, decode, loader=loader)
+    failed = [(s, str(c) or type(c).__name__) for s, c in decoded if isinstance(c, Exception)]
+    lacking = [(s, lacking_modality(s, c)) for s, c in decoded if not isinstance(c, Exception)]
     return DataSummary(
         data=data,
         label_counts={label: counts.get(label, 0) for label in label_set.labels},
@@ -90,8 +114,9 @@ def summarize(path: Union[str, os.PathLike], *, labels: LabelSpec = "dfew",
         durations=durations,
         unreadable=unreadable,
         decoded=len(decoded),
-        undecodable=[(f"{s.source} ({s.id})", why) for s, why in decoded if why is not None],
+        undecodable=[(f"{s.source} ({s.id})", why) for s, why in failed],
         outside_labels=dict(outside.most_common()),
+        lacking=[(f"{s.source} ({s.id})", why) for s, why in lacking if why is not None],
     )
 
 
@@ -115,8 +140,9 @@ def format_summary(summary: DataSummary) -> str:
             f"{min(summary.durations):.2f}, mean {total / len(summary.durations):.2f}, max "
             f"{max(summary.durations):.2f} s)")
     if summary.decoded:
-        lines.append(f"decoded     {summary.decoded - len(summary.undecodable)} of {summary.decoded} clips "
-                     f"checked loaded ({len(summary.undecodable)} failed)")
+        lacking = f", {len(summary.lacking)} lack a modality their prompt asks for" if summary.lacking else ""
+        lines.append(f"decoded     {summary.decoded - len(summary.undecodable) - len(summary.lacking)} of "
+                     f"{summary.decoded} clips checked loaded ({len(summary.undecodable)} failed{lacking})")
     if d.problems:
         lines.append("bad records:")
         lines.extend(f"  {p}" for p in d.problems)
@@ -126,6 +152,9 @@ def format_summary(summary: DataSummary) -> str:
     if summary.undecodable:
         lines.append("clips that failed to decode:")
         lines.extend(f"  {where}: {why}" for where, why in summary.undecodable)
+    if summary.lacking:
+        lines.append(f"records whose prompt asks for a modality the clip lacks ({len(summary.lacking)}):")
+        lines.extend(f"  {where}: {why}" for where, why in summary.lacking)
     return "\n".join(lines)
 
 

@@ -8,9 +8,10 @@ What trains (``use_peft: true``):
   layer of the LLM but its output head, or a list of names. A name matches the LLM's modules
   whose dotted name ends with it (peft's rule, e.g. ``q_proj`` or ``self_attn.q_proj``) or, given
   as a full dotted path from the model root, that one module anywhere (a tower's layer, say);
-- the other parts that ``tunable_parts`` unfreezes (the projectors by default) train in full as
-  peft ``modules_to_save``: a trainable copy beside the frozen original, saved with the adapter;
-  ``lora_modules_to_save`` adds more (e.g. ``lm_head``). ``mm_language_model`` in
+- exactly the other parts that full training with the same ``tunable_parts`` trains (the
+  projectors by default: HumanOmni's, the Qwen thinker's vision merger and audio projection, not
+  the towers holding them) train in full as peft ``modules_to_save``: a trainable copy beside the
+  frozen original, saved with the adapter; ``lora_modules_to_save`` adds more (e.g. ``lm_head``). ``mm_language_model`` in
   ``tunable_parts`` has no effect under ``use_peft`` (the adapters are the LLM's trainable part).
 
 The base model is therefore untouched: with the adapters disabled (:func:`adapter_disabled`, peft's
@@ -28,7 +29,7 @@ say ``("thinker.model", "thinker.lm_head")``, leaving its towers out, whose MLPs
 ``gate_proj`` / ``up_proj`` / ``down_proj``). The default targets are found by name inside those
 modules; the output head is the ``get_output_embeddings()`` of the policy or of those modules.
 The parts trained in full are read from ``requires_grad`` after the backend's own
-``set_trainable_parts``: the outermost trainable modules outside the LLM.
+``set_trainable_parts``: the outermost modules outside the LLM all of whose parameters train.
 """
 
 from __future__ import annotations
@@ -129,21 +130,33 @@ def target_module_names(model: torch.nn.Module, targets: Optional[Sequence[str]]
 
 
 def modules_to_save(model: torch.nn.Module, extra: Optional[Sequence[str]] = None) -> List[str]:
-    """The modules trained in full beside the adapters: the top-level children outside the LLM
-    with a trainable parameter (what ``tunable_parts`` unfroze; the members of a ``Sequential`` or
-    ``ModuleList``, so that indexing it still works), then each of ``extra``
-    (``lora_modules_to_save``: a full dotted path or a name ending, matched anywhere)."""
+    """The modules trained in full beside the adapters, then each of ``extra``
+    (``lora_modules_to_save``: a full dotted path or a name ending, matched anywhere).
+
+    The trained modules are read from ``requires_grad`` (what ``tunable_parts`` unfroze): outside
+    the LLM, the outermost modules all of whose parameters train. A module holding both trainable
+    and frozen parameters (a tower whose merger or output projection trains, the tower itself
+    frozen) is never copied whole: its trainable members are, so that LoRA trains exactly what full
+    training trains. The members of a ``Sequential`` or ``ModuleList`` are listed one by one (so
+    that indexing it still works). Raises :class:`LoraError` for a module with a trainable
+    parameter of its own beside frozen members (no module can be copied for it alone)."""
     llm = language_model_names(model)
     out: List[str] = []
 
     def visit(prefix: str, module: torch.nn.Module) -> None:
         for c, child in module.named_children():
             n = f"{prefix}{c}"
-            if _in_llm(n, llm) or not any(p.requires_grad for p in child.parameters()):
+            flags = [p.requires_grad for p in child.parameters()]
+            if _in_llm(n, llm) or not any(flags):
                 continue
-            if any(root.startswith(n + ".") for root in llm) or isinstance(child, (torch.nn.Sequential,
-                                                                                   torch.nn.ModuleList)):
-                visit(n + ".", child)  # holds the LLM, or keep a container indexable: its members
+            holds_llm = any(root.startswith(n + ".") for root in llm)
+            if holds_llm or not all(flags) or isinstance(child, (torch.nn.Sequential, torch.nn.ModuleList)):
+                own = [k for k, p in child.named_parameters(recurse=False) if p.requires_grad]
+                if own:
+                    raise LoraError(f"{type(model).__name__}.{n} has trainable parameters of its own ({', '.join(own)}) "
+                                    "beside frozen ones: under use_peft a module trains in full or not at all; "
+                                    "change tunable_parts")
+                visit(n + ".", child)  # holds the LLM or frozen parts, or keep a container indexable: its members
             else:
                 out.append(n)
 
@@ -325,7 +338,10 @@ def save_adapter(model: torch.nn.Module, folder: str | os.PathLike, dist: Any = 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     prefixed = {"base_model.model." + k: v for k, v in state.items()}
-    tensors = get_peft_model_state_dict(wrapper, state_dict=prefixed)
+    # The vocabulary is never resized here, and embeddings that train are adapters or modules to
+    # save (kept anyway): peft's "auto" would instead look for config.json in base_model_name_or_path
+    # (or on the Hub), which an adapter folder as base (GRPO on an SFT adapter) lacks, and warn.
+    tensors = get_peft_model_state_dict(wrapper, state_dict=prefixed, save_embedding_layers=False)
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(folder / ADAPTER_WEIGHTS),
               metadata={"format": "pt"})
     wrapper.peft_config["default"].save_pretrained(str(folder))
@@ -354,9 +370,10 @@ def load_adapter_weights(model: torch.nn.Module, folder: str | os.PathLike) -> N
 
 
 def _adapter_keys(wrapper: Any) -> List[str]:
+    """The tensor names of the adapter's file (as :func:`save_adapter` writes them)."""
     from peft.utils import get_peft_model_state_dict
 
-    return list(get_peft_model_state_dict(wrapper).keys())
+    return list(get_peft_model_state_dict(wrapper, save_embedding_layers=False).keys())
 
 
 def base_model_path(folder: str | os.PathLike, base: Optional[str | os.PathLike] = None) -> str:

@@ -209,10 +209,16 @@ class BatchStream:
     epoch's samples failing to load, end the run with a :class:`TrainingError` listing the first
     failures. ``skipped_samples`` counts the failed samples of the run (all ranks; ``dist`` sums
     them, the same on every rank).
+
+    Every skip is said: the first batch with a sample that failed to load logs a warning with the
+    count and the first record ids and reasons; :meth:`close` logs the run's total and the first
+    :data:`SHOWN_SKIPPED_IDS` ids (:meth:`skip_summary`; ids are this rank's under torchrun).
     """
 
     #: failures quoted in the error that ends a run
     SHOWN_FAILURES = 5
+    #: record ids of skipped samples quoted in the end-of-run summary
+    SHOWN_SKIPPED_IDS = 10
 
     def __init__(self, samples: Sequence[Sample], batch_size: int, collate: Callable[..., Batch], *,
                  seed: int, samples_done: int = 0, batches_done: int = 0, workers: int = 1, depth: int = 2,
@@ -237,6 +243,9 @@ class BatchStream:
         self._epoch = samples_done // max(len(self.samples), 1)
         self._empty_in_a_row = 0
         self._failures: List[str] = []
+        self._skipped_ids: List[str] = []
+        self._skipped_before = skipped_samples  # by the run this one resumes
+        self._skip_said = False
         self._collate = collate
         self._iter = prefetch(self._shares(samples_done), self._load, depth=depth, workers=workers)
 
@@ -276,14 +285,23 @@ class BatchStream:
         """Count this global batch's samples that failed to load (every rank's); return how many
         loaded (every rank's, stand-ins excluded); raise when the epoch's budget is spent."""
         failed = [] if ghost else list(batch.skipped)
+        source = {s.id: s.source for s in requested}
+        quoted = [f"{sid} ({source.get(sid, '?')}): {why}" for sid, why in failed]
         if failed and len(self._failures) < self.SHOWN_FAILURES:
-            source = {s.id: s.source for s in requested}
-            self._failures += [f"{sid} ({source.get(sid, '?')}): {why}" for sid, why in failed]
+            self._failures += quoted
+        self._skipped_ids += [sid for sid, _ in failed][:max(self.SHOWN_SKIPPED_IDS - len(self._skipped_ids), 0)]
         counts = [len(failed), 0 if ghost else len(batch)]
         if self.dist is not None and self.dist.enabled:
             counts = self.dist.sum(counts)
         elif self.world_size > 1:  # no collective to ask the other ranks: never skip (ghosts stand in)
             counts[1] = 1
+        if counts[0] and not self._skip_said:
+            self._skip_said = True
+            shown = "".join(f"\n  {q}" for q in quoted[:self.SHOWN_FAILURES]) or " none on this rank"
+            log.warning("%d sample(s) of batch %d could not be loaded and are skipped%s:%s\nLater skips are counted "
+                        "(skipped_samples in metrics.jsonl) and listed at the end of the run; check the media with "
+                        "`r1omni-fast data check FILE --decode N`", int(counts[0]), self.batches_done,
+                        " (reasons: this rank's)" if self.world_size > 1 else "", shown)
         self.skipped_samples += int(counts[0])
         self.skipped_in_epoch += int(counts[0])
         if self.max_skipped_fraction < 1.0 and self.skipped_in_epoch > self.max_skipped_fraction * len(self.samples):
@@ -328,8 +346,23 @@ class BatchStream:
                 return Shard(self._last_good, [-1] * len(self._last_good), size, True)
             raise AssertionError("a one-process batch with no clip is counted above")  # pragma: no cover
 
+    def skip_summary(self) -> Optional[str]:
+        """The run's skipped samples: their total and the first record ids; None without any."""
+        if not self.skipped_samples:
+            return None
+        before = f" ({self._skipped_before} before the resume)" if self._skipped_before else ""
+        more = self.skipped_samples - self._skipped_before - len(self._skipped_ids)
+        ids = ", ".join(self._skipped_ids) + (f" and {more} more" if more > 0 and self.world_size == 1 else "")
+        rank = " (this rank's)" if self.world_size > 1 else ""
+        return (f"{self.skipped_samples} sample(s) skipped in this run because their media could not be loaded"
+                f"{before}" + (f"; record ids{rank}: {ids}" if self._skipped_ids else ""))
+
     def close(self) -> None:
+        """Stop the background loading and log :meth:`skip_summary` (when a sample was skipped)."""
         self._iter.close()
+        summary = self.skip_summary()
+        if summary is not None:
+            log.warning("%s", summary)
 
 
 def stream_position(state: Optional[Dict[str, Any]], num_samples: int, batch_size: int) -> Dict[str, int]:

@@ -327,6 +327,29 @@ def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float
     return ((entropy.detach() * active) >= threshold.to(entropy.device, entropy.dtype)) & active
 
 
+#: Consecutive GRPO steps without learning signal (every group's rewards equal) before
+#: :func:`no_signal_streak` warns.
+NO_SIGNAL_STEPS = 5
+
+
+def no_signal_streak(streak: int, record: Dict[str, Any], *, steps: int = NO_SIGNAL_STEPS, say: bool = True) -> int:
+    """The number of consecutive steps without learning signal up to the step of ``record`` (its
+    metrics), given ``streak`` before it. A step has none when every group's completions got the
+    same reward (``frac_reward_zero_std`` 1.0: every advantage is 0). When the streak reaches
+    ``steps`` a warning naming the likely cause is logged (``say``: on this rank), once per streak."""
+    if record.get("frac_reward_zero_std", 0.0) < 1.0:
+        return 0
+    streak += 1
+    if streak == steps and say:
+        log.warning("GRPO: no learning signal for %d steps in a row (steps %d-%d): in every group all completions got "
+                    "the same reward (frac_reward_zero_std 1.0, mean reward %.3g), so every advantage is 0 and the "
+                    "rewards teach nothing. Likely cause: no completion is a well-formed answer (an untrained "
+                    "model never writes <answer>...</answer> with a label): start from an SFT model "
+                    "(model_name_or_path), or check reward_funcs and label_set", steps, record["step"] - steps + 1,
+                    record["step"], record.get("reward", float("nan")))
+    return streak
+
+
 def disable_dropout(model: torch.nn.Module) -> int:
     """TRL's ``disable_dropout``: ``p = 0`` in every ``torch.nn.Dropout`` module of ``model``.
     Returns how many modules it changed."""
@@ -815,6 +838,7 @@ class GRPOTrainer:
         tokens = sum(int(r.mask.sum()) + int(r.prompts["attention_mask"].sum()) * cfg.num_generations
                      for r in self.rollouts)
         record["tokens_per_second"] = tokens / step_time if step_time > 0 else 0.0
+        self._no_signal = no_signal_streak(getattr(self, "_no_signal", 0), record, say=self.dist.is_main)
         return record
 
     def loss_metrics(self, losses: Sequence[float], parts: Sequence[Dict[str, Any]]) -> Dict[str, float]:
