@@ -194,3 +194,91 @@ def test_field_help_lists_every_field_with_a_description():
         rows = field_help(stage)
         assert [r[0] for r in rows] == [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(cls)]
         assert all(r[3] for r in rows), [r[0] for r in rows if not r[3]]
+
+
+# --- non-finite values, bounded messages, YAML alias bombs (issue 34 item 7) ----------------------
+
+NON_FINITE = [("sft", "max_grad_norm", "nan"), ("sft", "adam_epsilon", "inf"), ("grpo", "beta", "nan"),
+              ("sft", "learning_rate", "inf"), ("sft", "weight_decay", "nan"), ("sft", "num_train_epochs", "inf"),
+              ("grpo", "epsilon_high", "nan"), ("grpo", "temperature", "-inf"), ("grpo", "reward_bound", "inf"),
+              ("sft", "lora_dropout", "nan"), ("grpo", "top_p", "nan"), ("grpo", "delta", "inf")]
+
+
+@pytest.mark.parametrize("stage,name,value", NON_FINITE, ids=[f"{n}={v}" for _, n, v in NON_FINITE])
+def test_every_float_field_refuses_nan_and_inf(stage, name, value):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["--stage", stage, f"--{name}", value])
+    message = str(info.value)
+    assert name in message and value.lstrip("-") in message and "finite" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+def test_no_float_field_of_any_stage_takes_nan(stage):
+    floats = [f.name for f in dataclasses.fields(STAGES[stage]) if "float" in str(f.type)]
+    assert floats
+    for name in floats:
+        with pytest.raises(ConfigError, match=f"{name} must be a finite number"):
+            load_config(None, ["--stage", stage, f"--{name}", "nan"])
+
+
+def test_nan_inside_lists_and_mappings_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="reward_weights must be a finite number, got nan"):
+        load_config(write(tmp_path, "stage: grpo\nreward_weights: [1.0, .nan]\n"))
+    with pytest.raises(ConfigError, match="generation_kwargs.*must be a finite number, got inf"):
+        load_config(write(tmp_path, "stage: grpo\ngeneration_kwargs: {temperature: .inf}\n"))
+
+
+BOMB = ('stage: sft\nlabel_set: &i [&h [&g [&f [&e [&d [&c [&b [&a ["lol","lol","lol","lol","lol","lol","lol",'
+        '"lol","lol"],*a,*a,*a,*a,*a,*a,*a,*a,*a],*b,*b,*b,*b,*b,*b,*b,*b,*b],*c,*c,*c,*c,*c,*c,*c,*c,*c],'
+        '*d,*d,*d,*d,*d,*d,*d,*d,*d],*e,*e,*e,*e,*e,*e,*e,*e,*e],*f,*f,*f,*f,*f,*f,*f,*f,*f],*g,*g,*g,*g,*g,'
+        '*g,*g,*g,*g],*h,*h,*h,*h,*h,*h,*h,*h,*h]\n')
+
+
+def _within_budget(call, seconds=5.0, peak_bytes=64 << 20):
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        with pytest.raises(ConfigError) as info:
+            call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - started < seconds
+    assert peak < peak_bytes  # the expanded bomb: 9**9 strings, gigabytes
+    return str(info.value)
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_and_in_little_memory(tmp_path):
+    assert len(BOMB) < 450
+    path = write(tmp_path, BOMB)
+    message = _within_budget(lambda: load_config(path))
+    assert str(path) in message and "aliases" in message and len(message) < 400
+
+
+def test_an_alias_bomb_in_a_flag_is_refused_too():
+    bomb = "[" + ", ".join(["&a [x, x, x, x, x, x, x, x, x]"] + [f"&{c} [" + ", ".join([f"*{p}"] * 9) + "]"
+                                                              for p, c in zip("abcdefg", "bcdefgh")]) + "]"
+    message = _within_budget(lambda: load_config(None, ["--stage", "sft", "--label-set", bomb]))
+    assert "aliases" in message and len(message) < 1000
+
+
+def test_a_huge_value_is_shown_abridged():
+    lol = ["lol"] * 9
+    for _ in range(8):  # shared, as YAML aliases build it: 9**9 strings once expanded
+        lol = [lol] * 9
+    message = _within_budget(lambda: SFTConfig(label_set=lol))
+    assert message.startswith("label_set must be") and len(message) < 400
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["--stage", "sft", "--label-set", "x" * 100_000])
+    assert len(str(info.value)) < 500 and "use one of" in str(info.value)
+
+
+def test_device_field_is_checked():
+    assert SFTConfig().device == "auto" and GRPOConfig(device="cuda:1").device == "cuda:1"
+    for bad in ("gpu", "cuda:x", "cpu:0", "cuda:-1"):
+        with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
+            load_config(None, ["--stage", "sft", f"--device={bad}"])

@@ -55,7 +55,7 @@ def test_check_of_an_unparsable_file_is_a_clean_error(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text("[{]")
     result = CliRunner().invoke(main, ["data", "check", str(path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a file that cannot be read: a data error
     assert f"Error: {path}:1: invalid JSON at column 3" in result.output
 
 

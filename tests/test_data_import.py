@@ -332,7 +332,7 @@ def test_with_format_appends_the_format_instruction(tmp_path, media):
 def test_a_folder_without_the_layout_is_one_error(tmp_path, dataset):
     (tmp_path / "empty").mkdir()
     result = run_import(dataset, str(tmp_path / "empty"), str(tmp_path / "out"))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith(f"Error: {tmp_path / 'empty'}: no ")
     assert not (tmp_path / "out").exists()
 
@@ -440,4 +440,4 @@ def test_mafw_single_label_annotation_table(tmp_path, media):
 
     (root / "Labels" / "single-set.xlsx").write_bytes(b"not a zip")
     result = run_import("mafw", str(root), str(tmp_path / "bad"))
-    assert result.exit_code == 1 and "not a readable .xlsx workbook" in result.output
+    assert result.exit_code == 2 and "not a readable .xlsx workbook" in result.output

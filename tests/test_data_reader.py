@@ -83,7 +83,7 @@ def test_custom_label_set_restricts_labels(folder):
     data = read_data(path, labels=["happy", "sad"])
     assert [s.label for s in data] == ["happy"]
     assert str(data.problems[0]).endswith("c.jsonl:2: unknown label 'fear': expected one of happy, sad "
-                                          "(choose the label set with labels=...)")
+                                          "(choose the label set: label_set in a run config, --labels on the command line)")
 
 
 def test_duplicate_video_keeps_both_records_under_distinct_ids(folder):
@@ -99,7 +99,7 @@ BAD_LINES = [
     (rec("a.mp4", audio="gone.wav"), "missing media: audio file '{folder}/gone.wav' does not exist"),
     ({"conversations": rec()["conversations"]}, "missing media: no 'video' key"),
     (rec(gpt="bored"), "unknown label 'bored': expected one of happy, surprise, neutral, angry, "
-                       "disgust, sad, fear (choose the label set with labels=...)"),
+                       "disgust, sad, fear (choose the label set: label_set in a run config, --labels on the command line)"),
     (rec(gpt="<think>hm</think><answer>bored</answer>"), "unknown label 'bored'"),
     ({"video": "a.mp4"}, "malformed conversation: no 'conversations' key"),
     ({"video": "a.mp4", "conversations": [rec()["conversations"][0]]},
@@ -192,8 +192,7 @@ def test_unreadable_file_and_bad_options_raise_clear_errors(tmp_path):
     (tmp_path / "obj.json").write_text(json.dumps({"data": [rec()]}, indent=1))
     with pytest.raises(DataError, match="obj.json: the file holds a single JSON object; expected a JSON list"):
         read_data(tmp_path / "obj.json")
-    (tmp_path / "x.json").write_text("[]")
-    assert len(read_data(tmp_path / "x.json")) == 0
+    (tmp_path / "x.json").write_text(json.dumps([rec()]))
     with pytest.raises(ValueError, match="on_error must be 'skip' or 'raise'"):
         read_data(tmp_path / "x.json", on_error="ignore")
     with pytest.raises(ValueError, match="unknown label set 'affectnet'"):
@@ -282,3 +281,25 @@ def test_an_integer_beyond_pythons_digit_limit_is_a_bad_record(folder):
     lst.write_text("[" + '{"n": ' + huge + "},\n" + json.dumps(rec()) + "]")
     data = read_data(lst)
     assert len(data) == 1 and [p.line for p in data.problems] == [1]
+
+
+@pytest.mark.parametrize("name,text", [("d.json", ""), ("d.jsonl", ""), ("d.jsonl", "  \n\n"), ("d.json", "[]"),
+                                       ("d.json", "[\n]\n")])
+def test_a_file_without_records_is_an_error_naming_it(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError) as info:
+        read_data(tmp_path / name)
+    assert str(info.value).startswith(f"{tmp_path / name}: the data file is empty (no records)")
+
+
+def test_a_trailing_comma_is_named(tmp_path):
+    (tmp_path / "list.json").write_text(json.dumps([rec(), rec()])[:-1] + ",\n]")
+    with pytest.raises(DataError, match=r"list.json:2: invalid JSON at column 1: trailing comma before '\]'"):
+        read_data(tmp_path / "list.json")
+    record = json.dumps(rec())
+    (tmp_path / "obj.json").write_text("[" + record[:-1] + ", }]")
+    with pytest.raises(DataError, match="trailing comma before '}' .*remove the last ','"):
+        read_data(tmp_path / "obj.json")
+    (tmp_path / "lines.jsonl").write_text(record + "\n" + record[:-1] + ",}\n")
+    data = read_data(tmp_path / "lines.jsonl", check_media=False)
+    assert len(data) == 1 and "trailing comma before '}'" in data.problems[0].message

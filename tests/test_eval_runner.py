@@ -404,7 +404,7 @@ def test_cli_errors_are_clear(tiny_ckpt, synth_eval, tmp_path):
     not_a_checkpoint = tmp_path / "empty"
     not_a_checkpoint.mkdir()
     result = _cli(["--model", str(not_a_checkpoint), "--data", data, "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "config.json" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "config.json" in result.output and "Traceback" not in result.output
 
 
 def test_cli_ablate(tiny_ckpt, synth_eval, tmp_path, media_module):

@@ -91,12 +91,12 @@ def test_cli_bad_inputs_one_line_each(tiny_ckpt, synth_eval, odd_media, tmp_path
     assert len(errors) == 2
     assert f"folder {empty} holds no clips" in errors[0]
     assert "--glob" in errors[1] and "matches no file" in errors[1]
-    assert result.stdout == ""  # --quiet
+    assert result.stdout == "1 of 1 clips predicted\n"  # --quiet: only the summary
 
     not_a_checkpoint = tmp_path / "not-a-checkpoint"
     not_a_checkpoint.mkdir()
     result = _cli("--model", not_a_checkpoint, good)
-    assert result.exit_code == 1 and "config.json" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "config.json" in result.output and "Traceback" not in result.output
 
     # audio only, on a clip without sound: the row says what to do
     out = tmp_path / "audio.jsonl"

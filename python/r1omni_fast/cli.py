@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
 import click
 
 import r1omni_fast
@@ -12,10 +19,130 @@ from r1omni_fast.threads import configure_cpu_threads
 configure_cpu_threads()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# --- exit status (every command; README "Exit status") ----------------------------------------
+#: The work finished.
+EXIT_OK = 0
+#: A runtime failure: the work started and could not finish (no clip could be predicted, a run
+#: that cannot go on, a full disk or read-only output folder).
+EXIT_FAILED = 1
+#: A usage, config or data error, found before any work: bad flags or config values, a bad or
+#: empty data file, a missing or incomplete model folder, a device that is not there.
+EXIT_USAGE = 2
+#: Stopped by SIGTERM / SIGUSR1 after saving a checkpoint (train; r1omni_fast.train.faults).
+EXIT_PREEMPTED = 75
+#: Stopped by SIGINT / Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(click.ClickException):
+    """One line ``Error: MESSAGE`` on stderr and the exit status of its kind (:data:`EXIT_FAILED`
+    or :data:`EXIT_USAGE`), without click's usage banner."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def bad_input(message: str) -> CommandError:
+    """A :class:`CommandError` with :data:`EXIT_USAGE` (bad flags, config, data, model, device)."""
+    return CommandError(message, EXIT_USAGE)
+
+
+_OS_HINTS = {errno.ENOSPC: "free space there or write elsewhere", errno.EDQUOT: "free space there or write elsewhere",
+             errno.EROFS: "choose a folder you can write to", errno.EACCES: "choose a folder you can write to",
+             errno.EPERM: "choose a folder you can write to"}
+
+
+def _os_error_line(exc: OSError, what: str = "") -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    hint = _OS_HINTS.get(exc.errno)
+    return f"{what}{where}{exc.strerror or exc}" + (f": {hint}" if hint else "")
+
+
+def check_output(path: str | os.PathLike, what: str, shown: str | os.PathLike | None = None) -> Path:
+    """Before any work, that ``path`` (a folder to create or fill, or the folder of an output
+    file) can be written: its nearest existing folder takes a probe file. Raises a
+    :class:`CommandError` naming ``what`` and ``path``: :data:`EXIT_USAGE` when a part of the
+    path is a file, :data:`EXIT_FAILED` when the folder cannot be written (read-only, full,
+    no permission). ``shown``: the path named in messages (default ``path``; an output file whose
+    folder is checked). Creates nothing; returns the folder probed."""
+    shown = path if shown is None else shown
+    target = Path(path).absolute()
+    base = target
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise bad_input(f"{what} {shown}: {base} is a file, not a folder: choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".probe-")
+        try:
+            os.write(fd, b"0")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        exc.filename = None  # the probe's name means nothing to the user
+        raise CommandError(_os_error_line(exc, f"{what} {shown}: cannot write in {base}: ")) from None
+    return base
+
+
+def refuse_same_path(output: str | os.PathLike | None, inputs: Sequence, what: str) -> None:
+    """:data:`EXIT_USAGE` naming both when the output path ``output`` is one of ``inputs`` (the
+    same file by its resolved path, or an existing file by inode): writing it would destroy the
+    input before (or while) it is read."""
+    if output is None:
+        return
+    out = Path(output)
+    for item in inputs:
+        if item is None:
+            continue
+        src = Path(item)
+        same = out.resolve() == src.resolve()
+        if not same and out.exists() and src.exists():
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(out, src)
+        if same:
+            raise bad_input(f"{what} {output} is also an input ({item}): writing it would destroy the input; "
+                            "choose another output path")
+
+
+def _refuse_non_output_folder(out: str, marker: str, kind: str) -> None:
+    """:data:`EXIT_USAGE` when ``out`` is a non-empty folder without ``marker``: the command
+    replaces the folder whole, which would delete what the user keeps there."""
+    folder = Path(out)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / marker).is_file():
+        raise bad_input(f"{out} is a folder holding other files (no {marker}): give a new or empty folder, or {kind} "
+                        "to replace")
+
+
+class _Main(click.Group):
+    """The command group: every command's Ctrl-C is :data:`EXIT_INTERRUPTED` with one line, and an
+    OSError that escapes a command (a full disk, a read-only folder) one line and
+    :data:`EXIT_FAILED`, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except OSError as exc:
+            if exc.strerror is None:  # not a system error: let it show
+                raise
+            raise CommandError(_os_error_line(exc)) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(r1omni_fast.__version__, "--version", "-V", prog_name="r1omni-fast")
 def main() -> None:
-    """Train and evaluate omni-modal emotion-recognition models with SFT and GRPO (R1-Omni)."""
+    """Train and evaluate omni-modal emotion-recognition models with SFT and GRPO (R1-Omni).
+
+    Exit status of every command: 0 done; 1 a runtime failure (the work could not finish); 2 a
+    usage, config or data error (bad flags or values, a bad or empty data file, a missing or
+    incomplete model folder, a device that is not there); 75 stopped by SIGTERM after saving;
+    130 interrupted (Ctrl-C).
+    """
 
 
 @main.command()
@@ -55,6 +182,7 @@ def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, r
     """Write synthetic clips and OUT/sft.json, OUT/train.json, OUT/test.json."""
     from r1omni_fast.data.synthetic import generate
 
+    check_output(out, "OUT")
     try:
         ds = generate(out, n=n, seed=seed, labels=[x for x in labels.split(",") if x.strip()],
                       test_fraction=test_fraction, reasoning=reasoning, sft_fraction=sft_fraction)
@@ -76,17 +204,17 @@ def data_synth(out: str, n: int, seed: int, labels: str, test_fraction: float, r
 def data_check(file: str, labels: str, kind: str, decode: int) -> None:
     """Validate a data file and print a summary; exit status 1 if any record is bad, a clip
     fails to open or decode, or (``--decode``) a record's prompt asks for a modality its clip
-    lacks (``<audio>`` and no audio stream)."""
+    lacks (``<audio>`` and no audio stream); 2 when the file cannot be read at all (or is empty)."""
     from r1omni_fast.data import DataError
     from r1omni_fast.data.check import format_summary, label_spec_from_text, summarize
 
     try:
         summary = summarize(file, labels=label_spec_from_text(labels), kind=kind, decode=decode)
     except (DataError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise bad_input(str(exc)) from None
     click.echo(format_summary(summary))
-    if not summary.ok:
-        raise SystemExit(1)
+    if not summary.ok:  # the check's verdict: it ran and found bad records or clips
+        raise SystemExit(EXIT_FAILED)
 
 
 def _int_list(text: str | None) -> list[int]:
@@ -127,15 +255,16 @@ def data_import(dataset: str, src: str, out: str, labels: str | None, folds: str
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.data.importers import DatasetLayoutError, format_import_summary, import_dataset
 
+    check_output(out, "OUT")
     try:
         result = import_dataset(dataset, src, out, labels=label_spec_from_text(labels), folds=_int_list(folds),
                                 calm=calm, test_actors=_int_list(test_actors), with_format=with_format,
                                 clips=clips, media_root=media_root)
-    except (DatasetLayoutError, ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (DatasetLayoutError, ValueError) as exc:
+        raise bad_input(str(exc)) from None
     click.echo(format_import_summary(result))
     if not result.num_records:
-        raise click.ClickException(f"no record of {src} could be imported (the rows above say why)")
+        raise CommandError(f"no record of {src} could be imported (the rows above say why)")
 
 
 # --- end data ------------------------------------------------------------------------------------
@@ -156,17 +285,25 @@ def model() -> None:
 @click.option("--arch", type=click.Choice(["humanomni", "qwen2_5_omni"]), default="humanomni", show_default=True,
               help="humanomni (HumanOmni / R1-Omni) or qwen2_5_omni (a Qwen2.5-Omni thinker)")
 def model_tiny(out: str, seed: int, pretrain_towers: bool, arch: str) -> None:
-    """Write a tiny checkpoint (config, weights, tokenizers / processor) to OUT."""
-    if arch == "qwen2_5_omni":
-        if pretrain_towers:
-            raise click.UsageError("--pretrain-towers is for --arch humanomni only")
-        from r1omni_fast.model.tiny_qwen import build_tiny_qwen_checkpoint
+    """Write a tiny checkpoint (config, weights, tokenizers / processor) to OUT (built beside it and
+    renamed into place: OUT holds the whole checkpoint or what it held before)."""
+    from r1omni_fast.model.tiny import write_checkpoint_folder
 
-        click.echo(build_tiny_qwen_checkpoint(out, seed=seed))
-        return
-    from r1omni_fast.model.tiny import build_tiny_checkpoint
+    if arch == "qwen2_5_omni" and pretrain_towers:
+        raise click.UsageError("--pretrain-towers is for --arch humanomni only")
+    _refuse_non_output_folder(out, "config.json", "a model folder")
+    check_output(out, "OUT")
 
-    click.echo(build_tiny_checkpoint(out, seed=seed, pretrain_towers=pretrain_towers))
+    def build():
+        if arch == "qwen2_5_omni":
+            from r1omni_fast.model.tiny_qwen import build_tiny_qwen_model
+
+            return build_tiny_qwen_model(seed)
+        from r1omni_fast.model.tiny import build_tiny_model
+
+        return build_tiny_model(seed, pretrain_towers=pretrain_towers)
+
+    click.echo(write_checkpoint_folder(out, build))
 # --- end model -----------------------------------------------------------------------------
 
 
@@ -187,7 +324,7 @@ def merge_command(model_dir: str, out_dir: str, base: str | None) -> None:
     try:
         click.echo(f"merged model: {merge(model_dir, out_dir, base=base)}")
     except (LoraError, CheckpointError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise bad_input(str(exc)) from None
 # --- end merge -----------------------------------------------------------------------------
 
 
@@ -245,12 +382,10 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
     reward reads them); an answer naming no label counts as wrong.
     """
-    from r1omni_fast.data import DataError
+    from r1omni_fast.data import DataError, read_data
     from r1omni_fast.data.check import label_spec_from_text
+    from r1omni_fast.eval.runner import OUTPUT_FILES, ablation_table, eval_prompt, evaluate, metrics_table
     from r1omni_fast.eval.runner import ablate as run_ablation
-    from r1omni_fast.eval.predict import load_for_inference
-    from r1omni_fast.eval.runner import ablation_table, eval_prompt, evaluate, metrics_table
-    from r1omni_fast.model import CheckpointError
     from r1omni_fast.model.prompt import normalise_modalities
     from r1omni_fast.labels import resolve_closed
 
@@ -275,19 +410,57 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
                    prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching,
                    aspect=aspect, prompt_layout=prompt_layout, chat_template=chat_template)
+    # every check before the model loads or a clip is decoded: device, data file, output folder
+    _inference_settings(device, dtype)
     try:
-        model = load_for_inference(model_dir, device, dtype)
+        datafile = read_data(data_file, labels=labels, on_error="skip")
+    except DataError as exc:
+        raise bad_input(str(exc)) from None
+    written = [Path(out_dir) / name for name in OUTPUT_FILES]
+    for path in written:
+        refuse_same_path(path, [data_file], "--out")
+    check_output(out_dir, "--out")
+    model = _load_model(model_dir, device, dtype, quiet)
+    try:
         if ablate:
-            report = run_ablation(model, data_file, out_dir, **options)
+            report = run_ablation(model, datafile, out_dir, **options)
             click.echo(ablation_table(report))
             click.echo(f"wrote {out_dir}/modalities.json, {out_dir}/modalities.png and one folder per setting")
             return
-        metrics = evaluate(model, data_file, out_dir, modalities=keep, **options)
-    except (CheckpointError, DataError, FileNotFoundError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+        metrics = evaluate(model, datafile, out_dir, modalities=keep, **options)
+    except DataError as exc:
+        raise bad_input(str(exc)) from None
+    except ValueError as exc:  # no clip could be loaded
+        raise CommandError(str(exc)) from None
     click.echo(metrics_table(metrics))
     click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/predictions.jsonl, {out_dir}/confusion_matrix.png")
 # --- end eval ------------------------------------------------------------------------------
+
+
+def _inference_settings(device: str, dtype: str) -> None:
+    """:data:`EXIT_USAGE` for a --device that is not there or an unknown --dtype (eval, predict)."""
+    from r1omni_fast.eval.predict import choose_device, choose_dtype
+
+    try:
+        choose_dtype(dtype, choose_device(device))
+    except ValueError as exc:
+        raise bad_input(str(exc)) from None
+
+
+def _load_model(model_dir: str, device: str, dtype: str, quiet: bool = False):
+    """The checkpoint for eval / predict; a missing, incomplete or damaged folder is
+    :data:`EXIT_USAGE` with its one line. ``quiet``: without transformers' loading bars."""
+    from r1omni_fast.eval.predict import load_for_inference
+    from r1omni_fast.model import CheckpointError
+
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    try:
+        return load_for_inference(model_dir, device, dtype)
+    except (CheckpointError, FileNotFoundError) as exc:
+        raise bad_input(str(exc)) from None
 
 
 # --- predict (r1omni_fast.eval.predict) ----------------------------------------------------
@@ -328,7 +501,8 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:N")
 @click.option("--dtype", default="auto", show_default=True,
               help="auto (bf16 on CUDA, fp16 where bf16 is unsupported, fp32 on CPU), float32, bfloat16, float16")
-@click.option("--quiet", is_flag=True, help="print nothing per clip (errors still go to stderr)")
+@click.option("--quiet", is_flag=True,
+              help="print nothing per clip, only the summary (errors still go to stderr)")
 def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: tuple, audio: tuple,
                     out_file: str | None, report_file: str | None, no_report: bool, modalities: str,
                     prompt: str | None, prompt_preset: str | None, num_generations: int, temperature: float,
@@ -342,8 +516,9 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     that cannot be loaded is reported (stderr, and its row's "error") and the others go on.
     With --data, the labels give WAR / UAR and report.html is written beside --out.
 
-    Exit status: 0 when at least one clip was predicted, 1 when none could be (or the model
-    cannot be loaded), 2 for bad options.
+    Exit status: 0 when at least one clip was predicted, 1 when none could be, 2 for bad
+    options, a bad or empty --data file, a missing or incomplete model folder, an output path
+    that is also an input.
     """
     import json
     from pathlib import Path
@@ -352,7 +527,6 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval import predict as pred
     from r1omni_fast.labels import resolve_closed
-    from r1omni_fast.model import CheckpointError
     from r1omni_fast.model.prompt import normalise_modalities
 
     try:
@@ -377,25 +551,25 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
             labels = labels or file_labels
         instruction = pred.prompt_text(prompt, prompt_preset, labels)
     except DataError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise bad_input(str(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     for line in problems:
         click.echo(f"error: {line}", err=True)
     if not items:
-        raise click.ClickException("no clips to predict")
-    try:
-        model = pred.load_for_inference(model_dir, device, dtype)
-    except ValueError as exc:  # a bad --device / --dtype
-        if isinstance(exc, CheckpointError):
-            raise click.ClickException(str(exc)) from None
-        raise click.UsageError(str(exc)) from None
-    except FileNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-
+        raise CommandError("no clips to predict" + (f": {'; '.join(problems)}" if problems else ""))
     want_report = not no_report and (report_file is not None or (data_file is not None and out_file is not None))
     if want_report and report_file is None:
         report_file = str(Path(out_file).with_name("report.html"))
+    # before the model loads: no output may overwrite an input, and each output's folder must take a file
+    inputs = [data_file, model_dir] + [p for item in items for p in (item.video, item.audio)]
+    for flag, path in (("--out", out_file), ("--report", report_file if want_report else None)):
+        if path is not None:
+            refuse_same_path(path, inputs, flag)
+            check_output(Path(path).parent, flag, shown=path)
+    _inference_settings(device, dtype)
+    model = _load_model(model_dir, device, dtype, quiet)
+
     previews: dict | None = {} if want_report else None
     rows = []
     sink = None
@@ -420,7 +594,7 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
             sink.close()
     done = [r for r in rows if r["error"] is None]
     metrics = pred.labelled_metrics(rows, labels)
-    if metrics is not None and not quiet:
+    if metrics is not None:  # the summary is the result: --quiet drops only the per-clip lines
         from r1omni_fast.eval.runner import metrics_table
 
         click.echo(metrics_table(metrics))
@@ -433,11 +607,10 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
                  f"Predictions of {model_dir}: WAR {metrics['war']:.3f}, UAR {metrics['uar']:.3f} (n={metrics['n']})")
         write_report(report_file, done, metrics=metrics, previews=previews, title=title,
                      failed=[{"video": r["video"], "error": r["error"]} for r in rows if r["error"] is not None])
-    if not quiet:
-        written = [p for p in (out_file, report_file if want_report and done else None) if p]
-        click.echo(f"{len(done)} of {len(rows)} clips predicted" + (f"; wrote {', '.join(written)}" if written else ""))
+    written = [p for p in (out_file, report_file if want_report and done else None) if p]
+    click.echo(f"{len(done)} of {len(rows)} clips predicted" + (f"; wrote {', '.join(written)}" if written else ""))
     if not done:
-        raise click.ClickException(f"none of the {len(rows)} clips could be predicted")
+        raise CommandError(f"none of the {len(rows)} clips could be predicted")
 
 
 def _format_prediction(row: dict, i: int, n: int) -> str:
@@ -465,7 +638,8 @@ def _format_prediction(row: dict, i: int, n: int) -> str:
 @click.option("--grpo-steps", default=None, type=click.IntRange(min=1),
               help="GRPO optimizer steps [default: 120, configs/tiny-grpo.yaml]")
 @click.option("--clips", default=None, type=click.IntRange(min=16),
-              help="synthetic clips [default: 256]: a quarter held out, an eighth of the rest for SFT")
+              help="synthetic clips [default: 256]: a quarter held out; of the rest 2% (at least one per class: "
+                   "4 of 192 at 256) for the SFT cold start, the others for GRPO")
 @click.option("--seed", default=0, show_default=True, help="seed of the checkpoint, data and training")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def demo(out_dir: str, sft_steps: int | None, grpo_steps: int | None, clips: int, seed: int, quiet: bool) -> None:
@@ -475,9 +649,23 @@ def demo(out_dir: str, sft_steps: int | None, grpo_steps: int | None, clips: int
 
     from r1omni_fast.demo import demo_table, run_demo
 
+    from r1omni_fast.config import ConfigError
+    from r1omni_fast.data import DataError
+    from r1omni_fast.model import CheckpointError
+    from r1omni_fast.train.faults import Preempted, TrainingError
+
+    check_output(out_dir, "--out")
     started = time.perf_counter()
-    rows = run_demo(out_dir, sft_steps=sft_steps, grpo_steps=grpo_steps, clips=clips, seed=seed,
-                    progress=not quiet, echo=click.echo)
+    try:
+        rows = run_demo(out_dir, sft_steps=sft_steps, grpo_steps=grpo_steps, clips=clips, seed=seed,
+                        progress=not quiet, echo=click.echo)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        raise bad_input(str(exc)) from None
+    except TrainingError as exc:
+        raise CommandError(str(exc)) from None
+    except Preempted as exc:
+        click.echo(str(exc), err=True)
+        click.get_current_context().exit(exc.exit_status)
     click.echo("")
     click.echo(demo_table(rows, out_dir))
     click.echo(f"wall time {time.perf_counter() - started:.0f} s")
@@ -518,7 +706,7 @@ def train(ctx: click.Context, config_path: str | None) -> None:
 
     from r1omni_fast.config import ConfigError, load_config
     from r1omni_fast.train.checkpoint import ResumeError, latest_checkpoint
-    from r1omni_fast.train.faults import EXIT_INTERRUPTED, Preempted, TrainingError
+    from r1omni_fast.train.faults import Preempted, TrainingError
 
     run = _run_stage
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun shows a failed rank's traceback
@@ -531,10 +719,10 @@ def train(ctx: click.Context, config_path: str | None) -> None:
         out = run(cfg)
     except (ConfigError, ResumeError) as exc:
         click.echo(f"error: {exc}", err=True)
-        ctx.exit(2)
+        ctx.exit(EXIT_USAGE)
     except TrainingError as exc:
         click.echo(f"error: {exc}", err=True)
-        ctx.exit(1)
+        ctx.exit(EXIT_FAILED)
     except Preempted as exc:
         click.echo(str(exc), err=True)
         ctx.exit(exc.exit_status)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import os
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Type, Union
@@ -78,7 +80,9 @@ class _RunConfig:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _convert(f.name, getattr(self, f.name), _hints(type(self))[f.name]))
+            value = _convert(f.name, getattr(self, f.name), _hints(type(self))[f.name])
+            _require_finite(f.name, value)
+            setattr(self, f.name, value)
         self._validate()
 
     # --- validation helpers -------------------------------------------------------------------
@@ -95,11 +99,11 @@ class _RunConfig:
         try:
             resolved = label_sets.resolve(self.label_set)
         except ValueError as exc:
-            raise ConfigError(f"label_set: {exc}") from None
+            raise ConfigError(f"label_set: {_clip(str(exc), 2 * SHOWN_CHARS)}") from None
         if resolved.open and (self.stage != "sft" or getattr(self, "eval_file", None)):
             where = "an SFT run with eval_file" if self.stage == "sft" else f"{self.stage}"
             raise ConfigError(
-                f"label_set: {self.label_set!r} (any answer) is for SFT training data only, not {where}: "
+                f"label_set: {shown(self.label_set)} (any answer) is for SFT training data only, not {where}: "
                 "rewards and evaluation need a closed set; name it (dfew, mafw, ravdess or a list of labels)")
 
     def require(self, *names: str) -> None:
@@ -127,7 +131,7 @@ class _RunConfig:
         values = dict(values)
         stage = values.pop("stage", cls.stage)
         if stage != cls.stage:
-            raise ConfigError(f"{source}: stage {stage!r} does not match {cls.__name__} ({cls.stage!r})")
+            raise ConfigError(f"{source}: stage {shown(stage)} does not match {cls.__name__} ({cls.stage!r})")
         names = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in names:
@@ -198,6 +202,8 @@ class _TrainConfig(_RunConfig):
     # experiment trackers (r1omni_fast.train.tracking)
     report_to: List[str] = _f(["none"], "experiment trackers receiving every logged metric and the config: "
                                         "tensorboard, wandb, trackio, mlflow, or none")
+    device: str = _f("auto", "where the run trains: auto (CUDA when present, else CPU), cpu, cuda or cuda:N; "
+                             "under torchrun each rank takes cuda:LOCAL_RANK (auto or cuda) or cpu")
 
     def _validate(self) -> None:
         super()._validate()
@@ -248,6 +254,8 @@ class _TrainConfig(_RunConfig):
         missing = missing_tracker_packages(self.report_to)
         if missing:
             raise ConfigError(missing[0])
+        if parse_device(self.device) is None:
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {shown(self.device)}")
 
 
 @dataclass
@@ -502,15 +510,17 @@ class GRPOConfig(_TrainConfig):
     def _check_sampling(key: str, value: Any) -> None:
         if key == "top_k":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"must be an integer >= 0 or null, got {value!r}")
+                raise ValueError(f"must be an integer >= 0 or null, got {shown(value)}")
             return
         if key == "min_p" and value is None:
             return
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"must be a number, got {value!r}")
+            raise ValueError(f"must be a number, got {shown(value)}")
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
         low_open = key in ("temperature", "top_p", "repetition_penalty")
         if (low_open and not value > 0) or (key in ("top_p", "min_p") and not 0 <= value <= 1):
-            raise ValueError(f"out of range: {value!r}")
+            raise ValueError(f"out of range: {shown(value)}")
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any], *, source: str = "config") -> "_RunConfig":
@@ -531,7 +541,7 @@ class GRPOConfig(_TrainConfig):
                 if values[key] == off or (isinstance(values[key], str) and values[key].strip().lower() == str(off).lower()):
                     del values[key]
                     continue
-                raise ConfigError(f"{source}: {key}: {values[key]!r} has no meaning here: {hint}")
+                raise ConfigError(f"{source}: {key}: {shown(values[key])} has no meaning here: {hint}")
         return super().from_dict(values, source=source)
 
 
@@ -573,7 +583,7 @@ def load_config(path: Optional[Union[str, os.PathLike]], overrides: Sequence[str
         source = str(path)
         try:
             with open(path, encoding="utf-8") as fh:
-                loaded = yaml.safe_load(fh)
+                loaded = safe_yaml(fh, source)
         except OSError as exc:
             raise ConfigError(f"cannot read config {source}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
@@ -594,7 +604,7 @@ def load_config(path: Optional[Union[str, os.PathLike]], overrides: Sequence[str
         raise ConfigError(f"{source}: no stage given: add 'stage: sft' (or grpo, eval) or pass --stage")
     cls = STAGES.get(str(stage))
     if cls is None:
-        raise ConfigError(f"{source}: unknown stage {stage!r}: use one of {', '.join(STAGES)}")
+        raise ConfigError(f"{source}: unknown stage {shown(stage)}: use one of {', '.join(STAGES)}")
     names = [f.name for f in dataclasses.fields(cls)]
     for key in flag_values:
         trl_only = cls is GRPOConfig and (key in TRL_ONLY_FIELDS or key.startswith("vllm_"))
@@ -635,7 +645,7 @@ def _parse_overrides(args: Sequence[str]) -> Dict[str, Any]:
     while i < len(args):
         token = args[i]
         if not token.startswith("--") or len(token) == 2:
-            raise ConfigError(f"unexpected argument {token!r}: overrides look like --field value")
+            raise ConfigError(f"unexpected argument {shown(token)}: overrides look like --field value")
         body = token[2:]
         if "=" in body:
             name, value = body.split("=", 1)
@@ -663,11 +673,11 @@ def _looks_like_flag(token: str) -> bool:
 
 
 def _unknown_message(key: str, names, stage: str, source: str, flag: bool = False) -> str:
-    shown = f"--{key.replace('_', '-')}" if flag else repr(key)
+    shown_key = f"--{key.replace('_', '-')}" if flag else shown(key)
     close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.6)
     hint = (f"; did you mean {', '.join(close)}?" if close
             else f"; see `r1omni-fast train --help` for the {stage} fields")
-    return f"{source}: unknown field {shown} for stage {stage}{hint}"
+    return f"{source}: unknown field {shown_key} for stage {stage}{hint}"
 
 
 def _type_name(tp: Any) -> str:
@@ -681,12 +691,100 @@ def _type_name(tp: Any) -> str:
     return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
+#: Longest value shown in an error message (a repr is cut beyond it).
+SHOWN_CHARS = 200
+#: Most values (scalars, list items, mapping entries) a YAML document may expand to once its
+#: aliases are followed: a few hundred bytes of nested aliases ("billion laughs") would expand to
+#: gigabytes in a message or a saved config.
+MAX_YAML_VALUES = 100_000
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 12
+_REPR.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message: nested containers and long strings abridged with ``...``,
+    never longer than about :data:`SHOWN_CHARS` characters, and never expanding a shared
+    (aliased) structure in full."""
+    return _clip(_REPR.repr(value))
+
+
+def _clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut in the middle to at most ``limit`` characters (its end often holds the fix)."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
+
+def safe_yaml(stream: Any, source: str = "config") -> Any:
+    """``yaml.safe_load(stream)``, refusing a document whose aliases expand to more than
+    :data:`MAX_YAML_VALUES` values (ConfigError naming ``source``) before anything is built.
+    Raises yaml.YAMLError for invalid YAML."""
+    loader = yaml.SafeLoader(stream)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_YAML_VALUES:
+            raise ConfigError(f"{source}: its YAML aliases (*name) expand to more than {MAX_YAML_VALUES} values: "
+                              "write the values out instead of nesting aliases")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: Any) -> int:
+    """Values of ``node`` with every alias followed, counted over the shared node graph (each
+    node once: linear in the document, however far its aliases expand). Counting stops past the
+    limit; a recursive alias counts as beyond it."""
+    sizes: Dict[int, int] = {}
+    pending: set = set()
+
+    def size(n: Any) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in pending:  # an anchor inside itself expands without end
+            return MAX_YAML_VALUES + 1
+        pending.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            children = n.value
+        elif isinstance(n, yaml.MappingNode):
+            children = [c for pair in n.value for c in pair]
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_VALUES:
+                break
+        pending.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
+def _require_finite(name: str, value: Any) -> None:
+    """ConfigError naming ``name`` when ``value`` is, or holds (list items, mapping values), a
+    NaN or infinite float: NaN passes every ``<`` / ``>`` bound check and inf every positivity
+    check, and either poisons a run silently."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{name} must be a finite number, got {item!r}: give a real value (or leave it "
+                              "unset for the default)")
+
+
 def _convert(name: str, value: Any, tp: Any) -> Any:
     """Convert ``value`` (from YAML or a flag string) to the annotation ``tp`` or raise ConfigError."""
     try:
         return _coerce(value, tp)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be {_type_name(tp)}, got {value!r} ({exc})") from None
+        raise ConfigError(f"{name} must be {_type_name(tp)}, got {shown(value)} ({exc})") from None
 
 
 def _coerce(value: Any, tp: Any) -> Any:
@@ -711,7 +809,7 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise ValueError("no matching type")
     if origin in (dict, Dict):
         if isinstance(value, str):
-            value = yaml.safe_load(value)
+            value = safe_yaml(value, "the value")
         if not isinstance(value, dict):
             raise TypeError(f"expected a mapping, got a {type(value).__name__}")
         return dict(value)
@@ -720,7 +818,7 @@ def _coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                value = yaml.safe_load(text)
+                value = safe_yaml(text, "the value")
             else:
                 value = [v.strip() for v in text.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
@@ -772,6 +870,17 @@ def missing_tracker_packages(names: Sequence[str]) -> List[str]:
     return out
 
 
+def parse_device(text: str) -> Optional[tuple]:
+    """``("auto"|"cpu"|"cuda", index or None)`` of a device setting (auto, cpu, cuda, cuda:N), or
+    None when it is none of these."""
+    kind, _, index = text.strip().lower().partition(":")
+    if kind in ("auto", "cpu") and not index:
+        return kind, None
+    if kind == "cuda" and (not index or index.isdigit()):
+        return kind, int(index) if index else None
+    return None
+
+
 def _validate_lora(cfg: Any) -> None:
     """The LoRA fields (checked whether or not ``use_peft`` is on, as they are saved with the run)."""
     _at_least(cfg, "lora_r", 1)
@@ -794,7 +903,7 @@ def _validate_lora(cfg: Any) -> None:
 def _choice(cfg: Any, name: str, choices: Sequence[str]) -> None:
     value = getattr(cfg, name)
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {shown(value)}")
 
 
 def _at_least(cfg: Any, name: str, low: float) -> None:

@@ -145,7 +145,8 @@ def read_data(
     (every gpt value is a bare label). ``check_media`` checks that media files exist.
     ``on_error``: "skip" logs each bad record and leaves it out (``DataFile.problems`` keeps them);
     "raise" checks every record, then raises one :class:`DataError` listing all of them.
-    A file that cannot be read or parsed as a whole raises :class:`DataError` either way.
+    A file that cannot be read or parsed as a whole, or holds no record at all (empty, ``[]``),
+    raises :class:`DataError` either way.
     """
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -189,6 +190,9 @@ def _read(path: Path, label_set: label_sets.LabelSet, on_error: str, kind: str, 
             sample = replace(sample, id=f"{sample.id}#{n + 1}")
         samples.append(sample)
 
+    if not num_records:
+        raise DataError(f"{path}: the data file is empty (no records): expected a JSON list of R1-Omni records "
+                        "or JSONL, one record per line")
     if problems:
         summary = f"{path}: {len(problems)} of {num_records} records are bad"
         if on_error == "raise":
@@ -239,6 +243,15 @@ def _skip_value(text: str, pos: int) -> Optional[int]:
     return None
 
 
+def _json_problem(text: str, exc: json.JSONDecodeError) -> str:
+    """``exc.msg``, or "trailing comma ..." when a ``,`` stands right before the ``]`` / ``}`` where
+    the parser wanted another value (Python's own wording says only "Expecting value")."""
+    before = text[:exc.pos].rstrip()
+    if before.endswith(",") and text.startswith(("]", "}"), exc.pos):
+        return f"trailing comma before '{text[exc.pos]}' (JSON allows none): remove the last ','"
+    return exc.msg
+
+
 def _iter_records(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[str]]]:
     """Yield (line, record, parse_error) for a JSON list or a JSONL file."""
     stripped = text.lstrip()
@@ -261,7 +274,7 @@ def _iter_records(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[st
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
-            yield lineno, None, f"invalid JSON at column {exc.colno}: {exc.msg}"
+            yield lineno, None, f"invalid JSON at column {exc.colno}: {_json_problem(raw, exc)}"
             continue
         except RecursionError:
             yield lineno, None, _TOO_DEEP
@@ -305,7 +318,7 @@ def _iter_json_list(path: Path, text: str) -> Iterator[Tuple[int, Any, Optional[
         try:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            raise fatal(exc.pos, exc.msg) from None
+            raise fatal(exc.pos, _json_problem(text, exc)) from None
         except (RecursionError, ValueError) as exc:  # too deep, or a value json cannot hold (huge integer)
             end = _skip_value(text, pos) if text.startswith(("[", "{"), pos) else None
             if end is None:
@@ -369,7 +382,8 @@ def _make_sample(
                 if label is None:
                     errors.append(
                         f"unknown label {word.strip()!r}: expected one of "
-                        f"{', '.join(label_set.labels)} (choose the label set with labels=...)"
+                        f"{', '.join(label_set.labels)} (choose the label set: label_set in a run config, "
+                        "--labels on the command line)"
                     )
     if errors:
         raise _BadRecord("; ".join(errors))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -173,9 +174,45 @@ def generate(
         raise ValueError(f"num_frames and fps must be >= 1, got {num_frames} and {fps}")
     codec = codec or _default_video_codec()
 
+    from r1omni_fast.atomic import temporary_sibling
+
     root = Path(out)
-    clip_dir = root / "clips"
-    clip_dir.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file: give a folder for the clips and data files")
+    # Everything is written into a temporary sibling, created first (a read-only or full parent
+    # fails before any clip is drawn) and moved into place at the end: OUT never holds half a set.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    work = temporary_sibling(root)
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "clips").mkdir(parents=True)
+    try:
+        paths = _generate_into(work, root, n=n, seed=seed, labels=labels, test_fraction=test_fraction,
+                               sft_fraction=sft_fraction, reasoning=reasoning, size=size, num_frames=num_frames,
+                               fps=fps, sample_rate=sample_rate, codec=codec)
+        _move_into_place(work, root)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return paths
+
+
+def _move_into_place(work: Path, root: Path) -> None:
+    """``work`` becomes ``root`` (renamed, or its entries moved into an existing ``root`` with
+    ``manifest.json`` last: a folder holding other things keeps them)."""
+    from r1omni_fast.atomic import fsync_dir, fsync_tree, replace_files
+
+    if not root.exists():
+        fsync_tree(work)
+        os.replace(work, root)
+        fsync_dir(root.parent)
+        return
+    replace_files(root, work, marker="manifest.json")
+
+
+def _generate_into(work: Path, root: Path, *, n: int, seed: int, labels: Sequence[str], test_fraction: float,
+                   sft_fraction: Optional[float], reasoning: str, size: int, num_frames: int, fps: int,
+                   sample_rate: int, codec: str) -> "SynthDataset":
 
     order_rng = np.random.default_rng([seed, 1 << 20])
     clip_labels = [labels[i % len(labels)] for i in range(n)]
@@ -200,7 +237,7 @@ def generate(
         frames = _draw_frames(label if cue != "audio" else None, params, size, num_frames, fps)
         samples = _synth_audio(label if cue != "video" else None, params,
                                num_frames / fps, sample_rate)
-        _write_mp4(root / video_rel, frames, samples, fps, sample_rate, codec)
+        _write_mp4(work / video_rel, frames, samples, fps, sample_rate, codec)
         clips.append(root / video_rel)
         text = _reasoning(label, cue, params, rng) if reasoning == "full" else SHORT_REASONING[cue]
         records.append({
@@ -222,10 +259,10 @@ def generate(
     sft = [entry(r, f"<think>{r['reasoning']}</think>\n<answer>{r['label']}</answer>") for r in cold]
     paths = SynthDataset(root, root / "sft.json", root / "train.json", root / "test.json",
                          root / "manifest.json", clips)
-    _write_json(paths.sft, sft)
-    _write_json(paths.train, [entry(r, r["label"]) for r in train])
-    _write_json(paths.test, [entry(r, r["label"]) for r in test])
-    _write_json(paths.manifest, {
+    _write_json(work / paths.sft.name, sft)
+    _write_json(work / paths.train.name, [entry(r, r["label"]) for r in train])
+    _write_json(work / paths.test.name, [entry(r, r["label"]) for r in test])
+    _write_json(work / paths.manifest.name, {
         "generator": "r1omni_fast.data.synthetic", "seed": seed, "n": n, "labels": list(labels),
         "test_fraction": test_fraction, "sft_fraction": sft_fraction, "size": size,
         "num_frames": num_frames, "fps": fps, "sample_rate": sample_rate, "video_codec": codec, "audio_codec": "aac",

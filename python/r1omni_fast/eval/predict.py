@@ -114,11 +114,9 @@ def clip_inputs(clips: Sequence[Path], audio: Sequence[Union[str, "os.PathLike[s
     items = []
     for i, video in enumerate(clips):
         sound = Path(audio[i]) if audio else None
-        error = None
-        if not video.is_file():
-            error = f"clip {video} does not exist: check the path"
-        elif sound is not None and not sound.is_file():
-            error = f"audio file {sound} does not exist: check the --audio path"
+        error = _not_a_file(video, "clip", "check the path")
+        if error is None and sound is not None:
+            error = _not_a_file(sound, "audio file", "check the --audio path")
         items.append(ClipInput(video=video, audio=sound, id=str(video), error=error))
     return items
 
@@ -132,9 +130,28 @@ def data_inputs(data_file: Union[str, "os.PathLike[str]"], label_set: Any = None
     datafile = read_data(data_file, labels=label_set, on_error="skip", check_media=False)
     items = []
     for s in datafile.samples:
-        error = None if s.video.is_file() else f"clip {s.video} (record {s.source}) does not exist: check the path"
+        error = _not_a_file(s.video, "clip", "check the path", f" (record {s.source})")
         items.append(ClipInput(video=s.video, audio=s.audio, label=s.label, prompt=s.prompt, id=s.id, error=error))
     return items, datafile.label_set
+
+
+def _not_a_file(path: Path, what: str, fix: str, where: str = "") -> Optional[str]:
+    """None for a regular file (or a link to one), else the problem: what the path is instead
+    (a folder, a FIFO, a device, a socket) or that it does not exist."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"{what} {path}{where} does not exist: {fix}"
+    except OSError as exc:
+        return f"{what} {path}{where} cannot be read ({exc.strerror}): {fix}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+    return f"{what} {path}{where} is {kind}, not a media file: give the path of a clip file"
 
 
 def choose_device(device: Optional[str] = None) -> "Any":
@@ -303,8 +320,15 @@ def _sample(index: int, item: ClipInput) -> Any:
 
 
 def _load_error(reason: str, keep: Tuple[str, ...]) -> str:
+    """The row's error for a clip the loader refused; a clip without sound gets the fix that
+    exists here (there is no record to edit): --modalities video, or --audio."""
+    fix = "predict from the picture alone with --modalities video, or give its sound with --audio FILE"
+    silent = "no audio stream" in reason
+    if silent and "audio" in keep:
+        cut = reason.index("no audio stream") + len("no audio stream")
+        return f"cannot load: {reason[:cut]}: {fix}"
     if keep == ("audio",) and "audio" in reason:
-        return f"{reason}: give its sound with --audio FILE, or predict from the picture with --modalities video"
+        return f"{reason}: {fix}"
     return f"cannot load: {reason}"
 
 

@@ -178,9 +178,9 @@ def write_report(
         failed=list(failed),
         has_labels=any(r.get("label") is not None for r in rows),
     )
+    from r1omni_fast.atomic import write_text
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text(out, html)
     return out

@@ -34,6 +34,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -180,16 +181,27 @@ def evaluate(
     labels or reasoning targets), a ``DataFile`` or a list of ``Sample``. The keyword arguments are
     those of :func:`evaluate_rows`.
 
-    With ``out_dir``, writes ``metrics.json``, ``predictions.jsonl`` (one row per clip, in data
-    order), ``confusion_matrix.png`` and, with ``report`` (default), ``report.html``
-    (``r1omni_fast.eval.report``) there. Clips whose media cannot be loaded are reported,
+    With ``out_dir`` (created first), streams ``predictions.jsonl`` there as the batches finish
+    (one row per loaded clip, in data order: an interrupted evaluation keeps the rows done), then
+    writes ``metrics.json``, ``confusion_matrix.png`` and, with ``report`` (default),
+    ``report.html`` (``r1omni_fast.eval.report``), each through a temporary sibling renamed into
+    place (``r1omni_fast.atomic``). Clips whose media cannot be loaded are reported,
     listed under ``skipped`` and left out of ``n``.
     """
-    result = evaluate_rows(model, data, previews=report and out_dir is not None, **kwargs)
-    if out_dir is not None:
-        write_artifacts(out_dir, result.metrics, result.rows)
-        if report:
-            write_eval_report(Path(out_dir) / "report.html", result)
+    if out_dir is None:
+        return evaluate_rows(model, data, **kwargs).metrics
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)  # before any clip: a folder that cannot be made fails now
+    stream = out / "predictions.jsonl"
+    with open(stream, "w", encoding="utf-8") as fh:
+        def write_rows(rows: Sequence[Dict[str, Any]]) -> None:
+            fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            fh.flush()
+
+        result = evaluate_rows(model, data, previews=report, on_rows=write_rows, **kwargs)
+    write_artifacts(out, result.metrics, result.rows, predictions=False)
+    if report:
+        write_eval_report(out / "report.html", result)
     return result.metrics
 
 
@@ -212,6 +224,7 @@ def evaluate_rows(
     answer_matching: str = "robust",
     prompt_layout: str = "data",
     chat_template: str = "checkpoint",
+    on_rows: Optional[Callable[[List[Dict[str, Any]]], None]] = None,
 ) -> EvalResult:
     """The evaluation itself, writing nothing: metrics, rows and (``previews``) clip images.
 
@@ -228,7 +241,8 @@ def evaluate_rows(
     ``prompt_style: humanomni`` trained on); ``chat_template``: "checkpoint" or "qwen2vl"
     (``OmniProcessor.prompt_text``). With the settings of a training run (its frames, aspect,
     ``eval_max_new_tokens``, ``reward_mode`` as the matching, its layout and template) the numbers
-    equal that run's in-training evaluation (``train.common.evaluate_answers``).
+    equal that run's in-training evaluation (``train.common.evaluate_answers``). ``on_rows``
+    receives each batch's rows as soon as they are scored (data order).
     """
     from r1omni_fast.model.prompt import normalise_modalities
 
@@ -271,6 +285,8 @@ def evaluate_rows(
                     for row, cut in zip(scored, truncated):
                         row["truncated"] = cut
                     rows += scored
+                    if on_rows is not None:
+                        on_rows(scored)
                 bar.update(len(batch) + len(batch.skipped))
         finally:
             bar.close()
@@ -377,7 +393,7 @@ def ablate(
                 previews[key] = preview
     summary["n"] = next(iter(summary["settings"].values()))["n"]
     _write_json(out / "modalities.json", summary)
-    plot_modalities(summary, out / "modalities.png")
+    _atomic_plot(out / "modalities.png", lambda tmp: plot_modalities(summary, tmp))
     if report:
         from r1omni_fast.eval.report import write_report
 
@@ -426,22 +442,43 @@ def ablation_table(report: Dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------- artefacts
 
 
+#: The files an evaluation writes into its folder (``r1omni-fast eval --out``).
+OUTPUT_FILES = ("metrics.json", "predictions.jsonl", "confusion_matrix.png", "report.html")
+
+
 def write_artifacts(out_dir: Union[str, "os.PathLike[str]"], metrics: Dict[str, Any],
-                    rows: Sequence[Dict[str, Any]]) -> Dict[str, Path]:
-    """Write metrics.json, predictions.jsonl and confusion_matrix.png into ``out_dir``."""
+                    rows: Sequence[Dict[str, Any]], *, predictions: bool = True) -> Dict[str, Path]:
+    """Write metrics.json, predictions.jsonl (unless ``predictions`` is False: already streamed)
+    and confusion_matrix.png into ``out_dir``, each complete or not at all
+    (``r1omni_fast.atomic.atomic_file``)."""
+    from r1omni_fast.atomic import atomic_file
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.json", "predictions": out / "predictions.jsonl",
              "confusion_matrix": out / "confusion_matrix.png"}
+    if predictions:
+        with atomic_file(paths["predictions"], "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     _write_json(paths["metrics"], metrics)
-    tmp = paths["predictions"].with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, paths["predictions"])
     title = f"{'+'.join(metrics['modalities'])}: WAR {metrics['war']:.3f}  UAR {metrics['uar']:.3f}  (n={metrics['n']})"
-    plot_confusion(metrics, paths["confusion_matrix"], title=title)
+    _atomic_plot(paths["confusion_matrix"], lambda tmp: plot_confusion(metrics, tmp, title=title))
     return paths
+
+
+def _atomic_plot(path: Path, plot: Callable[[Path], Any]) -> None:
+    """``plot(p)`` draws into ``p``, a file of the same name in a temporary sibling folder (the
+    plotting picks the format by the suffix), then renamed over ``path``: complete or absent."""
+    from r1omni_fast.atomic import fsync_dir, temporary_sibling
+
+    folder = temporary_sibling(path)
+    folder.mkdir(exist_ok=True)
+    try:
+        plot(folder / path.name)
+        os.replace(folder / path.name, path)
+        fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def plot_modalities(report: Dict[str, Any], out_png: Union[str, "os.PathLike[str]"]) -> Path:
@@ -624,8 +661,8 @@ def summarise(rows: Sequence[Dict[str, Any]], labels: label_sets.LabelSet) -> Di
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    from r1omni_fast.atomic import atomic_file
+
+    with atomic_file(path, "w", encoding="utf-8") as fh:
         json.dump(value, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
-    os.replace(tmp, path)

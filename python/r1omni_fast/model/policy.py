@@ -108,6 +108,11 @@ def model_type_of(path: str | os.PathLike) -> str:
     missing, unreadable or has no ``model_type``."""
     path = os.fspath(path)
     config = os.path.join(path, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"model folder {path} does not exist: check the path (a checkpoint folder, e.g. "
+                              "from `r1omni-fast model tiny OUT` or a run's output_dir)")
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path} is a file, not a model folder: pass the folder holding config.json")
     if not os.path.isfile(config):
         raise CheckpointError(f"{path}: no config.json (pass a checkpoint folder, e.g. from `r1omni-fast model tiny OUT`)")
     try:
@@ -135,10 +140,36 @@ def backend_for(path: str | os.PathLike) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+#: Tokenizer files transformers can build a complete tokenizer from (any one set suffices):
+#: tokenizer.json (fast), or the slow tokenizers' vocabularies (BPE, SentencePiece, WordPiece).
+#: ``tokenizer_config.json`` alone is not one: transformers then builds an (almost) empty
+#: tokenizer without complaint and every answer is garbage.
+TOKENIZER_FILE_SETS = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",), ("vocab.txt",))
+
+
+def check_tokenizer_files(path: str | os.PathLike) -> None:
+    """Raise `CheckpointError` naming ``path`` and what is missing unless the folder holds one of
+    :data:`TOKENIZER_FILE_SETS`."""
+    path = os.fspath(path)
+    if any(all(os.path.isfile(os.path.join(path, f)) for f in files) for files in TOKENIZER_FILE_SETS):
+        return
+    present = sorted(f for files in TOKENIZER_FILE_SETS for f in files if os.path.isfile(os.path.join(path, f)))
+    config = os.path.isfile(os.path.join(path, "tokenizer_config.json"))
+    held = ", ".join(present + (["tokenizer_config.json"] if config else [])) or "no tokenizer file"
+    wanted = " or ".join(" + ".join(files) for files in TOKENIZER_FILE_SETS)
+    raise CheckpointError(f"{path}: the tokenizer is incomplete (the folder holds {held}; it needs {wanted}): "
+                          "copy tokenizer.json (and tokenizer_config.json) from the model the weights come from")
+
+
 def load_policy(path: str | os.PathLike, **kwargs: Any) -> Any:
     """The policy at ``path`` by its backend's ``from_pretrained(path, **kwargs)`` (``dtype=``,
-    ``device=``)."""
-    return backend_for(path).from_pretrained(path, **kwargs)
+    ``device=``). Every command loads its model here (train, eval, predict, merge: an adapter's
+    base too), so the checks come first: `CheckpointError` naming the folder when it does not
+    exist, has no usable ``config.json``, or lacks the tokenizer files
+    (:func:`check_tokenizer_files`)."""
+    backend = backend_for(path)
+    check_tokenizer_files(path)
+    return backend.from_pretrained(path, **kwargs)
 
 
-__all__ = ["BACKENDS", "Policy", "PolicyProcessor", "backend_for", "load_policy", "model_type_of", "register"]
+__all__ = ["BACKENDS", "Policy", "PolicyProcessor", "backend_for", "check_tokenizer_files", "load_policy", "model_type_of", "register"]

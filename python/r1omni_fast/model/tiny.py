@@ -15,6 +15,7 @@ separate real faces and voices. The LLM, projectors and BERT gate stay as initia
 from __future__ import annotations
 
 import os
+from typing import Any, Callable
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -136,8 +137,20 @@ def build_tiny_model(seed: int = 0, *, pretrain_towers: bool = False):
 def build_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0, *, pretrain_towers: bool = False) -> str:
     """Write the tiny checkpoint to ``out_dir`` (same files for the same seed and options on the
     same machine and thread count); returns the path. ``pretrain_towers``: see :func:`pretrain_towers_on_cues`."""
+    return write_checkpoint_folder(out_dir, lambda: build_tiny_model(seed, pretrain_towers=pretrain_towers))
+
+
+def write_checkpoint_folder(out_dir: str | os.PathLike, build: Callable[[], Any]) -> str:
+    """``build()``'s model saved (``save_pretrained``) as the folder ``out_dir``: written into a
+    temporary sibling created before ``build`` runs (so a read-only or missing parent fails at
+    once, with OSError) and renamed into place (``r1omni_fast.atomic.atomic_folder``); a failure
+    or interrupt leaves ``out_dir`` as it was. A folder already at ``out_dir`` is replaced whole.
+    Returns the path."""
+    from r1omni_fast.atomic import atomic_folder
+
     out_dir = os.fspath(out_dir)
-    build_tiny_model(seed, pretrain_towers=pretrain_towers).save_pretrained(out_dir)
+    with atomic_folder(out_dir) as tmp:
+        build().save_pretrained(os.fspath(tmp))
     return out_dir
 
 

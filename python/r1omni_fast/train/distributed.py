@@ -100,10 +100,28 @@ class Dist:
 
 def from_environment(cfg: Any) -> Dist:
     """Join the torchrun job described by the environment (``WORLD_SIZE`` > 1), else a single
-    process on CUDA when available."""
+    process, on the device ``cfg.device`` names: auto (CUDA when available, else CPU), cpu, cuda
+    or cuda:N (one process only; under torchrun rank r takes cuda:LOCAL_RANK). Raises
+    ConfigError naming the setting when it asks for CUDA and none is available."""
+    from r1omni_fast.config import parse_device
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    setting = str(getattr(cfg, "device", "auto") or "auto")
+    kind, index = parse_device(setting) or ("auto", None)
     cuda = torch.cuda.is_available()
+    if kind == "cuda" and not cuda:
+        raise ConfigError(f"device: {setting}: no CUDA device is available here (use --device cpu or auto)")
+    if kind == "cuda" and index is not None:
+        if world > 1:
+            raise ConfigError(f"device: {setting}: under torchrun each rank uses cuda:LOCAL_RANK: set device: cuda")
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device: {setting}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    cuda = cuda and kind != "cpu"
     if world <= 1:
+        if index is not None:
+            torch.cuda.set_device(index)
+            return Dist(device=torch.device("cuda", index))
         return Dist(device=torch.device("cuda") if cuda else torch.device("cpu"))
     import torch.distributed as dist
 
