@@ -510,7 +510,7 @@ def safe_dcp_reader(dcp_dir: str | os.PathLike) -> tuple:
 #: fields that define what a run is: a resume with another value is refused naming the field
 IDENTITY_FIELDS = (
     "data_file", "label_set", "seed", "tunable_parts", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "lora_modules_to_save", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "lora_target_modules", "lora_modules_to_save", "gradient_accumulation_steps",
     "num_frames", "max_length", "prompt_style", "chat_template",
     # GRPO: the group, the loss and the rewards
     "num_generations", "max_prompt_length", "max_completion_length", "beta", "epsilon", "epsilon_high", "delta",
