@@ -87,7 +87,9 @@ def test_leftover_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_p
     for p in (gone, alive, other):
         p.mkdir(parents=True)
         (p / "model.safetensors").write_bytes(b"partial")
-    assert ckpt.remove_stale_temporaries(out) == [gone]
+    from r1omni_fast.atomic import remove_dead_temporaries
+
+    assert remove_dead_temporaries(out) == [gone]
     assert not gone.exists() and alive.exists() and other.exists()
 
 

@@ -183,6 +183,9 @@ class _TrainConfig(_RunConfig):
                                        "eval/truncated counts the answers it cut off)")
     per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
     resume: bool = _f(False, "continue from the newest complete checkpoint in output_dir")
+    overwrite_output_dir: bool = _f(False, "start afresh in an output_dir holding another run: its checkpoints "
+                                           "and metrics are removed first (without it, or resume, such a folder "
+                                           "is refused)")
     # faults (README, "When something goes wrong")
     max_nonfinite_steps: int = _f(3, "optimizer steps in a row skipped for a NaN/inf loss or gradient norm "
                                      "before the run stops")

@@ -438,14 +438,26 @@ def load_model(path: str | os.PathLike, **kwargs: Any) -> torch.nn.Module:
 def merge(folder: str | os.PathLike, out: str | os.PathLike, *, base: Optional[str | os.PathLike] = None) -> Path:
     """``r1omni-fast merge``: write the model of the adapter in ``folder`` with the adapter merged
     (a full checkpoint folder: config, model.safetensors, tokenizers, towers) into ``out``; fp32
-    merge on the CPU. Raises :class:`LoraError` when ``folder`` is no adapter folder."""
+    merge on the CPU. ``out`` is built in a temporary sibling and renamed into place
+    (``atomic.atomic_folder``): an interrupt or a full disk leaves the old ``out`` or none, never a
+    mixture. Raises :class:`LoraError` when ``folder`` is no adapter folder, or when ``out`` is
+    the adapter folder or its base model folder (naming both)."""
+    from r1omni_fast.atomic import atomic_folder
+
     if not is_adapter_folder(folder):
         raise LoraError(f"{folder} holds no {ADAPTER_CONFIG}: merge needs the output or a checkpoint of a "
                         "use_peft run")
+    target = Path(out).resolve()
+    base_folder = base_model_path(folder, base)
+    for what, path in (("the adapter folder", folder), ("its base model folder", base_folder)):
+        if target == Path(path).resolve():
+            raise LoraError(f"--out {out} is {what} {path}: merging there would overwrite what the merge reads; "
+                            "choose another folder")
     model = merged(load_with_adapter(folder, base=base, device="cpu"))
     if not hasattr(model, "save_pretrained"):
         raise LoraError(f"{type(model).__name__} cannot save_pretrained")
-    model.save_pretrained(out)
+    with atomic_folder(out) as tmp:
+        model.save_pretrained(tmp)
     return Path(out)
 
 

@@ -5,19 +5,28 @@ only once every file is on disk, so an interrupted write never leaves a half che
 resume would pick up. It holds the model (``model.safetensors`` + config + tokenizer, written
 by the model's ``save_pretrained``), ``optimizer.pt``, ``scheduler.pt``, ``rng_state.pt``
 (Python, numpy, torch CPU and CUDA generators) and ``trainer_state.json`` (step, data order
-position, anything the trainer needs). Everything is loaded with ``weights_only=True``: nothing
-is unpickled.
+position, the run's fingerprint, anything the trainer needs). Nothing is unpickled: the ``.pt``
+files load with ``weights_only=True``, a sharded ``dcp/`` (several ranks) loads only through
+:func:`safe_dcp_reader` (metadata read by an unpickler that admits only torch's checkpoint
+metadata classes, objects with ``weights_only=True``) and after its ``manifest.json`` (written by
+this project: every file with its size, the metadata's sha256) matches the files.
+
+Damage: :func:`check_folder` reads every file of a checkpoint or model folder without
+unpickling (JSON parsed, safetensors headers against the file sizes, ``.pt`` archives' CRCs, the
+``dcp/`` manifest) and raises :class:`DamagedFileError` naming the first bad file; resume then
+falls back to the newest earlier checkpoint that passes (``train.common.find_resume``).
 
 Durability: every file and folder of the temporary checkpoint is fsynced before the rename and
 the output folder after it, so a power loss leaves either no ``checkpoint-N`` or a complete one.
 The temporary folder is ``.tmp-checkpoint-N-PID`` (PID of the writing process, rank 0's with
 several ranks); a write that fails (a full disk, an interrupt) removes it, and
-:func:`remove_stale_temporaries` removes those left by processes that died (SIGKILL). A full disk
+``r1omni_fast.atomic.remove_dead_temporaries`` removes those left by processes that died (SIGKILL). A full disk
 is one :class:`CheckpointWriteError` line naming the filesystem; the previous checkpoint stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -26,11 +35,12 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
+from r1omni_fast.atomic import _alive  # the liveness test of dead temporaries
 from r1omni_fast.atomic import fsync_dir as _fsync_dir
 from r1omni_fast.atomic import fsync_tree
 from r1omni_fast.train.faults import TrainingError
@@ -38,7 +48,6 @@ from r1omni_fast.train.faults import TrainingError
 log = logging.getLogger(__name__)
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-_TMP = re.compile(r"^\.tmp-checkpoint-(\d+)-(\d+)$")
 STATE_FILE = "trainer_state.json"
 
 
@@ -84,6 +93,14 @@ def checkpoint_dirs(output_dir: str | os.PathLike) -> list[Path]:
         if m and p.is_dir() and (p / STATE_FILE).is_file():
             found.append((int(m.group(1)), p))
     return [p for _, p in sorted(found)]
+
+
+def step_of(folder: str | os.PathLike) -> int:
+    """The step N of a ``checkpoint-N`` folder."""
+    m = _CKPT.match(Path(folder).name)
+    if m is None:
+        raise ValueError(f"{folder} is not a checkpoint-N folder")
+    return int(m.group(1))
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
@@ -163,7 +180,10 @@ def save_checkpoint(
     os.replace(tmp, final)
     _fsync_dir(out)
     if save_total_limit is not None and save_total_limit > 0:
-        for old in checkpoint_dirs(out)[:-save_total_limit]:
+        # only checkpoints up to this one rotate: a higher-numbered one (a damaged checkpoint set
+        # aside by a fallback is renamed, but never guess) is never a reason to delete this one
+        older = [d for d in checkpoint_dirs(out) if step_of(d) <= step]
+        for old in older[:-save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
     if dist is not None:
         dist.barrier()
@@ -212,36 +232,6 @@ def filesystem_of(path: str | os.PathLike) -> str:
     return str(mount)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temporaries(output_dir: str | os.PathLike) -> list[Path]:
-    """Remove the ``.tmp-checkpoint-N-PID`` folders of ``output_dir`` whose process (on this
-    machine) is dead: writes interrupted by SIGKILL or a crash. Returns the folders removed."""
-    out = Path(output_dir)
-    removed = []
-    if not out.is_dir():
-        return removed
-    for p in out.iterdir():
-        m = _TMP.match(p.name)
-        if m is None or not p.is_dir():
-            continue
-        pid = int(m.group(2))
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        log.info("removed %s, left by an interrupted checkpoint write (process %d is gone)", p, pid)
-        removed.append(p)
-    return removed
-
-
 class ResumeError(RuntimeError):
     """A checkpoint that cannot be resumed from (damaged files); the message names it."""
 
@@ -276,9 +266,426 @@ def load_checkpoint(
     folder = Path(folder)
     state = read_trainer_state(folder)
     if optimizer is not None and (folder / "optimizer.pt").is_file():
-        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        optimizer.load_state_dict(safe_load(folder / "optimizer.pt"))
     if scheduler is not None:
-        scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    rng = torch.load(folder / "rng_state.pt", weights_only=True)
+        scheduler.load_state_dict(safe_load(folder / "scheduler.pt"))
+    rng = safe_load(folder / "rng_state.pt")
     restore_rng_state(rng)
     return state, rng.get("extra")
+
+
+def safe_load(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` (tensors and plain values only, nothing run); a
+    missing, cut or refused file is a :class:`ResumeError` naming it."""
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise ResumeError(f"{path} is missing: the checkpoint is incomplete") from None
+    except Exception as exc:  # torch's unpickling errors have no common type
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ResumeError(f"{path} cannot be loaded ({why})") from None
+
+
+# ----------------------------------------------------------------------- damage, without unpickling
+
+
+def _model_error_base() -> type:
+    from r1omni_fast.model import CheckpointError
+
+    return CheckpointError
+
+
+class DamagedFileError(_model_error_base()):  # type: ignore[misc]
+    """A file of a checkpoint or model folder is empty, cut or unreadable (a ``CheckpointError``,
+    hence a ``ValueError``: every command prints it as one line). ``path`` is the file."""
+
+    def __init__(self, path: str | os.PathLike, why: str) -> None:
+        self.path, self.why = Path(path), why
+        super().__init__(f"{path} is damaged ({why})")
+
+
+#: folders of a model or run folder that are not part of the model
+_NOT_MODEL = re.compile(r"^(checkpoint-\d+|dcp|runs|\..*)$")
+MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = "r1omni-fast dcp manifest 1"
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Raise :class:`DamagedFileError` unless ``path`` is a complete safetensors file: a JSON
+    header whose tensors end exactly at the end of the file (an empty or cut file fails)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise DamagedFileError(path, f"{size} bytes, no safetensors header")
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                raise DamagedFileError(path, f"its header claims {n} bytes, the file holds {size}: cut short")
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        raise DamagedFileError(path, exc.strerror or str(exc)) from None
+    except ValueError as exc:
+        if isinstance(exc, DamagedFileError):
+            raise
+        raise DamagedFileError(path, f"its header is not valid JSON: {exc}") from None
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    data = size - 8 - n
+    if max(ends, default=0) != data:
+        raise DamagedFileError(path, f"its tensors need {max(ends, default=0)} bytes of data, the file holds "
+                                     f"{data}: cut short or padded")
+
+
+def check_archive(path: str | os.PathLike) -> None:
+    """Raise :class:`DamagedFileError` unless ``path`` (a ``torch.save`` file) is a complete zip
+    archive whose members pass their CRC check (read, never unpickled)."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise DamagedFileError(path, f"not a complete torch archive: {exc}") from None
+    if bad is not None:
+        raise DamagedFileError(path, f"member {bad} fails its CRC check")
+
+
+def _check_json(path: Path) -> None:
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DamagedFileError(path, exc.strerror or str(exc)) from None
+    except ValueError as exc:
+        raise DamagedFileError(path, f"not valid JSON: {exc}") from None
+
+
+def _model_files(folder: Path) -> List[Path]:
+    """The JSON and safetensors files of a model folder, its tower subfolders included, not its
+    checkpoints, ``dcp/`` or hidden entries."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _NOT_MODEL.match(d))
+        found += [Path(root) / f for f in sorted(files) if f.endswith((".json", ".safetensors"))]
+    return found
+
+
+def check_folder(folder: str | os.PathLike) -> None:
+    """Read every file ``eval``, ``predict``, ``merge`` or a resume of ``folder`` would read, without
+    unpickling: each JSON parsed, each safetensors checked against its header, for a checkpoint
+    also ``optimizer.pt`` / ``scheduler.pt`` / ``rng_state.pt`` (archive CRCs) and ``dcp/`` (its
+    manifest). Raises :class:`DamagedFileError` naming the first bad file; a missing file is left
+    to the loader's own message."""
+    folder = Path(folder)
+    for path in _model_files(folder):
+        (_check_json if path.suffix == ".json" else check_safetensors)(path)
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pt"):
+        if (folder / name).exists():
+            check_archive(folder / name)
+    if (folder / "dcp").is_dir():
+        check_manifest(folder / "dcp")
+        with open(folder / "dcp" / ".metadata", "rb") as f:  # refused here already, before any load
+            _restricted_load(f, folder / "dcp" / ".metadata")
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(dcp_dir: str | os.PathLike) -> None:
+    """``dcp_dir/manifest.json``: every file of the Distributed Checkpoint with its size, and the
+    sha256 of its (pickled) ``.metadata``; rank 0 calls it once ``dcp.save`` has returned."""
+    dcp_dir = Path(dcp_dir)
+    files = {p.name: {"size": p.stat().st_size} for p in sorted(dcp_dir.iterdir())
+             if p.is_file() and p.name != MANIFEST}
+    files[".metadata"]["sha256"] = _sha256(dcp_dir / ".metadata")
+    with open(dcp_dir / MANIFEST, "w") as f:
+        json.dump({"format": _MANIFEST_FORMAT, "files": files}, f, indent=1)
+
+
+def check_manifest(dcp_dir: str | os.PathLike) -> None:
+    """Raise :class:`DamagedFileError` unless ``dcp_dir`` holds a manifest of this project and
+    exactly its files, each of its size, the metadata of its hash."""
+    dcp_dir = Path(dcp_dir)
+    path = dcp_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        listed = manifest["files"] if manifest.get("format") == _MANIFEST_FORMAT else None
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        listed = None
+    if not isinstance(listed, dict) or ".metadata" not in listed:
+        raise DamagedFileError(path, "missing or not a manifest of r1omni-fast: this sharded checkpoint was not "
+                                     "written by this project, it is not loaded")
+    present = {p.name for p in dcp_dir.iterdir() if p.is_file() and p.name != MANIFEST}
+    if present != set(listed):
+        extra, missing = sorted(present - set(listed)), sorted(set(listed) - present)
+        raise DamagedFileError(dcp_dir / (extra or missing)[0], "not listed in manifest.json" if extra
+                               else "listed in manifest.json but missing")
+    for name, entry in listed.items():
+        size = (dcp_dir / name).stat().st_size
+        if size != entry.get("size"):
+            raise DamagedFileError(dcp_dir / name, f"{size} bytes, manifest.json says {entry.get('size')}")
+    if _sha256(dcp_dir / ".metadata") != listed[".metadata"].get("sha256"):
+        raise DamagedFileError(dcp_dir / ".metadata", "its sha256 differs from manifest.json")
+
+
+#: the only globals a Distributed Checkpoint's ``.metadata`` pickle may name
+_DCP_GLOBALS = {
+    ("torch.distributed.checkpoint.metadata", n) for n in (
+        "Metadata", "MetadataIndex", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+        "TensorStorageMetadata", "StorageMeta", "_MEM_FORMAT_ENCODING")} | {
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+    ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"),
+    ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset")}
+
+
+def _restricted_load(stream: Any, path: Path) -> Any:
+    import pickle
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            obj = None
+            if (module, name) in _DCP_GLOBALS or module == "torch" and isinstance(getattr(torch, name, None),
+                                                                                      torch.dtype):
+                obj = super().find_class(module, name)
+            if obj is None:
+                raise DamagedFileError(path, f"its pickle names {module}.{name}, which DCP metadata never holds: "
+                                             "refused, nothing was run")
+            return obj
+
+    try:
+        return Restricted(stream).load()
+    except DamagedFileError:
+        raise
+    except Exception as exc:  # a cut or foreign pickle
+        raise DamagedFileError(path, f"unreadable metadata: {exc}") from None
+
+
+def safe_dcp_reader(dcp_dir: str | os.PathLike) -> tuple:
+    """(storage reader, load planner) for ``torch.distributed.checkpoint.load`` of ``dcp_dir``
+    that never unpickles anything but DCP's metadata classes: ``.metadata`` through an
+    allow-list unpickler, the non-tensor items with ``torch.load(weights_only=True)``. The
+    manifest is checked first (:func:`check_manifest`)."""
+    import io
+
+    from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    dcp_dir = Path(dcp_dir)
+    check_manifest(dcp_dir)
+
+    class Reader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            rank = kwargs.get("rank")
+            path = dcp_dir / (".metadata" if rank is None else f"__{rank}.metadata")
+            with open(path, "rb") as f:
+                metadata = _restricted_load(f, path)
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    class Planner(DefaultLoadPlanner):
+        def load_bytes(self, read_item: Any, value: io.BytesIO) -> None:
+            obj = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                from torch.distributed.checkpoint._traverse import set_element
+
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = obj
+
+    return Reader(str(dcp_dir)), Planner()
+
+
+# ------------------------------------------------------------------------------ run fingerprint
+
+#: fields that define what a run is: a resume with another value is refused naming the field
+IDENTITY_FIELDS = (
+    "data_file", "label_set", "seed", "tunable_parts", "use_peft", "lora_r", "lora_alpha", "lora_dropout",
+    "lora_target_modules", "lora_modules_to_save", "gradient_accumulation_steps",
+    "num_frames", "max_length", "prompt_style", "chat_template",
+    # GRPO: the group, the loss and the rewards
+    "num_generations", "max_prompt_length", "max_completion_length", "beta", "epsilon", "epsilon_high", "delta",
+    "loss_type", "importance_sampling_level", "num_iterations", "steps_per_generation", "scale_rewards",
+    "reward_funcs", "reward_weights", "multi_objective_aggregation", "reward_mode", "sync_ref_model",
+    "shuffle_dataset", "question", "solution_style")
+#: fields a resume applies (and logs) when they changed: the optimizer's groups and the schedule
+#: are rewritten, the others are read by the loop as it goes
+APPLIED_FIELDS = ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_ratio", "max_steps",
+                  "num_train_epochs", "logging_steps", "save_steps", "save_total_limit", "eval_file", "eval_steps",
+                  "eval_max_new_tokens", "per_device_eval_batch_size")
+#: bytes read per sample, and samples, of a weights signature
+_SAMPLE, _SAMPLES = 1 << 16, 16
+
+
+def weights_signature(model_path: str | os.PathLike) -> str:
+    """A cheap signature of the weights of a model folder: sha256 over, for each top-level
+    ``*.safetensors`` file (sorted), its name, size, header and 16 blocks of 64 KiB spread over
+    its data. Another or retrained model changes it; a copy (another mtime) does not; a single
+    changed byte between the blocks goes unseen. "" for a folder without safetensors."""
+    import hashlib
+
+    h = hashlib.sha256()
+    folder = Path(model_path)
+    for path in sorted(folder.glob("*.safetensors")):
+        size = path.stat().st_size
+        h.update(f"{path.name}:{size}:".encode())
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            h.update(f.read(min(n, size)))
+            start = 8 + n
+            span = max(size - start - _SAMPLE, 0)
+            for i in range(_SAMPLES):
+                f.seek(start + span * i // max(_SAMPLES - 1, 1))
+                h.update(f.read(_SAMPLE))
+    return h.hexdigest() if any(folder.glob("*.safetensors")) else ""
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def run_fingerprint(cfg: Any) -> Dict[str, Any]:
+    """What a checkpoint records of its run (``trainer_state.json``'s ``fingerprint``): the stage,
+    the starting model (absolute path and :func:`weights_signature`), the data file (absolute),
+    the :data:`IDENTITY_FIELDS` and the :data:`APPLIED_FIELDS` of ``cfg`` it has."""
+    model = os.path.abspath(cfg.model_name_or_path) if cfg.model_name_or_path else None
+    fields = {n: _plain(getattr(cfg, n)) for n in IDENTITY_FIELDS if hasattr(cfg, n)}
+    if fields.get("data_file"):
+        fields["data_file"] = os.path.abspath(fields["data_file"])
+    return {"stage": cfg.stage, "model": model,
+            "model_weights": weights_signature(model) if model and os.path.isdir(model) else "",
+            "fields": fields, "applied": {n: _plain(getattr(cfg, n)) for n in APPLIED_FIELDS if hasattr(cfg, n)}}
+
+
+def compare_fingerprint(folder: Path, state: Dict[str, Any], cfg: Any) -> List[str]:
+    """Check that ``cfg`` continues the run of the checkpoint ``folder`` (trainer state ``state``):
+    another stage, starting model or identity field raises :class:`ResumeError` naming both
+    values; returns one line per changed applied field (the caller applies and logs them).
+    Checkpoints written before fingerprints are checked for their stage only."""
+    saved_stage = state.get("stage")
+    if saved_stage is not None and saved_stage != cfg.stage:
+        raise ResumeError(f"resume: {folder} is a checkpoint of a {saved_stage} run, this config is stage "
+                          f"{cfg.stage}: choose another output_dir (a {cfg.stage} run starts from the {saved_stage} "
+                          "output with model_name_or_path)")
+    saved = state.get("fingerprint")
+    if not isinstance(saved, dict):
+        log.warning("resume: %s holds no run fingerprint (written by an older version): the model, data and "
+                    "settings are not compared", folder)
+        return []
+    now = run_fingerprint(cfg)
+    if saved.get("model") != now["model"] or saved.get("model_weights") != now["model_weights"]:
+        same_weights = saved.get("model_weights") == now["model_weights"] and now["model_weights"]
+        if same_weights:
+            log.warning("resume: the starting model moved from %s to %s (same weights)", saved.get("model"),
+                        now["model"])
+        elif saved.get("model") == now["model"]:
+            raise ResumeError(f"resume: the weights of model_name_or_path {now['model']} changed since {folder} was "
+                              "written (another model in the same folder): resume from the model the run started "
+                              "from, or start a new output_dir")
+        else:
+            raise ResumeError(f"resume: {folder} was trained from {saved.get('model')}, this config starts from "
+                              f"{now['model']}: set model_name_or_path back, or start a new output_dir")
+    for name, value in now["fields"].items():
+        if name in saved.get("fields", {}) and saved["fields"][name] != value:
+            raise ResumeError(f"resume: {name} was {saved['fields'][name]!r} in {folder}, this config has "
+                              f"{value!r}: resume with the same {name}, or start a new output_dir")
+    return [f"{name} {saved['applied'][name]!r} -> {value!r}" for name, value in now["applied"].items()
+            if name in saved.get("applied", {}) and saved["applied"][name] != value]
+
+
+# ------------------------------------------------------------------------------ the run's lock
+
+LOCK_FILE = ".r1omni-fast.lock"
+
+
+class RunLock:
+    """``OUTPUT_DIR/.r1omni-fast.lock``: the run that holds it owns the folder.
+
+    :meth:`acquire` creates it (exclusively) with the holder's pid, host and start time. A lock
+    of a live process, or of another host (whose processes cannot be checked), is refused with a
+    :class:`r1omni_fast.config.ConfigError` naming the holder; a lock left by a dead process of
+    this host is taken over with a warning; the same process may acquire it again. A folder that
+    cannot be created or written is a ConfigError too. :meth:`release` removes it when it is ours.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.held = False
+
+    def _holder(self) -> Optional[Dict[str, Any]]:
+        try:
+            holder = json.loads(self.path.read_text())
+            return holder if isinstance(holder, dict) else None
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> None:
+        import socket
+        import time
+
+        from r1omni_fast.config import ConfigError
+
+        host = socket.gethostname()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"output_dir: cannot create {self.folder} ({exc.strerror or exc}): choose a folder "
+                              "you can write") from None
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:  # unreadable: being written right now, or cut by a crash
+                    if time.time() - self.path.stat().st_mtime < 10:
+                        time.sleep(0.5)
+                        continue
+                    log.warning("output_dir %s: removing an unreadable lock file %s", self.folder, self.path)
+                elif holder.get("host") == host and holder.get("pid") == os.getpid():
+                    self.held = True
+                    return
+                elif holder.get("host") == host and not _alive(int(holder.get("pid", -1))):
+                    log.warning("output_dir %s: taking over the lock of process %s (started %s), which is gone",
+                                self.folder, holder.get("pid"), holder.get("started"))
+                else:
+                    gone = (" (if it is gone, delete the lock file)" if holder.get("host") != host else "")
+                    raise ConfigError(f"output_dir {self.folder} is in use by another run: pid {holder.get('pid')} "
+                                      f"on {holder.get('host')}, started {holder.get('started')} ({self.path}): wait "
+                                      f"for it to end or choose another output_dir{gone}")
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                continue
+            except OSError as exc:
+                raise ConfigError(f"output_dir {self.folder} is not writable ({exc.strerror or exc}): choose a "
+                                  "folder you can write, or fix its permissions") from None
+            info = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(info, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                raise ConfigError(f"output_dir {self.folder} is not writable ({exc.strerror or exc}): free space "
+                                  "or choose another folder") from None
+            self.held = True
+            return
+        raise ConfigError(f"output_dir {self.folder}: could not take {self.path} (another run is starting there)")
+
+    def release(self) -> None:
+        holder = self._holder() if self.held else None
+        if holder is not None and holder.get("pid") == os.getpid():
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self.held = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,10 @@ import torch
 from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError
 from r1omni_fast.data import Batch, ClipCollator, DataError, DataFile, Sample, epoch_batches, prefetch, read_data
-from r1omni_fast.train.checkpoint import latest_checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from r1omni_fast.atomic import remove_dead_temporaries
+from r1omni_fast.train.checkpoint import (DamagedFileError, ResumeError, RunLock, check_folder, checkpoint_dirs,
+                                          compare_fingerprint, load_checkpoint, read_trainer_state, run_fingerprint,
+                                          save_checkpoint)
 from r1omni_fast.train.faults import TrainingError, check_finite_weights
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,9 @@ def load_policy(path: str | Path, cfg: Any, device: torch.device):
     if resuming and use_peft:
         adapter, path = path, cfg.model_name_or_path
     try:
+        check_folder(path)  # a cut or empty file: one line naming it
+        if adapter is not None:
+            check_folder(adapter)
         model = lora.load_model(path, device=device)
     except (CheckpointError, FileNotFoundError, lora.LoraError) as exc:
         raise ConfigError(f"model_name_or_path: cannot load {path}: {exc}") from None
@@ -403,24 +410,66 @@ class ResumePoint:
 
 
 def find_resume(cfg: Any) -> Optional[Path]:
-    """The newest complete checkpoint of ``cfg.output_dir`` when ``cfg.resume``, else None
-    (a resume request with no checkpoint yet starts fresh, with a warning)."""
+    """The newest complete checkpoint of ``cfg.output_dir`` that loads, when ``cfg.resume``, else
+    None (a resume request with no checkpoint yet starts fresh, with a warning).
+
+    Each checkpoint, newest first, is read without unpickling (``checkpoint.check_folder``); a
+    damaged one is reported in one warning naming the file and the next older one is tried; none
+    left is a :class:`ResumeError`. The chosen checkpoint's run fingerprint must match ``cfg``
+    (``checkpoint.compare_fingerprint``: another stage, model or identity field is a ResumeError
+    naming both values); the changed fields it applies are logged."""
     if not cfg.resume:
         return None
-    folder = latest_checkpoint(cfg.output_dir)
-    if folder is None:
+    dirs = checkpoint_dirs(cfg.output_dir)
+    if not dirs:
         log.warning("resume: no complete checkpoint in %s yet; starting from step 0", cfg.output_dir)
-    return folder
+        return None
+    damaged: List[str] = []
+    for folder in reversed(dirs):
+        try:
+            check_folder(folder)
+            state = read_trainer_state(folder)
+        except (DamagedFileError, ResumeError) as exc:
+            damaged.append(str(exc))
+            log.warning("resume: %s; trying the checkpoint before it", exc)
+            continue
+        if damaged:
+            log.warning("resume: falling back to %s, the newest complete checkpoint (%d newer one(s) damaged)",
+                        folder, len(damaged))
+        for change in compare_fingerprint(folder, state, cfg):
+            log.warning("resume: %s (applied from step %d on)", change, int(state["global_step"]) + 1)
+        return folder
+    raise ResumeError(f"resume: no checkpoint of {cfg.output_dir} can be loaded (newest: {damaged[0]}): delete "
+                      "the damaged checkpoints to start afresh, or choose another output_dir")
+
+
+def apply_resumed_settings(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: Any) -> None:
+    """After a resume: the run's ``learning_rate`` and ``weight_decay`` written into every
+    optimizer group (``initial_lr`` too) and the scheduler's base rates, and the current rate
+    recomputed from the schedule of this config (its ``max_steps`` horizon) at the resumed step:
+    ``lr = learning_rate * lambda(step)``, as a fresh run of this length has at that step. With
+    nothing changed it is what the checkpoint held, bit for bit."""
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.learning_rate
+        group["weight_decay"] = cfg.weight_decay
+    scheduler.base_lrs = [cfg.learning_rate] * len(optimizer.param_groups)
+    lrs = [base * lam(scheduler.last_epoch) for base, lam in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def restore(folder: Optional[Path], optimizer: torch.optim.Optimizer, scheduler: Any,
-            model: Optional[torch.nn.Module] = None, dist: Any = None) -> ResumePoint:
+            model: Optional[torch.nn.Module] = None, dist: Any = None, *, cfg: Any = None) -> ResumePoint:
     """Load optimizer, scheduler and every RNG from ``folder`` (the model weights were loaded
-    from it). A sharded checkpoint (``dcp/``, written by several ranks) restores the trainable
+    from it), then apply ``cfg``'s learning rate, weight decay and schedule
+    (:func:`apply_resumed_settings`). A sharded checkpoint (``dcp/``, written by several ranks) restores the trainable
     model state and the optimizer through ``model``, at any number of ranks; a single process's
     ``optimizer.pt`` is spread over the ranks of a distributed run."""
     if folder is None:
         return ResumePoint()
+    if cfg is None:
+        raise TypeError("restore needs the run's cfg")
     from r1omni_fast.train import distributed
 
     state, extra = load_checkpoint(folder, optimizer=None if dist is not None and dist.enabled else optimizer,
@@ -429,6 +478,7 @@ def restore(folder: Optional[Path], optimizer: torch.optim.Optimizer, scheduler:
         distributed.load_sharded(folder, model, optimizer)
     elif dist is not None and dist.enabled:
         distributed.load_full_optimizer(folder / "optimizer.pt", model, optimizer)
+    apply_resumed_settings(optimizer, scheduler, cfg)
     log.info("resumed from %s (step %d)", folder, state["global_step"])
     return ResumePoint(folder, int(state["global_step"]), state, extra)
 
@@ -445,6 +495,7 @@ def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, sche
     check_finite_weights(trainable_parameters(model), dist)
     from r1omni_fast.model import lora
 
+    state = dict(state, fingerprint=run_fingerprint(cfg))
     if save_model is None and lora.is_lora(model):  # the adapter, not the weights (gathered under FSDP)
         save_model = lambda folder: lora.save_adapter(model, folder, dist)  # noqa: E731
     if dist is None or not dist.enabled:
@@ -462,12 +513,108 @@ def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, sche
 
 
 def write_run_config(cfg: Any) -> None:
-    """``OUT/run_config.yaml``; also removes the temporary checkpoint folders that dead processes
-    left in ``OUT``."""
+    """``OUT/run_config.yaml`` (atomic)."""
+    from r1omni_fast.atomic import write_text
+
+    write_text(Path(cfg.output_dir) / "run_config.yaml", cfg.to_yaml())
+
+
+#: what a run writes into its output_dir besides the final model (``overwrite_output_dir`` clears them)
+RUN_FILES = ("metrics.jsonl", "completions.jsonl", "sft_curves.png", "grpo_curves.png")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def claim_output_dir(cfg: Any, dist: Any = None) -> RunLock:
+    """Take ``cfg.output_dir`` for this run before anything is written (rank 0; every rank gets
+    the same answer), returning the held :class:`checkpoint.RunLock` (release it at the end).
+
+    ConfigError (exit 2) when: output_dir is model_name_or_path or inside it; it cannot be created
+    or written; another live run holds its lock (the message names pid, host, start); it holds
+    another run's checkpoints or a non-empty ``metrics.jsonl`` and neither ``resume`` nor
+    ``overwrite_output_dir`` is set. With ``overwrite_output_dir`` (and no ``resume``) those
+    checkpoints and :data:`RUN_FILES` are removed first. Temporaries of dead processes go too."""
+    out = Path(cfg.output_dir).resolve()
+    if cfg.model_name_or_path and _inside(out, Path(cfg.model_name_or_path).resolve()):
+        raise ConfigError(f"output_dir {cfg.output_dir} is the model folder model_name_or_path "
+                          f"{cfg.model_name_or_path} or inside it: the run would overwrite the model it starts from; "
+                          "choose another output_dir")
+    lock = RunLock(cfg.output_dir)
+    error = None
+    if dist is None or dist.is_main:
+        try:
+            lock.acquire()
+            _check_previous_run(cfg, Path(cfg.output_dir))
+        except ConfigError as exc:
+            lock.release()
+            error = str(exc)
+    if dist is not None and dist.enabled:
+        error = dist.gather(error)[0]
+    if error is not None:
+        raise ConfigError(error)
+    return lock
+
+
+def _check_previous_run(cfg: Any, out: Path) -> None:
+    remove_dead_temporaries(out)
+    if cfg.resume:
+        return
+    metrics = out / "metrics.jsonl"
+    found = [p.name for p in checkpoint_dirs(out)]
+    found += [metrics.name] if metrics.is_file() and metrics.stat().st_size > 0 else []
+    if not found:
+        return
+    if not getattr(cfg, "overwrite_output_dir", False):
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise ConfigError(f"output_dir {cfg.output_dir} holds another run ({shown}): continue it with --resume, "
+                          "replace it with overwrite_output_dir: true, or choose another output_dir")
+    import shutil
+
+    for p in checkpoint_dirs(out) + [p for p in out.glob("checkpoint-*") if p.is_dir()]:
+        shutil.rmtree(p, ignore_errors=True)
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    log.warning("overwrite_output_dir: removed the previous run's %s from %s", ", ".join(found), out)
+
+
+def export_final(model: Any, cfg: Any, dist: Any, step: int, checkpoint: Optional[Path]) -> None:
+    """The final model (``distributed.export_model``) written into a temporary folder inside
+    ``cfg.output_dir`` and moved in with ``atomic.replace_files``, its marker (``config.json``,
+    ``adapter_config.json`` for LoRA) last: an interrupted export leaves the folder without
+    marker (refused on load), never new files beside old weights. A full disk is a
+    ``CheckpointWriteError`` (one line; ``checkpoint`` is intact); the partial folder goes."""
+    import shutil
+
+    from r1omni_fast.atomic import replace_files
+    from r1omni_fast.model import lora
+    from r1omni_fast.train import distributed
+    from r1omni_fast.train.checkpoint import CheckpointWriteError, _out_of_space, filesystem_of
+
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.yaml").write_text(cfg.to_yaml())
-    remove_stale_temporaries(out)
+    main = dist is None or dist.is_main
+    pid = os.getpid() if dist is None or not dist.enabled else dist.gather(os.getpid())[0]
+    tmp = out / f".tmp-final-model-{pid}"
+    try:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        if dist is not None:
+            dist.barrier()
+        distributed.export_model(model, tmp, dist)
+        if main:
+            replace_files(out, tmp, marker=lora.ADAPTER_CONFIG if lora.is_lora(model) else "config.json")
+    except BaseException as exc:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and _out_of_space(exc, out):
+            kept = f"{checkpoint.name} is intact" if checkpoint is not None else "no checkpoint was written"
+            raise CheckpointWriteError(f"no space left on {filesystem_of(out)} while writing the final model into "
+                                       f"{out}; {kept}: free space and run again with --resume") from exc
+        raise
+    if dist is not None:
+        dist.barrier()
 
 
 def make_stream(cfg: Any, data: DataFile, collate: Callable[..., Batch], state: Optional[Dict[str, Any]],
@@ -529,10 +676,18 @@ def evaluate_answers(model: Any, data: DataFile, collate: Callable[..., Batch], 
     if dist is not None and dist.enabled:
         samples = samples[distributed.rank_slice(len(samples), dist.rank, dist.world_size)]
     rows: List[tuple] = []
+    error = None
     try:
-        with distributed.gathered(model, dist) if dist is not None else contextlib.nullcontext():
-            scored = _answer_batches(model, samples, collate, cfg, device, label_set)
-        for part in (dist.gather(scored) if dist is not None else [scored]):
+        try:
+            with distributed.gathered(model, dist) if dist is not None else contextlib.nullcontext():
+                scored = _answer_batches(model, samples, collate, cfg, device, label_set)
+        except Exception as exc:  # noqa: BLE001 -- gathered below, so that every rank raises it
+            scored, error = [], f"{type(exc).__name__}: {exc}"
+        parts = dist.gather((scored, error)) if dist is not None else [(scored, error)]
+        errors = [e for _, e in parts if e is not None]
+        if errors:
+            raise EvaluationError(errors[0])
+        for part, _ in parts:
             rows += part
     finally:
         model.train(was_training)
@@ -552,17 +707,33 @@ def eval_answer_matching(cfg: Any) -> str:
     return mode if mode in ("robust", "r1omni") else "robust"
 
 
+def eval_collator(model: Any, collate: Any, cfg: Any) -> Any:
+    """The collator ``r1omni-fast eval`` builds (``eval.runner.clip_collator``: video and audio of
+    every clip, the checkpoint's normalisation, failures skipped) with the run's frames, size,
+    aspect and clip loader (that of ``collate``)."""
+    from r1omni_fast.data import ClipCollator
+    from r1omni_fast.eval.runner import clip_collator
+
+    loader = collate._loader if isinstance(collate, ClipCollator) else getattr(collate, "loader", None)
+    return clip_collator(model, ("video", "audio"), cfg.num_frames, cfg.image_size, cfg.image_aspect_ratio, loader)
+
+
 def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[..., Batch], cfg: Any,
                     device: torch.device, label_set: Any) -> List[tuple]:
-    """(label, prediction, well formed, truncated) of a greedy answer to each loaded sample."""
+    """(label, prediction, well formed, truncated) of a greedy answer to each loaded sample; the
+    inputs of each record are those of ``r1omni-fast eval`` (:func:`eval_collator`: a clip that
+    cannot give what its prompt needs is skipped and counted, as eval skips it)."""
     from r1omni_fast.eval.runner import generate_answers, score_rows
 
     rows: List[tuple] = []
+    skipped: List[tuple] = []
     size = cfg.per_device_eval_batch_size
+    collate = eval_collator(model, collate, cfg)
     # the layout training used: SFT's humanomni prompt_style (GRPO's styles rewrote the samples)
     layout = "humanomni" if getattr(cfg, "prompt_style", None) == "humanomni" else "data"
     for start in range(0, len(samples), size):
         batch = collate(samples[start:start + size], start // size)
+        skipped += batch.skipped
         if not len(batch):
             continue
         with autocast(cfg, device):
@@ -570,7 +741,26 @@ def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[...
                                                 layout, getattr(cfg, "chat_template", "checkpoint"), device=device)
         for row, cut in zip(score_rows(batch.samples, texts, label_set, eval_answer_matching(cfg)), truncated):
             rows.append((row["label"], row["prediction"], bool(row["well_formed"]), bool(cut)))
+    if skipped:
+        log.warning("evaluation: %d of %d eval_file clip(s) skipped, as r1omni-fast eval skips them (first: %s)",
+                    len(skipped), len(samples), "; ".join(f"{i}: {why}" for i, why in skipped[:3]))
     return rows
+
+
+class EvaluationError(RuntimeError):
+    """The in-training evaluation failed (any rank's error, the same on every rank)."""
+
+
+def run_evaluation(model: Any, data: DataFile, collate: Callable[..., Batch], cfg: Any, device: torch.device,
+                   dist: Any, step: int) -> Dict[str, Any]:
+    """:func:`evaluate_answers`, where a failure never ends the run: it is a warning and the
+    record's ``eval/error`` (the model, the checkpoints and training are unaffected)."""
+    try:
+        return evaluate_answers(model, data, collate, cfg, device, dist)
+    except EvaluationError as exc:
+        log.warning("step %d: the evaluation of %s failed (%s); the model and checkpoints are kept, training goes on",
+                    step, cfg.eval_file, exc)
+        return {"eval/error": str(exc)}
 
 
 def eval_due(cfg: Any, step: int, last_step: int) -> bool:
@@ -594,7 +784,8 @@ def plain_numbers(record: Dict[str, Any]) -> Dict[str, Any]:
 
 
 __all__ = [
-    "BatchStream", "ResumePoint", "autocast", "build_optimizer", "clip_gradients", "eval_answer_matching", "eval_due",
+    "BatchStream", "EvaluationError", "ResumePoint", "apply_resumed_settings", "autocast", "claim_output_dir",
+    "eval_collator", "export_final", "run_evaluation", "build_optimizer", "clip_gradients", "eval_answer_matching", "eval_due",
     "evaluate_answers", "find_resume", "load_policy", "make_collator", "make_stream", "model_batch",
     "plain_numbers", "preflight_decode", "progress_bar", "read_split", "restore", "save", "seed_everything", "to_device", "total_steps",
     "trainable_parameters", "uses_bf16", "write_run_config",

@@ -32,6 +32,7 @@ import contextlib
 import datetime
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Sequence
@@ -308,21 +309,33 @@ def save_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Op
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
+    from r1omni_fast.train.checkpoint import write_manifest
+
     model_state, optim_state = get_state_dict(model, optimizer, options=_options())
     dcp.save({"model": model_state, "optim": optim_state, **(states or {})},
              checkpoint_id=str(Path(folder) / SHARDED_DIR))
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        write_manifest(Path(folder) / SHARDED_DIR)  # every rank's files are written when save returns
 
 
 def load_sharded_states(folder: Path, states: dict) -> None:
     """Fill the named state dicts ``states`` (their tensors, plain or sharded, in place) from the
-    Distributed Checkpoint in ``folder/dcp``."""
+    Distributed Checkpoint in ``folder/dcp``, through ``checkpoint.safe_dcp_reader``: its manifest
+    checked first, nothing unpickled but DCP's metadata classes (a refused file is a
+    ``ResumeError`` naming it)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.api import CheckpointException
 
     from r1omni_fast.train.checkpoint import ResumeError
 
+    from r1omni_fast.train.checkpoint import safe_dcp_reader
+
     try:
-        dcp.load(states, checkpoint_id=str(Path(folder) / SHARDED_DIR))
+        reader, planner = safe_dcp_reader(Path(folder) / SHARDED_DIR)
+        single = not torch.distributed.is_initialized()  # one process: no process group
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # as meant
+            dcp.load(states, storage_reader=reader, planner=planner, no_dist=single)
     except (Exception, CheckpointException) as exc:  # DCP's own wrapper is a BaseException
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise ResumeError(f"cannot load the sharded checkpoint {Path(folder) / SHARDED_DIR}: {reason}; "

@@ -13,6 +13,8 @@ with one line, the non-finite guard, and pre-emption signals.
   ask the loop to stop after the current step; the loop writes a checkpoint and raises
   :class:`Preempted`, which the CLI turns into exit status :data:`EXIT_PREEMPTED` (75,
   ``EX_TEMPFAIL``: run again with ``--resume``) or 130 after SIGINT. A second SIGINT stops at once.
+  The final export runs under the same handlers: a signal during it lets it finish (the model is
+  complete), then the run exits 75 / 130 (``Preempted(..., finished=True)``).
 """
 
 from __future__ import annotations
@@ -47,11 +49,14 @@ class Preempted(Exception):
     """The run stopped on a signal after step ``step``; ``checkpoint`` is the folder written (None
     when nothing could be saved)."""
 
-    def __init__(self, signum: int, step: int, checkpoint: Any) -> None:
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+    def __init__(self, signum: int, step: int, checkpoint: Any, *, finished: bool = False) -> None:
+        self.signum, self.step, self.checkpoint, self.finished = signum, step, checkpoint, finished
         name = signal.Signals(signum).name
         kept = (f"wrote {checkpoint}; continue with --resume" if checkpoint is not None
                 else "no step was completed, nothing to save")
+        if finished:  # the signal came during the final export: it was completed first
+            kept = (f"the run had finished; the final model was written completely before stopping "
+                    f"(checkpoint {checkpoint}); the final evaluation was skipped")
         super().__init__(f"{name}: stopped after step {step}; {kept}")
 
     @property

@@ -548,6 +548,14 @@ class GRPOTrainer:
         self.progress = progress
         self.dist = distributed.from_environment(cfg)
         self.steps_per_generation = resolve_steps_per_generation(cfg, self.dist.world_size)
+        self.lock = common.claim_output_dir(cfg, self.dist)  # released when train() ends
+        try:
+            self._setup(cfg, loader)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, cfg: GRPOConfig, loader: Optional[Callable]) -> None:
         self.resume_from = common.find_resume(cfg)
         # a run resumed from a per-prompt-sampling checkpoint keeps sampling that way
         resumed_per_prompt = bool(self.resume_from is not None
@@ -608,7 +616,8 @@ class GRPOTrainer:
         self.last_step = common.total_steps(cfg, batches_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, self.last_step)
         self.sampler = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.start = common.restore(self.resume_from, self.optimizer, self.scheduler, self.model, self.dist)
+        self.start = common.restore(self.resume_from, self.optimizer, self.scheduler, self.model, self.dist,
+                                    cfg=cfg)
         extra = self.start.extra or {}
         if "sampler" in extra:
             self.sampler.set_state(extra["sampler"])
@@ -982,6 +991,7 @@ class GRPOTrainer:
         try:
             return self._train()
         finally:
+            self.lock.release()
             distributed.shutdown(self.dist)
 
     def _train(self) -> Path:
@@ -997,25 +1007,41 @@ class GRPOTrainer:
         save_pending = False
         # SIGTERM / SIGUSR1 / SIGINT: save at the end of the reuse cycle (num_iterations), then stop
         signals = faults.StopSignals().__enter__()
+        final_record: Optional[Dict[str, Any]] = None
+        saved: Optional[Path] = start.folder
         try:
             if main:
                 self.trackers = metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
             for step in range(start.step + 1, self.last_step + 1):
                 record = self.train_step(step)
-                if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):
-                    record.update(common.evaluate_answers(self.model, self.eval_data, self.collate, cfg, self.device,
-                                                          self.dist))
-                if main and (step % cfg.logging_steps == 0 or step == self.last_step or "eval/n" in record):
-                    metrics.log(common.plain_numbers(record))
                 bar.set_postfix(reward=f"{record['reward']:.3f}", step_s=f"{record['step_time']:.1f}", refresh=False)
                 bar.update(1)
+                if step == self.last_step:  # logged after the final model is written and evaluated
+                    final_record, saved = record, self.save(step)
+                    break
+                if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):
+                    record.update(common.run_evaluation(self.model, self.eval_data, self.collate, cfg, self.device,
+                                                        self.dist, step))
+                if main and (step % cfg.logging_steps == 0 or "eval/error" in record or "eval/n" in record):
+                    metrics.log(common.plain_numbers(record))
                 save_pending |= step % cfg.save_steps == 0
                 stop = signals.requested(self.dist)
-                if step == self.last_step or ((save_pending or stop) and self.generation_done(step)):
+                if (save_pending or stop) and self.generation_done(step):
                     saved = self.save(step)
                     save_pending = False
-                    if stop and step < self.last_step:
+                    if stop:
                         raise faults.Preempted(stop, step, saved)
+            # the final model first (signals wait for it), then the final evaluation
+            common.export_final(self.model, cfg, self.dist, self.last_step, saved)
+            stop = signals.requested(self.dist)
+            if final_record is not None:
+                if self.eval_data is not None and not stop:
+                    final_record.update(common.run_evaluation(self.model, self.eval_data, self.collate, cfg,
+                                                              self.device, self.dist, self.last_step))
+                if main:
+                    metrics.log(common.plain_numbers(final_record))
+            if stop:
+                raise faults.Preempted(stop, self.last_step, saved, finished=True)
         finally:
             signals.__exit__(None, None, None)
             bar.close()
@@ -1023,7 +1049,6 @@ class GRPOTrainer:
             if metrics is not None:
                 metrics.close()
             self.trackers = None
-        distributed.export_model(self.model, self.out, self.dist)
         if main:
             plot_curves(read_jsonl(self.out / "metrics.jsonl"),
                         ["reward", "rewards/accuracy/mean", "kl", "reward_std", "completions/mean_length",

@@ -63,7 +63,11 @@ def run_sft(cfg: SFTConfig, *, loader: Optional[Callable] = None, progress: bool
     cfg.require("model_name_or_path", "data_file")
     dist = distributed.from_environment(cfg)
     try:
-        return _run(cfg, dist, loader, progress)
+        lock = common.claim_output_dir(cfg, dist)
+        try:
+            return _run(cfg, dist, loader, progress)
+        finally:
+            lock.release()
     finally:
         distributed.shutdown(dist)
 
@@ -89,7 +93,7 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
     batches_per_epoch = -(-len(train_data) // (cfg.per_device_train_batch_size * dist.world_size))
     last_step = common.total_steps(cfg, batches_per_epoch)
     scheduler = build_scheduler(optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, last_step)
-    start = common.restore(resume_from, optimizer, scheduler, model, dist)  # RNGs too: after every seeding
+    start = common.restore(resume_from, optimizer, scheduler, model, dist, cfg=cfg)  # RNGs too: after every seeding
     main = dist.is_main
     if main:
         common.write_run_config(cfg)
@@ -110,6 +114,8 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                             "num_tokens": num_tokens}, dist=dist)
 
     signals = faults.StopSignals().__enter__()  # SIGTERM / SIGUSR1 / SIGINT: save after the step, then stop
+    final_record: Optional[Dict[str, Any]] = None
+    saved: Optional[Path] = start.folder
     try:
         if main:
             metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
@@ -144,23 +150,35 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                 "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": num_tokens,
                 "nonfinite_steps": guard.total, "skipped_samples": stream.skipped_samples,
                 "step_time": time.perf_counter() - t0}
-            if eval_data is not None and common.eval_due(cfg, step, last_step):
-                record.update(common.evaluate_answers(model, eval_data, collate, cfg, device, dist))
-            if main and (step % cfg.logging_steps == 0 or step == last_step or "eval/n" in record):
-                metrics.log(common.plain_numbers(record))
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
             bar.update(1)
-            saved = save(step) if step % cfg.save_steps == 0 or step == last_step else None
+            if step == last_step:  # logged after the final model is written and evaluated
+                final_record, saved = record, save(step)
+                break
+            if eval_data is not None and common.eval_due(cfg, step, last_step):
+                record.update(common.run_evaluation(model, eval_data, collate, cfg, device, dist, step))
+            if main and (step % cfg.logging_steps == 0 or "eval/error" in record or "eval/n" in record):
+                metrics.log(common.plain_numbers(record))
+            saved = save(step) if step % cfg.save_steps == 0 else None
             stop = signals.requested(dist)
-            if stop and step < last_step:
+            if stop:
                 raise faults.Preempted(stop, step, saved or save(step))
+        # the final model first (signals wait for it), then the final evaluation
+        common.export_final(model, cfg, dist, last_step, saved)
+        stop = signals.requested(dist)
+        if final_record is not None:
+            if eval_data is not None and not stop:
+                final_record.update(common.run_evaluation(model, eval_data, collate, cfg, device, dist, last_step))
+            if main:
+                metrics.log(common.plain_numbers(final_record))
+        if stop:
+            raise faults.Preempted(stop, last_step, saved, finished=True)
     finally:
         signals.__exit__(None, None, None)
         bar.close()
         stream.close()
         if metrics is not None:
             metrics.close()
-    distributed.export_model(model, out, dist)
     if main:
         plot_curves(read_jsonl(out / "metrics.jsonl"), ["loss", "learning_rate", "eval/format_rate"],
                     out / "sft_curves.png", title="SFT")
