@@ -65,3 +65,22 @@ def test_a_missing_model_folder_says_it_does_not_exist(tmp_path, synth_eval):
                                        "--output-dir", str(tmp_path / "run")])
     assert result.exit_code == EXIT_USAGE and f"model folder {tmp_path / 'gone'} does not exist" in result.output
     assert "no config.json" not in result.output
+
+
+@pytest.mark.parametrize("name, cut", [("model.safetensors", "half"), ("model.safetensors", "empty"),
+                                       ("tokenizer.json", "half"), ("config.json", "half")])
+def test_eval_and_predict_on_a_damaged_folder_give_one_line(tiny_ckpt, synth_eval, tmp_path, name, cut):
+    """Issue 28 item 5: a cut or empty model file is one line naming the file (exit 2), not a
+    traceback, in every command that loads a model."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_ckpt, folder)
+    path = folder / name
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] if cut == "half" else b"")
+    runner = CliRunner()
+    for args in (["predict", "--model", folder, synth_eval.clips[0]],
+                 ["eval", "--model", folder, "--data", synth_eval.test, "--out", tmp_path / "e"]):
+        result = runner.invoke(main, [str(a) for a in args])
+        assert result.exit_code == EXIT_USAGE, (args[0], result.output)
+        assert result.output.startswith(f"Error: {path}") and result.output.count("\n") == 1, result.output
+        assert "damaged" in result.output or "cannot read it as JSON" in result.output, result.output

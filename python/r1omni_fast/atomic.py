@@ -122,7 +122,7 @@ def recover_interrupted_swap(final: str | os.PathLike) -> None:
         return
     for p in final.parent.iterdir():
         m = _TEMP.match(p.name)
-        if m and m.group(1) == "old" and m.group(2) == final.name and not _alive(int(m.group(3))):
+        if m and m.group(1) == "old" and m.group(2) == final.name and not process_alive(int(m.group(3))):
             os.replace(p, final)
             fsync_dir(final.parent)
             return
@@ -150,7 +150,9 @@ def replace_files(folder: str | os.PathLike, new: str | os.PathLike, *, marker: 
     shutil.rmtree(new, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (this process counts as alive; one owned by
+    another user too)."""
     if pid == os.getpid():
         return True
     try:
@@ -172,7 +174,7 @@ def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
         return removed
     for p in list(folder.iterdir()):
         m = _TEMP.match(p.name)
-        if m is None or _alive(int(m.group(3))):
+        if m is None or process_alive(int(m.group(3))):
             continue
         if m.group(1) == "old":
             recover_interrupted_swap(folder / m.group(2))
@@ -187,5 +189,5 @@ def remove_dead_temporaries(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-__all__ = ["atomic_file", "atomic_folder", "fsync_dir", "fsync_tree", "recover_interrupted_swap",
+__all__ = ["atomic_file", "atomic_folder", "fsync_dir", "fsync_tree", "process_alive", "recover_interrupted_swap",
            "remove_dead_temporaries", "replace_files", "temporary_sibling", "write_text"]

@@ -20,18 +20,7 @@ configure_cpu_threads()
 
 
 # --- exit status (every command; README "Exit status") ----------------------------------------
-#: The work finished.
-EXIT_OK = 0
-#: A runtime failure: the work started and could not finish (no clip could be predicted, a run
-#: that cannot go on, a full disk or read-only output folder).
-EXIT_FAILED = 1
-#: A usage, config or data error, found before any work: bad flags or config values, a bad or
-#: empty data file, a missing or incomplete model folder, a device that is not there.
-EXIT_USAGE = 2
-#: Stopped by SIGTERM / SIGUSR1 after saving a checkpoint (train; r1omni_fast.train.faults).
-EXIT_PREEMPTED = 75
-#: Stopped by SIGINT / Ctrl-C.
-EXIT_INTERRUPTED = 130
+from r1omni_fast.exit_status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE  # noqa: E402
 
 
 class CommandError(click.ClickException):

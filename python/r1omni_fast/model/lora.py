@@ -396,9 +396,13 @@ def load_with_adapter(folder: str | os.PathLike, *, base: Optional[str | os.Path
                       loader: Any = None, **kwargs: Any) -> torch.nn.Module:
     """The base model of the adapter in ``folder`` (``loader(path, **kwargs)``, default
     :func:`load_model`, so the base may itself be an adapter folder) with the adapter loaded
-    (not merged). The adapter's settings come from its ``adapter_config.json``."""
+    (not merged). The adapter's settings come from its ``adapter_config.json``; a cut or empty
+    adapter file is a :class:`r1omni_fast.model.files.DamagedFileError` naming it."""
     from peft import LoraConfig, get_peft_model
 
+    from r1omni_fast.model.files import check_model_files
+
+    check_model_files(folder)
     saved = read_adapter_config(folder)
     base = base_model_path(folder, base)
     model = (loader or load_model)(base, **kwargs)

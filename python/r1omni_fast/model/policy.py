@@ -166,9 +166,13 @@ def load_policy(path: str | os.PathLike, **kwargs: Any) -> Any:
     ``device=``). Every command loads its model here (train, eval, predict, merge: an adapter's
     base too), so the checks come first: `CheckpointError` naming the folder when it does not
     exist, has no usable ``config.json``, or lacks the tokenizer files
-    (:func:`check_tokenizer_files`)."""
+    (:func:`check_tokenizer_files`); :class:`r1omni_fast.model.files.DamagedFileError` naming a
+    cut, empty or unreadable JSON or safetensors file (:func:`r1omni_fast.model.files.check_model_files`)."""
+    from r1omni_fast.model.files import check_model_files
+
     backend = backend_for(path)
     check_tokenizer_files(path)
+    check_model_files(path)
     return backend.from_pretrained(path, **kwargs)
 
 

@@ -40,9 +40,10 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from r1omni_fast.atomic import _alive  # the liveness test of dead temporaries
+from r1omni_fast.atomic import process_alive
 from r1omni_fast.atomic import fsync_dir as _fsync_dir
 from r1omni_fast.atomic import fsync_tree
+from r1omni_fast.model.files import DamagedFileError, check_model_files
 from r1omni_fast.train.faults import TrainingError
 
 log = logging.getLogger(__name__)
@@ -288,53 +289,8 @@ def safe_load(path: str | os.PathLike) -> Any:
 
 # ----------------------------------------------------------------------- damage, without unpickling
 
-
-def _model_error_base() -> type:
-    from r1omni_fast.model import CheckpointError
-
-    return CheckpointError
-
-
-class DamagedFileError(_model_error_base()):  # type: ignore[misc]
-    """A file of a checkpoint or model folder is empty, cut or unreadable (a ``CheckpointError``,
-    hence a ``ValueError``: every command prints it as one line). ``path`` is the file."""
-
-    def __init__(self, path: str | os.PathLike, why: str) -> None:
-        self.path, self.why = Path(path), why
-        super().__init__(f"{path} is damaged ({why})")
-
-
-#: folders of a model or run folder that are not part of the model
-_NOT_MODEL = re.compile(r"^(checkpoint-\d+|dcp|runs|\..*)$")
 MANIFEST = "manifest.json"
 _MANIFEST_FORMAT = "r1omni-fast dcp manifest 1"
-
-
-def check_safetensors(path: str | os.PathLike) -> None:
-    """Raise :class:`DamagedFileError` unless ``path`` is a complete safetensors file: a JSON
-    header whose tensors end exactly at the end of the file (an empty or cut file fails)."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise DamagedFileError(path, f"{size} bytes, no safetensors header")
-            n = int.from_bytes(head, "little")
-            if n > size - 8:
-                raise DamagedFileError(path, f"its header claims {n} bytes, the file holds {size}: cut short")
-            header = json.loads(f.read(n))
-    except OSError as exc:
-        raise DamagedFileError(path, exc.strerror or str(exc)) from None
-    except ValueError as exc:
-        if isinstance(exc, DamagedFileError):
-            raise
-        raise DamagedFileError(path, f"its header is not valid JSON: {exc}") from None
-    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    data = size - 8 - n
-    if max(ends, default=0) != data:
-        raise DamagedFileError(path, f"its tensors need {max(ends, default=0)} bytes of data, the file holds "
-                                     f"{data}: cut short or padded")
 
 
 def check_archive(path: str | os.PathLike) -> None:
@@ -352,25 +308,6 @@ def check_archive(path: str | os.PathLike) -> None:
         raise DamagedFileError(path, f"member {bad} fails its CRC check")
 
 
-def _check_json(path: Path) -> None:
-    try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DamagedFileError(path, exc.strerror or str(exc)) from None
-    except ValueError as exc:
-        raise DamagedFileError(path, f"not valid JSON: {exc}") from None
-
-
-def _model_files(folder: Path) -> List[Path]:
-    """The JSON and safetensors files of a model folder, its tower subfolders included, not its
-    checkpoints, ``dcp/`` or hidden entries."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not _NOT_MODEL.match(d))
-        found += [Path(root) / f for f in sorted(files) if f.endswith((".json", ".safetensors"))]
-    return found
-
-
 def check_folder(folder: str | os.PathLike) -> None:
     """Read every file ``eval``, ``predict``, ``merge`` or a resume of ``folder`` would read, without
     unpickling: each JSON parsed, each safetensors checked against its header, for a checkpoint
@@ -378,8 +315,7 @@ def check_folder(folder: str | os.PathLike) -> None:
     manifest). Raises :class:`DamagedFileError` naming the first bad file; a missing file is left
     to the loader's own message."""
     folder = Path(folder)
-    for path in _model_files(folder):
-        (_check_json if path.suffix == ".json" else check_safetensors)(path)
+    check_model_files(folder)
     for name in ("optimizer.pt", "scheduler.pt", "rng_state.pt"):
         if (folder / name).exists():
             check_archive(folder / name)
@@ -654,7 +590,7 @@ class RunLock:
                 elif holder.get("host") == host and holder.get("pid") == os.getpid():
                     self.held = True
                     return
-                elif holder.get("host") == host and not _alive(int(holder.get("pid", -1))):
+                elif holder.get("host") == host and not process_alive(int(holder.get("pid", -1))):
                     log.warning("output_dir %s: taking over the lock of process %s (started %s), which is gone",
                                 self.folder, holder.get("pid"), holder.get("started"))
                 else:

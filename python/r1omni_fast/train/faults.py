@@ -27,13 +27,9 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-log = logging.getLogger(__name__)
+from r1omni_fast.exit_status import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
-#: Exit status of a run stopped by SIGTERM / SIGUSR1 after writing its checkpoint (sysexits'
-#: EX_TEMPFAIL: a temporary failure, retry with ``--resume``).
-EXIT_PREEMPTED = 75
-#: Exit status after SIGINT (128 + SIGINT, the shell's convention), checkpoint written or not.
-EXIT_INTERRUPTED = 130
+log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):

@@ -546,6 +546,7 @@ class GRPOTrainer:
         cfg.require("model_name_or_path", "data_file")
         self.cfg = cfg
         self.progress = progress
+        self.no_signal_steps = 0  # consecutive steps without learning signal (no_signal_streak)
         self.dist = distributed.from_environment(cfg)
         self.steps_per_generation = resolve_steps_per_generation(cfg, self.dist.world_size)
         self.lock = common.claim_output_dir(cfg, self.dist)  # released when train() ends
@@ -847,7 +848,7 @@ class GRPOTrainer:
         tokens = sum(int(r.mask.sum()) + int(r.prompts["attention_mask"].sum()) * cfg.num_generations
                      for r in self.rollouts)
         record["tokens_per_second"] = tokens / step_time if step_time > 0 else 0.0
-        self._no_signal = no_signal_streak(getattr(self, "_no_signal", 0), record, say=self.dist.is_main)
+        self.no_signal_steps = no_signal_streak(self.no_signal_steps, record, say=self.dist.is_main)
         return record
 
     def loss_metrics(self, losses: Sequence[float], parts: Sequence[Dict[str, Any]]) -> Dict[str, float]:
