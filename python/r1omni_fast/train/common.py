@@ -292,7 +292,7 @@ class BatchStream:
         """Count this global batch's samples that failed to load (every rank's); return how many
         loaded (every rank's, stand-ins excluded); raise when the epoch's budget is spent."""
         failed = [] if ghost else list(batch.skipped)
-        source = {s.id: s.source for s in requested}
+        source = {getattr(s, "id", None): getattr(s, "source", "?") for s in requested} if failed else {}
         quoted = [f"{sid} ({source.get(sid, '?')}): {why}" for sid, why in failed]
         if failed and len(self._failures) < self.SHOWN_FAILURES:
             self._failures += quoted
