@@ -29,7 +29,11 @@ import yaml
 
 LABELS = ["happy", "sad", "angry", "neutral"]
 #: metric keys that measure time or memory, not numerics
-UNTIMED = ("time", "second", "per_sec", "throughput", "memory", "mem_", "_mem", "eta", "elapsed")
+UNTIMED = ("time", "second", "per_sec", "throughput", "memory", "elapsed")
+
+
+def _timed(key: str) -> bool:
+    return any(u in key.lower() for u in UNTIMED) or key.endswith("_s")
 
 
 def _cli(*args: str) -> None:
@@ -43,7 +47,7 @@ def _numeric_metrics(path: Path) -> List[Dict[str, Any]]:
     for line in path.read_text().splitlines():
         row = json.loads(line)
         rows.append({k: v for k, v in row.items()
-                     if isinstance(v, (int, float)) and not any(u in k.lower() for u in UNTIMED)})
+                     if isinstance(v, (int, float)) and not _timed(k)})
     return rows
 
 
@@ -63,7 +67,8 @@ def _weights(folder: Path) -> Dict[str, str]:
 def _completions(path: Path) -> List[Any]:
     if not path.exists():
         return []
-    return [{k: v for k, v in json.loads(line).items() if "time" not in k} for line in path.read_text().splitlines()]
+    return [{k: v for k, v in json.loads(line).items() if not _timed(k)}
+            for line in path.read_text().splitlines()]
 
 
 def _run(work: Path, name: str, fields: Dict[str, Any]) -> Dict[str, Any]:
@@ -98,10 +103,11 @@ def record(path: Path, work: Path) -> None:
         _cli("eval", "--model", str(grpo_out), "--data", str(data.test), "--out", str(eval_out), "--num-frames", "2",
              "--max-new-tokens", "12", "--labels", ",".join(LABELS), "--device", "cpu")
         metrics = json.loads((eval_out / "metrics.json").read_text())
-        result[f"{arch}/eval"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, list, dict))
-                                  and "time" not in k and "second" not in k}
+        result[f"{arch}/eval"] = {k: v for k, v in metrics.items() if not _timed(k)}
         result[f"{arch}/eval"]["predictions"] = _completions(eval_out / "predictions.jsonl")
-    path.write_text(json.dumps(result, indent=1, sort_keys=True))
+    # the run folders' own paths are not numerics: every run names them "<work>"
+    path.write_text(json.dumps(result, indent=1, sort_keys=True).replace(str(work.resolve()), "<work>")
+                    .replace(str(work), "<work>"))
     print(f"wrote {path}: {', '.join(result)}")
 
 
