@@ -230,7 +230,8 @@ def evaluate_rows(
 
     ``label_set``: a dataset name, a list of labels or a ``LabelSet`` (default: the DataFile's,
     else DFEW). ``modalities``: what the model is given — "video,audio", "video" or "audio"; each
-    prompt gets exactly the placeholders of these modalities, whatever its data record holds.
+    prompt gets exactly the placeholders of these modalities, except that a record whose prompt
+    is video-only (``<video>`` without ``<audio>``) gets no audio (:func:`record_modalities`).
     ``num_frames`` / ``image_size`` default to the checkpoint's; ``aspect="resize"`` squashes
     frames to a square as HumanOmni's evaluation does. ``prompt`` replaces every record's
     instruction (media placeholders are added). ``loader`` replaces
@@ -423,7 +424,10 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
         f"no <answer> {metrics['unparsable']}/{metrics['n']}"
     )
     if metrics.get("skipped"):
-        lines.append(f"skipped (media could not be loaded): {len(metrics['skipped'])}")
+        skipped = metrics["skipped"]
+        shown = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
+        lines.append(f"skipped (media could not be loaded, not in n): {len(skipped)} — {shown}"
+                     f"{'; ...' if len(skipped) > 3 else ''} (all in metrics.json)")
     return "\n".join(lines)
 
 
@@ -535,7 +539,8 @@ def clip_collator(model: Any, keep: Tuple[str, ...], num_frames: int, image_size
     loader_kwargs = {}
     if "image_mean" in vision and "image_std" in vision:
         loader_kwargs = {"mean": tuple(vision["image_mean"]), "std": tuple(vision["image_std"])}
-    return model.media_collator(num_frames=num_frames, image_size=image_size, aspect=aspect, audio="audio" in keep,
+    audio = (lambda sample: "audio" in record_modalities(sample, keep)) if "audio" in keep else False
+    return model.media_collator(num_frames=num_frames, image_size=image_size, aspect=aspect, audio=audio,
                                 loader=loader, on_error="skip", loader_kwargs=loader_kwargs)
 
 
@@ -553,13 +558,25 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, leave=False)
 
 
+def record_modalities(sample: Any, keep: Tuple[str, ...]) -> Tuple[str, ...]:
+    """The modalities of ``keep`` that ``sample`` is given: all of them, except audio for a record
+    whose prompt lays out its media as video only (``<video>`` without ``<audio>``): its clip need
+    not have sound, and training gave it none (the trainers' ``audio="record"``). A prompt naming
+    no placeholder at all gets every modality of ``keep``."""
+    if "audio" in keep and "<video>" in sample.prompt and "<audio>" not in sample.prompt:
+        return tuple(m for m in keep if m != "audio")
+    return keep
+
+
 def instruction_for(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -> str:
-    """The record's instruction (or ``prompt``) behind exactly the placeholders of ``keep``."""
+    """The record's instruction (or ``prompt``) behind exactly the placeholders of the modalities
+    it is given (:func:`record_modalities` of its own prompt)."""
     from r1omni_fast.model.prompt import build_instruction
 
+    given = record_modalities(sample, keep)
     if prompt is not None:  # Sample.instruction strips the leading placeholders of the new prompt
         sample = dataclasses.replace(sample, prompt=prompt)
-    return build_instruction(sample.instruction, modalities=keep, format_suffix=False)
+    return build_instruction(sample.instruction, modalities=given, format_suffix=False)
 
 
 def generate_answers(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str], max_new_tokens: int,

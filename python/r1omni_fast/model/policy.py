@@ -56,7 +56,8 @@ class Policy(Protocol):
     - ``media_collator(*, num_frames, image_size, aspect, n_mels, audio, loader, on_error,
       loader_kwargs)`` -> a collator ``(samples, index) -> Batch`` with a ``media_kwargs`` dict
       and a ``loader`` attribute; ``audio``: "record" (as each record's prompt asks), True (every
-      sample) or False;
+      sample), False, or a callable ``sample -> bool`` (a backend that always loads a clip's sound
+      may treat it as True: a prompt without ``<audio>`` leaves the sound unused);
     - ``save_pretrained(path, *, state_dict=None)``, ``checkpoint_state_dict(state_dict=None)``,
       ``from_pretrained(path, *, dtype=None, device=None)`` (classmethod);
     - for ``r1omni_fast.model.generation``: ``llm`` (``.model`` decoder taking ``cache``,

@@ -182,15 +182,15 @@ class QwenClipCollator:
     None), ``has_audio`` (B,) bool, ``frame_indices`` the list of frame index arrays.
 
     Which samples get audio: ``audio="record"`` those whose prompt holds ``<audio>`` (training:
-    the record chooses), ``True`` every sample (evaluation with the audio modality), ``False``
-    none. Audio asked for is required (an error naming the file when absent: raised with
+    the record chooses), ``True`` every sample, ``False`` none, or a callable ``sample -> bool``
+    (evaluation: ``eval.runner.record_modalities``). Audio asked for is required (an error naming the file when absent: raised with
     ``on_error="raise"``, else the sample is skipped and listed in ``Batch.skipped``). ``loader``
     (default :func:`load_qwen_batch`) takes the same arguments."""
 
     def __init__(self, *, settings: QwenMediaSettings, audio: bool | str = "record", loader=None,
                  on_error: str = "skip") -> None:
-        if audio not in (True, False, "record"):
-            raise ValueError(f"audio={audio!r}: use True, False or 'record'")
+        if audio not in (True, False, "record") and not callable(audio):
+            raise ValueError(f"audio={audio!r}: use True, False, 'record' or a callable sample -> bool")
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         self.settings = settings
@@ -201,6 +201,8 @@ class QwenClipCollator:
         self.media_kwargs: dict[str, Any] = {"settings": settings, "audio": audio}
 
     def wants_audio(self, sample: Any) -> bool:
+        if callable(self.audio):
+            return bool(self.audio(sample))
         if self.audio == "record":
             return "<audio>" in sample.prompt
         return bool(self.audio)
@@ -583,7 +585,7 @@ class QwenOmniThinkerPolicy(nn.Module):
                        loader_kwargs: dict | None = None) -> QwenClipCollator:
         """:class:`QwenClipCollator` with this model's media settings and at most ``num_frames``
         frames per clip; ``audio``: "record" (the records whose prompt holds ``<audio>``), True
-        (every sample) or False. ``image_size``, ``aspect`` and ``loader_kwargs`` (HumanOmni's square
+        (every sample), False, or a callable ``sample -> bool``. ``image_size``, ``aspect`` and ``loader_kwargs`` (HumanOmni's square
         frames) do not apply: sizes follow ``smart_resize``; ``n_mels`` must be None or the
         feature extractor's."""
         if n_mels is not None and self.processor is not None and n_mels != self.processor.hf.feature_extractor.feature_size:
