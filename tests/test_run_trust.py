@@ -433,8 +433,9 @@ def test_merge_refuses_its_own_inputs_and_writes_atomically(assets, tmp_path, mo
 # ------------------------------------------------------------------------------ 34.2 evaluation
 
 
-def _video_only_eval_file(root: Path, data) -> Path:
-    """An eval file with a normal record and a video-only one (no <audio>, no audio track)."""
+def _audio_less_eval_file(root: Path, data) -> Path:
+    """An eval file with a normal record and one asking for audio (``<audio>``) from a clip that
+    has no audio track."""
     sys.path.insert(0, str(Path(__file__).parent))
     from _media_fixtures import ClipSpec, write_clip
 
@@ -442,27 +443,29 @@ def _video_only_eval_file(root: Path, data) -> Path:
     records = json.loads(Path(data.test).read_text())[:1]
     for r in records:
         r["video"] = str(Path(data.test).parent / r["video"])
-    records.append({"id": "video-only", "video": str(clip), "conversations": [
-        {"from": "human", "value": "<video>\nWhat emotion is shown?"},
+    records.append({"id": "no-audio-track", "video": str(clip), "conversations": [
+        {"from": "human", "value": "<video>\n<audio>\nWhat emotion is shown?"},
         {"from": "gpt", "value": "<answer>happy</answer>"}]})
     path = root / "eval.json"
     path.write_text(json.dumps(records))
     return path
 
 
-def test_qwen_in_training_eval_of_a_video_only_record_skips_it_as_eval_does(assets, tmp_path, caplog):
+def test_qwen_in_training_eval_skips_a_record_its_clip_cannot_serve_as_eval_does(assets, tmp_path, caplog):
+    """A record asking for audio its clip lacks: skipped and named in a warning, the run goes on
+    (a video-only record is evaluated: tests/test_eval_record_modalities.py)."""
     from r1omni_fast.model.tiny_qwen import build_tiny_qwen_checkpoint
 
     _, data = assets
     qwen = Path(build_tiny_qwen_checkpoint(tmp_path / "qwen", seed=0))
-    eval_file = _video_only_eval_file(tmp_path, data)
+    eval_file = _audio_less_eval_file(tmp_path, data)
     fields = sft_fields(qwen, data, tmp_path / "run", max_steps=1, num_frames=2, eval_file=str(eval_file),
                         eval_max_new_tokens=2, tunable_parts=["mm_language_model"])
     with caplog.at_level(logging.WARNING):
         run_sft(_cfg(fields), progress=False)  # the Qwen loader
     row = _rows(tmp_path / "run")[-1]
     assert row["eval/n"] == 1 and "eval/error" not in row
-    assert "video-only" in caplog.text and "skipped" in caplog.text
+    assert "no-audio-track" in caplog.text and "skipped" in caplog.text
     ckpt.check_folder(tmp_path / "run")
 
 
