@@ -54,7 +54,7 @@ def humanomni_indices(n: int, k: int = NUM_FRAMES) -> list[int]:
 
 
 def pil_frames(rgb_frames) -> np.ndarray:
-    from r1omni_fast.media_pyav import preprocess_frame
+    from r1omni_fast.media.pyav import preprocess_frame
 
     return np.stack([preprocess_frame(np.asarray(f), SIZE, "pad", MEAN, STD) for f in rgb_frames])
 
@@ -177,7 +177,7 @@ def run_frame_native(pictures):
 
 
 def run_frame_pil(pictures):
-    from r1omni_fast.media_pyav import preprocess_frame
+    from r1omni_fast.media.pyav import preprocess_frame
 
     for p in pictures:
         preprocess_frame(p, SIZE, "pad", MEAN, STD)

@@ -3,7 +3,7 @@
 Both paths run the same checkpoint (the tiny omni model, or --model DIR) on the same synthetic
 clips, greedy, with the same prompt, and must print the same completions:
 
-- plain loop (the anchor): one clip at a time, decoded with PyAV (``r1omni_fast.media_pyav``,
+- plain loop (the anchor): one clip at a time, decoded with PyAV (``r1omni_fast.media.pyav``,
   the reference implementation of the preprocessing), then the processor, the media encoders and
   transformers' own ``generate`` over the spliced embeddings (``model.llm.generate(inputs_embeds=...)``);
 - predict: ``r1omni_fast.eval.predict.predict`` — batches of ``--batch-size`` clips decoded by
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from r1omni_fast import media_pyav
+from r1omni_fast.media import pyav as media_pyav
 from r1omni_fast.data.synthetic import generate as synthesize
 from r1omni_fast.eval.predict import PROMPT_PRESETS, ClipInput, load_for_inference, predict
 from r1omni_fast.eval.runner import eval_mode

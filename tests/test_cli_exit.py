@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from _eval_fixtures import SYNTH_LABELS, media_module, synth_eval  # noqa: F401  (fixtures)
 from r1omni_fast import cli
-from r1omni_fast.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PREEMPTED, EXIT_USAGE, main
+from r1omni_fast.cli import main
+from r1omni_fast.exit_status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
 from tests._model_fixtures import tiny_ckpt  # noqa: F401  (fixtures)
 
 NO_CUDA = not torch.cuda.is_available()
@@ -53,7 +54,7 @@ def leftovers(folder: Path):
 def test_the_table_is_the_training_faults_statuses():
     from r1omni_fast.train import faults
 
-    assert (cli.EXIT_OK, EXIT_FAILED, EXIT_USAGE) == (0, 1, 2)
+    assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE) == (0, 1, 2)
     assert (EXIT_PREEMPTED, EXIT_INTERRUPTED) == (faults.EXIT_PREEMPTED, faults.EXIT_INTERRUPTED) == (75, 130)
     assert "Exit status of every command" in run("--help").output
 

@@ -43,7 +43,7 @@ def test_check_reports_bad_records_with_file_line_and_fails(tmp_path):
 
     result = CliRunner().invoke(main, ["data", "check", str(bad)])
     assert result.exit_code == 1, result.output
-    assert f"records     4 (2 good, 2 bad)" in result.output
+    assert "records     4 (2 good, 2 bad)" in result.output
     assert "missing     1 record(s) with missing media files" in result.output
     assert f"  {bad}:1: missing media: video file '{out}/clips/gone.mp4' does not exist" in result.output
     assert f"  {bad}:2: unknown label 'bored'" in result.output

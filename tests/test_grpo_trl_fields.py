@@ -26,7 +26,7 @@ def test_sampling_distribution_matches_transformers_processors(penalty, temperat
     from transformers.generation.logits_process import (MinPLogitsWarper, RepetitionPenaltyLogitsProcessor,
                                                         TemperatureLogitsWarper, TopKLogitsWarper)
 
-    from r1omni_fast.model.generation import sampling_logits
+    from r1omni_fast.model.sampling import sampling_logits
 
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 64, generator=gen) * 3

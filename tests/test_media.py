@@ -7,7 +7,7 @@ import pytest
 
 import _media_fixtures as F
 from r1omni_fast import media
-from r1omni_fast import media_pyav as ref
+from r1omni_fast.media import pyav as ref
 
 pytestmark = pytest.mark.skipif(not media.native_available(),
                                 reason="native extension not built")

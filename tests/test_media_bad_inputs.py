@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import _media_fixtures as F
 from r1omni_fast import media
-from r1omni_fast import media_pyav
+from r1omni_fast.media import pyav as media_pyav
 
 pytestmark = pytest.mark.skipif(not media.native_available(),
                                 reason="native extension not built")

@@ -6,8 +6,6 @@ video processor for ``video_grid_thw``), on clips made with the ``ffmpeg`` comma
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 
 import numpy as np
 import pytest

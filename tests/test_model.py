@@ -317,7 +317,7 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy(tiny_model):
 
 
 def test_top_p_keeps_the_nucleus():
-    from r1omni_fast.model.generation import sample_next
+    from r1omni_fast.model.sampling import sample_next
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
     gen = torch.Generator().manual_seed(0)
@@ -409,7 +409,7 @@ def test_projector_token_order_and_temporal_window(tiny_model):
 
 @given(st.lists(st.integers(-50, 50), min_size=2, max_size=12, unique=True), st.integers(0, 12), st.floats(0.05, 1.0))
 def test_sampling_stays_in_top_k_and_nucleus(tenths, top_k, top_p):
-    from r1omni_fast.model.generation import sample_next
+    from r1omni_fast.model.sampling import sample_next
 
     values = [t / 10 for t in tenths]  # distinct in float32 too
     logits = torch.tensor(values, dtype=torch.float64)

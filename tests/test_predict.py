@@ -225,7 +225,7 @@ def test_predict_answer_is_evals_prediction(tiny_model, synth_eval, tmp_path):
 def test_predict_equals_transformers_generate_clip_by_clip(tiny_model, synth_eval):
     """The batched, prefetched, prefix-shared greedy path against the plain loop: one clip at a
     time, PyAV decoding, transformers' own ``generate`` over the spliced embeddings."""
-    from r1omni_fast import media_pyav
+    from r1omni_fast.media import pyav as media_pyav
     from r1omni_fast.eval.predict import PROMPT_PRESETS
     from r1omni_fast.eval.runner import eval_mode
     from r1omni_fast.model.prompt import build_instruction

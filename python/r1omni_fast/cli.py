@@ -20,7 +20,7 @@ configure_cpu_threads()
 
 
 # --- exit status (every command; README "Exit status") ----------------------------------------
-from r1omni_fast.exit_status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE  # noqa: E402
+from r1omni_fast.exit_status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE  # noqa: E402
 
 
 class CommandError(click.ClickException):

@@ -23,7 +23,7 @@ settings, number of generators, the eos count, the shape of the position buffer,
 addresses). Captured buckets are kept per model (at most :data:`MAX_CACHED_GRAPHS`, least
 recently used first out), with their KV cache, so that a GRPO run captures a handful of graphs.
 
-Sampling draws exactly what :func:`~r1omni_fast.model.generation.sample_next` draws: for one
+Sampling draws exactly what :func:`~r1omni_fast.model.sampling.sample_next` draws: for one
 sample, ``torch.multinomial(probs, 1, generator=g)`` is computed by PyTorch as
 ``argmax(probs / q)`` with ``q = torch.empty_like(probs).exponential_(1, generator=g)`` (the
 exponential-race form of the Gumbel trick); the step calls that same ``exponential_`` with the same
@@ -55,7 +55,7 @@ from typing import Sequence
 
 import torch
 
-from r1omni_fast.model.generation import GroupKVCache, _additive, sampling_logits
+from r1omni_fast.model.sampling import GroupKVCache, additive_mask, sampling_logits
 
 #: Cache widths of the static loop are rounded up to a multiple of this, so that prompts of
 #: nearby lengths share one captured graph.
@@ -167,7 +167,7 @@ class DecodeLoop:
         self.done |= (token[:, None] == self.eos[None]).any(-1)
         self.column_valid.index_fill_(1, self.column, True)
         self.cache.write_column = self.column
-        mask = _additive(self.column_valid[:, None, None, :], self.mask_dtype)
+        mask = additive_mask(self.column_valid[:, None, None, :], self.mask_dtype)
         hidden = self.llm.model(inputs_embeds=self.llm.get_input_embeddings()(token)[:, None],
                                 position_ids=self.position, cache=self.cache, use_cache=True,
                                 attention_mask={t: mask for t in self.mask_types}).last_hidden_state

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import List
 
-from r1omni_fast.model.omni import CheckpointError
+from r1omni_fast.model.types import CheckpointError
 
 #: folders of a model or run folder that are not part of the model
 _NOT_MODEL = re.compile(r"^(checkpoint-\d+|dcp|runs|\..*)$")

@@ -13,8 +13,7 @@ from typing import Sequence
 import torch
 import transformers
 
-_NEG = torch.finfo(torch.float32).min
-
+from r1omni_fast.model.sampling import GroupKVCache, additive_mask, sample_next
 
 @dataclass
 class GenerationOutput:
@@ -26,100 +25,6 @@ class GenerationOutput:
     lengths: torch.Tensor
     texts: list[str] | None
     prompt_index: torch.Tensor
-
-
-class GroupKVCache:
-    """Preallocated keys/values, one (rows, kv_heads, max_len, head_dim) tensor pair per layer.
-
-    Prefill writes the prompt's keys into the first row of each group (rows ``::group``);
-    `share_prefix` copies them to the group's other rows; a decode step writes one column
-    (``write_column``) for all rows and attends over the whole preallocated width (masked).
-    Implements the ``update`` hook the transformers attention layers call.
-    """
-
-    def __init__(self, layers: int, rows: int, group: int, kv_heads: int, max_len: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> None:
-        shape = (rows, kv_heads, max_len, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.group = group
-        self.write_column: torch.Tensor | None = None  # None while prefilling
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
-        keys, values = self.keys[layer_idx], self.values[layer_idx]
-        if self.write_column is None:
-            width = key_states.shape[2]
-            keys[:: self.group, :, :width] = key_states
-            values[:: self.group, :, :width] = value_states
-            return key_states, value_states
-        keys.index_copy_(2, self.write_column, key_states)
-        values.index_copy_(2, self.write_column, value_states)
-        return keys, values
-
-    def share_prefix(self, width: int) -> None:
-        if self.group == 1:
-            return
-        for tensor in self.keys + self.values:
-            grouped = tensor.view(-1, self.group, *tensor.shape[1:])
-            grouped[:, 1:, :, :width] = grouped[:, :1, :, :width]
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:  # positions are always passed explicitly
-        return 0
-
-
-def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-
-
-def sample_next(logits: torch.Tensor, *, do_sample: bool, temperature: float, top_k: int, top_p: float,
-                generator: torch.Generator | Sequence[torch.Generator] | None, min_p: float | None = None,
-                repetition_penalty: float = 1.0, seen: torch.Tensor | None = None) -> torch.Tensor:
-    """Next token per row: argmax when greedy, else a draw from softmax(logits / T) restricted to
-    the top-k tokens, to the smallest set whose probability reaches top_p, then to the tokens whose
-    probability is at least ``min_p`` times the row's largest. A list of B generators draws the rows
-    in B equal consecutive groups, group b from ``generator[b]``.
-
-    ``repetition_penalty`` (transformers' meaning, applied first, greedy too): the logits of the
-    tokens marked in ``seen`` (rows, V) bool are divided by it when positive, multiplied when
-    negative."""
-    logits = sampling_logits(logits, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                             min_p=min_p, repetition_penalty=repetition_penalty, seen=seen)
-    if not do_sample:
-        return logits.argmax(-1)
-    probs = logits.softmax(-1)
-    if isinstance(generator, (list, tuple)):  # one generator per prompt, each drawing for its group's rows
-        groups = probs.split(probs.shape[0] // len(generator))
-        return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(groups, generator)]).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def sampling_logits(logits: torch.Tensor, *, do_sample: bool, temperature: float, top_k: int, top_p: float,
-                    min_p: float | None = None, repetition_penalty: float = 1.0,
-                    seen: torch.Tensor | None = None) -> torch.Tensor:
-    """The fp32 (rows, V) logits :func:`sample_next` draws from (softmax of them; tokens filtered
-    out hold a large negative value), or takes the argmax of when greedy."""
-    logits = logits.float()
-    if repetition_penalty != 1.0:
-        if seen is None:
-            raise ValueError("repetition_penalty needs the tokens seen so far")
-        penalised = torch.where(logits < 0, logits * repetition_penalty, logits / repetition_penalty)
-        logits = torch.where(seen, penalised, logits)
-    if not do_sample:
-        return logits
-    logits = logits / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, _NEG)
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reaches top_p
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, _NEG))
-    if min_p is not None and min_p > 0.0:
-        probs = logits.softmax(-1)
-        # the most likely token always stays (its probability is the row's largest)
-        logits = logits.masked_fill(probs < min_p * probs.max(-1, keepdim=True).values, _NEG)
-    return logits
 
 
 @torch.no_grad()
@@ -233,7 +138,7 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     prefill_mask = (causal[None] & key_valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)[None]
     mask_types = set(getattr(cfg, "layer_types", ["full_attention"]))
     hidden = llm.model(inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True,
-                       attention_mask={t: _additive(prefill_mask[:, None], embeds.dtype) for t in mask_types}).last_hidden_state
+                       attention_mask={t: additive_mask(prefill_mask[:, None], embeds.dtype) for t in mask_types}).last_hidden_state
     model.prefill_rows += embeds.shape[0]
     logits = llm.lm_head(hidden[:, -1])
     if share_prefix:
@@ -273,7 +178,7 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
         column = width + step
         column_valid[:, column] = True
         cache.write_column = torch.tensor([column], device=device)
-        step_mask = _additive(column_valid[:, None, None, :], embeds.dtype)
+        step_mask = additive_mask(column_valid[:, None, None, :], embeds.dtype)
         hidden = llm.model(inputs_embeds=llm.get_input_embeddings()(token)[:, None], position_ids=next_position,
                            cache=cache, use_cache=True, attention_mask={t: step_mask for t in mask_types}).last_hidden_state
         logits = llm.lm_head(hidden[:, -1])
@@ -345,7 +250,7 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     positions = (prompt_valid.long().cumsum(-1) - 1).clamp(min=0) if rope_ids is None else rope_ids
     causal = torch.ones(p, p, dtype=torch.bool, device=prompt_valid.device).tril()
     eye = torch.eye(p, dtype=torch.bool, device=prompt_valid.device)
-    prefill_mask = _additive(((causal[None] & prompt_valid[:, None, :]) | eye[None])[:, None], prompt_embeds.dtype)
+    prefill_mask = additive_mask(((causal[None] & prompt_valid[:, None, :]) | eye[None])[:, None], prompt_embeds.dtype)
     cache = DynamicCache(config=llm.config)
     prefix = llm.model(inputs_embeds=prompt_embeds, position_ids=positions, cache=cache, use_cache=True,
                        attention_mask={t: prefill_mask for t in layer_types}).last_hidden_state
@@ -354,7 +259,7 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
                       (steps[None, :] <= steps[:, None])[None].expand(b * group, -1, -1)], 2)
     lengths = lengths.repeat_interleave(group, 0)
     hidden = llm.model(inputs_embeds=token_embeds, position_ids=lengths[:, None] + steps[None], cache=cache,
-                       use_cache=True, attention_mask={t: _additive(keys[:, None], token_embeds.dtype)
+                       use_cache=True, attention_mask={t: additive_mask(keys[:, None], token_embeds.dtype)
                                                        for t in layer_types}).last_hidden_state
     # the prompt's last position predicts the first completion token
     hidden = torch.cat([prefix[:, -1:].repeat_interleave(group, 0), hidden[:, :-1]], 1)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -20,11 +19,7 @@ from transformers import Qwen2ForCausalLM
 from r1omni_fast.model import towers
 from r1omni_fast.model.config import OmniConfig
 from r1omni_fast.model.projector import AllInOneSmallProjector, mlp_2x_gelu
-
-#: Placeholder ids that `OmniProcessor` writes where projected features go (HumanOmni's values).
-VIDEO_TOKEN_INDEX = -201
-AUDIO_TOKEN_INDEX = -202
-IGNORE_INDEX = -100
+from r1omni_fast.model.types import AUDIO_TOKEN_INDEX, IGNORE_INDEX, VIDEO_TOKEN_INDEX, CheckpointError, OmniOutput
 
 #: HumanOmni ``mm_tunable_parts`` names -> the modules they unfreeze.
 TUNABLE_PARTS: dict[str, tuple[str, ...]] = {
@@ -42,25 +37,6 @@ PART_TITLES = {"vision_tower": "vision tower (SigLIP)", "audio_tower": "audio to
 PART_CONFIG_FIELD = {"vision_tower": "mm_vision_tower", "audio_tower": "mm_audio_tower", "bert": None}
 PART_DEFAULT_NAME = {"vision_tower": "siglip-base-patch16-224", "audio_tower": "whisper-large-v3",
                      "bert": "bert-base-uncased"}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be loaded: lists every missing part / key and how to supply it."""
-
-
-@dataclass
-class OmniOutput:
-    """What `OmniModel.forward` returns.
-
-    ``logits``: (B, K, V) for ``logits_to_keep``, or (M, V) packed over supervised positions when
-    ``labels`` are given (``targets`` (M,) then holds the next-token labels); ``hidden_states``
-    instead of logits when ``return_hidden_states=True``; ``loss``: mean token cross-entropy.
-    """
-
-    logits: torch.Tensor | None = None
-    hidden_states: torch.Tensor | None = None
-    targets: torch.Tensor | None = None
-    loss: torch.Tensor | None = None
 
 
 class OmniModel(nn.Module):

@@ -14,7 +14,7 @@ from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence, 
 
 import torch
 
-from r1omni_fast.model.omni import CheckpointError
+from r1omni_fast.model.types import CheckpointError
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from r1omni_fast.model.config import OmniConfig
-from r1omni_fast.model.omni import AUDIO_TOKEN_INDEX, IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from r1omni_fast.model.types import AUDIO_TOKEN_INDEX, IGNORE_INDEX, VIDEO_TOKEN_INDEX
 
 #: R1-Omni's emotion question (DFEW / MAFW evaluation prompt).
 R1_OMNI_QUESTION = ("As an emotional recognition expert; throughout the video, which emotion conveyed by the "

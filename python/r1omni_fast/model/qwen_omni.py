@@ -28,15 +28,15 @@ import contextlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from r1omni_fast.model.omni import IGNORE_INDEX, CheckpointError, OmniOutput
+from r1omni_fast.model.types import IGNORE_INDEX, CheckpointError, OmniOutput
 from r1omni_fast.model.prompt import MODALITIES, REASONING_TAGS, _pad, normalise_modalities
 
 #: The system turn Qwen2.5-Omni was trained with (its model card: needed for its audio paths).

@@ -356,7 +356,6 @@ def load_module_state(module: torch.nn.Module, state: dict) -> None:
 
 def load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Inverse of :func:`save_sharded`, at any number of ranks (one process included)."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_state, optim_state = get_state_dict(model, optimizer, options=_options())

@@ -1,7 +1,7 @@
 """Model-ready video frames and Whisper log-mel features (DESIGN.md §2).
 
 Backed by the native extension (``r1omni_fast._native``, FFmpeg + rayon, GIL released). The PyAV
-implementation in :mod:`r1omni_fast.media_pyav` (the tests' reference) is used only when asked
+implementation in :mod:`r1omni_fast.media.pyav` (the tests' reference) is used only when asked
 for with ``backend="pyav"``; a missing extension is an error that says how to build it. Both
 follow one contract:
 
@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from r1omni_fast.media.types import Clip, MediaError
 
 __all__ = ["Clip", "MediaError", "decode_frames", "load_audio", "load_batch", "load_clip",
            "preprocess_frame", "output_bytes",
@@ -65,42 +66,6 @@ DOWNMIXES = ("ffmpeg", "mean")
 
 AUDIO_SECONDS = 30.0
 """Seconds of audio a clip decodes: the Whisper features use the first 30 s."""
-
-
-class MediaError(Exception):
-    """A media input that could not be decoded: ``path`` and the ``reason``."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-    def __reduce__(self):  # picklable across DataLoader workers
-        return (type(self), (self.path, self.reason))
-
-
-@dataclass
-class Clip:
-    """One decoded clip.
-
-    frames: (k, 3, S, S) float32; frame_indices: (k,) int64; num_video_frames: N, the frames
-    FFmpeg presents (counted from the packets; sampling used this count); declared_frames: the
-    container's declared count (0 when unknown; a hint only, it may differ from N); fps: the
-    average frame rate, else the base rate, else from the presented timestamps, else from the
-    packet durations (NaN when none exists; never 0); mel: (n_mels, 3000) float32 or None
-    when ``audio=False``; has_audio: whether an audio stream was found; audio_seconds: the audio
-    length in seconds (decoded samples / 16000 up to 31 s; beyond, from the packet timestamps,
-    since decoding stops after the 30 s the features use).
-    """
-
-    frames: np.ndarray
-    frame_indices: np.ndarray
-    num_video_frames: int
-    declared_frames: int
-    fps: float
-    mel: Optional[np.ndarray]
-    has_audio: bool
-    audio_seconds: float
 
 
 _BUILD_HINT = ("build it with `scripts/setup.sh` (or `maturin develop --release --features "
@@ -203,9 +168,9 @@ def load_clip(path, *, num_frames: int = 8, image_size: int = 224, aspect: str =
     native = _backend(backend)
     path = os.fspath(path)
     if native is None:
-        from r1omni_fast import media_pyav
+        from r1omni_fast.media import pyav
 
-        return media_pyav.load_clip(path, num_frames=num_frames, image_size=image_size,
+        return pyav.load_clip(path, num_frames=num_frames, image_size=image_size,
                                     aspect=aspect, mean=mean, std=std, n_mels=n_mels, audio=audio,
                                     require_audio=require_audio, audio_path=audio_path,
                                     max_dimension=max_dimension, downmix=downmix)
@@ -262,9 +227,9 @@ def load_batch(paths, *, threads: Optional[int] = None, num_frames: int = 8,
         with ThreadPoolExecutor(max_workers=int(threads or os.cpu_count() or 1)) as pool:
             return list(pool.map(one, zip(paths, audio_paths)))
     if native is None:
-        from r1omni_fast import media_pyav
+        from r1omni_fast.media import pyav
 
-        return media_pyav.load_batch(paths, num_frames=num_frames, image_size=image_size,
+        return pyav.load_batch(paths, num_frames=num_frames, image_size=image_size,
                                      aspect=aspect, mean=mean, std=std, n_mels=n_mels,
                                      audio=audio, require_audio=require_audio,
                                      max_dimension=max_dimension, downmix=downmix)
@@ -285,9 +250,9 @@ def decode_frames(path, indices: Sequence[int], *, max_dimension: int = DEFAULT_
     idx = [int(i) for i in indices]
     native = _backend(backend)
     if native is None:
-        from r1omni_fast import media_pyav
+        from r1omni_fast.media import pyav
 
-        return media_pyav.decode_frames(path, idx, max_dimension=max_dimension)
+        return pyav.decode_frames(path, idx, max_dimension=max_dimension)
     return native.media_decode_frames(path, idx, int(max_dimension), int(decoder_threads))
 
 
@@ -304,9 +269,9 @@ def load_audio(path, *, downmix: str = "ffmpeg", max_seconds: Optional[float] = 
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     native = _backend(backend)
     if native is None:
-        from r1omni_fast import media_pyav
+        from r1omni_fast.media import pyav
 
-        return media_pyav.load_audio(path, downmix=downmix, max_seconds=max_seconds)
+        return pyav.load_audio(path, downmix=downmix, max_seconds=max_seconds)
     return native.media_load_audio(path, downmix,
                                    None if max_seconds is None else float(max_seconds))
 
@@ -325,9 +290,9 @@ def preprocess_frame(rgb, image_size: int = 224, aspect: str = "pad", *,
     _check(1, image_size, aspect, 1, 1, std, audio=False)
     native = _backend(backend)
     if native is None:
-        from r1omni_fast import media_pyav
+        from r1omni_fast.media import pyav
 
-        return media_pyav.preprocess_frame(a, int(image_size), aspect, mean, std)
+        return pyav.preprocess_frame(a, int(image_size), aspect, mean, std)
     return native.media_preprocess_frame(a, int(image_size), aspect, mean, std)
 
 
@@ -345,9 +310,9 @@ def whisper_log_mel(samples, n_mels: int = 128, *, backend: str = "native") -> n
         raise ValueError(f"n_mels must be between 1 and 512, got {n_mels}")
     native = _backend(backend)
     if native is None:
-        from r1omni_fast import media_pyav
+        from r1omni_fast.media import pyav
 
-        return media_pyav.whisper_log_mel(x, int(n_mels))
+        return pyav.whisper_log_mel(x, int(n_mels))
     return native.media_whisper_log_mel(x, int(n_mels))
 
 

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from r1omni_fast.media import Clip
+from r1omni_fast.media.types import Clip, MediaError
 
 TARGET_RATE = 16_000
 DEFAULT_MAX_DIMENSION = 8192
@@ -35,8 +34,6 @@ CLIP_AUDIO_SECONDS = 30.0  # what the Whisper features use
 
 
 def _error(path, reason):
-    from r1omni_fast.media import MediaError
-
     return MediaError(str(path), reason)
 
 
@@ -386,7 +383,6 @@ def load_clip(path, *, num_frames: int = 8, image_size: int = 224, aspect: str =
               max_dimension: int = DEFAULT_MAX_DIMENSION, decoder_threads: int = 0,
               downmix: str = "ffmpeg") -> "Clip":
     """The HumanOmni pipeline in PyAV + PIL + transformers (see the module docstring)."""
-    from r1omni_fast.media import Clip
 
     path = os.fspath(path)
     c, s, _, presented = _video_packets(path, max_dimension)
@@ -413,8 +409,6 @@ def load_clip(path, *, num_frames: int = 8, image_size: int = 224, aspect: str =
 
 def load_batch(paths, *, threads=None, **options) -> list:
     """``load_clip`` per path, in order; a failed item becomes its ``MediaError``."""
-    from r1omni_fast.media import MediaError
-
     out = []
     for p in paths:
         try:
