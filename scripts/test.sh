@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: set up (idempotent), then the Rust core's tests, then pytest.
+# The test command: set up (idempotent), then the Rust core's tests, the lint steps (ruff,
+# import-linter), then pytest.
 # pytest runs with warnings as errors (pyproject.toml); "no tests ran" (exit 5) fails too.
 # Any failure prints one line naming the step that failed.
 set -Eeuo pipefail
@@ -13,6 +14,13 @@ cd "$ROOT"
 STEP="cargo test (Rust core)"
 echo "[test] cargo test (Rust core, no Python)"
 cargo test --locked
+STEP="ruff (lint: pyflakes and syntax, pyproject.toml [tool.ruff])"
+echo "[test] ruff check"
+"$CACHE/venv/bin/ruff" check --quiet python tests bench scripts
+STEP="import-linter (the layers, pyproject.toml [tool.importlinter])"
+echo "[test] lint-imports"
+(cd "$ROOT/python" && "$CACHE/venv/bin/lint-imports" --no-cache "$ROOT/pyproject.toml" >/dev/null) || {
+  (cd "$ROOT/python" && "$CACHE/venv/bin/lint-imports" --no-cache "$ROOT/pyproject.toml" | tail -40) >&2; false; }
 STEP="pytest"
 echo "[test] pytest"
 "$CACHE/venv/bin/python" -m pytest "$@"

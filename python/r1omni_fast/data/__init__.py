@@ -1,7 +1,7 @@
 """Data: R1-Omni JSON/JSONL reading and validation, batching with background prefetch, and the
 synthetic dataset (``r1omni_fast.data.synthetic``)."""
 
-from r1omni_fast.data.collate import Batch, ClipCollator, epoch_batches, prefetch
+from r1omni_fast.data.collate import Batch, ClipCollator, ClipPreview, epoch_batches, prefetch
 from r1omni_fast.data.reader import (
     FORMAT_SUFFIX,
     INSTRUCTION,
@@ -14,6 +14,7 @@ from r1omni_fast.data.reader import (
 )
 
 __all__ = [
+    "ClipPreview",
     "FORMAT_SUFFIX",
     "INSTRUCTION",
     "Batch",

@@ -74,6 +74,18 @@ class Batch:
         return len(self.samples)
 
 
+@dataclass(frozen=True)
+class ClipPreview:
+    """What a report shows of one loaded clip, as arrays: ``frames`` (k, 3, H, W) float32 in
+    [0, 1] (the model's input pictures, normalisation undone), ``mel`` (n_mels, T) float32 log-mel
+    of the audio given to the model (None without audio), ``has_audio`` whether the clip has an
+    audio track (None when unknown). Collators build them (``preview_arrays``); eval renders them."""
+
+    frames: Any
+    mel: Any
+    has_audio: Optional[bool]
+
+
 class ClipCollator:
     """Loads the clips of a list of samples and stacks them into a :class:`Batch`.
 
@@ -155,6 +167,27 @@ class ClipCollator:
                 np.zeros(shape, np.float32) if c.mel is None else np.asarray(c.mel, np.float32)
                 for c in clips]))
         return Batch(index, kept, frames, mel, has_audio, indices, skipped, text)
+
+    def preview_arrays(self, batch: Batch) -> Dict[str, ClipPreview]:
+        """:class:`ClipPreview` of every loaded clip of ``batch`` (one of this collator's), by
+        sample id: the frames with this collator's ``mean`` / ``std`` undone, the mel rows."""
+        mean = self.media_kwargs.get("mean", (0.5, 0.5, 0.5))
+        std = self.media_kwargs.get("std", (0.5, 0.5, 0.5))
+        out = {}
+        for i, sample in enumerate(batch.samples):
+            frames = _undo_normalisation(batch.frames[i], mean, std) if batch.frames is not None else None
+            mel = batch.mel[i] if batch.mel is not None else None
+            has_audio = bool(batch.has_audio[i]) if batch.has_audio is not None else None
+            out[sample.id] = ClipPreview(frames, mel, has_audio)
+        return out
+
+
+def _undo_normalisation(frames: Any, mean: Sequence[float], std: Sequence[float]) -> Any:
+    import torch
+
+    x = torch.as_tensor(frames, dtype=torch.float32)
+    return x * torch.tensor(std, dtype=torch.float32)[None, :, None, None] + torch.tensor(
+        mean, dtype=torch.float32)[None, :, None, None]
 
 
 def prefetch(

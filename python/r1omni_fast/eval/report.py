@@ -92,15 +92,12 @@ def mel_image(mel: Any, width: int = MEL_WIDTH, height: int = THUMB_SIZE) -> str
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def preview_batch(batch: Any, mean: Sequence[float], std: Sequence[float]) -> Dict[str, Preview]:
-    """Previews of every loaded clip of a ``r1omni_fast.data.Batch``, by sample id."""
-    out = {}
-    for i, sample in enumerate(batch.samples):
-        frames = frame_strip(batch.frames[i], mean, std) if batch.frames is not None else None
-        mel = mel_image(batch.mel[i]) if batch.mel is not None else None
-        has_audio = bool(batch.has_audio[i]) if batch.has_audio is not None else None
-        out[sample.id] = Preview(frames, mel, has_audio)
-    return out
+def render_previews(arrays: Mapping[str, Any]) -> Dict[str, Preview]:
+    """:class:`Preview` images of ``r1omni_fast.data.ClipPreview`` arrays (a collator's
+    ``preview_arrays``), by sample id."""
+    return {sid: Preview(frame_strip(a.frames, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)) if a.frames is not None else None,
+                         mel_image(a.mel) if a.mel is not None else None, a.has_audio)
+            for sid, a in arrays.items()}
 
 
 def png_data_uri(path: Union[str, "os.PathLike[str]"]) -> str:

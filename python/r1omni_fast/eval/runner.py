@@ -324,21 +324,16 @@ def write_eval_report(path: Union[str, "os.PathLike[str]"], result: EvalResult, 
 
 
 def with_previews(collate: Any) -> Callable[[Sequence[Any], int], Tuple[Any, Dict[str, Any]]]:
-    """Wrap a :class:`~r1omni_fast.data.ClipCollator` so that it also returns the previews of the
-    loaded clips (``r1omni_fast.eval.report.preview_batch``): ``(batch, {id: Preview})``. Runs in
-    the prefetch thread, beside decoding."""
-    from r1omni_fast.eval.report import preview_batch
-
-    mean = collate.media_kwargs.get("mean", (0.5, 0.5, 0.5))
-    std = collate.media_kwargs.get("std", (0.5, 0.5, 0.5))
-
-    own = getattr(collate, "preview_batch", None)  # a backend collator with its own frame layout
+    """Wrap a backend's clip collator so that it also returns the previews of the loaded clips:
+    ``(batch, {id: Preview})``, the collator's ``preview_arrays`` rendered by
+    ``r1omni_fast.eval.report.render_previews``. Runs in the prefetch thread, beside decoding."""
+    from r1omni_fast.eval.report import render_previews
 
     def run(samples: Sequence[Any], index: int = 0) -> Tuple[Any, Dict[str, Any]]:
         batch = collate(samples, index)
         if not len(batch):
             return batch, {}
-        return batch, (own(batch) if own is not None else preview_batch(batch, mean, std))
+        return batch, render_previews(collate.preview_arrays(batch))
 
     return run
 

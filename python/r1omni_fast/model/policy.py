@@ -54,8 +54,9 @@ class Policy(Protocol):
     - ``set_trainable_parts(parts)``, ``set_num_frames(n)``, ``frames_context(n)`` (a context
       during which evaluation uses n frames), ``gradient_checkpointing_enable()``;
     - ``media_collator(*, num_frames, image_size, aspect, n_mels, audio, loader, on_error,
-      loader_kwargs)`` -> a collator ``(samples, index) -> Batch`` with a ``media_kwargs`` dict
-      and a ``loader`` attribute; ``audio``: "record" (as each record's prompt asks), True (every
+      loader_kwargs)`` -> a collator ``(samples, index) -> Batch`` with a ``media_kwargs`` dict,
+      a ``loader`` attribute and ``preview_arrays(batch) -> {id: r1omni_fast.data.ClipPreview}``
+      (what eval's report renders); ``audio``: "record" (as each record's prompt asks), True (every
       sample), False, or a callable ``sample -> bool`` (a backend that always loads a clip's sound
       may treat it as True: a prompt without ``<audio>`` leaves the sound unused);
     - ``save_pretrained(path, *, state_dict=None)``, ``checkpoint_state_dict(state_dict=None)``,

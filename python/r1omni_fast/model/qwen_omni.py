@@ -232,17 +232,18 @@ class QwenClipCollator:
         return Batch(index, kept, clips, [c.audio for c in clips], has_audio, [c.frame_indices for c in clips], skipped)
 
     @staticmethod
-    def preview_batch(batch: Any) -> dict:
-        """Report previews of a batch of this collator: the frame strip, and the log-mel image of
-        the audio given to the model (None without audio)."""
-        from r1omni_fast.eval.report import Preview, frame_strip, mel_image
+    def preview_arrays(batch: Any) -> dict:
+        """``r1omni_fast.data.ClipPreview`` of each clip of a batch of this collator, by sample id:
+        the frames as the model sees them (k, 3, H, W) in [0, 1], and the 128-bin log-mel of the
+        audio given to the model (None without audio)."""
+        from r1omni_fast.data import ClipPreview
         from r1omni_fast.media import whisper_log_mel
 
         out = {}
         for sample, clip in zip(batch.samples, batch.frames or []):
             pixels = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255.0
-            mel = mel_image(whisper_log_mel(clip.audio, 128)) if clip.audio is not None else None
-            out[sample.id] = Preview(frame_strip(pixels, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), mel, clip.has_audio)
+            mel = whisper_log_mel(clip.audio, 128) if clip.audio is not None else None
+            out[sample.id] = ClipPreview(pixels, mel, clip.has_audio)
         return out
 
 
