@@ -139,3 +139,21 @@ def test_data_check_decode_reports_records_asking_for_a_modality_their_clip_lack
         assert f"({records[i]['id']}): the prompt asks for audio (<audio>) but its clip" in listed
         assert f"silent{i}.mp4 has no audio stream" in listed
     assert "video-only" not in listed
+
+
+@pytest.mark.parametrize("n,count", [(4, 4), (4, 8), (4, 1000), (1, 5), (10, 3)])
+def test_decode_n_spreads_over_the_file_and_asking_for_more_than_there_are_decodes_all(n, count):
+    from r1omni_fast.data.check import decode_clips
+
+    samples = _samples(n)
+    asked = []
+
+    def loader(paths, **kwargs):
+        asked.extend(paths)
+        return [object() for _ in paths]
+
+    got = [s.id for s, _ in decode_clips(samples, count, loader=loader)]
+    expected = min(count, n)
+    assert len(got) == expected == len(asked)
+    assert got[0] == "s0" and got[-1] == f"s{n - 1}"  # first and last included
+    assert len(set(got)) == expected

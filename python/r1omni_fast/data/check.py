@@ -35,7 +35,8 @@ class DataSummary:
 
 def decode_clips(samples: Sequence[Sample], count: int, *, loader: Optional[Callable[..., list]] = None,
                  **media_kwargs: Any) -> List[Tuple[Sample, Any]]:
-    """Decode ``count`` clips spread evenly over ``samples`` (first and last included) with
+    """Decode ``count`` clips spread evenly over ``samples`` (first and last included; all of
+    them when ``count`` is at least ``len(samples)``) with
     ``loader`` (default ``r1omni_fast.media.load_batch``; ``media_kwargs`` go to it) and return
     ``(sample, clip)`` for each, the clip being what the loader returned (an exception when it
     did not load)."""
@@ -44,7 +45,8 @@ def decode_clips(samples: Sequence[Sample], count: int, *, loader: Optional[Call
     if loader is None:
         from r1omni_fast.media import load_batch as loader
     n = len(samples)
-    picked = sorted({round(i * (n - 1) / max(count - 1, 1)) for i in range(min(count, n))})
+    k = min(count, n)  # asking for more clips than there are decodes every one
+    picked = sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
     chosen = [samples[i] for i in picked]
     kwargs = dict(media_kwargs)
     if any(s.audio is not None for s in chosen):
