@@ -144,7 +144,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record")
     rec.add_argument("out", type=Path)
-    rec.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one)")
+    rec.add_argument("--work", type=Path, default=None, help="an empty or new folder for the runs (default: a temporary one)")
     cmp_ = sub.add_parser("compare")
     cmp_.add_argument("before", type=Path)
     cmp_.add_argument("after", type=Path)
@@ -152,6 +152,8 @@ def main() -> int:
     if args.command == "compare":
         return compare(args.before, args.after)
     if args.work is not None:
+        if args.work.exists() and any(args.work.iterdir()):
+            parser.error(f"--work {args.work} is not empty: give a new or empty folder (the runs are written there)")
         args.work.mkdir(parents=True, exist_ok=True)
         record(args.out, args.work)
     else:

@@ -87,7 +87,7 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch.get("attention_mask")
     attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
-    embeds = _prompt_embeds(model, batch, input_ids, device)
+    embeds = model.embed_prompts(batch)
     # Left-pack every prompt so that all rows end at the same column.
     valid = attention_mask.bool()
     lengths = valid.sum(1)
@@ -101,9 +101,9 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     embeds = embeds.gather(1, src[..., None].expand(-1, -1, embeds.shape[-1])) * key_valid[..., None]
     positions = (cols - shift).clamp(min=0)
     offsets = None
-    rope = getattr(model, "rope_positions", None)
+    rope = model.rope_positions(batch)
     if rope is not None:  # multimodal rotary positions (3, B, L) of the backend, packed like the embeddings
-        rope_ids, offsets = rope(batch)
+        rope_ids, offsets = rope
         positions = rope_ids.to(device).gather(2, src[None].expand(rope_ids.shape[0], -1, -1))
 
     g = num_generations
@@ -196,21 +196,6 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     return GenerationOutput(completion_ids=out, lengths=produced, texts=texts, prompt_index=prompt_index)
 
 
-def _to(value, device):
-    return None if value is None else value.to(device)
-
-
-def _prompt_embeds(model, batch: dict, input_ids: torch.Tensor, device) -> torch.Tensor:
-    """(B, L, H) prompt embeddings with the media features in place: the backend's
-    ``embed_prompts(batch)`` when it has one, else ``embed`` with HumanOmni's inputs."""
-    hook = getattr(model, "embed_prompts", None)
-    if hook is not None:
-        return hook(batch)
-    return model.embed(input_ids, pixel_values=batch.get("pixel_values"), audio_features=batch.get("audio_features"),
-                       bert_input_ids=_to(batch.get("bert_input_ids"), device),
-                       bert_attention_mask=_to(batch.get("bert_attention_mask"), device))
-
-
 def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
                       mask: torch.Tensor, group: int, *, share_prefix: bool = True) -> torch.Tensor:
     """Logits (N, T, V) with ``logits[n, t]`` predicting ``completion_ids[n, t]``, N = B * group.
@@ -222,16 +207,16 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     (and under activation checkpointing, which forbids a cache in training) the prompt embeddings
     are repeated and the N full rows run through the LLM.
     """
-    prompt_embeds = _prompt_embeds(model, prompts, prompts["input_ids"], prompts["input_ids"].device)
+    prompt_embeds = model.embed_prompts(prompts)
     token_embeds = model.llm.get_input_embeddings()(completion_ids).to(prompt_embeds.dtype)
     prompt_valid = prompts["attention_mask"].bool()
     width = completion_ids.shape[1]
     steps = torch.arange(width, device=prompt_valid.device)
     lengths = prompt_valid.long().sum(1)
-    rope = getattr(model, "rope_positions", None)
+    rope = model.rope_positions(prompts)
     rope_ids = None
     if rope is not None:  # the backend's multimodal rotary positions: (3, B, P) and each row's offset
-        rope_ids, offsets = rope(prompts)
+        rope_ids, offsets = rope
         lengths = lengths + offsets.to(lengths.device)
     if not share_prefix or _checkpointing(model.llm):
         embeds = torch.cat([prompt_embeds.repeat_interleave(group, 0), token_embeds], 1)

@@ -23,9 +23,9 @@ Files: :func:`save_adapter` writes peft's ``adapter_model.safetensors`` and
 the tokenizer files; :func:`merge` writes a full checkpoint folder (``r1omni-fast merge``) that
 the backend's ``from_pretrained`` loads; :func:`load_model` loads either kind.
 
-Backend hooks: a policy class may set ``LORA_LANGUAGE_MODEL``, the dotted paths of the modules
-forming its LLM (default ``("llm",)``, HumanOmni's; a Qwen omni thinker held as ``thinker`` would
-say ``("thinker.model", "thinker.lm_head")``, leaving its towers out, whose MLPs also have
+Backend hooks: every policy class sets ``LORA_LANGUAGE_MODEL`` (part of the policy interface), the
+dotted paths of the modules forming its LLM (``("llm",)`` for HumanOmni; the Qwen omni thinker,
+held as ``thinker``, says ``("thinker.model.language_model", "thinker.lm_head")``, leaving its towers out, whose MLPs also have
 ``gate_proj`` / ``up_proj`` / ``down_proj``). The default targets are found by name inside those
 modules; the output head is the ``get_output_embeddings()`` of the policy or of those modules.
 The parts trained in full are read from ``requires_grad`` after the backend's own
@@ -61,9 +61,8 @@ class LoraError(ValueError):
 
 
 def language_model_names(model: torch.nn.Module) -> tuple:
-    """Dotted paths of the modules of ``model`` forming its LLM (the ``LORA_LANGUAGE_MODEL`` hook;
-    ``("llm",)`` by default)."""
-    names = tuple(getattr(model, "LORA_LANGUAGE_MODEL", ("llm",)))
+    """Dotted paths of the modules of ``model`` forming its LLM (its ``LORA_LANGUAGE_MODEL``)."""
+    names = tuple(model.LORA_LANGUAGE_MODEL)
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:

@@ -46,6 +46,9 @@ class OmniModel(nn.Module):
     ``bert_gate``. `checkpoint_state_dict` gives HumanOmni's names.
     """
 
+    #: the modules forming the LLM, where LoRA adapters go (``r1omni_fast.model.lora``)
+    LORA_LANGUAGE_MODEL: tuple[str, ...] = ("llm",)
+
     def __init__(self, config: OmniConfig) -> None:
         super().__init__()
         missing = [name for name, cfg in (("vision", config.vision), ("audio", config.audio), ("bert", config.bert)) if cfg is None]
@@ -224,6 +227,38 @@ class OmniModel(nn.Module):
             feats = self.encode_audio(audio_features.to(embeds.device))
             embeds = embeds.masked_scatter(audio_mask[..., None], feats.to(embeds.dtype))
         return embeds
+
+    def embed_prompts(self, batch: dict) -> torch.Tensor:
+        """(B, L, H) embeddings of ``batch["input_ids"]`` with the batch's media features in place
+        (:meth:`embed` with the processor's ``pixel_values`` / ``audio_features`` / BERT inputs)."""
+        device = self.device
+
+        def to(value):
+            return None if value is None else value.to(device)
+
+        return self.embed(batch["input_ids"].to(device), pixel_values=batch.get("pixel_values"),
+                          audio_features=batch.get("audio_features"), bert_input_ids=to(batch.get("bert_input_ids")),
+                          bert_attention_mask=to(batch.get("bert_attention_mask")))
+
+    def rope_positions(self, batch: dict) -> None:
+        """None: the LLM's rotary positions are the plain 1-D token positions."""
+        return None
+
+    def reference_view(self, source: OmniModel | None = None, *, share_frozen: bool = True) -> OmniModel:
+        """GRPO's reference: a model computing like this one with the trainable parts frozen at
+        their current values (or ``source``'s). Child modules without a trainable parameter (the
+        towers, BERT, …) are this model's own objects, shared, not copied (copied too when not
+        ``share_frozen``)."""
+        import copy
+
+        ref = copy.copy(self)
+        # nn.Module keeps its children, parameters and hooks in dicts: the view gets its own
+        ref.__dict__ = {k: (copy.copy(v) if isinstance(v, dict) else v) for k, v in self.__dict__.items()}
+        for name, module in self.named_children():
+            if not share_frozen or any(p.requires_grad for p in module.parameters()):
+                own = copy.deepcopy(module) if source is None else getattr(source, name)
+                ref._modules[name] = own.requires_grad_(False).eval()
+        return ref
 
     @staticmethod
     def _check_runs(mask: torch.Tensor, clips: int, per_clip: int, what: str) -> None:

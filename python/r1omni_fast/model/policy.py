@@ -62,8 +62,15 @@ class Policy(Protocol):
     - ``save_pretrained(path, *, state_dict=None)``, ``checkpoint_state_dict(state_dict=None)``,
       ``from_pretrained(path, *, dtype=None, device=None)`` (classmethod);
     - for ``r1omni_fast.model.generation``: ``llm`` (``.model`` decoder taking ``cache``,
-      ``.lm_head``, ``.config``, ``.get_input_embeddings()``), ``embed`` or ``embed_prompts(batch)``,
-      and optionally ``rope_positions(batch)`` (multimodal rotary positions).
+      ``.lm_head``, ``.config``, ``.get_input_embeddings()``), ``embed_prompts(batch)`` -> (B, L, H)
+      prompt embeddings with the media features in place, and ``rope_positions(batch)`` -> None
+      (1-D token positions) or ``(positions (3, B, L) int64, offsets (B,))`` (multimodal rotary
+      positions; the first completion token of row b sits at ``tokens_b + offsets[b]``);
+    - ``reference_view(source=None, *, share_frozen=True)`` -> GRPO's reference: a model computing
+      like this one with its trainable tensors frozen at their current values (or ``source``'s),
+      the frozen ones shared unless not ``share_frozen``;
+    - class attribute ``LORA_LANGUAGE_MODEL`` (dotted paths of the modules forming the LLM, where
+      LoRA adapters go) and ``processor.chat_templates`` (the ``chat_template`` settings it supports).
     """
 
     processor: Any
@@ -89,6 +96,12 @@ class Policy(Protocol):
     def save_pretrained(self, path: str | os.PathLike, *, state_dict: dict | None = None) -> None: ...
 
     def checkpoint_state_dict(self, state_dict: dict | None = None) -> dict: ...
+
+    def embed_prompts(self, batch: dict) -> torch.Tensor: ...
+
+    def rope_positions(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor] | None: ...
+
+    def reference_view(self, source: Any = None, *, share_frozen: bool = True) -> Any: ...
 
 
 #: model_type -> "module:Class" of its backend (imported on first use).

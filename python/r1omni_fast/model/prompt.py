@@ -121,6 +121,9 @@ class OmniProcessor:
     #: Placeholder ids of the media runs in ``input_ids``.
     media_token_ids = (VIDEO_TOKEN_INDEX, AUDIO_TOKEN_INDEX)
 
+    #: the chat-template renderings it supports (``GRPOConfig.chat_template``)
+    chat_templates: tuple[str, ...] = CHAT_TEMPLATES
+
     def __init__(self, tokenizer, bert_tokenizer, *, num_video_tokens: int, num_audio_tokens: int,
                  use_x_start_end: bool = True) -> None:
         self.tokenizer = tokenizer

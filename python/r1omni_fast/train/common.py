@@ -88,8 +88,8 @@ def load_policy(path: str | Path, cfg: Any, device: torch.device):
     if model.processor is None:
         raise ConfigError(f"model_name_or_path: {path} has no tokenizer files (tokenizer.json): "
                           "point it at a complete checkpoint folder")
-    templates = getattr(model.processor, "chat_templates", None)  # the renderings a backend supports
-    if templates is not None and getattr(cfg, "chat_template", "checkpoint") not in templates:
+    templates = model.processor.chat_templates  # the renderings the backend's processor supports
+    if getattr(cfg, "chat_template", "checkpoint") not in templates:
         raise ConfigError(f"chat_template: {cfg.chat_template!r} is not available for {path} "
                           f"(use {' or '.join(templates)})")
     model.set_num_frames(cfg.num_frames)

@@ -34,7 +34,6 @@ completion, each reward, advantage), ``OUT/grpo_curves.png`` and the final model
 
 from __future__ import annotations
 
-import copy
 import importlib
 import json
 import logging
@@ -99,24 +98,6 @@ def reward_name(spec: RewardSpec) -> str:
 def completion_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     """(N, width) bool: ``t < lengths[n]`` (each completion's tokens, its EOS included)."""
     return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
-
-
-def reference_view(policy: Any, source: Any = None, *, share_frozen: bool = True) -> Any:
-    """A model computing like ``policy`` with its trainable parts frozen at ``source``'s values
-    (a deep copy of the policy's own when ``source`` is None). Frozen modules (towers, BERT, …)
-    are the policy's own objects, shared, not copied (copied too when not ``share_frozen``). A backend
-    with a ``reference_view`` method builds its own (same contract)."""
-    own = getattr(policy, "reference_view", None)
-    if own is not None:
-        return own(source, share_frozen=share_frozen)
-    ref = copy.copy(policy)
-    # nn.Module keeps its children, parameters and hooks in dicts: the view gets its own
-    ref.__dict__ = {k: (copy.copy(v) if isinstance(v, dict) else v) for k, v in policy.__dict__.items()}
-    for name, module in policy.named_children():
-        if not share_frozen or any(p.requires_grad for p in module.parameters()):
-            own = copy.deepcopy(module) if source is None else getattr(source, name)
-            ref._modules[name] = own.requires_grad_(False).eval()
-    return ref
 
 
 def reference_parts(ref: Any, policy: Any) -> Dict[str, torch.nn.Module]:
@@ -594,8 +575,8 @@ class GRPOTrainer:
             source = None
             if self.resume_from is not None:  # the reference is the starting model, not the checkpoint
                 source = common.load_policy(cfg.model_name_or_path, cfg, self.device)
-            self.ref = reference_view(self.model, source,
-                                      share_frozen=not (self.dist.fsdp and cfg.fsdp_shard_towers))
+            self.ref = self.model.reference_view(source,
+                                                 share_frozen=not (self.dist.fsdp and cfg.fsdp_shard_towers))
         if cfg.disable_dropout:
             disable_dropout(self.model)
             if self.ref is not None:
