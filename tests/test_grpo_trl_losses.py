@@ -72,7 +72,7 @@ def test_micro_batch_loss_masks_the_policy_term_by_trls_entropy_quantile(assets,
     (the threshold: torch.quantile of the completion tokens' categorical entropies, fp64 rounded to fp32)."""
     from r1omni_fast.kernels import grpo_loss
     from r1omni_fast.train import common
-    from r1omni_fast.train.grpo import loss_arguments, micro_batch_loss
+    from r1omni_fast.train.grpo import micro_batch_loss
 
     model_dir, data = assets
     trainer = grpo_trainer(model_dir, data, tmp_path / "run", loss_type="dapo", top_entropy_quantile=quantile,
@@ -100,8 +100,10 @@ def test_micro_batch_loss_masks_the_policy_term_by_trls_entropy_quantile(assets,
         return leaf.grad, metrics
 
     ours, metrics = gradient(lambda x: micro_batch_loss(x, rollout, trainer.cfg, trainer.dist))
-    args = dict(mask=m, ref_logp=rollout.ref_logp, num_items_in_batch=rollout.num_items,
-                **loss_arguments(trainer.cfg))
+    cfg = trainer.cfg
+    args = dict(mask=m, ref_logp=rollout.ref_logp, num_items_in_batch=rollout.num_items, beta=cfg.beta,
+                eps_low=cfg.epsilon, eps_high=cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high,
+                temperature=0.8, loss_type="dapo", max_completion_length=cfg.max_completion_length)
     want, _ = gradient(lambda x: grpo_loss(x, rollout.completion_ids, rollout.advantages, policy_mask=keep, **args))
     plain, _ = gradient(lambda x: grpo_loss(x, rollout.completion_ids, rollout.advantages, **args))
     torch.testing.assert_close(ours, want, rtol=1e-6, atol=1e-9)
@@ -109,3 +111,28 @@ def test_micro_batch_loss_masks_the_policy_term_by_trls_entropy_quantile(assets,
     # the entropy metric still covers every completion token
     assert float(metrics["entropy"]) == pytest.approx(float((ent * m).sum() / m.sum()), rel=1e-5)
     trainer.stream.close()
+
+
+def test_loss_spec_from_config_carries_every_loss_knob_under_trls_names():
+    """LossSpec.from_config reads each TRL GRPOConfig loss field into its LossSpec field (changed one at a time)."""
+    import dataclasses
+
+    from r1omni_fast.config import GRPOConfig
+    from r1omni_fast.kernels.objective import LossSpec
+
+    names = {"loss_type": ("loss_type", "dr_grpo"), "importance_sampling_level": ("importance_sampling_level", "sequence"),
+             "beta": ("beta", 0.5), "epsilon": ("eps_low", 0.3), "epsilon_high": ("eps_high", 0.28),
+             "delta": ("delta", 2.0), "temperature": ("temperature", 0.7),
+             "max_completion_length": ("max_completion_length", 33),
+             "sapo_temperature_pos": ("sapo_temperature_pos", 1.5), "sapo_temperature_neg": ("sapo_temperature_neg", 2.5),
+             "vespo_k_pos": ("vespo_k_pos", 4.0), "vespo_lambda_pos": ("vespo_lambda_pos", 5.0),
+             "vespo_k_neg": ("vespo_k_neg", 6.0), "vespo_lambda_neg": ("vespo_lambda_neg", 7.0),
+             "use_bias_correction_kl": ("bias_correction_kl", True)}
+    assert {v[0] for v in names.values()} == {f.name for f in dataclasses.fields(LossSpec)}
+    base = LossSpec.from_config(GRPOConfig())
+    assert base.eps_high == base.eps_low == GRPOConfig().epsilon  # epsilon_high None = epsilon
+    for field, (spec_field, value) in names.items():
+        spec = LossSpec.from_config(dataclasses.replace(GRPOConfig(), **{field: value}))
+        assert getattr(spec, spec_field) == value, field
+        changed = {f.name for f in dataclasses.fields(LossSpec) if getattr(spec, f.name) != getattr(base, f.name)}
+        assert changed == {spec_field} or (field == "epsilon" and changed == {"eps_low", "eps_high"}), field

@@ -602,3 +602,25 @@ def test_gpu_strided_view_inplace_and_grad_scaling(level):
     got = (loss.detach().cpu(), {k: v.cpu() for k, v in metrics.items()}, leaf.grad[:, :-1].cpu() * 4)
     assert_matches(got, _to_cpu((loss_want, metrics_want, grad_want)), torch.bfloat16, mask.cpu())
     assert (leaf.grad[:, -1] == 0).all()
+
+
+def test_a_loss_spec_and_keyword_arguments_give_the_same_loss_and_unknown_keywords_are_refused():
+    from r1omni_fast.kernels.objective import LossSpec
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 11)
+    ids = torch.randint(0, 11, (2, 3))
+    adv = torch.tensor([0.5, -1.0])
+    ref = torch.randn(2, 3)
+    spec = LossSpec(beta=0.1, loss_type="dapo", eps_high=0.28, temperature=0.9)
+    by_spec, _ = grpo_loss(logits.clone(), ids, adv, spec, ref_logp=ref)
+    by_kwargs, _ = grpo_loss(logits.clone(), ids, adv, ref_logp=ref, beta=0.1, loss_type="dapo", eps_high=0.28,
+                             temperature=0.9)
+    override, _ = grpo_loss(logits.clone(), ids, adv, spec, ref_logp=ref, beta=0.0)
+    module, _ = GRPOLoss(spec)(logits.clone(), ids, adv, ref_logp=ref)
+    assert torch.equal(by_spec, by_kwargs) and torch.equal(by_spec, module)
+    assert not torch.equal(by_spec, override)  # a keyword replaces the spec's value
+    with pytest.raises(TypeError, match="epsilon"):
+        grpo_loss(logits.clone(), ids, adv, epsilon=0.2)
+    with pytest.raises(ValueError, match="loss_type"):
+        GRPOLoss(loss_type="nope")

@@ -58,31 +58,22 @@ def grpo_loss(
     logits: torch.Tensor,
     completion_ids: torch.Tensor,
     advantages: torch.Tensor,
+    spec: Optional[LossSpec] = None,
     *,
     mask: Optional[torch.Tensor] = None,
     old_logp: Optional[torch.Tensor] = None,
     ref_logp: Optional[torch.Tensor] = None,
-    beta: float = 0.04,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    delta: Optional[float] = None,
-    temperature: float = 1.0,
-    loss_type: str = "grpo",
-    importance_sampling_level: str = "token",
-    max_completion_length: Optional[int] = None,
     num_items_in_batch: Union[int, float, torch.Tensor, None] = None,
-    sapo_temperature_pos: float = 1.0,
-    sapo_temperature_neg: float = 1.05,
-    vespo_k_pos: float = 2.0,
-    vespo_lambda_pos: float = 3.0,
-    vespo_k_neg: float = 3.0,
-    vespo_lambda_neg: float = 2.0,
-    bias_correction_kl: bool = False,
     policy_mask: Optional[torch.Tensor] = None,
     return_entropy: bool = False,
     inplace_grad: bool = True,
+    **hyper_parameters,
 ) -> "tuple[torch.Tensor, dict]":
     """GRPO loss straight from logits (DESIGN.md §4; TRL's GRPOTrainer formulas).
+
+    The hyper-parameters are a :class:`LossSpec` (``spec``; ``LossSpec.from_config(cfg)`` for a
+    training config) and/or its fields as keyword arguments (``beta=0.0, loss_type="dapo"``, …),
+    which replace the spec's values; an unknown keyword is a TypeError.
 
     Shapes: ``logits`` (B, L, V) bf16/fp16/fp32, ``logits[b, t]`` predicts ``completion_ids[b, t]``
     (B, L); ``advantages`` (B,) or (B, 1); ``mask``, ``old_logp``, ``ref_logp``, ``policy_mask`` (B, L).
@@ -121,15 +112,7 @@ def grpo_loss(
     level: during this call; sequence level and vespo: during backward): afterwards the logits hold
     garbage for any other use. Masked positions are never read, so their ids may be anything (e.g. -100).
     """
-    spec = LossSpec(
-        loss_type=loss_type, importance_sampling_level=importance_sampling_level, beta=float(beta),
-        eps_low=float(eps_low), eps_high=float(eps_high), delta=None if delta is None else float(delta),
-        temperature=float(temperature), max_completion_length=max_completion_length,
-        sapo_temperature_pos=float(sapo_temperature_pos), sapo_temperature_neg=float(sapo_temperature_neg),
-        vespo_k_pos=float(vespo_k_pos), vespo_lambda_pos=float(vespo_lambda_pos),
-        vespo_k_neg=float(vespo_k_neg), vespo_lambda_neg=float(vespo_lambda_neg),
-        bias_correction_kl=bool(bias_correction_kl),
-    )  # fmt: skip
+    spec = LossSpec.build(spec, **hyper_parameters)
     validate_grpo_args(logits, completion_ids, advantages, mask, old_logp, ref_logp, spec, policy_mask)
     B, L, _ = logits.shape
     mask_f = (

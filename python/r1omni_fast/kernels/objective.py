@@ -39,14 +39,21 @@ METRIC_ENTROPY = "entropy"
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
-    """The hyper-parameters of one GRPO objective (TRL's ``GRPOConfig`` names in brackets).
+    """The hyper-parameters of one GRPO objective, the one place they are spelled out: ``grpo_loss``
+    and ``GRPOLoss`` take these fields as keyword arguments, and :meth:`from_config` reads them from
+    a training config (TRL's ``GRPOConfig`` names in brackets).
 
-    ``eps_low`` [epsilon], ``eps_high`` [epsilon_high] (cispo: the cap of the ratio itself, TRL's
-    epsilon_high, e.g. 5.0), ``delta`` (two-sided clip cap of the clipped surrogate, None = off),
+    ``loss_type`` (one of :data:`LOSS_TYPES`), ``importance_sampling_level`` ("token" or
+    "sequence"), ``beta`` (the KL weight), ``eps_low`` [epsilon], ``eps_high`` [epsilon_high]
+    (cispo: the cap of the ratio itself, TRL's epsilon_high, e.g. 5.0), ``delta`` (two-sided clip
+    cap of the clipped surrogate, None = off), ``temperature`` (logits are divided by it),
+    ``max_completion_length`` (dr_grpo's normaliser, None = the completion width),
     ``sapo_temperature_pos`` / ``_neg`` (the gate's slope for A > 0 / A <= 0), ``vespo_k_*`` /
     ``vespo_lambda_*`` (the Gamma weight's exponent and decay for A >= 0 / A < 0),
     ``bias_correction_kl`` [use_bias_correction_kl] (the k3 KL times the importance ratio ``r``,
-    differentiated through ``r``: DeepSeek-V3.2's unbiased estimator off-policy).
+    differentiated through ``r``: DeepSeek-V3.2's unbiased estimator off-policy). Numbers are
+    stored as Python floats (``max_completion_length`` as an int); ranges are checked with the
+    tensors (``validate_grpo_args``).
     """
 
     loss_type: str = "grpo"
@@ -64,6 +71,42 @@ class LossSpec:
     vespo_k_neg: float = 3.0
     vespo_lambda_neg: float = 2.0
     bias_correction_kl: bool = False
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("loss_type", "importance_sampling_level") or value is None:
+                continue
+            kind = {"max_completion_length": int, "bias_correction_kl": bool}.get(f.name, float)
+            object.__setattr__(self, f.name, kind(value))
+
+    @classmethod
+    def build(cls, spec: "Optional[LossSpec]" = None, **fields) -> "LossSpec":
+        """``spec`` (default: the defaults) with ``fields`` replacing its values; an unknown name is a
+        TypeError naming it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise TypeError(f"unknown GRPO loss argument(s) {unknown}: use the fields of LossSpec {sorted(known)}")
+        return dataclasses.replace(spec, **fields) if spec is not None else cls(**fields)
+
+    @classmethod
+    def from_config(cls, cfg) -> "LossSpec":
+        """The spec of a training config: any object with TRL's ``GRPOConfig`` field names
+        (``r1omni_fast.config.GRPOConfig``, or TRL's own): ``loss_type``,
+        ``importance_sampling_level``, ``beta``, ``epsilon``, ``epsilon_high`` (None = ``epsilon``),
+        ``delta``, ``temperature``, ``max_completion_length``, ``sapo_temperature_pos`` / ``_neg``,
+        ``vespo_k_pos``, ``vespo_lambda_pos``, ``vespo_k_neg``, ``vespo_lambda_neg``,
+        ``use_bias_correction_kl``. The kernels import no config: this reads attributes only."""
+        return cls(
+            loss_type=cfg.loss_type, importance_sampling_level=cfg.importance_sampling_level, beta=cfg.beta,
+            eps_low=cfg.epsilon, eps_high=cfg.epsilon if cfg.epsilon_high is None else cfg.epsilon_high,
+            delta=cfg.delta, temperature=cfg.temperature, max_completion_length=cfg.max_completion_length,
+            sapo_temperature_pos=cfg.sapo_temperature_pos, sapo_temperature_neg=cfg.sapo_temperature_neg,
+            vespo_k_pos=cfg.vespo_k_pos, vespo_lambda_pos=cfg.vespo_lambda_pos,
+            vespo_k_neg=cfg.vespo_k_neg, vespo_lambda_neg=cfg.vespo_lambda_neg,
+            bias_correction_kl=cfg.use_bias_correction_kl,
+        )  # fmt: skip
 
 
 def validate_grpo_args(

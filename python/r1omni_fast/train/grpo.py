@@ -51,7 +51,7 @@ from r1omni_fast import labels as label_sets
 from r1omni_fast.config import ConfigError, GRPOConfig
 from r1omni_fast.data import Batch
 from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs, token_entropy
-from r1omni_fast.kernels.objective import CLIPPED_LOSS_TYPES, TOKEN_COUNT_LOSS_TYPES
+from r1omni_fast.kernels.objective import CLIPPED_LOSS_TYPES, TOKEN_COUNT_LOSS_TYPES, LossSpec
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput, lora
 from r1omni_fast.rewards import score_batch, weighted_total
 from r1omni_fast.train import common, distributed, faults, recipe
@@ -262,19 +262,6 @@ def loss_warnings(cfg: GRPOConfig) -> List[str]:
         out.append("loss_type: vespo computes sequence-level importance weights itself: set "
                    "importance_sampling_level: token (the default)")
     return out
-
-
-def loss_arguments(cfg: GRPOConfig) -> Dict[str, Any]:
-    """The keyword arguments of :func:`grpo_loss` that come from the config as they are."""
-    return {"beta": cfg.beta, "eps_low": cfg.epsilon,
-            "eps_high": cfg.epsilon_high if cfg.epsilon_high is not None else cfg.epsilon,
-            "delta": cfg.delta, "temperature": cfg.temperature, "loss_type": cfg.loss_type,
-            "importance_sampling_level": cfg.importance_sampling_level,
-            "max_completion_length": cfg.max_completion_length,
-            "sapo_temperature_pos": cfg.sapo_temperature_pos, "sapo_temperature_neg": cfg.sapo_temperature_neg,
-            "vespo_k_pos": cfg.vespo_k_pos, "vespo_lambda_pos": cfg.vespo_lambda_pos,
-            "vespo_k_neg": cfg.vespo_k_neg, "vespo_lambda_neg": cfg.vespo_lambda_neg,
-            "bias_correction_kl": cfg.use_bias_correction_kl}
 
 
 def off_policy_mask(logp: Optional[torch.Tensor], old_logp: Optional[torch.Tensor], advantages: torch.Tensor,
@@ -499,18 +486,18 @@ def micro_batch_loss(logits: torch.Tensor, rollout: Any, cfg: GRPOConfig, dist: 
                                                                            cfg.temperature)
         keep = off_policy_mask(current, rollout.old_logp, rollout.advantages, mask, cfg.off_policy_mask_threshold)
         policy_mask = keep.expand(mask.shape) if policy_mask is None else policy_mask & keep
-    args = loss_arguments(cfg)
-    loss, metrics = grpo_loss(logits, rollout.completion_ids, rollout.advantages, mask=mask,
+    spec = LossSpec.from_config(cfg)
+    loss, metrics = grpo_loss(logits, rollout.completion_ids, rollout.advantages, spec, mask=mask,
                               old_logp=rollout.old_logp, ref_logp=rollout.ref_logp,
                               num_items_in_batch=rollout.num_items, policy_mask=policy_mask,
-                              return_entropy=entropy and token_h is None, **args)
+                              return_entropy=entropy and token_h is None)
     if entropy:
         tokens = mask.to(torch.float32)
         h = token_h if token_h is not None else metrics["entropy"]
         metrics["entropy"] = (h * tokens).sum() / tokens.sum().clamp(min=1.0)
     if cfg.loss_type in CLIPPED_LOSS_TYPES:
         metrics["clip_ratio/low_min"], metrics["clip_ratio/high_max"] = sequence_clip_extremes(
-            metrics["logp"], rollout.old_logp, rollout.advantages, mask, args["eps_low"], args["eps_high"],
+            metrics["logp"], rollout.old_logp, rollout.advantages, mask, spec.eps_low, spec.eps_high,
             cfg.importance_sampling_level)
     return loss, metrics
 
