@@ -11,7 +11,6 @@ import yaml
 from r1omni_fast.config import (
     STAGES,
     ConfigError,
-    EvalConfig,
     GRPOConfig,
     SFTConfig,
     field_help,
@@ -47,10 +46,6 @@ def test_grpo_defaults_follow_the_issue_and_trl_names():
     # list defaults are not shared between instances
     g.reward_funcs.append("x")
     assert GRPOConfig().reward_funcs == ["accuracy", "format"]
-
-
-def test_eval_squashes_frames_like_humanomnis_eval():
-    assert EvalConfig().image_aspect_ratio == "resize"
 
 
 def test_flags_win_over_yaml_with_either_spelling(tmp_path):
@@ -115,7 +110,6 @@ def test_typed_parsing_from_annotations(tmp_path):
      "multi_objective_aggregation must be one of sum_then_normalize, normalize_then_sum; got 'sum'"),
     ("grpo", ["--reward-weights", "1"], "reward_weights has 1 values for 2 reward_funcs"),
     ("grpo", ["--scale-rewards", "global"], "scale_rewards must be one of group, batch, none; got 'global'"),
-    ("eval", ["--modalities", "video,text"], "modalities must be a non-empty subset of video, audio"),
 ])
 def test_bad_value_gives_one_line_error_naming_the_field(tmp_path, stage, flags, message):
     path = write(tmp_path, f"stage: {stage}\n")
@@ -144,11 +138,13 @@ def test_unknown_fields_list_close_matches(tmp_path):
 
 
 def test_stage_selection_and_file_errors(tmp_path):
-    assert isinstance(load_config(None, ["--stage", "eval"]), EvalConfig)
+    assert isinstance(load_config(None, ["--stage", "grpo"]), GRPOConfig)
+    with pytest.raises(ConfigError, match="stage"):  # evaluation is `r1omni-fast eval`, not a training stage
+        load_config(None, ["--stage", "eval"])
     assert isinstance(load_config(write(tmp_path, "stage: sft\n"), ["--stage", "grpo"]), GRPOConfig)
     with pytest.raises(ConfigError, match="no stage given: add 'stage: sft'"):
         load_config(write(tmp_path, "seed: 1\n"), [])
-    with pytest.raises(ConfigError, match="unknown stage 'dpo': use one of sft, grpo, eval"):
+    with pytest.raises(ConfigError, match="unknown stage 'dpo': use one of sft, grpo"):
         load_config(write(tmp_path, "stage: dpo\n"), [])
     with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: expected ','"):
         load_config(write(tmp_path, "stage: sft\nseed: [1\n", "bad.yaml"), [])

@@ -392,7 +392,7 @@ def _cold_start_file(tmp_path, data, answers):
 
 
 def test_open_vocabulary_cold_start_records_train_with_label_set_any(assets, tmp_path):
-    from r1omni_fast.config import ConfigError, EvalConfig, GRPOConfig, SFTConfig
+    from r1omni_fast.config import ConfigError, GRPOConfig, SFTConfig
     from r1omni_fast.data import read_data
 
     _, data = assets
@@ -402,8 +402,7 @@ def test_open_vocabulary_cold_start_records_train_with_label_set_any(assets, tmp
     open_set = read_data(path, labels="any", kind="sft")
     assert [s.label for s in open_set.samples] == ["worried", "sad", "excited", "fear"]
     assert SFTConfig(label_set="any").label_set == "any"
-    for make in (lambda: SFTConfig(label_set="any", eval_file="x.json"), lambda: GRPOConfig(label_set="any"),
-                 lambda: EvalConfig(label_set="any")):
+    for make in (lambda: SFTConfig(label_set="any", eval_file="x.json"), lambda: GRPOConfig(label_set="any")):
         with pytest.raises(ConfigError, match="label_set: 'any'"):
             make()
 

@@ -6,7 +6,7 @@ Every field is at once a keyword argument, a YAML key and a ``--flag`` (``--max-
 Optional), so ``learning_rate: 2e-5`` in YAML (a string to PyYAML) is a float here. Validation in
 ``__post_init__`` raises :class:`ConfigError` with a one-line message naming the field and what to
 set instead. A ``stage:`` key picks the dataclass: ``sft`` -> :class:`SFTConfig`, ``grpo`` ->
-:class:`GRPOConfig`, ``eval`` -> :class:`EvalConfig`.
+:class:`GRPOConfig` (evaluation takes its settings as ``r1omni-fast eval`` flags).
 
 In GRPO, ``per_device_train_batch_size`` counts prompts; each prompt is sampled
 ``num_generations`` times (TRL counts completions and requires divisibility).
@@ -548,29 +548,8 @@ class GRPOConfig(_TrainConfig):
         return super().from_dict(values, source=source)
 
 
-@dataclass
-class EvalConfig(_RunConfig):
-    """Evaluation (``r1omni-fast eval``): WAR, UAR, format rate; frames squashed as HumanOmni's eval."""
-
-    image_aspect_ratio: str = _f("resize", "pad (grey square) or resize (squash, HumanOmni eval)")
-    output_dir: str = _f("eval", "folder for metrics.json, predictions.jsonl, confusion_matrix.png")
-    modalities: List[str] = _f(["video", "audio"], "inputs given to the model: video, audio, or both")
-    per_device_eval_batch_size: int = _f(8, "samples per evaluation batch")
-    max_new_tokens: int = _f(512, "most tokens generated per answer")
-
-    stage = "eval"
-
-    def _validate(self) -> None:
-        super()._validate()
-        bad = [m for m in self.modalities if m not in ("video", "audio")]
-        if bad or not self.modalities:
-            raise ConfigError(f"modalities must be a non-empty subset of video, audio; got {self.modalities}")
-        _at_least(self, "per_device_eval_batch_size", 1)
-        _at_least(self, "max_new_tokens", 1)
-
-
-STAGES: Dict[str, Type[_RunConfig]] = {"sft": SFTConfig, "grpo": GRPOConfig, "eval": EvalConfig}
-AnyConfig = Union[SFTConfig, GRPOConfig, EvalConfig]
+STAGES: Dict[str, Type[_RunConfig]] = {"sft": SFTConfig, "grpo": GRPOConfig}
+AnyConfig = Union[SFTConfig, GRPOConfig]
 
 
 def load_config(path: Optional[Union[str, os.PathLike]], overrides: Sequence[str] = ()) -> AnyConfig:

@@ -974,45 +974,44 @@ class GRPOTrainer:
         self.stream = common.make_stream(cfg, self.train_data, self.collate, start.state, self.dist)
         bar = common.progress_bar(self.last_step, start.step, "grpo", self.progress and main)
         save_pending = False
-        # SIGTERM / SIGUSR1 / SIGINT: save at the end of the reuse cycle (num_iterations), then stop
-        signals = faults.StopSignals().__enter__()
         final_record: Optional[Dict[str, Any]] = None
         saved: Optional[Path] = start.folder
         try:
-            if main:
-                self.trackers = metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
-            for step in range(start.step + 1, self.last_step + 1):
-                record = self.train_step(step)
-                bar.set_postfix(reward=f"{record['reward']:.3f}", step_s=f"{record['step_time']:.1f}", refresh=False)
-                bar.update(1)
-                if step == self.last_step:  # logged after the final model is written and evaluated
-                    final_record, saved = record, self.save(step)
-                    break
-                if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):
-                    record.update(common.run_evaluation(self.model, self.eval_data, self.collate, cfg, self.device,
-                                                        self.dist, step))
-                if main and (step % cfg.logging_steps == 0 or "eval/error" in record or "eval/n" in record):
-                    metrics.log(common.plain_numbers(record))
-                save_pending |= step % cfg.save_steps == 0
-                stop = signals.requested(self.dist)
-                if (save_pending or stop) and self.generation_done(step):
-                    saved = self.save(step)
-                    save_pending = False
-                    if stop:
-                        raise faults.Preempted(stop, step, saved)
-            # the final model first (signals wait for it), then the final evaluation
-            common.export_final(self.model, cfg, self.dist, self.last_step, saved)
-            stop = signals.requested(self.dist)
-            if final_record is not None:
-                if self.eval_data is not None and not stop:
-                    final_record.update(common.run_evaluation(self.model, self.eval_data, self.collate, cfg,
-                                                              self.device, self.dist, self.last_step))
+            # SIGTERM / SIGUSR1 / SIGINT: save at the end of the reuse cycle (num_iterations), then stop
+            with faults.StopSignals() as signals:
                 if main:
-                    metrics.log(common.plain_numbers(final_record))
-            if stop:
-                raise faults.Preempted(stop, self.last_step, saved, finished=True)
+                    self.trackers = metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
+                for step in range(start.step + 1, self.last_step + 1):
+                    record = self.train_step(step)
+                    bar.set_postfix(reward=f"{record['reward']:.3f}", step_s=f"{record['step_time']:.1f}", refresh=False)
+                    bar.update(1)
+                    if step == self.last_step:  # logged after the final model is written and evaluated
+                        final_record, saved = record, self.save(step)
+                        break
+                    if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):
+                        record.update(common.run_evaluation(self.model, self.eval_data, self.collate, cfg, self.device,
+                                                            self.dist, step))
+                    if main and (step % cfg.logging_steps == 0 or "eval/error" in record or "eval/n" in record):
+                        metrics.log(common.plain_numbers(record))
+                    save_pending |= step % cfg.save_steps == 0
+                    stop = signals.requested(self.dist)
+                    if (save_pending or stop) and self.generation_done(step):
+                        saved = self.save(step)
+                        save_pending = False
+                        if stop:
+                            raise faults.Preempted(stop, step, saved)
+                # the final model first (signals wait for it), then the final evaluation
+                common.export_final(self.model, cfg, self.dist, self.last_step, saved)
+                stop = signals.requested(self.dist)
+                if final_record is not None:
+                    if self.eval_data is not None and not stop:
+                        final_record.update(common.run_evaluation(self.model, self.eval_data, self.collate, cfg,
+                                                                  self.device, self.dist, self.last_step))
+                    if main:
+                        metrics.log(common.plain_numbers(final_record))
+                if stop:
+                    raise faults.Preempted(stop, self.last_step, saved, finished=True)
         finally:
-            signals.__exit__(None, None, None)
             bar.close()
             self.stream.close()
             if metrics is not None:

@@ -113,68 +113,67 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                            {"stage": "sft", **stream.state(), "nonfinite_steps": guard.total, "max_steps": last_step,
                             "num_tokens": num_tokens}, dist=dist)
 
-    signals = faults.StopSignals().__enter__()  # SIGTERM / SIGUSR1 / SIGINT: save after the step, then stop
     final_record: Optional[Dict[str, Any]] = None
     saved: Optional[Path] = start.folder
     try:
-        if main:
-            metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
-        for step in range(start.step + 1, last_step + 1):
-            t0 = time.perf_counter()
-            loss_sum, seen = 0.0, 0
-            for micro in range(accumulation):
-                shard = stream.next()
-                inputs = common.to_device(sft_inputs(model.processor, shard.batch, cfg.max_length, cfg.prompt_style), device)
-                local = 0 if shard.ghost else int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
-                # this rank's share of the global batch's token mean (DDP and FSDP average over ranks)
-                weight = 1.0
-                if dist.enabled:
-                    weight = local * dist.world_size / max(dist.sum([local])[0], 1.0)
-                with distributed.accumulating(step_module, dist, last=micro == accumulation - 1):
-                    with common.autocast(cfg, device):
-                        loss = step_module(**inputs).loss
-                    (loss * weight / accumulation).backward()
-                loss_sum += float(loss.detach()) * weight / dist.world_size
-                seen += 0 if shard.ghost else int(inputs["attention_mask"].sum())
-            if dist.enabled:
-                loss_sum, seen = dist.sum([loss_sum, seen])
-            num_tokens += int(seen)
-            grad_norm = common.clip_gradients(params, cfg.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]
-            if not guard.check(step, {"loss": loss_sum / accumulation, "grad_norm": grad_norm}, dist):
-                optimizer.step()
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            record: Dict[str, Any] = {
-                "step": step, "epoch": stream.epoch, "loss": loss_sum / accumulation,
-                "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": num_tokens,
-                "nonfinite_steps": guard.total, "skipped_samples": stream.skipped_samples,
-                "step_time": time.perf_counter() - t0}
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
-            bar.update(1)
-            if step == last_step:  # logged after the final model is written and evaluated
-                final_record, saved = record, save(step)
-                break
-            if eval_data is not None and common.eval_due(cfg, step, last_step):
-                record.update(common.run_evaluation(model, eval_data, collate, cfg, device, dist, step))
-            if main and (step % cfg.logging_steps == 0 or "eval/error" in record or "eval/n" in record):
-                metrics.log(common.plain_numbers(record))
-            saved = save(step) if step % cfg.save_steps == 0 else None
-            stop = signals.requested(dist)
-            if stop:
-                raise faults.Preempted(stop, step, saved or save(step))
-        # the final model first (signals wait for it), then the final evaluation
-        common.export_final(model, cfg, dist, last_step, saved)
-        stop = signals.requested(dist)
-        if final_record is not None:
-            if eval_data is not None and not stop:
-                final_record.update(common.run_evaluation(model, eval_data, collate, cfg, device, dist, last_step))
+        with faults.StopSignals() as signals:  # SIGTERM / SIGUSR1 / SIGINT: save after the step, then stop
             if main:
-                metrics.log(common.plain_numbers(final_record))
-        if stop:
-            raise faults.Preempted(stop, last_step, saved, finished=True)
+                metrics.trackers = Trackers(cfg, resume_step=start.step if start.folder else None)
+            for step in range(start.step + 1, last_step + 1):
+                t0 = time.perf_counter()
+                loss_sum, seen = 0.0, 0
+                for micro in range(accumulation):
+                    shard = stream.next()
+                    inputs = common.to_device(sft_inputs(model.processor, shard.batch, cfg.max_length, cfg.prompt_style), device)
+                    local = 0 if shard.ghost else int((inputs["labels"][:, 1:] != IGNORE_INDEX).sum())
+                    # this rank's share of the global batch's token mean (DDP and FSDP average over ranks)
+                    weight = 1.0
+                    if dist.enabled:
+                        weight = local * dist.world_size / max(dist.sum([local])[0], 1.0)
+                    with distributed.accumulating(step_module, dist, last=micro == accumulation - 1):
+                        with common.autocast(cfg, device):
+                            loss = step_module(**inputs).loss
+                        (loss * weight / accumulation).backward()
+                    loss_sum += float(loss.detach()) * weight / dist.world_size
+                    seen += 0 if shard.ghost else int(inputs["attention_mask"].sum())
+                if dist.enabled:
+                    loss_sum, seen = dist.sum([loss_sum, seen])
+                num_tokens += int(seen)
+                grad_norm = common.clip_gradients(params, cfg.max_grad_norm)
+                lr = scheduler.get_last_lr()[0]
+                if not guard.check(step, {"loss": loss_sum / accumulation, "grad_norm": grad_norm}, dist):
+                    optimizer.step()
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                record: Dict[str, Any] = {
+                    "step": step, "epoch": stream.epoch, "loss": loss_sum / accumulation,
+                    "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": num_tokens,
+                    "nonfinite_steps": guard.total, "skipped_samples": stream.skipped_samples,
+                    "step_time": time.perf_counter() - t0}
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+                bar.update(1)
+                if step == last_step:  # logged after the final model is written and evaluated
+                    final_record, saved = record, save(step)
+                    break
+                if eval_data is not None and common.eval_due(cfg, step, last_step):
+                    record.update(common.run_evaluation(model, eval_data, collate, cfg, device, dist, step))
+                if main and (step % cfg.logging_steps == 0 or "eval/error" in record or "eval/n" in record):
+                    metrics.log(common.plain_numbers(record))
+                saved = save(step) if step % cfg.save_steps == 0 else None
+                stop = signals.requested(dist)
+                if stop:
+                    raise faults.Preempted(stop, step, saved or save(step))
+            # the final model first (signals wait for it), then the final evaluation
+            common.export_final(model, cfg, dist, last_step, saved)
+            stop = signals.requested(dist)
+            if final_record is not None:
+                if eval_data is not None and not stop:
+                    final_record.update(common.run_evaluation(model, eval_data, collate, cfg, device, dist, last_step))
+                if main:
+                    metrics.log(common.plain_numbers(final_record))
+            if stop:
+                raise faults.Preempted(stop, last_step, saved, finished=True)
     finally:
-        signals.__exit__(None, None, None)
         bar.close()
         stream.close()
         if metrics is not None:
