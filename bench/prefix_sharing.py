@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from r1omni_fast.model import build_instruction
+from r1omni_fast.prompts import build_instruction
 from r1omni_fast.model.tiny import build_tiny_model
 
 

@@ -36,10 +36,10 @@ import traceback
 from pathlib import Path
 
 from r1omni_fast.data import DataError, read_data
-from r1omni_fast.data.reader import FORMAT_SUFFIX, INSTRUCTION
+from r1omni_fast.prompts import FORMAT_SUFFIX, R1_OMNI_QUESTION
 
 LABELS = ["happy", "sad", "angry", "neutral", "surprise", "fear", "disgust"]
-HUMAN = f"<video>\n<audio>\n{INSTRUCTION} {FORMAT_SUFFIX}"
+HUMAN = f"<video>\n<audio>\n{R1_OMNI_QUESTION} {FORMAT_SUFFIX}"
 TIMEOUT_S = 10
 BUGS = ("crash", "hang", "no_line")
 

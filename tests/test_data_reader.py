@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from r1omni_fast.data import FORMAT_SUFFIX, INSTRUCTION, DataError, read_data
+from r1omni_fast.prompts import FORMAT_SUFFIX, R1_OMNI_QUESTION
+from r1omni_fast.data import DataError, read_data
 
-HUMAN = f"<video>\n<audio>\n{INSTRUCTION} {FORMAT_SUFFIX}"
+HUMAN = f"<video>\n<audio>\n{R1_OMNI_QUESTION} {FORMAT_SUFFIX}"
 
 
 def rec(video="a.mp4", gpt="sad", **extra):
@@ -51,7 +52,7 @@ def test_json_list_reads_sft_and_label_records(folder):
     assert b.audio == folder / "voice.wav" and b.id == "clip-b"
     assert a.id == "a" and c.id == "c"
     assert a.prompt == HUMAN
-    assert a.instruction == f"{INSTRUCTION} {FORMAT_SUFFIX}"
+    assert a.instruction == f"{R1_OMNI_QUESTION} {FORMAT_SUFFIX}"
     # indent=2 puts each object's opening brace alone on a line: that line is the record's
     starts = [i for i, line in enumerate(path.read_text().splitlines(), 1) if line == "  {"]
     assert len(starts) == 3 and starts[0] == 2

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from r1omni_fast.data import FORMAT_SUFFIX, INSTRUCTION, read_data
+from r1omni_fast.prompts import FORMAT_SUFFIX, R1_OMNI_QUESTION
+from r1omni_fast.data import read_data
 
-HUMAN = f"<video>\n<audio>\n{INSTRUCTION} {FORMAT_SUFFIX}"
+HUMAN = f"<video>\n<audio>\n{R1_OMNI_QUESTION} {FORMAT_SUFFIX}"
 
 # Every character str.splitlines() treats as a line boundary, besides "\n" itself.
 SEPARATORS = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]

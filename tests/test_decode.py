@@ -8,7 +8,9 @@ import torch
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 from torch.overrides import TorchFunctionMode
 
-from r1omni_fast.model import build_instruction, decode
+from r1omni_fast.model import decode
+
+from r1omni_fast.prompts import build_instruction
 from tests._model_fixtures import media, tiny_ckpt, tiny_model  # noqa: F401  (fixtures)
 
 TEXTS = ["Which emotion is shown here?", "Say it", "The person seems sad because of a frown."]

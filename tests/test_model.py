@@ -19,8 +19,8 @@ from r1omni_fast.model import (
     CheckpointError,
     OmniConfig,
     OmniModel,
-    build_instruction,
 )
+from r1omni_fast.prompts import build_instruction
 from tests._model_fixtures import media, tiny_ckpt, tiny_model  # noqa: F401  (fixtures)
 
 KEYS_JSON = Path(__file__).parent / "data" / "humanomni_0_5b_keys.json"

@@ -228,7 +228,7 @@ def test_predict_equals_transformers_generate_clip_by_clip(tiny_model, synth_eva
     from r1omni_fast.media import pyav as media_pyav
     from r1omni_fast.eval.predict import PROMPT_PRESETS
     from r1omni_fast.eval.runner import eval_mode
-    from r1omni_fast.model.prompt import build_instruction
+    from r1omni_fast.prompts import build_instruction
 
     clips = _clips(synth_eval, 3)
     rows = predict(tiny_model, [ClipInput(video=c) for c in clips], max_new_tokens=8, batch_size=2)

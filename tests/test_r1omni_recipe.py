@@ -152,7 +152,7 @@ def test_qwen2vl_chat_template_matches_qwen2vls_template_over_r1omnis_message(as
 
 
 def test_unknown_chat_template_is_refused(assets):
-    from r1omni_fast.model.prompt import build_instruction
+    from r1omni_fast.prompts import build_instruction
     from r1omni_fast.model.tiny import build_tiny_model
 
     with pytest.raises(ValueError, match="chat_template"):

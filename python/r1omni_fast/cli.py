@@ -375,7 +375,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval.runner import OUTPUT_FILES, ablation_table, eval_prompt, evaluate, metrics_table
     from r1omni_fast.eval.runner import ablate as run_ablation
-    from r1omni_fast.model.prompt import normalise_modalities
+    from r1omni_fast.prompts import normalise_modalities
     from r1omni_fast.labels import resolve_closed
 
     ctx = click.get_current_context()
@@ -516,7 +516,7 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval import predict as pred
     from r1omni_fast.labels import resolve_closed
-    from r1omni_fast.model.prompt import normalise_modalities
+    from r1omni_fast.prompts import normalise_modalities
 
     try:
         keep = normalise_modalities(modalities)

@@ -3,8 +3,6 @@ synthetic dataset (``r1omni_fast.data.synthetic``)."""
 
 from r1omni_fast.data.collate import Batch, ClipCollator, ClipPreview, epoch_batches, prefetch
 from r1omni_fast.data.reader import (
-    FORMAT_SUFFIX,
-    INSTRUCTION,
     DataError,
     DataFile,
     RecordProblem,
@@ -15,8 +13,6 @@ from r1omni_fast.data.reader import (
 
 __all__ = [
     "ClipPreview",
-    "FORMAT_SUFFIX",
-    "INSTRUCTION",
     "Batch",
     "ClipCollator",
     "DataError",

@@ -74,7 +74,8 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from r1omni_fast import labels as label_sets
-from r1omni_fast.data.reader import FORMAT_SUFFIX, INSTRUCTION, LabelSpec, _BadRecord, _iter_records, _make_sample
+from r1omni_fast.prompts import FORMAT_SUFFIX, R1_OMNI_QUESTION
+from r1omni_fast.data.reader import LabelSpec, _BadRecord, _iter_records, _make_sample
 
 #: Dataset names ``import_dataset`` accepts.
 DATASETS: Tuple[str, ...] = ("dfew", "mafw", "ravdess", "cremad", "meld", "r1omni")
@@ -169,7 +170,7 @@ class _Row:
 def human_turn(with_format: bool = False) -> str:
     """R1-Omni's human turn: ``"<video>\\n<audio>\\n"`` + its question (+ ``" "`` + the format
     instruction when ``with_format``, the synthetic data's layout)."""
-    return f"<video>\n<audio>\n{INSTRUCTION}" + (f" {FORMAT_SUFFIX}" if with_format else "")
+    return f"<video>\n<audio>\n{R1_OMNI_QUESTION}" + (f" {FORMAT_SUFFIX}" if with_format else "")
 
 
 def import_dataset(

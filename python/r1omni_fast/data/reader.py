@@ -34,14 +34,6 @@ from r1omni_fast import labels as label_sets
 
 log = logging.getLogger(__name__)
 
-#: R1-Omni's instruction: question, then the output-format suffix.
-INSTRUCTION = (
-    "As an emotional recognition expert; throughout the video, which emotion conveyed by the "
-    "characters is the most obvious to you?"
-)
-FORMAT_SUFFIX = (
-    "Output the thinking process in <think> </think> and final emotion in <answer> </answer> tags."
-)
 #: Media placeholders R1-Omni puts before the instruction in the human turn.
 MEDIA_PLACEHOLDERS = ("<video>", "<audio>")
 

@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from r1omni_fast.data.reader import FORMAT_SUFFIX, INSTRUCTION
+from r1omni_fast.prompts import FORMAT_SUFFIX, R1_OMNI_QUESTION
 
 #: The default classes: four of DFEW's seven, easy to tell apart by picture or by sound.
 DEFAULT_LABELS: Tuple[str, ...] = ("happy", "sad", "angry", "neutral")
@@ -246,7 +246,7 @@ def _generate_into(work: Path, root: Path, *, n: int, seed: int, labels: Sequenc
             "params": params,
         })
 
-    human = f"<video>\n<audio>\n{INSTRUCTION} {FORMAT_SUFFIX}"
+    human = f"<video>\n<audio>\n{R1_OMNI_QUESTION} {FORMAT_SUFFIX}"
 
     def entry(r: dict, gpt: str) -> dict:
         return {"id": r["id"], "video": r["video"], "cue": r["cue"],

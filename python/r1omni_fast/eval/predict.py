@@ -27,18 +27,18 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from r1omni_fast import labels as label_sets
-from r1omni_fast.data.reader import FORMAT_SUFFIX, INSTRUCTION
+from r1omni_fast.prompts import FORMAT_SUFFIX, R1_OMNI_QUESTION, R1OMNI_INFER_INSTRUCTION
 from r1omni_fast.eval import runner
 
 #: Instructions selectable by name (``--prompt-preset``); ``{labels}`` is the label set.
 PROMPT_PRESETS: Dict[str, str] = {
     # R1-Omni's inference prompt, as its README runs inference.py: its question, two spaces, the
     # output-format suffix (the synthetic data joins them with one space).
-    "r1omni": runner.R1OMNI_INFER_INSTRUCTION,
+    "r1omni": R1OMNI_INFER_INSTRUCTION,
     # The same, naming the classes to choose from.
-    "r1omni-labels": f"{INSTRUCTION} Answer with one of: {{labels}}. {FORMAT_SUFFIX}",
+    "r1omni-labels": f"{R1_OMNI_QUESTION} Answer with one of: {{labels}}. {FORMAT_SUFFIX}",
     # HumanOmni's evaluation question, without the format suffix.
-    "question": INSTRUCTION,
+    "question": R1_OMNI_QUESTION,
 }
 DEFAULT_PRESET = "r1omni"
 
@@ -232,7 +232,7 @@ def predict_iter(
     """
     import torch
 
-    from r1omni_fast.model.prompt import normalise_modalities
+    from r1omni_fast.prompts import normalise_modalities
 
     keep = normalise_modalities(modalities)
     if batch_size < 1 or max_new_tokens < 1 or num_generations < 1:

@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from r1omni_fast import labels as label_sets
 from r1omni_fast.eval.cues import cue_mentions
 from r1omni_fast.eval.metrics import classification_metrics, plot_confusion
+from r1omni_fast.prompts import R1OMNI_INFER_INSTRUCTION
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,6 @@ HUMANOMNI_OPTIONS = {
     "dfew": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear",
     "mafw": "happy ,surprise ,neutral ,angry ,disgust ,sad ,fear ,contemptuous, disappointed, helpless, anxious",
 }
-#: The instruction of R1-Omni's inference example (its README's ``inference.py --instruct``): its
-#: training question, two spaces, the format instruction.
-R1OMNI_INFER_INSTRUCTION = (
-    "As an emotional recognition expert; throughout the video, which emotion conveyed by the characters is the "
-    "most obvious to you?  Output the thinking process in <think> </think> and final emotion in <answer> "
-    "</answer> tags.")
 #: ``--prompt-preset`` names of ``r1omni-fast eval``.
 EVAL_PROMPT_PRESETS = ("r1omni-eval", "r1omni-infer", "humanomni-eval")
 
@@ -245,7 +240,7 @@ def evaluate_rows(
     equal that run's in-training evaluation (``train.common.evaluate_answers``). ``on_rows``
     receives each batch's rows as soon as they are scored (data order).
     """
-    from r1omni_fast.model.prompt import normalise_modalities
+    from r1omni_fast.prompts import normalise_modalities
 
     keep = normalise_modalities(modalities)
     if answer_matching not in ANSWER_MATCHING:
@@ -566,7 +561,7 @@ def record_modalities(sample: Any, keep: Tuple[str, ...]) -> Tuple[str, ...]:
 def instruction_for(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -> str:
     """The record's instruction (or ``prompt``) behind exactly the placeholders of the modalities
     it is given (:func:`record_modalities` of its own prompt)."""
-    from r1omni_fast.model.prompt import build_instruction
+    from r1omni_fast.prompts import build_instruction
 
     given = record_modalities(sample, keep)
     if prompt is not None:  # Sample.instruction strips the leading placeholders of the new prompt
@@ -581,7 +576,7 @@ def generate_answers(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Opti
     truncated when it used all ``max_new_tokens`` without ending (its last token is no
     end-of-turn token). ``prompt_layout`` / ``chat_template`` as in :func:`evaluate_rows`;
     ``device``: where the inputs go (default: where they are made)."""
-    from r1omni_fast.model.prompt import humanomni_sft_turn
+    from r1omni_fast.prompts import humanomni_sft_turn
 
     instructions = [instruction_for(s, keep, prompt) for s in batch.samples]
     bert_texts = None

@@ -12,76 +12,16 @@ import torch
 
 from r1omni_fast.model.config import OmniConfig
 from r1omni_fast.model.types import AUDIO_TOKEN_INDEX, IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from r1omni_fast.prompts import MEDIA_WRAP as _WRAP
+from r1omni_fast.prompts import MODALITIES, REASONING_TAGS, normalise_modalities
 
-#: R1-Omni's emotion question (DFEW / MAFW evaluation prompt).
-R1_OMNI_QUESTION = ("As an emotional recognition expert; throughout the video, which emotion conveyed by the "
-                    "characters is the most obvious to you?")
-#: R1-Omni's format suffix.
-FORMAT_SUFFIX = "Output the thinking process in <think> </think> and final emotion in <answer> </answer> tags."
-
-#: The tags the rewards parse; :meth:`OmniProcessor.decode` keeps them even when they are special tokens.
-REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
-
-MODALITIES = ("video", "audio")
-_WRAP = {"video": ("<vi_start>", "<video>", "<vi_end>"), "audio": ("<au_start>", "<audio>", "<au_end>")}
 _PLACEHOLDER = re.compile(r"(<video>|<audio>)")
 _MARKERS = re.compile(r"<vi_start>|<vi_end>|<au_start>|<au_end>|<video>|<audio>")
 
-
-def build_instruction(question: str = R1_OMNI_QUESTION, *, modalities: Sequence[str] = MODALITIES,
-                      format_suffix: bool = True) -> str:
-    """``"<video>\\n<audio>\\n" + question + " " + FORMAT_SUFFIX`` (placeholders per modality)."""
-    head = "".join(f"<{m}>\n" for m in MODALITIES if m in modalities)
-    return head + question + (" " + FORMAT_SUFFIX if format_suffix else "")
-
-
-#: The user-turn styles of GRPO (``GRPOConfig.prompt_style``).
-PROMPT_STYLES = ("data", "r1omni")
 #: The chat-template renderings (``GRPOConfig.chat_template``).
 CHAT_TEMPLATES = ("checkpoint", "qwen2vl")
 #: The system turn Qwen2-VL's chat template adds when the conversation has none.
 QWEN2VL_SYSTEM = "You are a helpful assistant."
-
-
-def r1omni_grpo_instruction(question: str = R1_OMNI_QUESTION, *,
-                            modalities: Sequence[str] = MODALITIES) -> str:
-    """R1-Omni's GRPO user turn: ``"<video>\\n<audio>\\n" + question + "\\n" + FORMAT_SUFFIX``.
-
-    R1-Omni's GRPO ignores the record's human turn: the text is its fixed question, a newline and
-    the format instruction, and the media placeholders (wrapped in ``<vi_start>``/``<vi_end>``,
-    ``<au_start>``/``<au_end>`` by the processor) come first, one line each. ``modalities`` keeps
-    the placeholders of the modalities the record has, in the order video, audio.
-    """
-    head = "".join(f"<{m}>\n" for m in MODALITIES if m in modalities)
-    return head + question + "\n" + FORMAT_SUFFIX
-
-
-def humanomni_sft_turn(human: str) -> tuple[str, str]:
-    """HumanOmni's SFT preprocessing of a human turn (``preprocess_multimodal`` with
-    ``mm_use_x_start_end``, then the ``guided_prompt`` its BERT gate reads): ``(instruction,
-    bert_text)``.
-
-    For each of ``<audio>``, ``<video>``, ``<image>`` in that order, when present: every occurrence
-    is removed, the text stripped, and the placeholder put in front on a line of its own. So
-    ``"<video>\\n<audio>\\nQ"`` becomes ``"<video>\\n<audio>\\n\\n\\nQ"`` (three newlines before the
-    question). The BERT text is that turn with ``<vi_start>``/``<au_start>`` wrapping, then
-    ``<image>``, every newline and ``<video>`` removed: ``"<vi_start><vi_end><au_start><audio><au_end>Q"``.
-    """
-    text = human
-    for token in ("<audio>", "<video>", "<image>"):
-        if token in text:
-            text = (token + "\n" + text.replace(token, "").strip()).strip()
-    wrapped = text
-    for start, token, end in _WRAP.values():
-        wrapped = wrapped.replace(token, start + token + end)
-    bert = wrapped.replace("<image>", "").replace("\n", "").replace("<video>", "")
-    return text, bert
-
-
-def asks_for_format(instruction: str) -> bool:
-    """Whether a prompt names both the ``<think>`` and the ``<answer>`` tags (what the format
-    reward checks)."""
-    return "<think>" in instruction and "<answer>" in instruction
 
 
 def qwen2vl_chat(user_text: str, *, video: bool) -> str:
@@ -91,15 +31,6 @@ def qwen2vl_chat(user_text: str, *, video: bool) -> str:
     vision = "<|vision_start|><|video_pad|><|vision_end|>" if video else ""
     return (f"<|im_start|>system\n{QWEN2VL_SYSTEM}<|im_end|>\n"
             f"<|im_start|>user\n{vision}{user_text}<|im_end|>\n<|im_start|>assistant\n")
-
-
-def normalise_modalities(modalities: str | Sequence[str]) -> tuple[str, ...]:
-    items = modalities.split(",") if isinstance(modalities, str) else list(modalities)
-    items = [m.strip() for m in items if m.strip()]
-    bad = sorted(set(items) - set(MODALITIES))
-    if bad or not items:
-        raise ValueError(f"modalities {list(items)!r}: use 'video', 'audio' or both")
-    return tuple(m for m in MODALITIES if m in items)
 
 
 class OmniProcessor:

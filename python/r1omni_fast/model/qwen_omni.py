@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from r1omni_fast.model.types import IGNORE_INDEX, CheckpointError, OmniOutput
-from r1omni_fast.model.prompt import MODALITIES, REASONING_TAGS, _pad, normalise_modalities
+from r1omni_fast.model.prompt import _pad
+from r1omni_fast.prompts import MODALITIES, REASONING_TAGS, normalise_modalities
 
 #: The system turn Qwen2.5-Omni was trained with (its model card: needed for its audio paths).
 QWEN_OMNI_SYSTEM = ("You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "

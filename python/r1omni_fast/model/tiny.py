@@ -23,7 +23,8 @@ from transformers import BertConfig, PreTrainedTokenizerFast, Qwen2Config, Sigli
 
 from r1omni_fast.labels import DFEW, MAFW, RAVDESS
 from r1omni_fast.model.config import OmniConfig
-from r1omni_fast.model.prompt import FORMAT_SUFFIX, R1_OMNI_QUESTION, OmniProcessor
+from r1omni_fast.model.prompt import OmniProcessor
+from r1omni_fast.prompts import FORMAT_SUFFIX, R1_OMNI_QUESTION
 
 #: Special tokens of the tiny LLM tokenizer, in id order.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<vi_start>", "<video>", "<vi_end>",

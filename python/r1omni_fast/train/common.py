@@ -165,7 +165,7 @@ def model_batch(processor: Any, batch: Batch, targets: Optional[Sequence[str]] =
     ``prompt_style`` "humanomni" lays each prompt out as HumanOmni's SFT did, BERT text included
     (``humanomni_sft_turn``), and ends each target as its labels do, with the template's whole turn
     end (``<|im_end|>\n``); "data" uses the prompt as it is and ends targets at ``<|im_end|>``."""
-    from r1omni_fast.model.prompt import humanomni_sft_turn
+    from r1omni_fast.prompts import humanomni_sft_turn
 
     instructions, bert_texts = [s.prompt for s in batch.samples], None
     if prompt_style == "humanomni":

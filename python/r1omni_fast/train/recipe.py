@@ -25,7 +25,7 @@ import logging
 from typing import Any, Optional, Sequence
 
 from r1omni_fast.data.reader import DataFile, Sample
-from r1omni_fast.model.prompt import MODALITIES, R1_OMNI_QUESTION, asks_for_format, r1omni_grpo_instruction
+from r1omni_fast.prompts import MODALITIES, R1_OMNI_QUESTION, asks_for_format, r1omni_grpo_instruction
 
 log = logging.getLogger(__name__)
 
