@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 from r1omni_fast.config import GRPOConfig  # noqa: E402
 from r1omni_fast.data import Batch, read_data  # noqa: E402
 from r1omni_fast.data.synthetic import generate as synth  # noqa: E402
-from r1omni_fast.model.tiny import build_tiny_checkpoint  # noqa: E402
+from r1omni_fast.model.humanomni.tiny import build_tiny_checkpoint  # noqa: E402
 from r1omni_fast.train import common  # noqa: E402
 from r1omni_fast.train.grpo import GRPOTrainer  # noqa: E402
 

@@ -40,7 +40,7 @@ from r1omni_fast.data.synthetic import generate as synthesize
 from r1omni_fast.eval.predict import PROMPT_PRESETS, ClipInput, load_for_inference, predict
 from r1omni_fast.eval.runner import eval_mode
 from r1omni_fast.prompts import build_instruction
-from r1omni_fast.model.tiny import build_tiny_checkpoint
+from r1omni_fast.model.humanomni.tiny import build_tiny_checkpoint
 
 
 def plain_loop(model, clips, max_new_tokens: int) -> list[str]:

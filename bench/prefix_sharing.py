@@ -18,7 +18,7 @@ import time
 import torch
 
 from r1omni_fast.prompts import build_instruction
-from r1omni_fast.model.tiny import build_tiny_model
+from r1omni_fast.model.humanomni.tiny import build_tiny_model
 
 
 def main() -> None:

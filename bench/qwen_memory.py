@@ -39,7 +39,7 @@ def rule_bytes(total: int, trainable: int, reference: bool = True) -> int:
 
 def measured_tiny() -> tuple[int, int, int, int]:
     """(all params, trainable params, bytes held, bytes by the rule) after one GRPO step."""
-    from r1omni_fast.model.tiny_qwen import build_tiny_qwen_model
+    from r1omni_fast.model.qwen_omni.tiny import build_tiny_qwen_model
     from r1omni_fast.train.grpo import reference_view
 
     model = build_tiny_qwen_model(0)
@@ -71,7 +71,7 @@ def measured_tiny() -> tuple[int, int, int, int]:
 def paper(name: str) -> tuple[int, int]:
     from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
-    from r1omni_fast.model.qwen_omni import QwenOmniThinkerPolicy
+    from r1omni_fast.model.qwen_omni.policy import QwenOmniThinkerPolicy
 
     size = SIZES[name]
     config = Qwen2_5OmniThinkerConfig(text_config=size["text"], vision_config={"hidden_size": 1280, "out_hidden_size": size["out"]},

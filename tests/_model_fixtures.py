@@ -8,7 +8,7 @@ import torch
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
-    from r1omni_fast.model.tiny import build_tiny_checkpoint
+    from r1omni_fast.model.humanomni.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
 

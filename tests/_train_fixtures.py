@@ -60,7 +60,7 @@ _ASSETS: Dict[str, Any] = {}
 def shared_assets(tmp_path_factory) -> Tuple[Path, Any]:
     """(tiny checkpoint folder, synthetic dataset) built once per test session."""
     if "assets" not in _ASSETS:
-        from r1omni_fast.model.tiny import build_tiny_checkpoint
+        from r1omni_fast.model.humanomni.tiny import build_tiny_checkpoint
 
         root = tmp_path_factory.mktemp("train-assets")
         _ASSETS["assets"] = (Path(build_tiny_checkpoint(root / "tiny", seed=0)), make_data(root / "data"))

@@ -12,8 +12,10 @@ import pytest
 import torch
 import yaml
 
+from r1omni_fast.model.policy import SPECS
+
 LABELS = ["happy", "sad", "angry", "neutral"]
-ARCHS = ["humanomni", "qwen2_5_omni"]
+ARCHS = sorted(SPECS)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,25 @@ def material(tmp_path_factory):
         result = CliRunner().invoke(main, ["model", "tiny", "--arch", arch, str(root / arch)])
         assert result.exit_code == 0, result.output
     return root
+
+
+def test_every_registered_backend_has_a_tiny_checkpoint_command():
+    from r1omni_fast.cli import model_tiny
+
+    arch = next(p for p in model_tiny.params if p.name == "arch")
+    assert sorted(arch.type.choices) == ARCHS
+
+
+def test_register_refuses_a_taken_name_or_model_type():
+    import dataclasses
+
+    from r1omni_fast.model.policy import register
+
+    spec = SPECS["humanomni"]
+    with pytest.raises(ValueError, match="already registered"):
+        register(spec)
+    with pytest.raises(ValueError, match="already registered"):
+        register(dataclasses.replace(spec, name="another", model_types=("qwen2_5_omni",)))
 
 
 def _policy(material, arch):
@@ -52,12 +73,27 @@ def _inputs(model, material):
 def test_the_policy_and_its_processor_are_protocol_instances(material, arch):
     from r1omni_fast.model.policy import Policy, PolicyProcessor
 
+    from r1omni_fast.model.policy import spec_for
+
+    spec = SPECS[arch]
+    assert spec_for(material / arch) is spec
     model = _policy(material, arch)
+    assert type(model) is spec.policy_class()
     assert isinstance(model, Policy)
     assert isinstance(model.processor, PolicyProcessor)
     assert "checkpoint" in model.processor.chat_templates
     modules = dict(model.named_modules())
     assert model.LORA_LANGUAGE_MODEL and all(name in modules for name in model.LORA_LANGUAGE_MODEL)
+    # the spec's tunable parts are exactly those the policy accepts, and each unfreezes something
+    for part in spec.tunable_parts:
+        model.set_trainable_parts([part])
+        assert any(p.requires_grad for p in model.parameters()), part
+    with pytest.raises(ValueError):
+        model.set_trainable_parts(["no_such_part"])
+    others = {p for s in SPECS.values() for p in s.tunable_parts} - set(spec.tunable_parts)
+    for part in others:
+        with pytest.raises(ValueError):
+            model.set_trainable_parts([part])
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -27,7 +27,7 @@ def humanomni(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-    from r1omni_fast.model.tiny_qwen import build_tiny_qwen_checkpoint
+    from r1omni_fast.model.qwen_omni.tiny import build_tiny_qwen_checkpoint
 
     root = tmp_path_factory.mktemp("qwen-lora")
     return Path(build_tiny_qwen_checkpoint(root / "tinyq", seed=0)), make_data(root / "data", n=8), None

@@ -81,7 +81,7 @@ def test_save_load_identical_logits(tiny_model, tmp_path):
 
 
 def test_tiny_checkpoint_is_deterministic(tiny_ckpt, tmp_path):
-    from r1omni_fast.model.tiny import build_tiny_checkpoint
+    from r1omni_fast.model.humanomni.tiny import build_tiny_checkpoint
 
     build_tiny_checkpoint(tmp_path / "same", seed=0)
     build_tiny_checkpoint(tmp_path / "other", seed=1)

@@ -16,7 +16,7 @@ from _media_fixtures import SPECS, write_audio_only, write_clip
 from r1omni_fast.eval.predict import ROW_KEYS, ClipInput, data_inputs, predict
 from r1omni_fast.labels import resolve
 from r1omni_fast.model import GenerationOutput, OmniModel
-from r1omni_fast.model.prompt import OmniProcessor
+from r1omni_fast.model.humanomni.processor import OmniProcessor
 from tests._model_fixtures import tiny_ckpt, tiny_model  # noqa: F401  (fixtures)
 
 LABELS = resolve(list(SYNTH_LABELS))

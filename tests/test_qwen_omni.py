@@ -69,10 +69,10 @@ def _three_cases(tiny):
 def test_registry_picks_the_backend_by_model_type_and_save_is_loadable_by_transformers(tiny, model, tmp_path):
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-    from r1omni_fast.model.omni import OmniModel
+    from r1omni_fast.model.humanomni.model import OmniModel
     from r1omni_fast.model.policy import backend_for
-    from r1omni_fast.model.qwen_omni import QwenOmniThinkerPolicy
-    from r1omni_fast.model.tiny import build_tiny_checkpoint
+    from r1omni_fast.model.qwen_omni.policy import QwenOmniThinkerPolicy
+    from r1omni_fast.model.humanomni.tiny import build_tiny_checkpoint
 
     assert type(model) is QwenOmniThinkerPolicy and model.load_report == {"missing": [], "unexpected": []}
     assert json.loads((tiny[0] / "config.json").read_text())["model_type"] == "qwen2_5_omni_thinker"
@@ -137,8 +137,13 @@ def test_settings_the_thinker_lacks_are_config_errors_at_load_time(tiny, tmp_pat
 
     base = _fields("grpo", tiny[0], tiny[1], tmp_path)
     base.pop("stage")
-    with pytest.raises(ConfigError, match=r"tunable_parts: \['bert_gate'\]: Qwen2.5-Omni has no HumanOmni's BERT gate"):
+    # checked against the backend's spec before any weight loads
+    with pytest.raises(ConfigError, match=r"tunable_parts: bert_gate is not a part of a Qwen2.5-Omni \(thinker\) "
+                                          r"model .*: choose from mm_language_model, mm_vision_tower"):
         load_policy(tiny[0], GRPOConfig(**dict(base, tunable_parts=["mm_language_model", "bert_gate"])), torch.device("cpu"))
+    # the policy itself refuses it too (a caller that skips the trainer's check)
+    with pytest.raises(ValueError, match=r"Qwen2.5-Omni has no HumanOmni's BERT gate"):
+        load_policy(tiny[0], GRPOConfig(**base), torch.device("cpu")).set_trainable_parts(["bert_gate"])
     with pytest.raises(ConfigError, match=r"chat_template: 'qwen2vl' is not available .* \(use checkpoint\)"):
         load_policy(tiny[0], GRPOConfig(**dict(base, chat_template="qwen2vl")), torch.device("cpu"))
     model = load_policy(tiny[0], GRPOConfig(**base), torch.device("cpu"))
@@ -176,7 +181,8 @@ def test_prompts_and_media_equal_transformers_processor_and_audio_tokens_per_cas
     """Each record's audio source: the video track (interleaved with the frames), a separate file,
     none. Token ids, patches, grids and mel features equal Qwen2_5OmniProcessor's; the audio
     tokens reaching the model are the Whisper encoder's output length of each audio."""
-    from r1omni_fast.model.qwen_omni import QwenClipCollator, load_qwen_clip
+    from r1omni_fast.media.qwen import load_qwen_clip
+    from r1omni_fast.model.qwen_omni.collator import QwenClipCollator
 
     samples = _three_cases(tiny)
     collate = model.media_collator(num_frames=4, audio="record")

@@ -153,7 +153,7 @@ def test_qwen2vl_chat_template_matches_qwen2vls_template_over_r1omnis_message(as
 
 def test_unknown_chat_template_is_refused(assets):
     from r1omni_fast.prompts import build_instruction
-    from r1omni_fast.model.tiny import build_tiny_model
+    from r1omni_fast.model.humanomni.tiny import build_tiny_model
 
     with pytest.raises(ValueError, match="chat_template"):
         build_tiny_model(seed=0).processor.prompt_text(build_instruction(), chat_template="llama")
@@ -250,7 +250,7 @@ def humanomni_sft_trains(name, parts=("mm_mlp_adapter", "audio_projector", "mm_l
 def test_reproduction_configs_train_r1omnis_parameter_set(config_name, rule):
     from r1omni_fast.config import load_config
     from r1omni_fast.model import OmniConfig, OmniModel
-    from r1omni_fast.model.towers import to_checkpoint_name
+    from r1omni_fast.model.humanomni.towers import to_checkpoint_name
 
     cfg = load_config(CONFIGS / config_name)
     with torch.device("meta"):

@@ -454,7 +454,7 @@ def _audio_less_eval_file(root: Path, data) -> Path:
 def test_qwen_in_training_eval_skips_a_record_its_clip_cannot_serve_as_eval_does(assets, tmp_path, caplog):
     """A record asking for audio its clip lacks: skipped and named in a warning, the run goes on
     (a video-only record is evaluated: tests/test_eval_record_modalities.py)."""
-    from r1omni_fast.model.tiny_qwen import build_tiny_qwen_checkpoint
+    from r1omni_fast.model.qwen_omni.tiny import build_tiny_qwen_checkpoint
 
     _, data = assets
     qwen = Path(build_tiny_qwen_checkpoint(tmp_path / "qwen", seed=0))

@@ -77,7 +77,7 @@ def test_a_resumed_run_says_the_skips_before_the_resume_and_a_run_without_skips_
 def qwen_without_audio(tmp_path_factory):
     """A tiny Qwen thinker and an SFT file of 4 records, one asking for audio from a clip made
     without an audio track."""
-    from r1omni_fast.model.tiny_qwen import build_tiny_qwen_checkpoint
+    from r1omni_fast.model.qwen_omni.tiny import build_tiny_qwen_checkpoint
 
     root = tmp_path_factory.mktemp("skips")
     model = Path(build_tiny_qwen_checkpoint(root / "tinyq", seed=0))

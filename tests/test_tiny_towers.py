@@ -42,7 +42,7 @@ def tower_separation(model, held_out):
 
 
 def test_the_pretraining_forwards_equal_the_towers(held_out):
-    from r1omni_fast.model.tiny import audio_features, build_tiny_model, vision_features
+    from r1omni_fast.model.humanomni.tiny import audio_features, build_tiny_model, vision_features
 
     model = build_tiny_model(0)
     pixels, _, mel, _ = held_out
@@ -55,7 +55,7 @@ def test_the_pretraining_forwards_equal_the_towers(held_out):
 
 
 def test_pretrained_towers_separate_the_classes_and_nothing_else_changes(held_out):
-    from r1omni_fast.model.tiny import build_tiny_model, pretrain_towers_on_cues
+    from r1omni_fast.model.humanomni.tiny import build_tiny_model, pretrain_towers_on_cues
 
     plain = build_tiny_model(0)
     model = build_tiny_model(0)

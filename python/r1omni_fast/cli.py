@@ -272,25 +272,25 @@ def model() -> None:
               help="pretrain the vision and audio towers on the synthetic generator's faces and voices "
                    "(seconds on a CPU; the LLM stays untrained), as the demo does")
 @click.option("--arch", type=click.Choice(["humanomni", "qwen2_5_omni"]), default="humanomni", show_default=True,
-              help="humanomni (HumanOmni / R1-Omni) or qwen2_5_omni (a Qwen2.5-Omni thinker)")
+              help="the backend (r1omni_fast.model.policy.SPECS): humanomni (HumanOmni / R1-Omni) or "
+                   "qwen2_5_omni (a Qwen2.5-Omni thinker)")
 def model_tiny(out: str, seed: int, pretrain_towers: bool, arch: str) -> None:
     """Write a tiny checkpoint (config, weights, tokenizers / processor) to OUT (built beside it and
     renamed into place: OUT holds the whole checkpoint or what it held before)."""
+    from r1omni_fast.model.policy import SPECS
     from r1omni_fast.model.tiny import write_checkpoint_folder
 
-    if arch == "qwen2_5_omni" and pretrain_towers:
-        raise click.UsageError("--pretrain-towers is for --arch humanomni only")
+    spec = SPECS[arch]
+    options = {"pretrain_towers": True} if pretrain_towers else {}
+    unsupported = sorted(set(options) - set(spec.tiny_options))
+    if unsupported:
+        takers = [s.name for s in SPECS.values() if set(unsupported) <= set(s.tiny_options)]
+        raise click.UsageError(f"--{unsupported[0].replace('_', '-')} is for --arch {' or '.join(takers)} only")
     _refuse_non_output_folder(out, "config.json", "a model folder")
     check_output(out, "OUT")
 
     def build():
-        if arch == "qwen2_5_omni":
-            from r1omni_fast.model.tiny_qwen import build_tiny_qwen_model
-
-            return build_tiny_qwen_model(seed)
-        from r1omni_fast.model.tiny import build_tiny_model
-
-        return build_tiny_model(seed, pretrain_towers=pretrain_towers)
+        return spec.tiny_builder()(seed, **options)
 
     click.echo(write_checkpoint_folder(out, build))
 # --- end model -----------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def run_demo(
     from r1omni_fast.config import GRPOConfig, SFTConfig
     from r1omni_fast.data.synthetic import generate
     from r1omni_fast.eval.runner import evaluate
-    from r1omni_fast.model.tiny import build_tiny_checkpoint
+    from r1omni_fast.model.humanomni.tiny import build_tiny_checkpoint
     from r1omni_fast.train.grpo import run_grpo
     from r1omni_fast.train.sft import run_sft
 

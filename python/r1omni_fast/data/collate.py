@@ -52,10 +52,13 @@ def epoch_batches(
 
 @dataclass
 class Batch:
-    """Clips of the samples that loaded, stacked.
+    """Clips of the samples that loaded, as the backend's collator lays them out.
 
-    ``frames`` (B, k, 3, S, S) float32; ``mel`` (B, n_mels, 3000) float32 or None when audio was
-    not loaded; ``has_audio`` (B,) bool; ``frame_indices`` (B, k) int64. ``skipped`` lists
+    :class:`ClipCollator` (HumanOmni): ``frames`` (B, k, 3, S, S) float32; ``mel`` (B, n_mels,
+    3000) float32 or None when audio was not loaded; ``has_audio`` (B,) bool; ``frame_indices``
+    (B, k) int64. The Qwen2.5-Omni collator: ``frames`` a list of ``r1omni_fast.media.qwen.QwenClip``,
+    ``mel`` their 16 kHz waveforms (or None), ``frame_indices`` a list of arrays. Only the
+    backend's own processor reads ``frames`` / ``mel``; its collator's ``to_device`` moves them. ``skipped`` lists
     (sample id, reason) for the items whose media failed (on_error="skip"). ``index`` is the
     batch's position in the input order; ``text`` is whatever the collator's ``text_fn`` returned.
     A batch whose every item failed has ``len(batch) == 0`` and ``frames`` None.
@@ -167,6 +170,17 @@ class ClipCollator:
                 np.zeros(shape, np.float32) if c.mel is None else np.asarray(c.mel, np.float32)
                 for c in clips]))
         return Batch(index, kept, frames, mel, has_audio, indices, skipped, text)
+
+    @staticmethod
+    def to_device(batch: Batch, device: Any, dtype: Any) -> Batch:
+        """``batch`` with ``frames`` and ``mel`` copied to ``device`` as ``dtype`` (through pinned
+        memory, without waiting, on CUDA); unchanged on the CPU or when nothing loaded."""
+        if getattr(device, "type", str(device)) != "cuda" or not len(batch):
+            return batch
+        batch.frames = batch.frames.pin_memory().to(device, dtype, non_blocking=True)
+        if batch.mel is not None:
+            batch.mel = batch.mel.pin_memory().to(device, dtype, non_blocking=True)
+        return batch
 
     def preview_arrays(self, batch: Batch) -> Dict[str, ClipPreview]:
         """:class:`ClipPreview` of every loaded clip of ``batch`` (one of this collator's), by

@@ -230,7 +230,6 @@ def predict_iter(
     N > 1 only), ``completions`` (all N, N > 1 only), ``elapsed_s`` (the batch's generation time
     divided by its clips), ``error`` (why the clip could not be predicted, else None).
     """
-    import torch
 
     from r1omni_fast.prompts import normalise_modalities
 
@@ -259,11 +258,7 @@ def predict_iter(
         def load(chunk: Sequence[Any], index: int) -> Any:
             out = work(chunk, index)
             batch = out[0] if previews is not None else out
-            # copy beside decoding, not in the generation loop (a backend whose frames are not one tensor copies its own)
-            if device.type == "cuda" and len(batch) and isinstance(batch.frames, torch.Tensor):
-                batch.frames = batch.frames.pin_memory().to(device, model.dtype, non_blocking=True)
-                if batch.mel is not None:
-                    batch.mel = batch.mel.pin_memory().to(device, model.dtype, non_blocking=True)
+            collate.to_device(batch, device, model.dtype)  # beside decoding, not in the generation loop
             return out
 
         for out in runner.prefetch_batches(chunks, load):

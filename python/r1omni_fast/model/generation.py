@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import transformers
@@ -256,3 +256,19 @@ def _checkpointing(llm) -> bool:
     if hasattr(type(llm), "is_activation_checkpointing"):
         return bool(llm.is_activation_checkpointing)
     return bool(getattr(llm, "is_gradient_checkpointing", False))
+
+
+class PrefixSharedGeneration:
+    """The sampling methods of the :class:`r1omni_fast.model.policy.Policy` interface, shared by
+    the backends (a backend class lists it among its bases): :meth:`generate` and
+    :meth:`completion_logits` over the backend's ``embed_prompts`` / ``rope_positions`` / ``llm``."""
+
+    def generate(self, batch: dict, **kwargs: Any) -> GenerationOutput:
+        """Prefix-shared sampling of completions: :func:`generate` (its arguments)."""
+        return generate(self, batch, **kwargs)
+
+    def completion_logits(self, prompts: dict, completion_ids: torch.Tensor, mask: torch.Tensor, group: int, *,
+                          share_prefix: bool = True) -> torch.Tensor:
+        """(N, T, V) logits of sampled completions given their prompts (GRPO's policy and
+        reference passes): :func:`completion_logits`."""
+        return completion_logits(self, prompts, completion_ids, mask, group, share_prefix=share_prefix)

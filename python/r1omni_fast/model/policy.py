@@ -1,15 +1,17 @@
 """The policy backend interface: what the trainers, evaluation and prediction use of a model, and
 the registry that picks the backend from a checkpoint's ``config.json`` ``model_type``.
 
-Backends (one module each): ``r1omni_fast.model.omni`` (HumanOmni / R1-Omni, ``OmniModel``) and
-``r1omni_fast.model.qwen_omni`` (Qwen2.5-Omni thinker, ``QwenOmniThinkerPolicy``).
-:func:`load_policy` reads ``model_type`` and calls the registered backend's ``from_pretrained``.
+Backends (one folder each, one :data:`SPECS` entry each): ``r1omni_fast.model.humanomni``
+(HumanOmni / R1-Omni, ``OmniModel``) and ``r1omni_fast.model.qwen_omni`` (Qwen2.5-Omni thinker,
+``QwenOmniThinkerPolicy``). :func:`load_policy` reads ``model_type`` and calls the registered
+backend's ``from_pretrained``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterable, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -55,8 +57,9 @@ class Policy(Protocol):
       during which evaluation uses n frames), ``gradient_checkpointing_enable()``;
     - ``media_collator(*, num_frames, image_size, aspect, n_mels, audio, loader, on_error,
       loader_kwargs)`` -> a collator ``(samples, index) -> Batch`` with a ``media_kwargs`` dict,
-      a ``loader`` attribute and ``preview_arrays(batch) -> {id: r1omni_fast.data.ClipPreview}``
-      (what eval's report renders); ``audio``: "record" (as each record's prompt asks), True (every
+      a ``loader`` attribute, ``preview_arrays(batch) -> {id: r1omni_fast.data.ClipPreview}``
+      (what eval's report renders) and ``to_device(batch, device, dtype) -> batch`` (the batch's
+      media on the device, where the backend's batch holds tensors); ``audio``: "record" (as each record's prompt asks), True (every
       sample), False, or a callable ``sample -> bool`` (a backend that always loads a clip's sound
       may treat it as True: a prompt without ``<audio>`` leaves the sound unused);
     - ``save_pretrained(path, *, state_dict=None)``, ``checkpoint_state_dict(state_dict=None)``,
@@ -104,18 +107,76 @@ class Policy(Protocol):
     def reference_view(self, source: Any = None, *, share_frozen: bool = True) -> Any: ...
 
 
-#: model_type -> "module:Class" of its backend (imported on first use).
-BACKENDS: dict[str, str] = {
-    "HumanOmni_qwen2": "r1omni_fast.model.omni:OmniModel",
-    "qwen2": "r1omni_fast.model.omni:OmniModel",
-    "qwen2_5_omni": "r1omni_fast.model.qwen_omni:QwenOmniThinkerPolicy",
-    "qwen2_5_omni_thinker": "r1omni_fast.model.qwen_omni:QwenOmniThinkerPolicy",
-}
+@dataclass(frozen=True)
+class BackendSpec:
+    """One policy backend, as the registry knows it (after torchtitan's ``TrainSpec``): one folder
+    under ``r1omni_fast/model/`` and one entry of :data:`SPECS`.
+
+    - ``name``: the ``r1omni-fast model tiny --arch`` name; ``title``: for messages;
+    - ``model_types``: the ``config.json`` ``model_type`` values it loads;
+    - ``policy``: ``"module:Class"`` of the :class:`Policy` (imported on first use). Its
+      ``processor`` attribute is the backend's :class:`PolicyProcessor`, its ``media_collator()``
+      the backend's collator, its ``LORA_LANGUAGE_MODEL`` where LoRA adapters go;
+    - ``tiny``: ``"module:function"`` building the tiny policy, ``function(seed, **tiny_options)``;
+      ``tiny_options``: the keyword options it takes (e.g. ``pretrain_towers``);
+    - ``tunable_parts``: the ``tunable_parts`` names the policy's ``set_trainable_parts`` accepts
+      (a run's config is checked against them before the model loads).
+    """
+
+    name: str
+    title: str
+    model_types: tuple[str, ...]
+    policy: str
+    tiny: str
+    tunable_parts: tuple[str, ...]
+    tiny_options: tuple[str, ...] = ()
+
+    def policy_class(self) -> type:
+        return _target(self.policy)
+
+    def tiny_builder(self) -> Callable[..., Any]:
+        return _target(self.tiny)
 
 
-def register(model_type: str, target: str) -> None:
-    """Register ``target`` ("module:Class", a class with ``from_pretrained``) for ``model_type``."""
-    BACKENDS[model_type] = target
+def _target(reference: str) -> Any:
+    import importlib
+
+    module, name = reference.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+#: The backends, by name. Adding one: its folder under r1omni_fast/model/ and one entry here
+#: (tests/test_backend_conformance.py is the checklist).
+SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
+    BackendSpec(name="humanomni", title="HumanOmni / R1-Omni", model_types=("HumanOmni_qwen2", "qwen2"),
+                policy="r1omni_fast.model.humanomni.model:OmniModel",
+                tiny="r1omni_fast.model.humanomni.tiny:build_tiny_model", tiny_options=("pretrain_towers",),
+                tunable_parts=("mm_language_model", "mm_vision_tower", "mm_mlp_adapter", "mm_audio_tower",
+                               "audio_projector", "bert_gate", "bert_model")),
+    BackendSpec(name="qwen2_5_omni", title="Qwen2.5-Omni (thinker)",
+                model_types=("qwen2_5_omni", "qwen2_5_omni_thinker"),
+                policy="r1omni_fast.model.qwen_omni.policy:QwenOmniThinkerPolicy",
+                tiny="r1omni_fast.model.qwen_omni.tiny:build_tiny_qwen_model",
+                tunable_parts=("mm_language_model", "mm_vision_tower", "mm_mlp_adapter", "mm_audio_tower",
+                               "audio_projector")),
+)}
+
+
+def register(spec: BackendSpec) -> None:
+    """Add ``spec`` to :data:`SPECS` (a backend living outside this package). Raises ValueError
+    when its name or one of its ``model_types`` is taken."""
+    taken = [t for t in spec.model_types if any(t in other.model_types for other in SPECS.values())]
+    if spec.name in SPECS or taken:
+        raise ValueError(f"backend {spec.name!r}: name or model_type {taken} already registered")
+    SPECS[spec.name] = spec
+
+
+def spec_for_model_type(model_type: str) -> BackendSpec | None:
+    return next((s for s in SPECS.values() if model_type in s.model_types), None)
+
+
+def _supported() -> str:
+    return ", ".join(f"{t} ({s.title})" for s in SPECS.values() for t in s.model_types)
 
 
 def model_type_of(path: str | os.PathLike) -> str:
@@ -137,22 +198,24 @@ def model_type_of(path: str | os.PathLike) -> str:
         raise CheckpointError(f"{config}: cannot read it as JSON ({exc})") from None
     model_type = data.get("model_type") if isinstance(data, dict) else None
     if not isinstance(model_type, str):
-        raise CheckpointError(f"{config}: no model_type field; supported: {', '.join(sorted(BACKENDS))}")
+        raise CheckpointError(f"{config}: no model_type field; supported: {_supported()}")
     return model_type
 
 
-def backend_for(path: str | os.PathLike) -> type:
-    """The backend class registered for the checkpoint at ``path``. Raises `CheckpointError`
-    naming ``config.json``, its ``model_type`` and the supported types for an unknown one."""
+def spec_for(path: str | os.PathLike) -> BackendSpec:
+    """The :class:`BackendSpec` of the checkpoint at ``path``. Raises `CheckpointError` naming
+    ``config.json``, its ``model_type`` and the supported types for an unknown one."""
     model_type = model_type_of(path)
-    if model_type not in BACKENDS:
-        raise CheckpointError(
-            f"{os.path.join(os.fspath(path), 'config.json')}: model_type {model_type!r} has no policy backend; "
-            f"supported: {', '.join(sorted(BACKENDS))} (HumanOmni / R1-Omni, Qwen2.5-Omni)")
-    import importlib
+    spec = spec_for_model_type(model_type)
+    if spec is None:
+        raise CheckpointError(f"{os.path.join(os.fspath(path), 'config.json')}: model_type {model_type!r} has no "
+                              f"policy backend; supported: {_supported()}")
+    return spec
 
-    module, name = BACKENDS[model_type].split(":")
-    return getattr(importlib.import_module(module), name)
+
+def backend_for(path: str | os.PathLike) -> type:
+    """The policy class of the checkpoint at ``path`` (:func:`spec_for`)."""
+    return spec_for(path).policy_class()
 
 
 #: Tokenizer files transformers can build a complete tokenizer from (any one set suffices):
@@ -191,4 +254,5 @@ def load_policy(path: str | os.PathLike, **kwargs: Any) -> Any:
     return backend.from_pretrained(path, **kwargs)
 
 
-__all__ = ["BACKENDS", "Policy", "PolicyProcessor", "backend_for", "check_tokenizer_files", "load_policy", "model_type_of", "register"]
+__all__ = ["SPECS", "BackendSpec", "Policy", "PolicyProcessor", "backend_for", "check_tokenizer_files", "load_policy",
+           "model_type_of", "register", "spec_for", "spec_for_model_type"]

@@ -57,6 +57,24 @@ def autocast(cfg: Any, device: torch.device):
 # ------------------------------------------------------------------------------------- model
 
 
+def check_tunable_parts(path: str | Path, parts: Sequence[str]) -> None:
+    """Raise ConfigError naming the parts, the backend and its parts when ``parts`` names one the
+    backend of the checkpoint at ``path`` has not (``BackendSpec.tunable_parts``), before any
+    weight loads. A folder whose backend cannot be told (an adapter folder, a broken one) is left
+    to the loader's own errors."""
+    from r1omni_fast.model import CheckpointError
+    from r1omni_fast.model.policy import spec_for
+
+    try:
+        spec = spec_for(path)
+    except CheckpointError:
+        return
+    bad = [p for p in parts if p not in spec.tunable_parts]
+    if bad:
+        raise ConfigError(f"tunable_parts: {', '.join(bad)} {'is not a part' if len(bad) == 1 else 'are not parts'} "
+                          f"of a {spec.title} model ({path}): choose from {', '.join(spec.tunable_parts)}")
+
+
 def load_policy(path: str | Path, cfg: Any, device: torch.device):
     """The policy at ``path`` (its backend chosen by the checkpoint's ``model_type``,
     ``r1omni_fast.model.policy``) set up for training with ``cfg``: clips of ``cfg.num_frames``
@@ -78,6 +96,7 @@ def load_policy(path: str | Path, cfg: Any, device: torch.device):
                           "as it was trained, or start a new output_dir")
     if resuming and use_peft:
         adapter, path = path, cfg.model_name_or_path
+    check_tunable_parts(path, cfg.tunable_parts)
     try:
         check_folder(path)  # a cut or empty file: one line naming it
         if adapter is not None:

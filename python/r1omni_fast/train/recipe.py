@@ -6,7 +6,7 @@ The GRPO trainer rewrites its samples once, when it reads them:
     "data" keeps the record's human turn verbatim. "r1omni" replaces it with R1-Omni's GRPO user
     turn: the record's media placeholders (video, then audio, one line each), the fixed
     ``question`` (None = R1-Omni's), a newline and the format instruction
-    (:func:`r1omni_fast.model.prompt.r1omni_grpo_instruction`). The BERT gate reads that text
+    (:func:`r1omni_fast.prompts.r1omni_grpo_instruction`). The BERT gate reads that text
     without the placeholders, as in R1-Omni.
 ``solution_style``
     "label" keeps ``"<answer> {canonical label} </answer>"``; "raw" uses the gpt value verbatim,

@@ -10,10 +10,11 @@ from typing import Sequence
 
 import torch
 
-from r1omni_fast.model.config import OmniConfig
-from r1omni_fast.model.types import AUDIO_TOKEN_INDEX, IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from r1omni_fast.model.humanomni.config import OmniConfig
+from r1omni_fast.model.types import TagKeepingDecoder, AUDIO_TOKEN_INDEX, IGNORE_INDEX, VIDEO_TOKEN_INDEX
+from r1omni_fast.model.types import pad_rows as _pad
 from r1omni_fast.prompts import MEDIA_WRAP as _WRAP
-from r1omni_fast.prompts import MODALITIES, REASONING_TAGS, normalise_modalities
+from r1omni_fast.prompts import MODALITIES, normalise_modalities
 
 _PLACEHOLDER = re.compile(r"(<video>|<audio>)")
 _MARKERS = re.compile(r"<vi_start>|<vi_end>|<au_start>|<au_end>|<video>|<audio>")
@@ -33,7 +34,7 @@ def qwen2vl_chat(user_text: str, *, video: bool) -> str:
             f"<|im_start|>user\n{vision}{user_text}<|im_end|>\n<|im_start|>assistant\n")
 
 
-class OmniProcessor:
+class OmniProcessor(TagKeepingDecoder):
     """Turns instructions (+ optional targets) and media tensors into a model batch.
 
     ``__call__`` returns a dict with ``input_ids`` / ``attention_mask`` (padded, ``padding_side``),
@@ -188,36 +189,6 @@ class OmniProcessor:
         if any(has["audio"]):
             batch["audio_features"] = _select(audio_features, has["audio"], "audio_features", "<audio>")
         return batch
-
-    @property
-    def skipped_ids(self) -> frozenset:
-        """Token ids :meth:`decode` leaves out: the tokenizer's special tokens (named and added as
-        special) except the ``<think>``/``</think>``/``<answer>``/``</answer>`` tags."""
-        if self._skipped_ids is None:
-            tok = self.tokenizer
-            special = set(tok.all_special_ids)
-            special |= {i for i, t in getattr(tok, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
-            tags = {tok.convert_tokens_to_ids(t) for t in REASONING_TAGS} - {tok.unk_token_id}
-            self._skipped_ids = frozenset(special - tags)
-        return self._skipped_ids
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Completion text as R1-Omni scores it (it decodes with ``skip_special_tokens=True``):
-        special tokens are left out, except the ``<think>``/``<answer>`` tags that the rewards
-        parse, which some tokenizers hold as special tokens."""
-        skipped = self.skipped_ids
-        return self.tokenizer.decode([i for i in ids if i not in skipped], skip_special_tokens=False)
-
-
-def _pad(rows: list[list[int]], pad: int, side: str) -> dict:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        sl = slice(width - len(r), width) if side == "left" else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r, dtype=torch.long)
-        mask[i, sl] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def _select(values, rows_with: list[bool], name: str, token: str) -> torch.Tensor:

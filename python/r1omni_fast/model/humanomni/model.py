@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +16,11 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import Qwen2ForCausalLM
 
-from r1omni_fast.model import towers
-from r1omni_fast.model.config import OmniConfig
-from r1omni_fast.model.projector import AllInOneSmallProjector, mlp_2x_gelu
-from r1omni_fast.model.types import AUDIO_TOKEN_INDEX, IGNORE_INDEX, VIDEO_TOKEN_INDEX, CheckpointError, OmniOutput
+from r1omni_fast.model.humanomni import towers
+from r1omni_fast.model.humanomni.config import OmniConfig
+from r1omni_fast.model.humanomni.projector import AllInOneSmallProjector, mlp_2x_gelu
+from r1omni_fast.model.generation import PrefixSharedGeneration
+from r1omni_fast.model.types import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, CheckpointError, OmniOutput, lm_output
 
 #: HumanOmni ``mm_tunable_parts`` names -> the modules they unfreeze.
 TUNABLE_PARTS: dict[str, tuple[str, ...]] = {
@@ -39,7 +40,7 @@ PART_DEFAULT_NAME = {"vision_tower": "siglip-base-patch16-224", "audio_tower": "
                      "bert": "bert-base-uncased"}
 
 
-class OmniModel(nn.Module):
+class OmniModel(PrefixSharedGeneration, nn.Module):
     """HumanOmni / R1-Omni policy. Modules: ``llm`` (Qwen2ForCausalLM), ``vision_tower``
     (SiglipVisionModel), ``audio_tower`` (WhisperForAudioClassification, encoder used),
     ``bert_model`` (BertModel), ``mm_projector`` (all_in_one_small), ``audio_projector``,
@@ -297,38 +298,8 @@ class OmniModel(nn.Module):
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         hidden = self.llm.model(inputs_embeds=embeds, attention_mask=attention_mask,
                                 position_ids=position_ids, use_cache=False).last_hidden_state
-        if labels is not None:
-            next_labels = labels[:, 1:]
-            selected = next_labels != IGNORE_INDEX
-            hidden = hidden[:, :-1][selected]
-            targets = next_labels[selected]
-            if return_hidden_states:
-                return OmniOutput(hidden_states=hidden, targets=targets)
-            logits = self.llm.lm_head(hidden)
-            loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
-            return OmniOutput(logits=logits, targets=targets, loss=loss)
-        if isinstance(logits_to_keep, torch.Tensor):
-            hidden = hidden[:, logits_to_keep]
-        elif logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        if return_hidden_states:
-            return OmniOutput(hidden_states=hidden)
-        return OmniOutput(logits=self.llm.lm_head(hidden))
-
-    # --------------------------------------------------------------- generation
-    def generate(self, batch: dict, **kwargs: Any):
-        """Sample completions; see `r1omni_fast.model.generation.generate` for the arguments."""
-        from r1omni_fast.model.generation import generate
-
-        return generate(self, batch, **kwargs)
-
-    def completion_logits(self, prompts: dict, completion_ids: torch.Tensor, mask: torch.Tensor, group: int, *,
-                          share_prefix: bool = True) -> torch.Tensor:
-        """Logits of sampled completions given their prompts (GRPO's policy and reference passes);
-        see `r1omni_fast.model.generation.completion_logits`."""
-        from r1omni_fast.model.generation import completion_logits
-
-        return completion_logits(self, prompts, completion_ids, mask, group, share_prefix=share_prefix)
+        return lm_output(hidden, self.llm.lm_head, labels=labels, logits_to_keep=logits_to_keep,
+                         return_hidden_states=return_hidden_states)
 
     # -------------------------------------------------------------- checkpoints
     def checkpoint_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -416,7 +387,7 @@ class OmniModel(nn.Module):
             if os.path.isfile(pre):
                 with open(pre, encoding="utf-8") as fh:
                     model.preprocessor_configs[part] = json.load(fh)
-        from r1omni_fast.model.prompt import OmniProcessor
+        from r1omni_fast.model.humanomni.processor import OmniProcessor
 
         model.processor = OmniProcessor.from_pretrained(path, resolved["bert"], config)
         if dtype is not None:

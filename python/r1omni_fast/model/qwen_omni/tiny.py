@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from r1omni_fast.model.tiny import EMOTION_LABELS, corpus
+from r1omni_fast.model.tiny import byte_level_bpe
 
 #: Qwen2.5-Omni's special tokens in id order (151643 ... 151656 there; 0 ... 13 here).
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
@@ -54,14 +53,7 @@ def build_tokenizer(vocab_size: int = 640):
     attributes; ``<think>``/``</think>``/``<answer>``/``</answer>`` and the emotion labels added."""
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus(), trainer)
-    tok.add_tokens([AddedToken(t, normalized=False) for t in ("<think>", "</think>", "<answer>", "</answer>")])
-    tok.add_tokens([AddedToken(label, single_word=True, normalized=False) for label in EMOTION_LABELS])
+    tok = byte_level_bpe(SPECIAL_TOKENS, vocab_size, added=("<think>", "</think>", "<answer>", "</answer>"))
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    model_max_length=32768, extra_special_tokens=dict(EXTRA_SPECIAL_TOKENS))
 
@@ -109,7 +101,9 @@ def build_tiny_qwen_model(seed: int = 0):
     torch RNG is left as it was)."""
     from transformers import Qwen2_5OmniThinkerForConditionalGeneration
 
-    from r1omni_fast.model.qwen_omni import QwenMediaSettings, QwenOmniProcessor, QwenOmniThinkerPolicy
+    from r1omni_fast.media.qwen import QwenMediaSettings
+    from r1omni_fast.model.qwen_omni.policy import QwenOmniThinkerPolicy
+    from r1omni_fast.model.qwen_omni.processor import QwenOmniProcessor
 
     hf = build_processor()
     config = tiny_thinker_config(hf.tokenizer)
