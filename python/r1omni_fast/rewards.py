@@ -26,6 +26,14 @@ accuracy, ``mode="robust"`` (default)
     the built-in sets (DFEW, MAFW, RAVDESS).
 
 Batches are scored in parallel in Rust with the GIL released (:func:`score_batch`).
+
+Reasoning rewards (Python; by name in ``reward_funcs``, see :data:`REWARD_FUNCS`)
+    ``cue_grounding``: 1.0 when the ``<think>`` block claims exactly the modalities the record's
+    ``cue`` column names (``r1omni_fast.grounding``), else 0.0; None ("not scored") for a record
+    without one. ``think_emotion``: ERV's explanation reward, the share of the reasoning's
+    non-neutral sentences whose emotion is the record's label
+    (``r1omni_fast.reasoning_emotion.sentence_agreements``; :func:`make_think_emotion` for another
+    classifier).
 """
 
 from __future__ import annotations
@@ -44,8 +52,12 @@ __all__ = [
     "ALL_LABELS",
     "MODES",
     "Parsed",
+    "REWARD_FUNCS",
     "accuracy_reward",
     "completion_text",
+    "cue_grounding",
+    "make_think_emotion",
+    "think_emotion",
     "extract_answers",
     "format_reward",
     "parse_completion",
@@ -196,10 +208,12 @@ def score_batch(
     if len(weights) != len(funcs):
         raise ValueError(f"got {len(weights)} weights for {len(funcs)} reward functions: pass one per function")
     names = []
+    funcs = [REWARD_FUNCS.get(f, f) if isinstance(f, str) else f for f in funcs]
     for f in funcs:
         if isinstance(f, str):
             if f not in ("accuracy", "format"):
-                raise ValueError(f"unknown reward {f!r}: use 'accuracy', 'format' or a callable")
+                raise ValueError(f"unknown reward {f!r}: use 'accuracy', 'format', one of {sorted(REWARD_FUNCS)} "
+                                 "or a callable")
             names.append(f)
         elif callable(f):
             names.append(getattr(f, "__name__", type(f).__name__))
@@ -258,3 +272,72 @@ def weighted_total(columns: Sequence[np.ndarray], weights: Sequence[float]) -> n
     for w, col in zip(weights, columns):
         total += np.nan_to_num(w * col, nan=0.0)
     return total
+
+
+# --------------------------------------------------------------------------- reasoning rewards
+
+
+def cue_grounding(completions: Sequence[Any], cue: Optional[Sequence[Any]] = None, **kwargs: Any) -> list:
+    """1.0 per completion whose ``<think>`` block claims exactly the modalities its record's
+    ``cue`` names, 0.0 when it claims others (or none, or has no ``<think>``), None ("not scored")
+    where the record has no ``cue`` (TRL signature; ``cue`` is the data column).
+
+    Claims and cue values: ``r1omni_fast.grounding`` (``CueLexicon.claimed``, ``parse_cue``).
+    Raises ValueError naming the completion's index for a cue value that names no modality.
+    """
+    from .grounding import DEFAULT_LEXICON, parse_cue
+
+    texts = _texts(completions)
+    cues = [None] * len(texts) if cue is None else list(cue)
+    if len(cues) != len(texts):
+        raise ValueError(f"cue_grounding: {len(cues)} cue values for {len(texts)} completions")
+    out: list = []
+    for i, (text, value) in enumerate(zip(texts, cues)):
+        truth = parse_cue(value, where=f"cue_grounding, completion {i}")
+        out.append(None if truth is None else float(DEFAULT_LEXICON.claimed(parse_completion(text).think) == truth))
+    return out
+
+
+def make_think_emotion(classifier: Any = None, labels: Any = None, *, name: str = "think_emotion") -> RewardFunc:
+    """A ``think_emotion`` reward with its own reasoning classifier (a spec of
+    ``r1omni_fast.reasoning_emotion.load_classifier``: None/"lexicon", a folder, "module:function")
+    and label set (default: every built-in label). The classifier is loaded at the first call
+    (ClassifierError then for a bad spec). To use it in ``reward_funcs``, bind it in a module of
+    yours (``think_emotion = make_think_emotion("models/emotion-clf")``) and list
+    ``my_module:think_emotion``."""
+    from .reasoning_emotion import load_classifier, sentence_agreements
+
+    label_set = ALL_LABELS if labels is None else _labels.resolve_closed(labels)
+    loaded: list = []
+
+    def reward(completions: Sequence[Any], label: Optional[Sequence[Any]] = None,
+               solution: Optional[Sequence[str]] = None, **kwargs: Any) -> list:
+        texts = _texts(completions)
+        if label is None:
+            if solution is None:
+                raise ValueError(f"{name}: needs the `label` (or `solution`) column")
+            label = [parse_completion(s).answer or str(s).strip() for s in solution]
+        truths = []
+        for i, value in enumerate(label):
+            canonical = label_set.canonical(str(value)) if value is not None else None
+            if canonical is None:
+                raise ValueError(f"{name}: the label {value!r} of completion {i} names no label of the reward's set "
+                                 f"{list(label_set.labels)}: pass labels= to make_think_emotion")
+            truths.append(canonical)
+        if not loaded:
+            loaded.append(load_classifier(classifier, label_set))
+        return sentence_agreements([parse_completion(t).think for t in texts], truths, loaded[0])
+
+    reward.__name__ = reward.__qualname__ = name
+    reward.__doc__ = (f"ERV's explanation reward with the {classifier or 'lexicon'} classifier: per completion, the "
+                      "share of the <think> block's non-neutral sentences whose emotion is the record's label "
+                      "(r1omni_fast.reasoning_emotion.sentence_agreements); TRL signature.")
+    return reward
+
+
+#: ERV's explanation reward with the lexicon classifier over every built-in label.
+think_emotion = make_think_emotion()
+
+#: Reward functions by the short name ``reward_funcs`` accepts (besides "accuracy" and "format",
+#: which are scored natively).
+REWARD_FUNCS: Dict[str, RewardFunc] = {"cue_grounding": cue_grounding, "think_emotion": think_emotion}

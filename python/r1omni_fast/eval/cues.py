@@ -9,7 +9,9 @@ that — but the two side by side show whether the traces are faithful to the in
 Matching: the trace is lower-cased and split into words (``[a-z]+``); a trace mentions a sense
 when any of its words is in that sense's lexicon. The lexicons list word forms explicitly (no
 stemming), and leave out words that describe both senses ("bright", "sharp", "flat", "high",
-"low", "tense", "trembling", "laugh", "cry") so that each hit names one sense unambiguously.
+"low", "tense", "trembling", "laugh", "cry") so that each hit names one sense unambiguously. The
+word lists are those of ``r1omni_fast.grounding`` (which the grounding reward and the
+faithfulness metrics also read, with negated sentences left out).
 """
 
 from __future__ import annotations
@@ -17,23 +19,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, Optional
 
-#: Words that refer to what is seen: the face, the body, the picture.
-VISUAL_WORDS = frozenset("""
-    face faces facial expression expressions eye eyes eyebrow eyebrows brow brows forehead
-    mouth lips lip smile smiles smiling frown frowns frowning grin grinning gaze gazing stare
-    staring glare glaring look looks looking looked appear appears appearance see sees seen
-    saw visible visual visually tears teeth jaw cheeks nose gesture gestures posture body
-    pose head nod nodding picture image images frame frames video colour color scene
-""".split())
-
-#: Words that refer to what is heard: the voice, its pitch and rhythm, the sound track.
-AUDITORY_WORDS = frozenset("""
-    voice voices vocal vocally tone tones pitch pitched intonation prosody sound sounds
-    sounded sounding audio audible hear hears heard hearing listen listening speech speak
-    speaks speaking spoke said say says saying loud loudly quiet quietly whisper
-    whispering shout shouting yell yelling scream screaming sigh sighing beep beeps buzzing
-    hum humming volume noise music acoustic rhythm
-""".split())
+from r1omni_fast.grounding import AUDITORY_WORDS, VISUAL_WORDS
 
 SENSES = ("visual", "auditory")
 _WORD = re.compile(r"[a-z]+")

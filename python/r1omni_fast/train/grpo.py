@@ -69,18 +69,24 @@ RewardSpec = Union[str, Callable[..., Sequence[Optional[float]]]]
 
 
 def resolve_reward_funcs(names: Sequence[str]) -> List[RewardSpec]:
-    """Built-in names ("accuracy", "format") stay names; anything else is a dotted import path
+    """Built-in names ("accuracy", "format") stay names; a name of ``rewards.REWARD_FUNCS``
+    ("cue_grounding", "think_emotion") is that function; anything else is a dotted import path
     (``package.module.function`` or ``package.module:function``) to a TRL-style callable
     ``fn(completions, **columns) -> list[float | None]``."""
+    from r1omni_fast.rewards import REWARD_FUNCS
+
     out: List[RewardSpec] = []
     for name in names:
         if name in ("accuracy", "format"):
             out.append(name)
             continue
+        if name in REWARD_FUNCS:
+            out.append(REWARD_FUNCS[name])
+            continue
         module_name, sep, attr = name.partition(":") if ":" in name else name.rpartition(".")
         if not sep or not module_name or not attr:
-            raise ConfigError(f"reward_funcs: {name!r} is neither accuracy, format nor a dotted path "
-                              "like my_pkg.rewards.my_reward")
+            raise ConfigError(f"reward_funcs: {name!r} is neither accuracy, format, {', '.join(sorted(REWARD_FUNCS))} "
+                              "nor a dotted path like my_pkg.rewards.my_reward")
         try:
             fn = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
