@@ -361,11 +361,19 @@ def merge_command(model_dir: str, out_dir: str, base: str | None) -> None:
                    "its BERT text), as an SFT run with prompt_style: humanomni trained and evaluates")
 @click.option("--chat-template", type=click.Choice(["checkpoint", "qwen2vl"]), default="checkpoint",
               show_default=True, help="the checkpoint's chat template, or Qwen2-VL's as R1-Omni's GRPO rendered it")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="faithfulness of the reasoning (r1omni_fast.eval.faithfulness): cue agreement where records "
+                   "have a cue field, reasoning emotion vs answer and label; with --ablate also counterfactual "
+                   "attribution")
+@click.option("--reasoning-classifier", default=None,
+              help="what reads the emotion a trace expresses: lexicon (default), a local transformers "
+                   "sequence-classification folder, or module:function (texts -> labels)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
                  num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
                  ablate: bool, prompt_preset: str | None, device: str, dtype: str, answer_matching: str,
-                 aspect: str, prompt_layout: str, chat_template: str, quiet: bool) -> None:
+                 aspect: str, prompt_layout: str, chat_template: str, explain: bool,
+                 reasoning_classifier: str | None, quiet: bool) -> None:
     """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
 
     Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
@@ -396,15 +404,34 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
             prompt = eval_prompt(prompt_preset, labels)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--prompt-preset") from None
+    if reasoning_classifier is not None and not explain:
+        raise click.UsageError("--reasoning-classifier is for the faithfulness metrics: drop it or --no-explain")
+    classifier = None
+    if explain:
+        from r1omni_fast.reasoning_emotion import ClassifierError, load_classifier
+
+        try:
+            classifier = load_classifier(reasoning_classifier, labels)
+        except ClassifierError as exc:
+            raise click.BadParameter(str(exc), param_hint="--reasoning-classifier") from None
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
                    prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching,
-                   aspect=aspect, prompt_layout=prompt_layout, chat_template=chat_template)
+                   aspect=aspect, prompt_layout=prompt_layout, chat_template=chat_template, explain=explain,
+                   reasoning_classifier=classifier)
     # every check before the model loads or a clip is decoded: device, data file, output folder
     _inference_settings(device, dtype)
     try:
         datafile = read_data(data_file, labels=labels, on_error="skip")
     except DataError as exc:
         raise bad_input(str(exc)) from None
+    if explain:
+        from r1omni_fast.grounding import parse_cue
+
+        try:
+            for s in datafile.samples:
+                parse_cue(s.extra.get("cue"), where=f"{s.source} (record {s.id}), its cue field")
+        except ValueError as exc:
+            raise bad_input(str(exc)) from None
     written = [Path(out_dir) / name for name in OUTPUT_FILES]
     for path in written:
         refuse_same_path(path, [data_file], "--out")

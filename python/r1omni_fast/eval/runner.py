@@ -220,6 +220,8 @@ def evaluate_rows(
     prompt_layout: str = "data",
     chat_template: str = "checkpoint",
     on_rows: Optional[Callable[[List[Dict[str, Any]]], None]] = None,
+    explain: bool = True,
+    reasoning_classifier: Any = None,
 ) -> EvalResult:
     """The evaluation itself, writing nothing: metrics, rows and (``previews``) clip images.
 
@@ -238,7 +240,12 @@ def evaluate_rows(
     (``OmniProcessor.prompt_text``). With the settings of a training run (its frames, aspect,
     ``eval_max_new_tokens``, ``reward_mode`` as the matching, its layout and template) the numbers
     equal that run's in-training evaluation (``train.common.evaluate_answers``). ``on_rows``
-    receives each batch's rows as soon as they are scored (data order).
+    receives each batch's rows as soon as they are scored (data order). ``explain`` adds the
+    faithfulness metrics that need no extra generation (``metrics["faithfulness"]``,
+    :mod:`r1omni_fast.eval.faithfulness`) with ``reasoning_classifier`` (a spec of
+    ``r1omni_fast.reasoning_emotion.load_classifier``; None: the label set's lexicon); the
+    classifier and every record's ``cue`` field are checked before any clip is generated
+    (``ClassifierError`` / ValueError naming the input).
     """
     from r1omni_fast.prompts import normalise_modalities
 
@@ -256,6 +263,14 @@ def evaluate_rows(
     samples, labels, data_path = load_samples(data, label_set)
     if not samples:
         raise ValueError(f"no samples to evaluate in {data_path or 'the given data'}")
+    classifier = None
+    if explain:  # bad inputs of the metrics fail now, not after the generation
+        from r1omni_fast.grounding import parse_cue
+        from r1omni_fast.reasoning_emotion import load_classifier
+
+        classifier = load_classifier(reasoning_classifier, labels)
+        for s in samples:
+            parse_cue(s.extra.get("cue"), where=f"record {s.id} ({s.source}), its cue field")
 
     started = time.perf_counter()
     frames = num_frames or model.num_frames
@@ -291,6 +306,10 @@ def evaluate_rows(
                          f"first error: {skipped[0][1] if skipped else 'unknown'}")
 
     metrics = summarise(rows, labels)
+    if explain:
+        from r1omni_fast.eval.faithfulness import faithfulness
+
+        metrics["faithfulness"] = faithfulness(rows, classifier=classifier, label_set=labels)
     metrics.update({
         "skipped": [{"id": i, "reason": r} for i, r in skipped],
         "modalities": list(keep),
@@ -349,7 +368,9 @@ def ablate(
     Writes each setting's artefacts to ``out_dir/<setting>/`` (``video+audio`` as
     ``video_audio``), then ``out_dir/modalities.json`` —
     ``{"labels", "n", "settings": {name: {modalities, war, uar, format_rate, per_class_recall,
-    outside_label_set, cue_mentions, by_cue?, dir}}}`` — and ``out_dir/modalities.png`` (per-class
+    outside_label_set, cue_mentions, by_cue?, dir}}, "attribution"?}`` (``attribution``: the
+    counterfactual attribution of :mod:`r1omni_fast.eval.faithfulness`, when the settings include
+    video+audio, video and audio) — and ``out_dir/modalities.png`` (per-class
     recall, WAR and UAR per setting); with ``report``, ``out_dir/report.html`` holds every setting's
     rows (filterable by setting) and the chart. Returns the modalities.json dict. ``kwargs`` go to
     :func:`evaluate_rows`.
@@ -363,6 +384,7 @@ def ablate(
     all_rows: List[Dict[str, Any]] = []
     previews: Dict[str, Any] = {}
     first = None
+    by_modalities: Dict[Tuple[str, ...], List[Dict[str, Any]]] = {}
     for name, modalities in settings.items():
         folder = out / name.replace("+", "_")
         result = evaluate_rows(model, samples, modalities=modalities, label_set=labels, progress=progress,
@@ -379,10 +401,18 @@ def ablate(
         entry["dir"] = str(folder)
         summary["settings"][name] = entry
         all_rows += [dict(r, setting=name) for r in result.rows]
+        by_modalities[tuple(sorted(result.metrics["modalities"]))] = result.rows
         for key, preview in result.previews.items():  # keep the mel of a setting that loaded audio
             if key not in previews or (previews[key].mel is None and preview.mel is not None):
                 previews[key] = preview
     summary["n"] = next(iter(summary["settings"].values()))["n"]
+    full = by_modalities.get(("audio", "video"))
+    if full is not None and ("audio",) in by_modalities and ("video",) in by_modalities:
+        from r1omni_fast.eval.faithfulness import counterfactual_attribution
+
+        # removing video leaves the audio-only pass, removing audio the video-only one
+        summary["attribution"] = counterfactual_attribution(
+            full, {"video": by_modalities[("audio",)], "audio": by_modalities[("video",)]})
     _write_json(out / "modalities.json", summary)
     _atomic_plot(out / "modalities.png", lambda tmp: plot_modalities(summary, tmp))
     if report:
@@ -413,6 +443,11 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
         f"outside label set {metrics['outside_label_set']}/{metrics['n']}  "
         f"no <answer> {metrics['unparsable']}/{metrics['n']}"
     )
+    from r1omni_fast.eval.faithfulness import faithfulness_line
+
+    explained = faithfulness_line(metrics)
+    if explained:
+        lines.append(explained)
     if metrics.get("skipped"):
         skipped = metrics["skipped"]
         shown = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
@@ -430,6 +465,10 @@ def ablation_table(report: Dict[str, Any]) -> str:
                      f"{cues['visual']:6.3f}  {cues['auditory']:6.3f}")
     lines.append("visual / audio: share of reasoning traces that mention a visual / auditory cue "
                  "(r1omni_fast.eval.cues)")
+    if "attribution" in report:
+        from r1omni_fast.eval.faithfulness import attribution_line
+
+        lines.append(attribution_line(report["attribution"]) + " (r1omni_fast.eval.faithfulness)")
     return "\n".join(lines)
 
 
