@@ -386,6 +386,10 @@ class GRPOConfig(_TrainConfig):
                                         "already in the prompt or the completion by this; 1 = off")
     generation_kwargs: Optional[Dict[str, Any]] = _f(None, "sampling settings overriding the fields of the same "
                                                            "name: " + ", ".join(GENERATION_KWARGS))
+    modality_dropout: Optional[Dict[str, float]] = _f(None, "GRPO modality dropout: probability per modality "
+                                                            "({video: p, audio: p}) that a prompt is given without "
+                                                            "it, one draw per prompt for its G completions "
+                                                            "(r1omni_fast.train.modality_dropout); None = off")
     mask_truncated_completions: bool = _f(False, "leave completions that hit max_completion_length without an "
                                                  "EOS out of the loss (their tokens count in no normaliser)")
     shuffle_dataset: bool = _f(True, "draw the prompts in a new random order every epoch; false = file order")
@@ -469,6 +473,15 @@ class GRPOConfig(_TrainConfig):
             _at_least(self, "generation_batch_size", 1)
         _choice(self, "scale_rewards", ("group", "batch", "none"))
         _choice(self, "multi_objective_aggregation", ("sum_then_normalize", "normalize_then_sum"))
+        if self.modality_dropout is not None:
+            if not isinstance(self.modality_dropout, dict) or not self.modality_dropout:
+                raise ConfigError(f"modality_dropout must map modalities to probabilities, e.g. {{audio: 0.3}}, "
+                                  f"got {self.modality_dropout!r}")
+            for key, value in self.modality_dropout.items():
+                if key not in ("video", "audio"):
+                    raise ConfigError(f"modality_dropout: {key!r} is not a modality: use video and/or audio")
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                    raise ConfigError(f"modality_dropout: {key} must be a probability in [0, 1], got {value!r}")
         if not self.reward_funcs:
             raise ConfigError("reward_funcs is empty: use e.g. [accuracy, format]")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):

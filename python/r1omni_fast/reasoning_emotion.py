@@ -171,8 +171,10 @@ class CallableClassifier:
 
 def load_classifier(spec: Any = None, label_set: Any = None, *, device: Any = None) -> Classifier:
     """A classifier from ``spec`` (module docstring): None/"lexicon", a folder, "module:function",
-    or a callable (used as is, its labels mapped onto the set). ``label_set``: anything
+    a callable (its labels mapped onto the set), or a classifier this function returned (as is). ``label_set``: anything
     ``labels.resolve_closed`` takes, or a ``LabelSet``. Raises :class:`ClassifierError`."""
+    if isinstance(spec, (LexiconClassifier, TransformersClassifier, CallableClassifier)):
+        return spec  # already loaded
     labels = label_set if isinstance(label_set, label_sets.LabelSet) else label_sets.resolve_closed(label_set)
     if spec is None or (isinstance(spec, str) and spec.strip().lower() == LEXICON):
         return LexiconClassifier(labels)

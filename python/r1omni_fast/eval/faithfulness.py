@@ -67,11 +67,10 @@ def think_answer_consistency(rows: Sequence[Mapping[str, Any]], classifier: Any 
     docstring). ``classifier``: a spec of ``r1omni_fast.reasoning_emotion.load_classifier`` (None:
     the lexicon of ``label_set``) or a loaded classifier. Raises ``ClassifierError`` for a spec
     that cannot be used."""
-    from r1omni_fast.reasoning_emotion import CallableClassifier, LexiconClassifier, TransformersClassifier, load_classifier
+    from r1omni_fast.reasoning_emotion import load_classifier
 
     rows = list(rows)
-    loaded = isinstance(classifier, (LexiconClassifier, TransformersClassifier, CallableClassifier))
-    clf = classifier if loaded else load_classifier(classifier, label_set)
+    clf = load_classifier(classifier, label_set)
     emotions = clf([r.get("think") or "" for r in rows]) if rows else []
     n = len(rows)
     emotions = [e if r.get("think") else None for e, r in zip(emotions, rows)]

@@ -54,7 +54,7 @@ from r1omni_fast.kernels import grpo_loss, group_advantages, selective_logprobs,
 from r1omni_fast.kernels.objective import CLIPPED_LOSS_TYPES, TOKEN_COUNT_LOSS_TYPES, LossSpec
 from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX, GenerationOutput, lora
 from r1omni_fast.rewards import score_batch, weighted_total
-from r1omni_fast.train import common, distributed, faults, recipe
+from r1omni_fast.train import common, distributed, faults, modality_dropout, recipe
 from r1omni_fast.train.checkpoint import read_trainer_state
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
@@ -661,6 +661,8 @@ class GRPOTrainer:
         cfg, G = self.cfg, self.cfg.num_generations
         shard = batch if isinstance(batch, common.Shard) else None
         batch = shard.batch if shard is not None else batch
+        if cfg.modality_dropout:  # one draw per prompt, by (seed, step, sample id): resumes draw alike
+            batch = modality_dropout.drop_modalities(batch, cfg.modality_dropout, cfg.seed, self.global_step + 1)
         times: Dict[str, float] = {}
         t = time.perf_counter()
         prompts = self.prompt_inputs(batch)
@@ -807,6 +809,9 @@ class GRPOTrainer:
         record = {"step": step, "epoch": self.stream.epoch, "learning_rate": lr, "grad_norm": grad_norm}
         record.update(self.loss_metrics(losses, parts))
         record.update(self.rollout_metrics(self.rollouts))
+        if self.cfg.modality_dropout:
+            record.update(modality_dropout.dropout_metrics(
+                [s for r in self.rollouts if not r.ghost for s in r.batch.samples], self.dist))
         invalid = [float(sum(r.num_invalid for r in generated))]
         record["rewards/num_invalid"] = int(self.dist.sum(invalid)[0])
         if fresh:  # TRL's num_tokens: prompt + completion tokens of every generated row, all ranks, cumulative
@@ -898,6 +903,8 @@ class GRPOTrainer:
                 if r.ghost:
                     break
                 row = {"step": step, "prompt_id": sample.id, "label": sample.label, "completion": text}
+                if "dropped_modalities" in sample.extra:
+                    row["dropped_modalities"] = sample.extra["dropped_modalities"]
                 row.update({name: _finite(float(r.rewards[i, j])) for j, name in enumerate(self.reward_names)})
                 row.update({"reward": float(r.total[i]), "advantage": float(r.advantages[i])})
                 rows.append(json.dumps(row) + "\n")
