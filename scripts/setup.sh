@@ -77,7 +77,7 @@ except ModuleNotFoundError:  # Python < 3.11
 with open(sys.argv[1], "rb") as f:
     project = tomllib.load(f)["project"]
 deps = list(project["dependencies"])
-for extra in ("test", "bench"):
+for extra in ("test", "bench", "docs"):
     deps += project.get("optional-dependencies", {}).get(extra, [])
 deps.append("maturin>=1.7,<2")
 print(json.dumps({"python": platform.python_version(), "deps": deps}))

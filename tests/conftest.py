@@ -37,3 +37,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+#: Skip reasons that mean a tool of the set-up is missing (not a property of the machine).
+_MISSING_TOOL = ("ffmpeg command line is not installed", "native extension not built", "no Chromium here",
+                 "no chromedriver here")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With ``R1OMNI_REQUIRE_ALL=1`` (``.ci/run``), a test skipped because FFmpeg, the native
+    extension or Chromium is missing fails instead: CI cannot pass without the media suite."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("R1OMNI_REQUIRE_ALL") != "1" or not report.skipped:
+        return
+    reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+    if any(m in reason for m in _MISSING_TOOL):
+        report.outcome = "failed"
+        report.longrepr = f"R1OMNI_REQUIRE_ALL=1 and a required tool is missing: {reason}"

@@ -134,7 +134,7 @@ def test_a_tower_trains_in_full_under_lora_only_when_asked(qwen):
 
 
 def test_the_memory_of_a_lora_run_is_the_readmes_rule(qwen):
-    """The README's adapter-run figures: the tensors held after LoRA optimizer steps are exactly
+    """The adapter-run figures of docs/models.md: the tensors held after LoRA optimizer steps are exactly
     4 B x the base model's parameters (frozen, fp32) + 16 B x the trainable ones (adapters and
     copies: weight, gradient, two AdamW moments); GRPO's reference (the adapters disabled) adds none."""
     from r1omni_fast.model.lora import AdapterDisabled

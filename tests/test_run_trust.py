@@ -1,4 +1,4 @@
-"""Runs you can trust (README, "When something goes wrong"): nothing a resume, eval, predict or
+"""Runs you can trust (docs/troubleshooting.md): nothing a resume, eval, predict or
 merge reads is unpickled; a run owns its output_dir (lock, another run's files, the model folder,
 an unwritable folder); --resume checks the run fingerprint and applies the fields it may change;
 a damaged newest checkpoint falls back; the final export and merge are atomic and finish under a
@@ -252,7 +252,7 @@ def _writable(folder: Path) -> bool:
 
 
 def test_extending_max_steps_recomputes_the_schedule_and_never_reaches_0_early(assets, tmp_path):
-    """The README's example: 3 steps, then --max-steps 6 --resume, linear schedule, no warm-up:
+    """The documented example (docs/training.md): 3 steps, then --max-steps 6 --resume, linear schedule, no warm-up:
     steps 4-6 run at the 6-step schedule's rates (learning_rate * (1 - s/6) for s = 3, 4, 5)."""
     out = tmp_path / "run"
     over = dict(lr_scheduler_type="linear", warmup_ratio=0.0, save_steps=3)

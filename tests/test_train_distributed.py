@@ -24,6 +24,8 @@ from safetensors.torch import load_file
 
 from _train_fixtures import grpo_fields, sft_fields, shared_assets, write_config
 
+pytestmark = pytest.mark.slow  # minute-plus: left out by scripts/test.sh --quick
+
 TESTS = Path(__file__).resolve().parent
 LAUNCHER = str(TESTS / "_train_fixtures.py")
 LOSS_RTOL = 1e-6

@@ -1,4 +1,4 @@
-"""What a training run does when something goes wrong (README, "When something goes wrong"):
+"""What a training run does when something goes wrong (docs/troubleshooting.md):
 non-finite rewards, losses and weights; data that cannot feed a step; pre-emption signals; full
 disks and leftover temporary checkpoints."""
 

@@ -360,7 +360,7 @@ def test_sigkill_then_resume_reproduces_the_straight_run(assets, tmp_path):
 
 #: Seeds of the learning test: one in CI; ``R1OMNI_LEARN_SEEDS=0,1,2`` measures several.
 LEARN_SEEDS = [int(s) for s in os.environ.get("R1OMNI_LEARN_SEEDS", "0").split(",") if s.strip()]
-#: GRPO's held-out WAR must exceed SFT's by at least this much (the demo's claim; README table).
+#: GRPO's held-out WAR must exceed SFT's by at least this much (the demo's claim; docs/benchmarks.md).
 LEARN_MARGIN = 0.10
 
 

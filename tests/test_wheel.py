@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # minute-plus: left out by scripts/test.sh --quick
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -19,7 +19,7 @@ from r1omni_fast.threads import configure_cpu_threads
 configure_cpu_threads()
 
 
-# --- exit status (every command; README "Exit status") ----------------------------------------
+# --- exit status (every command; docs/troubleshooting.md "Exit status of every command") ----------------------------------------
 from r1omni_fast.exit_status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE  # noqa: E402
 
 

@@ -186,7 +186,7 @@ class _TrainConfig(_RunConfig):
     overwrite_output_dir: bool = _f(False, "start afresh in an output_dir holding another run: its checkpoints "
                                            "and metrics are removed first (without it, or resume, such a folder "
                                            "is refused)")
-    # faults (README, "When something goes wrong")
+    # faults (docs/troubleshooting.md)
     max_nonfinite_steps: int = _f(3, "optimizer steps in a row skipped for a NaN/inf loss or gradient norm "
                                      "before the run stops")
     max_skipped_batches: int = _f(20, "batches in a row with no loadable clip before the run stops")
@@ -396,7 +396,7 @@ class GRPOConfig(_TrainConfig):
     disable_dropout: bool = _f(False, "set every dropout probability of the policy and the reference to 0")
     lr_scheduler_type: str = _f("linear", "constant, constant_with_warmup, linear (TRL's default, "
                                           "R1-Omni's) or cosine")
-    # R1-Omni's published GRPO recipe, selectable (README "Reproducing R1-Omni")
+    # R1-Omni's published GRPO recipe, selectable (docs/reproducing.md)
     prompt_style: str = _f("data", "the user turn: data (the record's human turn verbatim) or r1omni "
                                    "(R1-Omni's GRPO: the record's media placeholders, `question`, a "
                                    "newline and the <think>/<answer> format instruction)")

@@ -1,4 +1,4 @@
-"""The exit status of every ``r1omni-fast`` command, defined once (README "Exit status").
+"""The exit status of every ``r1omni-fast`` command, defined once (docs/troubleshooting.md "Exit status of every command").
 
 The CLI (``r1omni_fast.cli``) maps errors onto these, and the trainers' signal handling
 (``r1omni_fast.train.faults``) reports the two interrupt statuses; both import them from here.

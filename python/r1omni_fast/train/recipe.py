@@ -1,4 +1,4 @@
-"""R1-Omni's published GRPO recipe, selectable per run (README "Reproducing R1-Omni").
+"""R1-Omni's published GRPO recipe, selectable per run (docs/reproducing.md).
 
 The GRPO trainer rewrites its samples once, when it reads them:
 
