@@ -40,11 +40,10 @@ def rule_bytes(total: int, trainable: int, reference: bool = True) -> int:
 def measured_tiny() -> tuple[int, int, int, int]:
     """(all params, trainable params, bytes held, bytes by the rule) after one GRPO step."""
     from r1omni_fast.model.qwen_omni.tiny import build_tiny_qwen_model
-    from r1omni_fast.train.grpo import reference_view
 
     model = build_tiny_qwen_model(0)
     model.set_trainable_parts(PARTS)
-    ref = reference_view(model)
+    ref = model.reference_view()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-3)
     for p in params:
