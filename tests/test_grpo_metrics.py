@@ -57,7 +57,7 @@ def _trl_extremes(logp, old, adv, mask, eps_low, eps_high, level):
 @pytest.mark.parametrize("level", ["token", "sequence"])
 @pytest.mark.parametrize("seed", range(4))
 def test_clip_extremes_follow_trls_per_sequence_formula(level, seed):
-    from r1omni_fast.train.grpo import sequence_clip_extremes
+    from r1omni_fast.train.grpo.loss import sequence_clip_extremes
 
     g = torch.Generator().manual_seed(seed)
     logp = torch.randn(6, 7, generator=g, dtype=torch.float64) - 2

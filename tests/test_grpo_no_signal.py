@@ -19,7 +19,7 @@ def _said(caplog):
 
 
 def test_the_warning_comes_once_per_streak_of_steps_without_signal(caplog):
-    from r1omni_fast.train.grpo import NO_SIGNAL_STEPS, no_signal_streak
+    from r1omni_fast.train.grpo.metrics import NO_SIGNAL_STEPS, no_signal_streak
 
     caplog.set_level(logging.WARNING, logger="r1omni_fast")
     fractions = [1.0] * (NO_SIGNAL_STEPS - 1) + [0.5] + [1.0] * (NO_SIGNAL_STEPS + 2) + [0.0] + [1.0] * NO_SIGNAL_STEPS
@@ -47,7 +47,7 @@ def assets(tmp_path_factory):
 @pytest.mark.parametrize("rewards, warned", [(["accuracy", "format"], True),
                                              (["_train_fixtures.answer_length_reward"], False)])
 def test_an_untrained_model_scored_for_answers_gets_the_warning(assets, tmp_path, caplog, rewards, warned):
-    from r1omni_fast.train.grpo import NO_SIGNAL_STEPS
+    from r1omni_fast.train.grpo.metrics import NO_SIGNAL_STEPS
 
     model_dir, data = assets
     trainer = grpo_trainer(model_dir, data, tmp_path / "run", max_steps=NO_SIGNAL_STEPS, save_steps=NO_SIGNAL_STEPS,

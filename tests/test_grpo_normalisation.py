@@ -16,7 +16,8 @@ import torch
 
 from r1omni_fast.config import GRPOConfig
 from r1omni_fast.train.distributed import Dist
-from r1omni_fast.train.grpo import accumulation_divisor, micro_batch_loss, normalise_step
+from r1omni_fast.train.grpo.loss import accumulation_divisor, micro_batch_loss
+from r1omni_fast.train.grpo.advantages import normalise_step
 
 LOSS_TYPES = ["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"]
 G, L, V, D = 2, 6, 9, 4

@@ -92,7 +92,7 @@ def test_greedy_generation_penalises_prompt_and_completion_tokens(assets, tmp_pa
 
 
 def test_min_p_and_generation_kwargs_reach_the_sampler(assets, tmp_path):
-    from r1omni_fast.train.grpo import sampling_settings
+    from r1omni_fast.train.grpo.rollout import sampling_settings
 
     model_dir, data = assets
     # min_p = 1 keeps only the most likely token: sampling becomes greedy decoding
@@ -111,7 +111,7 @@ def test_min_p_and_generation_kwargs_reach_the_sampler(assets, tmp_path):
 
 @pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
 def test_mask_truncated_completions_leaves_them_out_of_the_loss(assets, tmp_path, loss_type):
-    from r1omni_fast.train.grpo import normalise_step
+    from r1omni_fast.train.grpo.advantages import normalise_step
 
     model_dir, data = assets
     trainer = _trainer(model_dir, data, tmp_path / "run", beta=0.0, loss_type=loss_type,
@@ -222,7 +222,7 @@ def test_trl_only_fields_given_as_flags_are_explained_too():
 def test_micro_batch_plan_follows_trls_prepare_inputs(ga, spg, iterations):
     """TRL's _prepare_inputs written out: a micro-batch counter over the run, a new generation
     batch every steps_per_generation * num_iterations micro-batches, entry counter % steps_per_generation."""
-    from r1omni_fast.train.grpo import micro_batch_plan
+    from r1omni_fast.train.grpo.rollout import micro_batch_plan
 
     counter, trl = 0, []
     for _step in range(12):
@@ -239,7 +239,7 @@ def test_steps_per_generation_serves_several_optimizer_steps(assets, tmp_path):
     sampling policy's log-probs, as the second is trained after an update) and trains on the first;
     step 2 trains on the second, generating nothing; a checkpoint waits for the spent batch."""
     from r1omni_fast.config import ConfigError
-    from r1omni_fast.train.grpo import resolve_steps_per_generation
+    from r1omni_fast.train.grpo.rollout import resolve_steps_per_generation
     from r1omni_fast.train.metrics_log import read_jsonl
 
     model_dir, data = assets

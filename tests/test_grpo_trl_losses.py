@@ -72,7 +72,7 @@ def test_micro_batch_loss_masks_the_policy_term_by_trls_entropy_quantile(assets,
     (the threshold: torch.quantile of the completion tokens' categorical entropies, fp64 rounded to fp32)."""
     from r1omni_fast.kernels import grpo_loss
     from r1omni_fast.train import common
-    from r1omni_fast.train.grpo import micro_batch_loss
+    from r1omni_fast.train.grpo.loss import micro_batch_loss
 
     model_dir, data = assets
     trainer = grpo_trainer(model_dir, data, tmp_path / "run", loss_type="dapo", top_entropy_quantile=quantile,

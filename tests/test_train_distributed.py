@@ -411,7 +411,7 @@ def test_rank_weights_recombine_the_loss_of_the_global_batch(loss_type):
     from types import SimpleNamespace
 
     from r1omni_fast.kernels import grpo_loss
-    from r1omni_fast.train.grpo import normalise_step
+    from r1omni_fast.train.grpo.advantages import normalise_step
 
     g = torch.Generator().manual_seed(0)
     n, length, vocab, world = 6, 5, 11, 3

@@ -309,7 +309,7 @@ def test_reward_functions_get_trls_keyword_arguments(assets, tmp_path, style):
 def test_a_completion_no_function_scores_is_left_out_of_its_group(assets, tmp_path):
     """TRL: a row every reward function skipped is excluded from its group's mean and std and
     gets advantage 0."""
-    from r1omni_fast.train.grpo import step_advantages
+    from r1omni_fast.train.grpo.advantages import step_advantages
 
     rewards = torch.tensor([[1.0], [0.0], [float("nan")], [2.0], [0.0], [1.0]], dtype=torch.float64)
     adv, mean, std = step_advantages(rewards, 3, [1.0], "group", torch.device("cpu"))
