@@ -143,13 +143,13 @@ def test_mask_truncated_completions_leaves_them_out_of_the_loss(assets, tmp_path
 
 
 def test_shuffle_dataset_false_keeps_the_file_order(assets, tmp_path):
-    from r1omni_fast.train import common
+    from r1omni_fast.train.stream import make_stream
 
     model_dir, data = assets
     firsts = {}
     for shuffle in (True, False):
         trainer = _trainer(model_dir, data, tmp_path / f"run{shuffle}", shuffle_dataset=shuffle)
-        stream = common.make_stream(trainer.cfg, trainer.train_data, trainer.collate, None, trainer.dist)
+        stream = make_stream(trainer.cfg, trainer.train_data, trainer.collate, None, trainer.dist)
         try:
             firsts[shuffle] = [s.id for _ in range(3) for s in stream.next().batch.samples]
         finally:

@@ -71,13 +71,13 @@ def test_micro_batch_loss_masks_the_policy_term_by_trls_entropy_quantile(assets,
     """The trainer's loss on a real rollout equals grpo_loss with TRL's entropy mask written out
     (the threshold: torch.quantile of the completion tokens' categorical entropies, fp64 rounded to fp32)."""
     from r1omni_fast.kernels import grpo_loss
-    from r1omni_fast.train import common
+    from r1omni_fast.train.stream import make_stream
     from r1omni_fast.train.grpo.loss import micro_batch_loss
 
     model_dir, data = assets
     trainer = grpo_trainer(model_dir, data, tmp_path / "run", loss_type="dapo", top_entropy_quantile=quantile,
                            temperature=0.8)
-    trainer.stream = common.make_stream(trainer.cfg, trainer.train_data, trainer.collate, None, trainer.dist)
+    trainer.stream = make_stream(trainer.cfg, trainer.train_data, trainer.collate, None, trainer.dist)
     rollout = trainer.make_rollout(trainer.stream.next())
     rollout.num_items = float(rollout.mask.sum())
     # the tiny model's rewards tie within groups: give the rows advantages of both signs

@@ -51,12 +51,12 @@ def assets(tmp_path_factory):
 
 def test_a_dropped_modality_reaches_neither_the_prompt_nor_the_model(assets, tmp_path):
     from r1omni_fast.model import AUDIO_TOKEN_INDEX, VIDEO_TOKEN_INDEX
-    from r1omni_fast.train import common
+    from r1omni_fast.train.stream import make_stream
 
     model_dir, data = assets
     for dropout, audio_tokens in ((None, True), ({"audio": 1.0}, False)):
         trainer = grpo_trainer(model_dir, data, tmp_path / f"run-{bool(dropout)}", modality_dropout=dropout)
-        trainer.stream = common.make_stream(trainer.cfg, trainer.train_data, trainer.collate, None, trainer.dist)
+        trainer.stream = make_stream(trainer.cfg, trainer.train_data, trainer.collate, None, trainer.dist)
         rollout = trainer.make_rollout(trainer.stream.next())
         ids = rollout.prompts["input_ids"]
         assert bool((ids == VIDEO_TOKEN_INDEX).any())

@@ -516,6 +516,7 @@ def test_in_training_evaluation_asks_in_the_layout_sft_trained_on(assets, tmp_pa
     from r1omni_fast.config import SFTConfig
     from r1omni_fast.data import read_data
     from r1omni_fast.train import common
+    from r1omni_fast.train.evaluation import evaluate_answers
 
     from _train_fixtures import sft_fields
 
@@ -541,7 +542,7 @@ def test_in_training_evaluation_asks_in_the_layout_sft_trained_on(assets, tmp_pa
         model = common.load_policy(str(model_dir), cfg, torch.device("cpu"))
         model.processor = Spy(model.processor)
         collate = common.make_collator(cfg, model, loader=clip_loader())
-        common.evaluate_answers(model, type("D", (), {"samples": samples})(), collate, cfg, torch.device("cpu"))
+        evaluate_answers(model, type("D", (), {"samples": samples})(), collate, cfg, torch.device("cpu"))
     (humanomni, bert), (plain, no_bert) = seen
     value = humanomni_sft_value(samples[0].prompt, mm_use_x_start_end=False)
     assert humanomni[0] == value and bert[0] == humanomni_guided_prompt(humanomni_sft_value(samples[0].prompt))
@@ -595,6 +596,7 @@ def test_in_training_evaluation_equals_eval_with_the_same_settings(assets, tmp_p
     from r1omni_fast.data import read_data
     from r1omni_fast.eval.runner import evaluate_rows
     from r1omni_fast.train import common
+    from r1omni_fast.train.evaluation import evaluate_answers
 
     from _train_fixtures import sft_fields
 
@@ -609,7 +611,7 @@ def test_in_training_evaluation_equals_eval_with_the_same_settings(assets, tmp_p
     in_training, by_eval, other = [], [], []
     monkeypatch.setattr(model, "generate", _input_dependent_generate(model, in_training))
     collate = common.make_collator(cfg, model, loader=clip_loader())
-    logged = common.evaluate_answers(model, eval_data, collate, cfg, torch.device("cpu"))
+    logged = evaluate_answers(model, eval_data, collate, cfg, torch.device("cpu"))
 
     monkeypatch.setattr(model, "generate", _input_dependent_generate(model, by_eval))
     result = evaluate_rows(model, eval_data, num_frames=2, max_new_tokens=6, batch_size=2, label_set=LABELS,

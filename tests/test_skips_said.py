@@ -38,7 +38,7 @@ def _warnings(caplog):
 
 
 def test_the_first_skip_warns_with_the_count_and_ids_and_the_end_of_the_run_sums_up(caplog):
-    from r1omni_fast.train.common import BatchStream
+    from r1omni_fast.train.stream import BatchStream
 
     bad = {"s1", "s4", "s6"}
     stream = BatchStream(_samples(8), 2, _collate(bad), seed=0, shuffle=False)
@@ -57,7 +57,7 @@ def test_the_first_skip_warns_with_the_count_and_ids_and_the_end_of_the_run_sums
 
 
 def test_a_resumed_run_says_the_skips_before_the_resume_and_a_run_without_skips_says_nothing(caplog):
-    from r1omni_fast.train.common import BatchStream
+    from r1omni_fast.train.stream import BatchStream
 
     caplog.set_level(logging.WARNING, logger="r1omni_fast")
     stream = BatchStream(_samples(8), 2, _collate(set()), seed=0, shuffle=False)

@@ -87,7 +87,7 @@ def _stream(n: int, per_device: int, world: int, batches: int, start: int = 0) -
     """For each global batch: (sample ids, stream positions) of every rank's real (non-ghost)
     samples, ranks in order."""
     from r1omni_fast.data import Batch
-    from r1omni_fast.train.common import BatchStream
+    from r1omni_fast.train.stream import BatchStream
 
     samples = list(range(n))
     streams = [BatchStream(samples, per_device, lambda s, i: Batch(i, list(s), None, None, None, None),

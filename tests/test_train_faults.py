@@ -24,7 +24,7 @@ from r1omni_fast.config import ConfigError, GRPOConfig, SFTConfig
 from r1omni_fast.data import Batch
 from r1omni_fast.train import checkpoint as ckpt
 from r1omni_fast.train import faults
-from r1omni_fast.train.common import BatchStream
+from r1omni_fast.train.stream import BatchStream
 
 
 @pytest.fixture(scope="module")

@@ -239,7 +239,7 @@ def evaluate_rows(
     ``prompt_style: humanomni`` trained on); ``chat_template``: "checkpoint" or "qwen2vl"
     (``OmniProcessor.prompt_text``). With the settings of a training run (its frames, aspect,
     ``eval_max_new_tokens``, ``reward_mode`` as the matching, its layout and template) the numbers
-    equal that run's in-training evaluation (``train.common.evaluate_answers``). ``on_rows``
+    equal that run's in-training evaluation (``r1omni_fast.train.evaluation.evaluate_answers``). ``on_rows``
     receives each batch's rows as soon as they are scored (data order). ``explain`` adds the
     faithfulness metrics that need no extra generation (``metrics["faithfulness"]``,
     :mod:`r1omni_fast.eval.faithfulness`) with ``reasoning_classifier`` (a spec of

@@ -25,6 +25,8 @@ import torch
 from r1omni_fast.config import ConfigError, SFTConfig
 from r1omni_fast.model import IGNORE_INDEX
 from r1omni_fast.train import common, distributed, faults
+from r1omni_fast.train.stream import make_stream, preflight_decode
+from r1omni_fast.train.evaluation import eval_due, run_evaluation
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
 from r1omni_fast.train.tracking import Trackers
@@ -98,8 +100,8 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
     if main:
         common.write_run_config(cfg)
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start.step if start.folder else None) if main else None
-    common.preflight_decode(cfg, train_data, collate)
-    stream = common.make_stream(cfg, train_data, collate, start.state, dist)
+    preflight_decode(cfg, train_data, collate)
+    stream = make_stream(cfg, train_data, collate, start.state, dist)
     guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps, int((start.state or {}).get("nonfinite_steps", 0)))
     bar = common.progress_bar(last_step, start.step, "sft", progress and main)
     accumulation = cfg.gradient_accumulation_steps
@@ -155,8 +157,8 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                 if step == last_step:  # logged after the final model is written and evaluated
                     final_record, saved = record, save(step)
                     break
-                if eval_data is not None and common.eval_due(cfg, step, last_step):
-                    record.update(common.run_evaluation(model, eval_data, collate, cfg, device, dist, step))
+                if eval_data is not None and eval_due(cfg, step, last_step):
+                    record.update(run_evaluation(model, eval_data, collate, cfg, device, dist, step))
                 if main and (step % cfg.logging_steps == 0 or "eval/error" in record or "eval/n" in record):
                     metrics.log(common.plain_numbers(record))
                 saved = save(step) if step % cfg.save_steps == 0 else None
@@ -168,7 +170,7 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
             stop = signals.requested(dist)
             if final_record is not None:
                 if eval_data is not None and not stop:
-                    final_record.update(common.run_evaluation(model, eval_data, collate, cfg, device, dist, last_step))
+                    final_record.update(run_evaluation(model, eval_data, collate, cfg, device, dist, last_step))
                 if main:
                     metrics.log(common.plain_numbers(final_record))
             if stop:

@@ -22,6 +22,8 @@ from r1omni_fast.model import GenerationOutput, lora
 from r1omni_fast.rewards import score_batch
 from r1omni_fast.train import common, distributed, faults, modality_dropout, recipe
 from r1omni_fast.train.checkpoint import read_trainer_state
+from r1omni_fast.train.stream import BatchStream, Shard, make_stream, preflight_decode
+from r1omni_fast.train.evaluation import eval_due, run_evaluation
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
 from r1omni_fast.train.schedule import build_scheduler
 from r1omni_fast.train.tracking import Trackers, markdown_table
@@ -131,7 +133,7 @@ class GRPOTrainer:
                 state = reference_state(self.ref, self.model, self.dist)
                 distributed.load_sharded_states(self.resume_from, {"reference": state})
                 load_reference_state(self.ref, self.model, state)
-        self.stream: Optional[common.BatchStream] = None
+        self.stream: Optional[BatchStream] = None
         self.rollouts: List[Rollout] = []  # the micro-batches of the last step
         self.buffer: List[Rollout] = []  # the current generation batch (steps_per_generation micro-batches)
         self.global_step = self.start.step
@@ -183,11 +185,11 @@ class GRPOTrainer:
         distributed.reshard(model, self.dist)
         return logp
 
-    def make_rollout(self, batch: Union[Batch, common.Shard], completions: Optional[GenerationOutput] = None) -> Rollout:
+    def make_rollout(self, batch: Union[Batch, Shard], completions: Optional[GenerationOutput] = None) -> Rollout:
         """Generate (or take ``completions``), decode, score, normalise, and compute the reference
         and old log-probs the loss will need. ``batch`` is a Batch or this rank's Shard of one."""
         cfg, G = self.cfg, self.cfg.num_generations
-        shard = batch if isinstance(batch, common.Shard) else None
+        shard = batch if isinstance(batch, Shard) else None
         batch = shard.batch if shard is not None else batch
         if cfg.modality_dropout:  # one draw per prompt, by (seed, step, sample id): resumes draw alike
             batch = modality_dropout.drop_modalities(batch, cfg.modality_dropout, cfg.seed, self.global_step + 1)
@@ -423,8 +425,8 @@ class GRPOTrainer:
             common.write_run_config(cfg)
             metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=start.step if start.folder else None)
             _truncate_completions(self.out / "completions.jsonl", start.step if start.folder else None)
-        common.preflight_decode(cfg, self.train_data, self.collate)
-        self.stream = common.make_stream(cfg, self.train_data, self.collate, start.state, self.dist)
+        preflight_decode(cfg, self.train_data, self.collate)
+        self.stream = make_stream(cfg, self.train_data, self.collate, start.state, self.dist)
         bar = common.progress_bar(self.last_step, start.step, "grpo", self.progress and main)
         save_pending = False
         final_record: Optional[Dict[str, Any]] = None
@@ -441,8 +443,8 @@ class GRPOTrainer:
                     if step == self.last_step:  # logged after the final model is written and evaluated
                         final_record, saved = record, self.save(step)
                         break
-                    if self.eval_data is not None and common.eval_due(cfg, step, self.last_step):
-                        record.update(common.run_evaluation(self.model, self.eval_data, self.collate, cfg, self.device,
+                    if self.eval_data is not None and eval_due(cfg, step, self.last_step):
+                        record.update(run_evaluation(self.model, self.eval_data, self.collate, cfg, self.device,
                                                             self.dist, step))
                     if main and (step % cfg.logging_steps == 0 or "eval/error" in record or "eval/n" in record):
                         metrics.log(common.plain_numbers(record))
@@ -458,7 +460,7 @@ class GRPOTrainer:
                 stop = signals.requested(self.dist)
                 if final_record is not None:
                     if self.eval_data is not None and not stop:
-                        final_record.update(common.run_evaluation(self.model, self.eval_data, self.collate, cfg,
+                        final_record.update(run_evaluation(self.model, self.eval_data, self.collate, cfg,
                                                                   self.device, self.dist, self.last_step))
                     if main:
                         metrics.log(common.plain_numbers(final_record))
