@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from r1omni_fast.config import AnyConfig
 from r1omni_fast.atomic import process_alive
 from r1omni_fast.atomic import fsync_dir as _fsync_dir
 from r1omni_fast.atomic import fsync_tree
@@ -489,7 +490,7 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def run_fingerprint(cfg: Any) -> Dict[str, Any]:
+def run_fingerprint(cfg: AnyConfig) -> Dict[str, Any]:
     """What a checkpoint records of its run (``trainer_state.json``'s ``fingerprint``): the stage,
     the starting model (absolute path and :func:`weights_signature`), the data file (absolute),
     the :data:`IDENTITY_FIELDS` and the :data:`APPLIED_FIELDS` of ``cfg`` it has."""
@@ -502,7 +503,7 @@ def run_fingerprint(cfg: Any) -> Dict[str, Any]:
             "fields": fields, "applied": {n: _plain(getattr(cfg, n)) for n in APPLIED_FIELDS if hasattr(cfg, n)}}
 
 
-def compare_fingerprint(folder: Path, state: Dict[str, Any], cfg: Any) -> List[str]:
+def compare_fingerprint(folder: Path, state: Dict[str, Any], cfg: AnyConfig) -> List[str]:
     """Check that ``cfg`` continues the run of the checkpoint ``folder`` (trainer state ``state``):
     another stage, starting model or identity field raises :class:`ResumeError` naming both
     values; returns one line per changed applied field (the caller applies and logs them).

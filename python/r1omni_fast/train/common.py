@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from r1omni_fast.config import ConfigError
+from r1omni_fast.config import AnyConfig, ConfigError
 from r1omni_fast.data import Batch, ClipCollator, DataError, DataFile, read_data
 from r1omni_fast.atomic import remove_dead_temporaries
 from r1omni_fast.train.checkpoint import (DamagedFileError, ResumeError, RunLock, check_folder, checkpoint_dirs,
@@ -41,12 +41,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def uses_bf16(cfg: Any, device: torch.device) -> bool:
+def uses_bf16(cfg: AnyConfig, device: torch.device) -> bool:
     """``cfg.bf16``, or when unset: on with CUDA, off on CPU (fp32 keeps CPU runs exact)."""
     return device.type == "cuda" if cfg.bf16 is None else bool(cfg.bf16)
 
 
-def autocast(cfg: Any, device: torch.device):
+def autocast(cfg: AnyConfig, device: torch.device):
     """bfloat16 autocast when :func:`uses_bf16`, else a no-op context."""
     if not uses_bf16(cfg, device):
         return contextlib.nullcontext()
@@ -74,7 +74,7 @@ def check_tunable_parts(path: str | Path, parts: Sequence[str]) -> None:
                           f"of a {spec.title} model ({path}): choose from {', '.join(spec.tunable_parts)}")
 
 
-def load_policy(path: str | Path, cfg: Any, device: torch.device):
+def load_policy(path: str | Path, cfg: AnyConfig, device: torch.device):
     """The policy at ``path`` (its backend chosen by the checkpoint's ``model_type``,
     ``r1omni_fast.model.policy``) set up for training with ``cfg``: clips of ``cfg.num_frames``
     frames, only ``cfg.tunable_parts`` train, activation checkpointing on request. The weights
@@ -129,7 +129,7 @@ def trainable_parameters(model: torch.nn.Module) -> List[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: AnyConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters (cfg's lr, betas, epsilon, weight decay)."""
     params = trainable_parameters(model)
     if not params:
@@ -153,7 +153,7 @@ def clip_gradients(params: Sequence[torch.nn.Parameter], max_norm: float) -> flo
 # -------------------------------------------------------------------------------------- data
 
 
-def read_split(cfg: Any, field_name: str, kind: str) -> DataFile:
+def read_split(cfg: AnyConfig, field_name: str, kind: str) -> DataFile:
     """Read ``cfg.<field_name>`` with the run's label set and bad-record policy; a file with no
     usable record is a ConfigError naming the field."""
     path = getattr(cfg, field_name)
@@ -168,7 +168,7 @@ def read_split(cfg: Any, field_name: str, kind: str) -> DataFile:
     return data
 
 
-def make_collator(cfg: Any, model: Any, loader: Optional[Callable] = None) -> ClipCollator:
+def make_collator(cfg: AnyConfig, model: Any, loader: Optional[Callable] = None) -> ClipCollator:
     """The model's clip collator with the run's media settings (audio as each record asks); unset
     sizes come from the model."""
     return model.media_collator(num_frames=cfg.num_frames, image_size=cfg.image_size, aspect=cfg.image_aspect_ratio,
@@ -199,7 +199,7 @@ def to_device(inputs: Dict[str, torch.Tensor], device: torch.device) -> Dict[str
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
-def total_steps(cfg: Any, batches_per_epoch: int) -> int:
+def total_steps(cfg: AnyConfig, batches_per_epoch: int) -> int:
     """``max_steps``, or ``ceil(num_train_epochs * batches_per_epoch / gradient_accumulation_steps)``."""
     if cfg.max_steps > 0:
         return cfg.max_steps
@@ -220,7 +220,7 @@ class ResumePoint:
     extra: Optional[Dict[str, Any]] = None
 
 
-def find_resume(cfg: Any) -> Optional[Path]:
+def find_resume(cfg: AnyConfig) -> Optional[Path]:
     """The newest complete checkpoint of ``cfg.output_dir`` that loads, when ``cfg.resume``, else
     None (a resume request with no checkpoint yet starts fresh, with a warning).
 
@@ -254,7 +254,7 @@ def find_resume(cfg: Any) -> Optional[Path]:
                       "the damaged checkpoints to start afresh, or choose another output_dir")
 
 
-def apply_resumed_settings(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: Any) -> None:
+def apply_resumed_settings(optimizer: torch.optim.Optimizer, scheduler: Any, cfg: AnyConfig) -> None:
     """After a resume: the run's ``learning_rate`` and ``weight_decay`` written into every
     optimizer group (``initial_lr`` too) and the scheduler's base rates, and the current rate
     recomputed from the schedule of this config (its ``max_steps`` horizon) at the resumed step:
@@ -271,7 +271,7 @@ def apply_resumed_settings(optimizer: torch.optim.Optimizer, scheduler: Any, cfg
 
 
 def restore(folder: Optional[Path], optimizer: torch.optim.Optimizer, scheduler: Any,
-            model: Optional[torch.nn.Module] = None, dist: Any = None, *, cfg: Any = None) -> ResumePoint:
+            model: Optional[torch.nn.Module] = None, dist: Any = None, *, cfg: AnyConfig = None) -> ResumePoint:
     """Load optimizer, scheduler and every RNG from ``folder`` (the model weights were loaded
     from it), then apply ``cfg``'s learning rate, weight decay and schedule
     (:func:`apply_resumed_settings`). A sharded checkpoint (``dcp/``, written by several ranks) restores the trainable
@@ -294,7 +294,7 @@ def restore(folder: Optional[Path], optimizer: torch.optim.Optimizer, scheduler:
     return ResumePoint(folder, int(state["global_step"]), state, extra)
 
 
-def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
+def save(cfg: AnyConfig, step: int, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
          state: Dict[str, Any], extra: Optional[Dict[str, Any]] = None,
          save_model: Optional[Callable[[Path], None]] = None, dist: Any = None,
          sharded_states: Optional[Dict[str, Any]] = None) -> Path:
@@ -323,7 +323,7 @@ def save(cfg: Any, step: int, model: Any, optimizer: torch.optim.Optimizer, sche
                            dist=dist)
 
 
-def write_run_config(cfg: Any) -> None:
+def write_run_config(cfg: AnyConfig) -> None:
     """``OUT/run_config.yaml`` (atomic)."""
     from r1omni_fast.atomic import write_text
 
@@ -338,7 +338,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def claim_output_dir(cfg: Any, dist: Any = None) -> RunLock:
+def claim_output_dir(cfg: AnyConfig, dist: Any = None) -> RunLock:
     """Take ``cfg.output_dir`` for this run before anything is written (rank 0; every rank gets
     the same answer), returning the held :class:`checkpoint.RunLock` (release it at the end).
 
@@ -368,7 +368,7 @@ def claim_output_dir(cfg: Any, dist: Any = None) -> RunLock:
     return lock
 
 
-def _check_previous_run(cfg: Any, out: Path) -> None:
+def _check_previous_run(cfg: AnyConfig, out: Path) -> None:
     remove_dead_temporaries(out)
     if cfg.resume:
         return
@@ -390,7 +390,7 @@ def _check_previous_run(cfg: Any, out: Path) -> None:
     log.warning("overwrite_output_dir: removed the previous run's %s from %s", ", ".join(found), out)
 
 
-def export_final(model: Any, cfg: Any, dist: Any, step: int, checkpoint: Optional[Path]) -> None:
+def export_final(model: Any, cfg: AnyConfig, dist: Any, step: int, checkpoint: Optional[Path]) -> None:
     """The final model (``distributed.export_model``) written into a temporary folder inside
     ``cfg.output_dir`` and moved in with ``atomic.replace_files``, its marker (``config.json``,
     ``adapter_config.json`` for LoRA) last: an interrupted export leaves the folder without

@@ -39,7 +39,7 @@ from typing import Any, Iterator, List, Optional, Sequence
 
 import torch
 
-from r1omni_fast.config import ConfigError
+from r1omni_fast.config import AnyConfig, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Dist:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
 
-def from_environment(cfg: Any) -> Dist:
+def from_environment(cfg: AnyConfig) -> Dist:
     """Join the torchrun job described by the environment (``WORLD_SIZE`` > 1), else a single
     process, on the device ``cfg.device`` names: auto (CUDA when available, else CPU), cpu, cuda
     or cuda:N (one process only; under torchrun rank r takes cuda:LOCAL_RANK). Raises
@@ -177,7 +177,7 @@ class CompletionLogits(torch.nn.Module):
         return self.model.completion_logits(prompts, completion_ids, mask, group)
 
 
-def ddp(module: torch.nn.Module, d: Dist, cfg: Any) -> torch.nn.Module:
+def ddp(module: torch.nn.Module, d: Dist, cfg: AnyConfig) -> torch.nn.Module:
     """``DistributedDataParallel`` over ``module`` (its trainable parameters)."""
     import warnings
 
@@ -199,7 +199,7 @@ def _frozen_parts(model: torch.nn.Module) -> List[torch.nn.Module]:
             and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())]
 
 
-def fsdp(model: torch.nn.Module, d: Dist, cfg: Any, *, use_bf16: bool) -> torch.nn.Module:
+def fsdp(model: torch.nn.Module, d: Dist, cfg: AnyConfig, *, use_bf16: bool) -> torch.nn.Module:
     """FSDP2 over ``model`` (an OmniModel or a reference view of one), in place.
 
     Units: each LLM decoder layer; with ``cfg.fsdp_shard_towers`` each layer of the frozen parts'

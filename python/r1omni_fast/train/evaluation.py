@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, List, Sequence
 import numpy as np
 import torch
 
+from r1omni_fast.config import AnyConfig
 from r1omni_fast import labels as label_sets
 from r1omni_fast.data import Batch, ClipCollator, DataFile, Sample
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def evaluate_answers(model: Any, data: DataFile, collate: Callable[..., Batch], cfg: Any,
+def evaluate_answers(model: Any, data: DataFile, collate: Callable[..., Batch], cfg: AnyConfig,
                      device: torch.device, dist: Any = None) -> Dict[str, float]:
     """Greedy answers on every sample of ``data``: ``{"eval/accuracy", "eval/uar",
     "eval/format_rate", "eval/truncated", "eval/n"}``.
@@ -69,13 +70,13 @@ def evaluate_answers(model: Any, data: DataFile, collate: Callable[..., Batch], 
             "eval/format_rate": float(np.mean(formats)), "eval/truncated": float(np.mean(truncated)), "eval/n": n}
 
 
-def eval_answer_matching(cfg: Any) -> str:
+def eval_answer_matching(cfg: AnyConfig) -> str:
     """How in-training evaluation matches answers: as the run's ``reward_mode`` scores them."""
     mode = getattr(cfg, "reward_mode", "robust")
     return mode if mode in ("robust", "r1omni") else "robust"
 
 
-def eval_collator(model: Any, collate: Any, cfg: Any) -> Any:
+def eval_collator(model: Any, collate: Any, cfg: AnyConfig) -> Any:
     """The collator ``r1omni-fast eval`` builds (``eval.runner.clip_collator``: video and audio of
     every clip, the checkpoint's normalisation, failures skipped) with the run's frames, size,
     aspect and clip loader (that of ``collate``)."""
@@ -85,7 +86,7 @@ def eval_collator(model: Any, collate: Any, cfg: Any) -> Any:
     return clip_collator(model, ("video", "audio"), cfg.num_frames, cfg.image_size, cfg.image_aspect_ratio, loader)
 
 
-def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[..., Batch], cfg: Any,
+def _answer_batches(model: Any, samples: Sequence[Sample], collate: Callable[..., Batch], cfg: AnyConfig,
                     device: torch.device, label_set: Any) -> List[tuple]:
     """(label, prediction, well formed, truncated) of a greedy answer to each loaded sample; the
     inputs of each record are those of ``r1omni-fast eval`` (:func:`eval_collator`: a clip that
@@ -118,7 +119,7 @@ class EvaluationError(RuntimeError):
     """The in-training evaluation failed (any rank's error, the same on every rank)."""
 
 
-def run_evaluation(model: Any, data: DataFile, collate: Callable[..., Batch], cfg: Any, device: torch.device,
+def run_evaluation(model: Any, data: DataFile, collate: Callable[..., Batch], cfg: AnyConfig, device: torch.device,
                    dist: Any, step: int) -> Dict[str, Any]:
     """:func:`evaluate_answers`, where a failure never ends the run: it is a warning and the
     record's ``eval/error`` (the model, the checkpoints and training are unaffected)."""
@@ -130,7 +131,7 @@ def run_evaluation(model: Any, data: DataFile, collate: Callable[..., Batch], cf
         return {"eval/error": str(exc)}
 
 
-def eval_due(cfg: Any, step: int, last_step: int) -> bool:
+def eval_due(cfg: AnyConfig, step: int, last_step: int) -> bool:
     """Evaluate every ``eval_steps`` steps and at the last step (when there is an eval_file)."""
     if not cfg.eval_file:
         return False

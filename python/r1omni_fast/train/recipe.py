@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
+from r1omni_fast.config import AnyConfig
 from r1omni_fast.data.reader import DataFile, Sample
 from r1omni_fast.prompts import MODALITIES, R1_OMNI_QUESTION, asks_for_format, r1omni_grpo_instruction
 
@@ -52,7 +53,7 @@ def grpo_sample(sample: Sample, *, prompt_style: str = "data", question: Optiona
     return dataclasses.replace(sample, **changes) if changes else sample
 
 
-def apply_grpo_recipe(data: DataFile, cfg: Any) -> DataFile:
+def apply_grpo_recipe(data: DataFile, cfg: AnyConfig) -> DataFile:
     """``data`` with every sample rewritten by :func:`grpo_sample` from the config's
     ``prompt_style``, ``question`` and ``solution_style``."""
     samples = [grpo_sample(s, prompt_style=cfg.prompt_style, question=cfg.question,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 
-from r1omni_fast.config import ConfigError
+from r1omni_fast.config import AnyConfig, ConfigError
 from r1omni_fast.data import Batch, ClipCollator, DataError, DataFile, Sample, epoch_batches, prefetch
 from r1omni_fast.train.faults import TrainingError
 
@@ -223,7 +223,7 @@ def stream_position(state: Optional[Dict[str, Any]], num_samples: int, batch_siz
     return {"samples_done": epoch * num_samples + min(offset * size, num_samples), "batches_done": done}
 
 
-def make_stream(cfg: Any, data: DataFile, collate: Callable[..., Batch], state: Optional[Dict[str, Any]],
+def make_stream(cfg: AnyConfig, data: DataFile, collate: Callable[..., Batch], state: Optional[Dict[str, Any]],
                 dist: Any) -> BatchStream:
     """The run's :class:`BatchStream`, at the position of the checkpoint ``state`` (None = start)."""
     position = stream_position(state, len(data), cfg.per_device_train_batch_size)
@@ -234,7 +234,7 @@ def make_stream(cfg: Any, data: DataFile, collate: Callable[..., Batch], state: 
                        shuffle=getattr(cfg, "shuffle_dataset", True))  # a GRPO field (TRL's)
 
 
-def preflight_decode(cfg: Any, data: DataFile, collate: ClipCollator) -> None:
+def preflight_decode(cfg: AnyConfig, data: DataFile, collate: ClipCollator) -> None:
     """Decode ``cfg.preflight_clips`` clips spread over ``data`` with the run's media settings
     before step 1: when none loads, the run does not start (ConfigError naming data_file and the
     failures); some failing is a warning. Every rank checks the same clips (no collective)."""

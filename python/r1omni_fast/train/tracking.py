@@ -35,7 +35,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from r1omni_fast.config import TRACKER_PACKAGES, ConfigError, missing_tracker_packages
+from r1omni_fast.config import AnyConfig, ConfigError, TRACKER_PACKAGES, missing_tracker_packages
 
 #: Columns of the completions table, before the reward functions' own columns.
 COMPLETION_COLUMNS = ("step", "prompt_id", "label", "completion")
@@ -185,7 +185,7 @@ class Trackers:
     :class:`ConfigError` naming the package to install when a tracker is missing.
     """
 
-    def __init__(self, cfg: Any, *, resume_step: Optional[int] = None) -> None:
+    def __init__(self, cfg: AnyConfig, *, resume_step: Optional[int] = None) -> None:
         names = tracker_names(cfg.report_to)
         missing = missing_tracker_packages(names)
         if missing:

@@ -1,50 +1,35 @@
-"""Run configuration: one dataclass per stage, loaded from YAML and overridden by flags.
-
-Every field is at once a keyword argument, a YAML key and a ``--flag`` (``--max-steps`` and
-``--max_steps`` both work; flags win over the YAML). Field names follow TRL where TRL has one
-(DESIGN.md §7). Values are converted from their annotation (int, float, bool, str, lists,
-Optional), so ``learning_rate: 2e-5`` in YAML (a string to PyYAML) is a float here. Validation in
-``__post_init__`` raises :class:`ConfigError` with a one-line message naming the field and what to
-set instead. A ``stage:`` key picks the dataclass: ``sft`` -> :class:`SFTConfig`, ``grpo`` ->
-:class:`GRPOConfig` (evaluation takes its settings as ``r1omni-fast eval`` flags).
-
-In GRPO, ``per_device_train_batch_size`` counts prompts; each prompt is sampled
-``num_generations`` times (TRL counts completions and requires divisibility).
-"""
+"""The run configurations: one dataclass per stage (:class:`SFTConfig`, :class:`GRPOConfig`),
+TRL's field names, each field's help and the validation of every value."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import functools
 import math
-import os
-import reprlib
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Type, Union
 
 import yaml
 
 from r1omni_fast import labels as label_sets
+from r1omni_fast.config.values import (_FALSE, _TRUE, SHOWN_CHARS, ConfigError, _clip, _convert, _hints,
+                                       _require_finite, _type_name, _unknown_message, shown)
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NONE = {"none", "null", "~", ""}
 
 #: Parts of the omni model that training can update; the rest is frozen.
 #: HumanOmni's ``mm_tunable_parts`` names (the keys of ``r1omni_fast.model.TUNABLE_PARTS``; a test
 #: keeps the two in step without this module importing the model).
 MODEL_PARTS = ("mm_language_model", "mm_mlp_adapter", "audio_projector", "bert_gate",
                "mm_vision_tower", "mm_audio_tower", "bert_model")
+
+
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+
+
 ASPECTS = ("pad", "resize")
+
+
 #: ``report_to`` trackers (TRL's names) and the package each one needs.
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow"}
-
-
-class ConfigError(ValueError):
-    """A bad configuration value or key; the message is one line naming the field."""
 
 
 def _f(default: Any = dataclasses.MISSING, help: str = "", **kw: Any) -> Any:
@@ -284,14 +269,21 @@ class SFTConfig(_TrainConfig):
 #: TRL's GRPO loss types (r1omni_fast.kernels.grpo_loss).
 GRPO_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
 
+
 #: What ``generation_kwargs`` may hold: the sampler's settings (they override the fields).
 GENERATION_KWARGS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
 _GENERATION_KWARGS_ELSEWHERE = {
     "max_new_tokens": "set max_completion_length", "max_tokens": "set max_completion_length",
     "do_sample": "GRPO always samples", "num_return_sequences": "set num_generations", "n": "set num_generations",
     "seed": "set seed", "num_beams": "GRPO samples, it does not search"}
+
+
 _NO_VLLM = ("generation runs in the training process with a prefix-shared, preallocated KV cache "
             "(no vLLM server or engine): remove it")
+
+
 #: TRL GRPOConfig fields with no meaning here: (the value that turns them off in TRL, what to do instead).
 TRL_ONLY_FIELDS: Dict[str, tuple] = {
     "use_vllm": (False, _NO_VLLM),
@@ -562,50 +554,9 @@ class GRPOConfig(_TrainConfig):
 
 
 STAGES: Dict[str, Type[_RunConfig]] = {"sft": SFTConfig, "grpo": GRPOConfig}
+
+
 AnyConfig = Union[SFTConfig, GRPOConfig]
-
-
-def load_config(path: Optional[Union[str, os.PathLike]], overrides: Sequence[str] = ()) -> AnyConfig:
-    """Read a YAML config (``stage:`` picks the dataclass), apply ``--field value`` overrides.
-
-    Overrides: ``--field value``, ``--field=value``, a bare ``--flag`` for a bool field (True),
-    ``--no-flag`` (False); dashes and underscores are interchangeable. ``--stage`` may pick the
-    stage when there is no file. Raises :class:`ConfigError` with a one-line message.
-    """
-    values: Dict[str, Any] = {}
-    source = "flags"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                loaded = safe_yaml(fh, source)
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {source}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise ConfigError(f"{source}{where}: {problem}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: expected a mapping of field: value, got a {type(loaded).__name__}")
-        values.update(loaded)
-
-    flag_values = _parse_overrides(overrides)
-    stage = flag_values.pop("stage", None) or values.pop("stage", None)
-    values.pop("stage", None)
-    if stage is None:
-        raise ConfigError(f"{source}: no stage given: add 'stage: sft' (or grpo, eval) or pass --stage")
-    cls = STAGES.get(str(stage))
-    if cls is None:
-        raise ConfigError(f"{source}: unknown stage {shown(stage)}: use one of {', '.join(STAGES)}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in flag_values:
-        trl_only = cls is GRPOConfig and (key in TRL_ONLY_FIELDS or key.startswith("vllm_"))
-        if key not in names and not trl_only:  # TRL-only fields: GRPOConfig.from_dict explains them
-            raise ConfigError(_unknown_message(key, names, cls.stage, "flags", flag=True))
-    return cls.from_dict({**values, **flag_values}, source=source)  # flags win
 
 
 def field_help(stage: str) -> List[tuple]:
@@ -618,238 +569,6 @@ def field_help(stage: str) -> List[tuple]:
         rows.append((f"--{f.name.replace('_', '-')}", _type_name(hints[f.name]), default,
                      f.metadata.get("help", "")))
     return rows
-
-
-# ----------------------------------------------------------------------------------- internals
-
-
-@functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> Dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _parse_overrides(args: Sequence[str]) -> Dict[str, Any]:
-    """``["--max-steps", "10", "--bf16", "--lr=1"]`` -> {"max_steps": "10", "bf16": True, ...}.
-
-    Values stay strings; the dataclass converts them by annotation. A flag with no value (next
-    token is another flag, or the end) means True; ``--no-x`` means False.
-    """
-    out: Dict[str, Any] = {}
-    i = 0
-    args = list(args)
-    while i < len(args):
-        token = args[i]
-        if not token.startswith("--") or len(token) == 2:
-            raise ConfigError(f"unexpected argument {shown(token)}: overrides look like --field value")
-        body = token[2:]
-        if "=" in body:
-            name, value = body.split("=", 1)
-            i += 1
-        elif i + 1 < len(args) and not _looks_like_flag(args[i + 1]):
-            name, value = body, args[i + 1]
-            i += 2
-        else:
-            name, value = body, True
-            if name.startswith("no-") or name.startswith("no_"):
-                name, value = name[3:], False
-            i += 1
-        out[name.replace("-", "_")] = value
-    return out
-
-
-def _looks_like_flag(token: str) -> bool:
-    if not token.startswith("--"):
-        return False
-    try:  # "--1" is not a flag name but could not be a value either; treat names only as flags
-        float(token)
-        return False
-    except ValueError:
-        return True
-
-
-def _unknown_message(key: str, names, stage: str, source: str, flag: bool = False) -> str:
-    shown_key = f"--{key.replace('_', '-')}" if flag else shown(key)
-    close = difflib.get_close_matches(key, list(names), n=3, cutoff=0.6)
-    hint = (f"; did you mean {', '.join(close)}?" if close
-            else f"; see `r1omni-fast train --help` for the {stage} fields")
-    return f"{source}: unknown field {shown_key} for stage {stage}{hint}"
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin in (list, List):
-        return f"list[{_type_name(typing.get_args(tp)[0])}]"
-    if origin in (dict, Dict):
-        return "mapping"
-    return "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
-
-
-#: Longest value shown in an error message (a repr is cut beyond it).
-SHOWN_CHARS = 200
-#: Most values (scalars, list items, mapping entries) a YAML document may expand to once its
-#: aliases are followed: a few hundred bytes of nested aliases ("billion laughs") would expand to
-#: gigabytes in a message or a saved config.
-MAX_YAML_VALUES = 100_000
-
-_REPR = reprlib.Repr()
-_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
-_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 12
-_REPR.maxlevel = 3
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` for a message: nested containers and long strings abridged with ``...``,
-    never longer than about :data:`SHOWN_CHARS` characters, and never expanding a shared
-    (aliased) structure in full."""
-    return _clip(_REPR.repr(value))
-
-
-def _clip(text: str, limit: int = SHOWN_CHARS) -> str:
-    """``text`` cut in the middle to at most ``limit`` characters (its end often holds the fix)."""
-    if len(text) <= limit:
-        return text
-    half = (limit - 5) // 2
-    return f"{text[:half]} ... {text[-half:]}"
-
-
-def safe_yaml(stream: Any, source: str = "config") -> Any:
-    """``yaml.safe_load(stream)``, refusing a document whose aliases expand to more than
-    :data:`MAX_YAML_VALUES` values (ConfigError naming ``source``) before anything is built.
-    Raises yaml.YAMLError for invalid YAML."""
-    loader = yaml.SafeLoader(stream)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        if _expanded_size(node) > MAX_YAML_VALUES:
-            raise ConfigError(f"{source}: its YAML aliases (*name) expand to more than {MAX_YAML_VALUES} values: "
-                              "write the values out instead of nesting aliases")
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-def _expanded_size(node: Any) -> int:
-    """Values of ``node`` with every alias followed, counted over the shared node graph (each
-    node once: linear in the document, however far its aliases expand). Counting stops past the
-    limit; a recursive alias counts as beyond it."""
-    sizes: Dict[int, int] = {}
-    pending: set = set()
-
-    def size(n: Any) -> int:
-        key = id(n)
-        if key in sizes:
-            return sizes[key]
-        if key in pending:  # an anchor inside itself expands without end
-            return MAX_YAML_VALUES + 1
-        pending.add(key)
-        total = 1
-        if isinstance(n, yaml.SequenceNode):
-            children = n.value
-        elif isinstance(n, yaml.MappingNode):
-            children = [c for pair in n.value for c in pair]
-        else:
-            children = []
-        for child in children:
-            total += size(child)
-            if total > MAX_YAML_VALUES:
-                break
-        pending.discard(key)
-        sizes[key] = total
-        return total
-
-    return size(node)
-
-
-def _require_finite(name: str, value: Any) -> None:
-    """ConfigError naming ``name`` when ``value`` is, or holds (list items, mapping values), a
-    NaN or infinite float: NaN passes every ``<`` / ``>`` bound check and inf every positivity
-    check, and either poisons a run silently."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
-    for item in items:
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ConfigError(f"{name} must be a finite number, got {item!r}: give a real value (or leave it "
-                              "unset for the default)")
-
-
-def _convert(name: str, value: Any, tp: Any) -> Any:
-    """Convert ``value`` (from YAML or a flag string) to the annotation ``tp`` or raise ConfigError."""
-    try:
-        return _coerce(value, tp)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name} must be {_type_name(tp)}, got {shown(value)} ({exc})") from None
-
-
-def _coerce(value: Any, tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        args = typing.get_args(tp)
-        if type(None) in args and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
-            return None
-        rest = [a for a in args if a is not type(None)]
-        if len(rest) == 1:
-            return _coerce(value, rest[0])
-        # Union[str, List[str]] (label_set): a list, or a string with commas, is the list form.
-        list_arm = next((a for a in rest if typing.get_origin(a) in (list, List)), None)
-        if list_arm is not None and (isinstance(value, (list, tuple)) or
-                                     (isinstance(value, str) and ("," in value or value.strip().startswith("[")))):
-            return _coerce(value, list_arm)
-        for arm in rest:
-            try:
-                return _coerce(value, arm)
-            except (TypeError, ValueError):
-                continue
-        raise ValueError("no matching type")
-    if origin in (dict, Dict):
-        if isinstance(value, str):
-            value = safe_yaml(value, "the value")
-        if not isinstance(value, dict):
-            raise TypeError(f"expected a mapping, got a {type(value).__name__}")
-        return dict(value)
-    if origin in (list, List):
-        (item,) = typing.get_args(tp)
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                value = safe_yaml(text, "the value")
-            else:
-                value = [v.strip() for v in text.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"expected a list, got a {type(value).__name__}")
-        return [_coerce(v, item) for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ValueError("expected true or false")
-    if tp is int:
-        if isinstance(value, bool):
-            raise TypeError("expected an integer, got a boolean")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            return int(value.strip())
-        raise TypeError(f"expected an integer, got a {type(value).__name__}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise TypeError("expected a number, got a boolean")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            return float(value.strip())
-        raise TypeError(f"expected a number, got a {type(value).__name__}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise TypeError(f"expected a string, got a {type(value).__name__}")
-    raise TypeError(f"unsupported field type {tp!r}")
 
 
 def missing_tracker_packages(names: Sequence[str]) -> List[str]:
