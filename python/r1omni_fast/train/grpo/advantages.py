@@ -16,34 +16,49 @@ from r1omni_fast.train.grpo.rollout import Rollout
 log = logging.getLogger(__name__)
 
 
+#: ``group_advantages``'s epsilon in ``(R - mean) / (std + eps)`` (TRL's 1e-4).
+EPS = 1e-4
+
+
 def step_advantages(rewards: torch.Tensor, group_size: int, weights: Sequence[float], scale: str,
                     device: torch.device) -> tuple:
     """``group_advantages`` of a (N, R) float64 reward table (one column per function, NaN = not
     scored), as TRL: a completion that every function left unscored (all NaN) is left out of its
     group's mean and std (and of the batch std) and gets advantage 0. Returns (advantages (N,)
     float32, group mean (N // G,), group std (N // G,)) on ``device``."""
-    w = torch.tensor(list(weights), dtype=torch.float32, device=device)
     unscorable = torch.isnan(rewards).all(1)
     if not bool(unscorable.any()):
+        w = torch.tensor(list(weights), dtype=torch.float32, device=device)
         return group_advantages(rewards.to(device, torch.float32), group_size, weights=w, scale=scale)
-    total = torch.nansum(rewards * torch.tensor(list(weights), dtype=torch.float64), dim=1)
-    total[unscorable] = float("nan")
-    grouped = total.view(-1, group_size)
-    mean = torch.nanmean(grouped, dim=1)
-    count = (~torch.isnan(grouped)).sum(1)
-    dev = grouped - mean[:, None]
-    std = torch.sqrt(torch.nansum(dev * dev, dim=1) / (count - 1).clamp(min=1))
-    std = torch.where(count > 1, std, torch.zeros_like(std))
-    if scale == "group":
-        adv = dev / (std[:, None] + 1e-4)
-    elif scale == "batch":
-        valid = total[~unscorable]
-        adv = dev / ((valid.std() if valid.numel() > 1 else torch.tensor(0.0, dtype=torch.float64)) + 1e-4)
-    else:
-        adv = dev
-    adv = torch.nan_to_num(adv.reshape(-1), nan=0.0)
-    return (adv.to(device, torch.float32), torch.nan_to_num(mean).to(device, torch.float32),
-            std.to(device, torch.float32))
+    adv, mean, std = _scored_group_advantages(rewards, unscorable, group_size, weights, scale)
+    return adv.to(device, torch.float32), mean.to(device, torch.float32), std.to(device, torch.float32)
+
+
+def _scored_group_advantages(rewards: torch.Tensor, unscorable: torch.Tensor, group_size: int,
+                             weights: Sequence[float], scale: str) -> tuple:
+    """:func:`step_advantages` when some rows are unscorable, in float64 on the CPU: each group's
+    scored rows are one group of ``group_advantages`` (groups with the same number of scored rows
+    go in one call); a group with one scored row has mean that row's total, std 0 and advantage 0,
+    one with none mean 0 and std 0; with ``scale="batch"`` the deviations are divided by the
+    standard deviation of every scored total (0 below two)."""
+    total = torch.nansum(rewards.double().cpu() * torch.tensor(list(weights), dtype=torch.float64), dim=1)
+    scored = ~unscorable.cpu().view(-1, group_size)
+    counts = scored.sum(1)
+    adv = torch.zeros_like(total)
+    mean = torch.zeros(counts.shape[0], dtype=torch.float64)
+    std = torch.zeros_like(mean)
+    for count in counts.unique().tolist():
+        groups = torch.nonzero(counts == count).squeeze(1)
+        rows = (groups[:, None] * group_size + torch.arange(group_size))[scored[groups]]  # group by group
+        if count == 1:
+            mean[groups] = total[rows]
+        elif count > 1:
+            adv[rows], mean[groups], std[groups] = group_advantages(
+                total[rows], int(count), scale="none" if scale == "batch" else scale, eps=EPS)
+    if scale == "batch":
+        valid = total[~unscorable.cpu()]
+        adv = adv / ((valid.std() if valid.numel() > 1 else torch.tensor(0.0, dtype=torch.float64)) + EPS)
+    return adv, mean, std
 
 
 def normalize_then_sum(rewards: torch.Tensor, group_size: int, weights: Sequence[float]) -> torch.Tensor:
