@@ -239,6 +239,46 @@ def test_output_dir_in_the_model_folder_or_unwritable_is_refused_before_step_1(a
         run_sft(_sft(assets, readonly), loader=clip_loader(), progress=False)
 
 
+def test_an_adapters_base_folder_is_protected_and_an_adapter_cycle_is_one_error(assets, tmp_path):
+    """model_name_or_path = a LoRA run's output: its base model folder (and anything inside it)
+    is refused as output_dir, as the adapter folder itself is; adapters naming each other as
+    base are one error naming the cycle (train, predict's loader), never a RecursionError."""
+    from r1omni_fast.model import lora
+
+    adapter = tmp_path / "lora"
+    run_sft(_sft(assets, adapter, max_steps=1, use_peft=True, lora_r=2, lora_alpha=4), loader=clip_loader(),
+            progress=False)
+    base = Path(lora.base_model_path(adapter))
+    before = sorted((p.name, p.stat().st_size) for p in base.iterdir())
+    for out in (base, base / "sub"):
+        with pytest.raises(ConfigError, match="base model folder of the adapter model_name_or_path"):
+            run_sft(_sft(assets, out, model_name_or_path=str(adapter), use_peft=True), loader=clip_loader(),
+                    progress=False)
+    assert sorted((p.name, p.stat().st_size) for p in base.iterdir()) == before
+    assert lora.adapter_chain(adapter) == [adapter.resolve(), base.resolve()]
+
+    loop = tmp_path / "loop"
+    shutil.copytree(adapter, loop, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((loop / lora.ADAPTER_CONFIG).read_text())
+    config["base_model_name_or_path"] = str(loop)
+    (loop / lora.ADAPTER_CONFIG).write_text(json.dumps(config))
+    with pytest.raises(lora.LoraError, match="form a cycle"):
+        lora.load_model(loop)
+    with pytest.raises(ConfigError, match="model_name_or_path: .*form a cycle"):
+        run_sft(_sft(assets, tmp_path / "out", model_name_or_path=str(loop), use_peft=True), loader=clip_loader(),
+                progress=False)
+    proc = run_cli(["predict", str(tmp_path / "x.mp4"), "--model", str(loop)])
+    assert proc.returncode == 2 and "form a cycle" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_run_refused_for_its_model_leaves_no_empty_output_dir(assets, tmp_path):
+    out = tmp_path / "new" / "run"
+    with pytest.raises(ConfigError, match="model_name_or_path"):
+        run_sft(_sft(assets, out, model_name_or_path=str(tmp_path / "missing")), loader=clip_loader(),
+                progress=False)
+    assert not (tmp_path / "new").exists()
+
+
 def _writable(folder: Path) -> bool:
     try:
         (folder / ".r1omni-probe").write_text("")

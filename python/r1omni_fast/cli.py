@@ -468,6 +468,7 @@ def _load_model(model_dir: str, device: str, dtype: str, quiet: bool = False):
     :data:`EXIT_USAGE` with its one line. ``quiet``: without transformers' loading bars."""
     from r1omni_fast.eval.predict import load_for_inference
     from r1omni_fast.model import CheckpointError
+    from r1omni_fast.model.lora import LoraError
 
     if quiet:
         from transformers.utils import logging as hf_logging
@@ -475,7 +476,7 @@ def _load_model(model_dir: str, device: str, dtype: str, quiet: bool = False):
         hf_logging.disable_progress_bar()
     try:
         return load_for_inference(model_dir, device, dtype)
-    except (CheckpointError, FileNotFoundError) as exc:
+    except (CheckpointError, FileNotFoundError, LoraError) as exc:
         raise bad_input(str(exc)) from None
 
 

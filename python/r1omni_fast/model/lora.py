@@ -391,6 +391,23 @@ def base_model_path(folder: str | os.PathLike, base: Optional[str | os.PathLike]
     return path
 
 
+def adapter_chain(folder: str | os.PathLike) -> List[Path]:
+    """``folder`` and, while the folder is an adapter folder, its base model folder, that folder's
+    base, and so on (resolved paths, ``folder`` first, the full model last). Training must write
+    into none of them. Raises :class:`LoraError` when a base is missing (as
+    :func:`base_model_path`) or when the adapters name each other in a cycle (naming the cycle)."""
+    chain = [Path(folder).resolve()]
+    while is_adapter_folder(chain[-1]):
+        base = Path(base_model_path(chain[-1])).resolve()
+        if base in chain:
+            cycle = " -> ".join(str(p) for p in chain[chain.index(base):] + [base])
+            raise LoraError(f"{folder}: the adapter's base model folders form a cycle ({cycle}; base_model_name_or_path "
+                            f"in {ADAPTER_CONFIG}): point base_model_name_or_path at the full model the adapter was "
+                            "trained on, or pass it with --base")
+        chain.append(base)
+    return chain
+
+
 def load_with_adapter(folder: str | os.PathLike, *, base: Optional[str | os.PathLike] = None,
                       loader: Any = None, **kwargs: Any) -> torch.nn.Module:
     """The base model of the adapter in ``folder`` (``loader(path, **kwargs)``, default
@@ -403,6 +420,8 @@ def load_with_adapter(folder: str | os.PathLike, *, base: Optional[str | os.Path
 
     check_model_files(folder)
     saved = read_adapter_config(folder)
+    if base is None:
+        adapter_chain(folder)  # a cycle of adapters is one LoraError, not a RecursionError
     base = base_model_path(folder, base)
     model = (loader or load_model)(base, **kwargs)
     model.requires_grad_(False)
@@ -465,7 +484,7 @@ def merge(folder: str | os.PathLike, out: str | os.PathLike, *, base: Optional[s
 
 
 __all__ = [
-    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "AdapterDisabled", "DEFAULT_TARGET_MODULES", "LoraError",
+    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "AdapterDisabled", "adapter_chain", "DEFAULT_TARGET_MODULES", "LoraError",
     "adapter_disabled", "apply_lora", "base_model_path", "is_adapter_folder", "is_lora", "language_model_names",
     "load_adapter_weights", "load_model", "load_with_adapter", "lora_config", "merge", "merged",
     "modules_to_save", "peft_model", "read_adapter_config", "save_adapter", "target_module_names",

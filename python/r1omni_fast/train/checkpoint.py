@@ -558,6 +558,7 @@ class RunLock:
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
         self.held = False
+        self.made: List[Path] = []  # the folders acquire() created, deepest first
 
     def _holder(self) -> Optional[Dict[str, Any]]:
         try:
@@ -573,8 +574,10 @@ class RunLock:
         from r1omni_fast.config import ConfigError
 
         host = socket.gethostname()
+        missing = [p for p in [self.folder, *self.folder.parents] if not p.exists()]
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self.made = missing
         except OSError as exc:
             raise ConfigError(f"output_dir: cannot create {self.folder} ({exc.strerror or exc}): choose a folder "
                               "you can write") from None
@@ -621,8 +624,15 @@ class RunLock:
         raise ConfigError(f"output_dir {self.folder}: could not take {self.path} (another run is starting there)")
 
     def release(self) -> None:
+        """Remove the lock when it is ours; folders :meth:`acquire` created that are still empty
+        then (a run refused before it wrote anything) go too, so a failed start leaves no trace."""
         holder = self._holder() if self.held else None
         if holder is not None and holder.get("pid") == os.getpid():
             with contextlib.suppress(OSError):
                 self.path.unlink()
+            for folder in self.made:
+                try:
+                    folder.rmdir()  # only when empty
+                except OSError:
+                    break
         self.held = False

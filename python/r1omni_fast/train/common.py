@@ -342,16 +342,30 @@ def claim_output_dir(cfg: AnyConfig, dist: Any = None) -> RunLock:
     """Take ``cfg.output_dir`` for this run before anything is written (rank 0; every rank gets
     the same answer), returning the held :class:`checkpoint.RunLock` (release it at the end).
 
-    ConfigError (exit 2) when: output_dir is model_name_or_path or inside it; it cannot be created
+    ConfigError (exit 2) when: output_dir is model_name_or_path or inside it, or (for an adapter
+    folder) its base model folder or any base further down (``lora.adapter_chain``); it cannot be created
     or written; another live run holds its lock (the message names pid, host, start); it holds
     another run's checkpoints or a non-empty ``metrics.jsonl`` and neither ``resume`` nor
     ``overwrite_output_dir`` is set. With ``overwrite_output_dir`` (and no ``resume``) those
     checkpoints and :data:`RUN_FILES` are removed first. Temporaries of dead processes go too."""
+    from r1omni_fast.model import lora
+
     out = Path(cfg.output_dir).resolve()
-    if cfg.model_name_or_path and _inside(out, Path(cfg.model_name_or_path).resolve()):
-        raise ConfigError(f"output_dir {cfg.output_dir} is the model folder model_name_or_path "
-                          f"{cfg.model_name_or_path} or inside it: the run would overwrite the model it starts from; "
-                          "choose another output_dir")
+    if cfg.model_name_or_path:
+        try:
+            protected = lora.adapter_chain(cfg.model_name_or_path)
+        except lora.LoraError as exc:
+            raise ConfigError(f"model_name_or_path: {exc}") from None
+        if _inside(out, protected[0]):
+            raise ConfigError(f"output_dir {cfg.output_dir} is the model folder model_name_or_path "
+                              f"{cfg.model_name_or_path} or inside it: the run would overwrite the model it starts "
+                              "from; choose another output_dir")
+        for base in protected[1:]:
+            if _inside(out, base):
+                raise ConfigError(f"output_dir {cfg.output_dir} is {base} or inside it, the base model folder of the "
+                                  f"adapter model_name_or_path {cfg.model_name_or_path} (base_model_name_or_path in "
+                                  f"{lora.ADAPTER_CONFIG}): the run would overwrite the model the adapter needs; "
+                                  "choose another output_dir")
     lock = RunLock(cfg.output_dir)
     error = None
     if dist is None or dist.is_main:
