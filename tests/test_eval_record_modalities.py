@@ -79,6 +79,39 @@ def test_in_training_evaluation_evaluates_a_video_only_record(material, arch, tm
     assert evals and evals[-1]["eval/n"] == 2 and "eval/error" not in evals[-1]
 
 
+def test_audio_alone_skips_a_video_only_record_and_counts_it(material, tmp_path):
+    """Under --modalities audio a video-only record has nothing to give the model: eval skips it
+    (named in metrics.json, not in n), the --ablate audio pass leaves it out of the attribution
+    (counted as unmatched), and predict gives it an error row with no modality."""
+    _, files, _, models = material
+    ids = [r["id"] for r in json.loads(files["mixed"].read_text())]
+    audio = _eval(models["humanomni"], files["mixed"], tmp_path / "audio", "audio")
+    assert audio["metrics"]["n"] == 1 and list(audio["rows"]) == [ids[0]]
+    assert [s["id"] for s in audio["metrics"]["skipped"]] == [ids[1]]
+    assert "nothing to give the model" in audio["metrics"]["skipped"][0]["reason"]
+
+    result = run_cli(["eval", "--model", str(models["humanomni"]), "--data", str(files["mixed"]),
+                      "--out", str(tmp_path / "ablate"), "--ablate", "--num-frames", "2", "--max-new-tokens", "8",
+                      "--labels", ",".join(LABELS), "--device", "cpu", "--batch-size", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "ablate" / "modalities.json").read_text())
+    assert summary["settings"]["audio"]["n"] == 1 and summary["settings"]["video"]["n"] == 2
+    attribution = summary["attribution"]
+    assert attribution["clips"] == 1 and attribution["unmatched"] == 1, attribution
+
+    for modalities, given in (("audio", [["audio"], []]), ("video,audio", [["video", "audio"], ["video"]])):
+        out = tmp_path / f"predict-{modalities}.jsonl"
+        result = run_cli(["predict", "--model", str(models["humanomni"]), "--data", str(files["mixed"]),
+                          "--out", str(out), "--modalities", modalities, "--num-frames", "2",
+                          "--max-new-tokens", "8", "--device", "cpu", "--labels", ",".join(LABELS)])
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["modalities"] for r in rows] == given
+        assert (rows[1]["error"] is not None) == (modalities == "audio")
+        if modalities == "audio":
+            assert "nothing to give the model" in rows[1]["error"] and "predict it with video" in rows[1]["error"]
+
+
 def test_the_eval_summary_names_the_skipped_records():
     from r1omni_fast.eval.runner import metrics_table
 
@@ -87,6 +120,6 @@ def test_the_eval_summary_names_the_skipped_records():
                "outside_label_set": 0, "unparsable": 0, "n": 2,
                "skipped": [{"id": f"clip-{i}", "reason": f"no video stream in clip-{i}.mp4"} for i in range(5)]}
     last = metrics_table(metrics).splitlines()[-1]
-    assert last.startswith("skipped (media could not be loaded, not in n): 5")
+    assert last.startswith("skipped (not evaluated, not in n): 5")
     assert "clip-0: no video stream in clip-0.mp4" in last and "clip-2" in last and "clip-3" not in last
     assert "; ..." in last and "metrics.json" in last

@@ -249,7 +249,12 @@ def predict_iter(
         collate = runner.clip_collator(model, keep, frames, image_size, aspect, loader)
         if keep == ("audio",):  # a silent mel would be a made-up input: refuse clips without sound
             collate.media_kwargs["require_audio"] = True
-        loadable = [s for s, item in zip(samples, items) if item.error is None]
+        # an item's own error, or a video-only record under audio alone (nothing to give the model)
+        errors = [item.error if item.error is not None else
+                  None if runner.record_modalities(s, keep) else runner.nothing_to_give(keep).replace(
+                      "evaluate it with video", "predict it with video")
+                  for s, item in zip(samples, items)]
+        loadable = [s for s, error in zip(samples, errors) if error is None]
         work = runner.with_previews(collate) if previews is not None else collate
         chunks = [loadable[i:i + batch_size] for i in range(0, len(loadable), batch_size)]
         done: Dict[int, Dict[str, Any]] = {}
@@ -274,14 +279,14 @@ def predict_iter(
                 for s, row in zip(batch.samples, _generate_rows(model, batch, keep, prompt, labels, num_generations,
                                                                 temperature, top_p, seed, max_new_tokens)):
                     done[s.extra["index"]] = row
-            while position < len(samples) and (position in done or items[position].error is not None):
-                if items[position].error is not None:
-                    yield _error_row(samples[position], keep, items[position].error)
+            while position < len(samples) and (position in done or errors[position] is not None):
+                if errors[position] is not None:
+                    yield _error_row(samples[position], keep, errors[position])
                 else:
                     yield done.pop(position)
                 position += 1
         for i in range(position, len(samples)):  # the items after the last loadable one
-            yield _error_row(samples[i], keep, items[i].error)
+            yield _error_row(samples[i], keep, errors[i])
 
 
 def predict(model: Any, items: Sequence[ClipInput], **kwargs: Any) -> List[Dict[str, Any]]:
@@ -331,7 +336,7 @@ def _blank_row(sample: Any, keep: Tuple[str, ...]) -> Dict[str, Any]:
     row: Dict[str, Any] = dict.fromkeys(ROW_KEYS)
     row.update(id=sample.extra["row_id"], video=str(sample.video),
                audio=None if sample.audio is None else str(sample.audio), label=sample.label,
-               modalities=list(keep))
+               modalities=list(runner.record_modalities(sample, keep)))
     return row
 
 

@@ -228,7 +228,8 @@ def evaluate_rows(
     ``label_set``: a dataset name, a list of labels or a ``LabelSet`` (default: the DataFile's,
     else DFEW). ``modalities``: what the model is given — "video,audio", "video" or "audio"; each
     prompt gets exactly the placeholders of these modalities, except that a record whose prompt
-    is video-only (``<video>`` without ``<audio>``) gets no audio (:func:`record_modalities`).
+    is video-only (``<video>`` without ``<audio>``) gets no audio (:func:`record_modalities`),
+    and under "audio" alone is skipped (listed in ``metrics["skipped"]``, not scored).
     ``num_frames`` / ``image_size`` default to the checkpoint's; ``aspect="resize"`` squashes
     frames to a square as HumanOmni's evaluation does. ``prompt`` replaces every record's
     instruction (media placeholders are added). ``loader`` replaces
@@ -276,7 +277,10 @@ def evaluate_rows(
     frames = num_frames or model.num_frames
     rows = []
     images: Dict[str, Any] = {}
-    skipped: List[Tuple[str, str]] = []
+    # a video-only record (its prompt has <video>, no <audio>) has nothing to give under audio alone
+    skipped: List[Tuple[str, str]] = [(s.id, nothing_to_give(keep)) for s in samples if not record_modalities(s, keep)]
+    if skipped:
+        samples = [s for s in samples if record_modalities(s, keep)]
     with eval_mode(model, frames):
         collate = clip_collator(model, keep, frames, image_size, aspect, loader)
         if previews:
@@ -302,7 +306,7 @@ def evaluate_rows(
         finally:
             bar.close()
     if not rows:
-        raise ValueError(f"none of the {len(samples)} clips of {data_path or 'the data'} could be loaded: "
+        raise ValueError(f"none of the {len(samples) + len(skipped)} clips of {data_path or 'the data'} could be loaded: "
                          f"first error: {skipped[0][1] if skipped else 'unknown'}")
 
     metrics = summarise(rows, labels)
@@ -451,7 +455,7 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
     if metrics.get("skipped"):
         skipped = metrics["skipped"]
         shown = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
-        lines.append(f"skipped (media could not be loaded, not in n): {len(skipped)} — {shown}"
+        lines.append(f"skipped (not evaluated, not in n): {len(skipped)} — {shown}"
                      f"{'; ...' if len(skipped) > 3 else ''} (all in metrics.json)")
     return "\n".join(lines)
 
@@ -591,10 +595,19 @@ def record_modalities(sample: Any, keep: Tuple[str, ...]) -> Tuple[str, ...]:
     """The modalities of ``keep`` that ``sample`` is given: all of them, except audio for a record
     whose prompt lays out its media as video only (``<video>`` without ``<audio>``): its clip need
     not have sound, and training gave it none (the trainers' ``audio="record"``). A prompt naming
-    no placeholder at all gets every modality of ``keep``."""
+    no placeholder at all gets every modality of ``keep``. Empty for a video-only record under
+    audio alone: callers skip it (:func:`nothing_to_give`)."""
     if "audio" in keep and "<video>" in sample.prompt and "<audio>" not in sample.prompt:
         return tuple(m for m in keep if m != "audio")
     return keep
+
+
+def nothing_to_give(keep: Tuple[str, ...]) -> str:
+    """Why a record gets no modality of ``keep`` (:func:`record_modalities` is empty): a
+    video-only prompt under audio alone. Such a record is skipped and counted, never given an
+    empty input."""
+    return (f"its prompt lays out video only (<video> without <audio>), so under modalities {'+'.join(keep)} it has "
+            "nothing to give the model: evaluate it with video (--modalities video or video,audio)")
 
 
 def instruction_for(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -> str:
