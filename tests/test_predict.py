@@ -115,6 +115,11 @@ def test_cli_bad_inputs_one_line_each(tiny_ckpt, synth_eval, odd_media, tmp_path
         assert result.exit_code == 2 and flag in result.output, (args, result.output)
     result = _cli("--model", tiny_ckpt)
     assert result.exit_code == 2 and "no clips" in result.output
+    result = _cli("--model", tiny_ckpt, "--glob", str(tmp_path / "nothing" / "*.mp4"))
+    assert result.exit_code == 2 and "no clips to predict" in result.output and "matches no file" in result.output
+    same = tmp_path / "rows.jsonl"
+    result = _cli("--model", tiny_ckpt, good, "--out", same, "--report", same)
+    assert result.exit_code == 2 and "would overwrite the predictions" in result.output and not same.exists()
     if not torch.cuda.is_available():
         result = _cli("--model", tiny_ckpt, good, "--device", "cuda")
         assert result.exit_code == 2 and "no CUDA device" in result.output

@@ -534,8 +534,9 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     With --data, the labels give WAR / UAR and report.html is written beside --out.
 
     Exit status: 0 when at least one clip was predicted, 1 when none could be, 2 for bad
-    options, a bad or empty --data file, a missing or incomplete model folder, an output path
-    that is also an input.
+    options, no clip found (missing paths, a folder without clips, a --glob matching nothing), a
+    bad or empty --data file, a missing or incomplete model folder, an output path that is also
+    an input or another output.
     """
     import json
     from pathlib import Path
@@ -573,8 +574,8 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
         raise click.UsageError(str(exc)) from None
     for line in problems:
         click.echo(f"error: {line}", err=True)
-    if not items:
-        raise CommandError("no clips to predict" + (f": {'; '.join(problems)}" if problems else ""))
+    if not items:  # nothing to try: the paths and patterns themselves are the bad input
+        raise bad_input("no clips to predict" + (f": {'; '.join(problems)}" if problems else ""))
     want_report = not no_report and (report_file is not None or (data_file is not None and out_file is not None))
     if want_report and report_file is None:
         report_file = str(Path(out_file).with_name("report.html"))
@@ -584,6 +585,9 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
         if path is not None:
             refuse_same_path(path, inputs, flag)
             check_output(Path(path).parent, flag, shown=path)
+    if want_report and out_file is not None and Path(report_file).resolve() == Path(out_file).resolve():
+        raise bad_input(f"--report {report_file} is also --out {out_file}: the report would overwrite the predictions; "
+                        "choose another --report path (or --no-report)")
     _inference_settings(device, dtype)
     model = _load_model(model_dir, device, dtype, quiet)
 
