@@ -315,6 +315,25 @@ def test_resume_refuses_a_changed_identity_field_naming_it(assets, two_checkpoin
     assert [r["step"] for r in _rows(out)] == [1, 2]
 
 
+def test_resume_refuses_a_data_file_changed_in_place(assets, tmp_path):
+    """Same data_file path, other contents (records added, removed or reordered): the saved data
+    position no longer holds, so --resume refuses naming the file; the unchanged file resumes."""
+    model, data = assets
+    source = Path(sft_fields(model, data, tmp_path)["data_file"])
+    mine = source.with_name(f"changed-{tmp_path.name}.json")
+    records = json.loads(source.read_text())
+    mine.write_text(json.dumps(records))
+    out = tmp_path / "run"
+    run_sft(_sft(assets, out, data_file=str(mine)), loader=clip_loader(), progress=False)
+    mine.write_text(json.dumps(records[::-1]))
+    with pytest.raises(ckpt.ResumeError, match=f"data_file {mine} changed since .*checkpoint-2"):
+        run_sft(_sft(assets, out, max_steps=3, resume=True, data_file=str(mine)), loader=clip_loader(), progress=False)
+    assert [r["step"] for r in _rows(out)] == [1, 2]
+    mine.write_text(json.dumps(records))
+    run_sft(_sft(assets, out, max_steps=3, resume=True, data_file=str(mine)), loader=clip_loader(), progress=False)
+    assert [r["step"] for r in _rows(out)] == [1, 2, 3]
+
+
 def test_resume_refuses_another_stage_or_model_naming_both(assets, two_checkpoints, tmp_path):
     from r1omni_fast.train.grpo import run_grpo
 

@@ -490,23 +490,39 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def file_signature(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of the bytes of the file at ``path``; "" when it is no regular file."""
+    import hashlib
+
+    if not os.path.isfile(path):
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def run_fingerprint(cfg: AnyConfig) -> Dict[str, Any]:
     """What a checkpoint records of its run (``trainer_state.json``'s ``fingerprint``): the stage,
-    the starting model (absolute path and :func:`weights_signature`), the data file (absolute),
-    the :data:`IDENTITY_FIELDS` and the :data:`APPLIED_FIELDS` of ``cfg`` it has."""
+    the starting model (absolute path and :func:`weights_signature`), the data file (absolute
+    path, and its contents' :func:`file_signature` as ``data_signature``), the
+    :data:`IDENTITY_FIELDS` and the :data:`APPLIED_FIELDS` of ``cfg`` it has."""
     model = os.path.abspath(cfg.model_name_or_path) if cfg.model_name_or_path else None
     fields = {n: _plain(getattr(cfg, n)) for n in IDENTITY_FIELDS if hasattr(cfg, n)}
     if fields.get("data_file"):
         fields["data_file"] = os.path.abspath(fields["data_file"])
     return {"stage": cfg.stage, "model": model,
             "model_weights": weights_signature(model) if model and os.path.isdir(model) else "",
+            "data_signature": file_signature(fields["data_file"]) if fields.get("data_file") else "",
             "fields": fields, "applied": {n: _plain(getattr(cfg, n)) for n in APPLIED_FIELDS if hasattr(cfg, n)}}
 
 
 def compare_fingerprint(folder: Path, state: Dict[str, Any], cfg: AnyConfig) -> List[str]:
     """Check that ``cfg`` continues the run of the checkpoint ``folder`` (trainer state ``state``):
     another stage, starting model or identity field raises :class:`ResumeError` naming both
-    values; returns one line per changed applied field (the caller applies and logs them).
+    values, and so does a data file whose contents changed under the same path; returns one line
+    per changed applied field (the caller applies and logs them).
     Checkpoints written before fingerprints are checked for their stage only."""
     saved_stage = state.get("stage")
     if saved_stage is not None and saved_stage != cfg.stage:
@@ -535,6 +551,12 @@ def compare_fingerprint(folder: Path, state: Dict[str, Any], cfg: AnyConfig) -> 
         if name in saved.get("fields", {}) and saved["fields"][name] != value:
             raise ResumeError(f"resume: {name} was {saved['fields'][name]!r} in {folder}, this config has "
                               f"{value!r}: resume with the same {name}, or start a new output_dir")
+    if saved.get("data_signature") and saved["data_signature"] != now["data_signature"]:
+        # same path (checked above), other contents: the saved data position would point elsewhere
+        raise ResumeError(f"resume: data_file {now['fields'].get('data_file')} changed since {folder} was written "
+                          "(its contents differ, so the run's position in the data no longer holds): put back the "
+                          "file the run trained on, or start a new output_dir from the checkpoint's model "
+                          f"(model_name_or_path: {folder})")
     return [f"{name} {saved['applied'][name]!r} -> {value!r}" for name, value in now["applied"].items()
             if name in saved.get("applied", {}) and saved["applied"][name] != value]
 
