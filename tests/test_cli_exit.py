@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from _eval_fixtures import SYNTH_LABELS, media_module, synth_eval  # noqa: F401  (fixtures)
 from r1omni_fast import cli
 from r1omni_fast.cli import main
-from r1omni_fast.exit_status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
+from r1omni_fast.exit_status import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PREEMPTED, EXIT_TERMINATED,
+                                     EXIT_USAGE)
 from tests._model_fixtures import tiny_ckpt  # noqa: F401  (fixtures)
 
 NO_CUDA = not torch.cuda.is_available()
@@ -56,6 +57,7 @@ def test_the_table_is_the_training_faults_statuses():
 
     assert (EXIT_OK, EXIT_FAILED, EXIT_USAGE) == (0, 1, 2)
     assert (EXIT_PREEMPTED, EXIT_INTERRUPTED) == (faults.EXIT_PREEMPTED, faults.EXIT_INTERRUPTED) == (75, 130)
+    assert EXIT_TERMINATED == 143
     assert "Exit status of every command" in run("--help").output
 
 
@@ -69,6 +71,45 @@ def test_ctrl_c_in_any_command_is_130_with_one_line(tmp_path, monkeypatch):
     result = run("data", "synth", tmp_path / "d", "--n", 4)
     assert result.exit_code == EXIT_INTERRUPTED and "interrupted" in result.output
     assert "Aborted" not in result.output and not (tmp_path / "d").exists() and leftovers(tmp_path) == []
+
+
+def _terminate(*args, **kwargs):
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+    raise AssertionError("SIGTERM did not stop the command")
+
+
+def test_sigterm_in_a_command_is_143_with_one_line_and_the_same_clean_up(tmp_path, monkeypatch):
+    import signal
+
+    import r1omni_fast.data.synthetic as synthetic
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(synthetic, "_write_mp4", _terminate)
+    result = run("data", "synth", tmp_path / "d", "--n", 4)
+    assert result.exit_code == EXIT_TERMINATED == 143 and "stopped by SIGTERM" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "d").exists() and leftovers(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler lives only while a command runs
+
+
+def test_sigterm_in_predict_keeps_the_rows_already_written(tiny_ckpt, synth_eval, tmp_path, monkeypatch):  # noqa: F811
+    from r1omni_fast.eval import predict as pred
+
+    clips = sorted(str(p) for p in (synth_eval.root / "clips").glob("*.mp4"))[:3]
+    real, calls = pred._generate_rows, []
+
+    def second_batch_terminates(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs) if len(calls) == 1 else _terminate()
+
+    monkeypatch.setattr(pred, "_generate_rows", second_batch_terminates)
+    out = tmp_path / "rows.jsonl"
+    result = run("predict", "--model", tiny_ckpt, *clips, "--batch-size", 1, "--max-new-tokens", 2, "--out", out,
+                 "--quiet")
+    assert result.exit_code == EXIT_TERMINATED and "stopped by SIGTERM" in result.output, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["video"] for r in rows] == clips[:1] and rows[0]["error"] is None
 
 
 # ------------------------------------------------------------------------------ per command

@@ -342,8 +342,10 @@ def test_cli_eval_prints_table_and_writes_artifacts(tiny_ckpt, synth_eval, tmp_p
                    "--labels", ",".join(SYNTH_LABELS), "--max-new-tokens", "4", "--batch-size", "2", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "WAR" in result.output and "UAR" in result.output and "happy" in result.output
-    for name in ("metrics.json", "predictions.jsonl", "confusion_matrix.png"):
+    for name in ("metrics.json", "predictions.jsonl", "confusion_matrix.png", "report.html"):
         assert (out / name).is_file()
+    assert result.output.splitlines()[-1] == "wrote " + ", ".join(
+        f"{out}/{name}" for name in ("metrics.json", "predictions.jsonl", "confusion_matrix.png", "report.html"))
     assert json.loads((out / "metrics.json").read_text())["model"] == str(tiny_ckpt)
 
 

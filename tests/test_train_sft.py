@@ -120,7 +120,7 @@ def test_bad_config_value_is_a_one_line_error_naming_the_field(assets, tmp_path,
     result = run_cli(["train", "--config", str(cfg), *flags], timeout=120)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and field in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and field in lines[0], result.stderr
     assert not (tmp_path / "run").exists()
 
 

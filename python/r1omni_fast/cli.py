@@ -20,7 +20,7 @@ configure_cpu_threads()
 
 
 # --- exit status (every command; docs/troubleshooting.md "Exit status of every command") ----------------------------------------
-from r1omni_fast.exit_status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE  # noqa: E402
+from r1omni_fast.exit_status import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE  # noqa: E402
 
 
 class CommandError(click.ClickException):
@@ -105,14 +105,33 @@ def _refuse_non_output_folder(out: str, marker: str, kind: str) -> None:
                         "to replace")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: raised where the command is, so it unwinds through the same clean-up as
+    Ctrl-C (a KeyboardInterrupt), then exits :data:`EXIT_TERMINATED` instead of 130."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 class _Main(click.Group):
-    """The command group: every command's Ctrl-C is :data:`EXIT_INTERRUPTED` with one line, and an
-    OSError that escapes a command (a full disk, a read-only folder) one line and
-    :data:`EXIT_FAILED`, never a traceback."""
+    """The command group: every command's Ctrl-C is :data:`EXIT_INTERRUPTED` with one line, its
+    SIGTERM :data:`EXIT_TERMINATED` with one line (a training run replaces this handler while it
+    trains: it saves and exits 75), and an OSError that escapes a command (a full disk, a
+    read-only folder) one line and :data:`EXIT_FAILED`, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
+        import signal
+        import threading
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             return super().invoke(ctx)
+        except Terminated:
+            click.echo("stopped by SIGTERM", err=True)
+            ctx.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
@@ -120,6 +139,9 @@ class _Main(click.Group):
             if exc.strerror is None:  # not a system error: let it show
                 raise
             raise CommandError(_os_error_line(exc)) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,7 +152,7 @@ def main() -> None:
     Exit status of every command: 0 done; 1 a runtime failure (the work could not finish); 2 a
     usage, config or data error (bad flags or values, a bad or empty data file, a missing or
     incomplete model folder, a device that is not there); 75 stopped by SIGTERM after saving;
-    130 interrupted (Ctrl-C).
+    130 interrupted (Ctrl-C); 143 stopped by SIGTERM with nothing to save.
     """
 
 
@@ -449,7 +471,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     except ValueError as exc:  # no clip could be loaded
         raise CommandError(str(exc)) from None
     click.echo(metrics_table(metrics))
-    click.echo(f"wrote {out_dir}/metrics.json, {out_dir}/predictions.jsonl, {out_dir}/confusion_matrix.png")
+    click.echo("wrote " + ", ".join(f"{out_dir}/{name}" for name in OUTPUT_FILES if (Path(out_dir) / name).is_file()))
 # --- end eval ------------------------------------------------------------------------------
 
 
@@ -739,19 +761,20 @@ def train(ctx: click.Context, config_path: str | None) -> None:
         cfg = load_config(config_path, ctx.args)
         out = run(cfg)
     except (ConfigError, ResumeError) as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         ctx.exit(EXIT_USAGE)
     except TrainingError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         ctx.exit(EXIT_FAILED)
     except Preempted as exc:
         click.echo(str(exc), err=True)
         ctx.exit(exc.exit_status)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM before the training loop took the signals over
         newest = latest_checkpoint(cfg.output_dir) if cfg is not None and hasattr(cfg, "output_dir") else None
         kept = f"the newest checkpoint is {newest}" if newest is not None else "no checkpoint was written"
-        click.echo(f"interrupted: stopped without saving; {kept}", err=True)
-        ctx.exit(EXIT_INTERRUPTED)
+        how = "stopped by SIGTERM" if isinstance(exc, Terminated) else "interrupted"
+        click.echo(f"{how}: stopped without saving; {kept}", err=True)
+        ctx.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
     if os.environ.get("RANK", "0") == "0":
         click.echo(f"final model: {out}")
 

@@ -17,5 +17,9 @@ EXIT_USAGE = 2
 EXIT_PREEMPTED = 75
 #: Stopped by SIGINT / Ctrl-C (128 + SIGINT, the shell's convention), checkpoint written or not.
 EXIT_INTERRUPTED = 130
+#: Stopped by SIGTERM where there is nothing to save (every command but a training run past its
+#: start, which saves and exits :data:`EXIT_PREEMPTED`): 128 + SIGTERM, with one line, after the
+#: same clean-up as Ctrl-C (no partial output file is left in place of a complete one).
+EXIT_TERMINATED = 143
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PREEMPTED", "EXIT_USAGE"]
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_PREEMPTED", "EXIT_TERMINATED", "EXIT_USAGE"]

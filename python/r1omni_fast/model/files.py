@@ -43,7 +43,7 @@ def check_safetensors(path: str | os.PathLike) -> None:
                 raise DamagedFileError(path, f"{size} bytes, no safetensors header")
             n = int.from_bytes(head, "little")
             if n > size - 8:
-                raise DamagedFileError(path, f"its header claims {n} bytes, the file holds {size}: cut short")
+                raise DamagedFileError(path, f"its safetensors header alone should be {n} bytes, the whole file is {size}: cut short")
             header = json.loads(f.read(n))
     except OSError as exc:
         raise DamagedFileError(path, exc.strerror or str(exc)) from None

@@ -242,11 +242,10 @@ def find_resume(cfg: AnyConfig) -> Optional[Path]:
             state = read_trainer_state(folder)
         except (DamagedFileError, ResumeError) as exc:
             damaged.append(str(exc))
-            log.warning("resume: %s; trying the checkpoint before it", exc)
             continue
-        if damaged:
-            log.warning("resume: falling back to %s, the newest complete checkpoint (%d newer one(s) damaged)",
-                        folder, len(damaged))
+        if damaged:  # one line: where the run continues, and why each newer checkpoint was passed over
+            log.warning("resume: falling back to %s, the newest complete checkpoint; %d newer one(s) damaged: %s",
+                        folder, len(damaged), "; ".join(damaged))
         for change in compare_fingerprint(folder, state, cfg):
             log.warning("resume: %s (applied from step %d on)", change, int(state["global_step"]) + 1)
         return folder
