@@ -317,45 +317,45 @@ fn media_error(py: Python<'_>, e: media::MediaError) -> PyErr {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn clip_options(
-    num_frames: usize,
-    image_size: u32,
-    aspect: &str,
-    mean: [f32; 3],
-    std: [f32; 3],
-    n_mels: usize,
-    audio: bool,
-    require_audio: bool,
-    audio_path: Option<String>,
-    max_dimension: u32,
-    decoder_threads: usize,
-    limits: Limits,
-) -> PyResult<media::ClipOptions> {
-    let aspect = aspect.parse().map_err(pyo3::exceptions::PyValueError::new_err)?;
-    let (downmix, max_num_frames, max_image_size, max_output_bytes) = limits;
-    let downmix = downmix.parse().map_err(pyo3::exceptions::PyValueError::new_err)?;
-    Ok(media::ClipOptions {
-        num_frames,
-        image_size,
-        aspect,
-        mean,
-        std,
-        n_mels,
-        audio,
-        require_audio,
-        audio_path,
-        max_dimension,
-        decoder_threads,
-        downmix,
-        max_num_frames,
-        max_image_size,
-        max_output_bytes,
-    })
+/// `media::ClipOptions` from keyword arguments named as its fields, each written once here; an
+/// option not given keeps its default (`media::ClipOptions::default()`, the Python `load_clip`'s).
+/// `audio_path` is an option of one clip only (`batch` refuses it). Errors name the option: a
+/// TypeError for an unknown one or a value of the wrong type, a ValueError for a bad
+/// `aspect`/`downmix`.
+fn clip_options(kwargs: Option<&Bound<'_, PyDict>>, batch: bool) -> PyResult<media::ClipOptions> {
+    use pyo3::exceptions::{PyTypeError, PyValueError};
+    let mut o = media::ClipOptions::default();
+    for (key, value) in kwargs.into_iter().flatten() {
+        let key: String = key.extract()?;
+        // The argument extraction message of pyo3, which these options had as positional ones.
+        let named = |e: PyErr| PyTypeError::new_err(format!("argument '{key}': {e}"));
+        let text = || value.extract::<String>().map_err(named);
+        match key.as_str() {
+            "num_frames" => o.num_frames = value.extract().map_err(named)?,
+            "image_size" => o.image_size = value.extract().map_err(named)?,
+            "aspect" => o.aspect = text()?.parse().map_err(PyValueError::new_err)?,
+            "mean" => o.mean = value.extract().map_err(named)?,
+            "std" => o.std = value.extract().map_err(named)?,
+            "n_mels" => o.n_mels = value.extract().map_err(named)?,
+            "audio" => o.audio = value.extract().map_err(named)?,
+            "require_audio" => o.require_audio = value.extract().map_err(named)?,
+            "audio_path" if !batch => o.audio_path = value.extract().map_err(named)?,
+            "max_dimension" => o.max_dimension = value.extract().map_err(named)?,
+            "decoder_threads" => o.decoder_threads = value.extract().map_err(named)?,
+            "downmix" => o.downmix = text()?.parse().map_err(PyValueError::new_err)?,
+            "max_num_frames" => o.max_num_frames = value.extract().map_err(named)?,
+            "max_image_size" => o.max_image_size = value.extract().map_err(named)?,
+            "max_output_bytes" => o.max_output_bytes = value.extract().map_err(named)?,
+            "audio_path" => {
+                return Err(PyTypeError::new_err(
+                    "audio_path is an option of one clip: load the clips that have separate audio with media_load_clip",
+                ))
+            }
+            other => return Err(PyTypeError::new_err(format!("unexpected clip option {other:?}"))),
+        }
+    }
+    Ok(o)
 }
-
-/// `(downmix, max_num_frames, max_image_size, max_output_bytes)` from Python.
-type Limits = (String, usize, u32, u64);
 
 /// A decoded clip as a dict of the `Clip` fields (numpy arrays for the tensors).
 fn clip_to_dict<'py>(py: Python<'py>, clip: media::Clip, opts: &media::ClipOptions) -> PyResult<Bound<'py, PyDict>> {
@@ -377,52 +377,31 @@ fn clip_to_dict<'py>(py: Python<'py>, clip: media::Clip, opts: &media::ClipOptio
     Ok(d)
 }
 
-/// `load_clip` of rust/media; returns the `Clip` fields as a dict.
+/// `load_clip` of rust/media; returns the `Clip` fields as a dict. The options are keyword
+/// arguments (see [`clip_options`]).
 #[pyfunction]
-#[pyo3(signature = (path, num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, audio_path, max_dimension, decoder_threads, limits))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (path, **options))]
 fn media_load_clip<'py>(
     py: Python<'py>,
     path: String,
-    num_frames: usize,
-    image_size: u32,
-    aspect: &str,
-    mean: [f32; 3],
-    std: [f32; 3],
-    n_mels: usize,
-    audio: bool,
-    require_audio: bool,
-    audio_path: Option<String>,
-    max_dimension: u32,
-    decoder_threads: usize,
-    limits: Limits,
+    options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let opts = clip_options(num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, audio_path, max_dimension, decoder_threads, limits)?;
+    let opts = clip_options(options, false)?;
     let clip = py.detach(|| media::load_clip(&path, &opts)).map_err(|e| media_error(py, e))?;
     clip_to_dict(py, clip, &opts)
 }
 
-/// `load_batch` of rust/media: a list with a dict per decoded clip or a `MediaError` instance.
+/// `load_batch` of rust/media: a list with a dict per decoded clip or a `MediaError` instance
+/// (`threads` = 0: all cores; the options as [`media_load_clip`]'s, `audio_path` excepted).
 #[pyfunction]
-#[pyo3(signature = (paths, threads, num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, max_dimension, decoder_threads, limits))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (paths, threads, **options))]
 fn media_load_batch<'py>(
     py: Python<'py>,
     paths: Vec<String>,
     threads: usize,
-    num_frames: usize,
-    image_size: u32,
-    aspect: &str,
-    mean: [f32; 3],
-    std: [f32; 3],
-    n_mels: usize,
-    audio: bool,
-    require_audio: bool,
-    max_dimension: u32,
-    decoder_threads: usize,
-    limits: Limits,
+    options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let opts = clip_options(num_frames, image_size, aspect, mean, std, n_mels, audio, require_audio, None, max_dimension, decoder_threads, limits)?;
+    let opts = clip_options(options, true)?;
     let results = py.detach(|| media::load_batch(&paths, &opts, threads));
     let out = PyList::empty(py);
     for r in results {

@@ -7,6 +7,8 @@ own decoding (``ffmpeg``/``ffprobe``), the PyAV + PIL implementation and, for th
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -335,11 +337,33 @@ def test_native_checks_the_limits_itself(rotated):
     from r1omni_fast import _native
 
     p = str(rotated["upright"])
-    args = ("pad", (0.5,) * 3, (0.5,) * 3, 80, True, False)
-    items = _native.media_load_batch([p, p], 1, 8, 64, *args, 8192, 1, ("ffmpeg", 8, 64, 10**6))
+    opts = dict(num_frames=8, image_size=64, n_mels=80, max_image_size=64)
+    items = _native.media_load_batch([p, p], 1, **opts, max_output_bytes=10**6)
     assert all(isinstance(i, media.MediaError) and "max_output_bytes" in i.reason for i in items)
     with pytest.raises(media.MediaError, match="max_num_frames=4"):
-        _native.media_load_clip(p, 8, 64, *args, None, 8192, 1, ("ffmpeg", 4, 64, 10**9))
+        _native.media_load_clip(p, **opts, max_num_frames=4)
+
+
+def test_native_clip_options_are_keywords_with_load_clips_defaults(rotated):
+    # Each option of the extension's clip functions is a keyword with load_clip's default.
+    from r1omni_fast import _native
+
+    p = str(rotated["upright"])
+    ours = media.load_clip(p, decoder_threads=0)
+    for d in (_native.media_load_clip(p), _native.media_load_batch([p], 1)[0]):
+        assert sorted(d) == sorted(f.name for f in dataclasses.fields(ours))
+        for k, v in d.items():
+            np.testing.assert_array_equal(v, getattr(ours, k), err_msg=k)
+    with pytest.raises(TypeError, match='unexpected clip option "frames"'):
+        _native.media_load_clip(p, frames=8)
+    with pytest.raises(TypeError, match="audio_path is an option of one clip"):
+        _native.media_load_batch([p], 1, audio_path=p)
+    with pytest.raises(TypeError, match="argument 'num_frames'"):
+        _native.media_load_clip(p, num_frames="8")
+    with pytest.raises(ValueError, match='aspect must be "pad" or "resize", got "wide"'):
+        _native.media_load_clip(p, aspect="wide")
+    with pytest.raises(ValueError, match="downmix must be"):
+        _native.media_load_batch([p], 1, downmix="left")
 
 
 # --- pixel formats: 10-bit, 4:2:2, 4:4:4, full range, matrix tags ---

@@ -41,23 +41,16 @@ def _panicking_batch_for_tests(n: int, panic_at: int) -> npt.NDArray[np.float64]
 # --- end rewards ---
 # --- media (rust/media; wrapped by r1omni_fast.media, which documents the contract) ---
 
-# limits: (downmix "ffmpeg" | "mean", max_num_frames, max_image_size, max_output_bytes)
+# The clip options of media_load_clip / media_load_batch are keyword arguments named and typed
+# as the keywords of r1omni_fast.media.load_clip; one not given keeps load_clip's default
+# (rust/media/clip.rs ClipOptions::default). An unknown one is a TypeError.
 
-def media_load_clip(
-    path: str, num_frames: int, image_size: int, aspect: str, mean: tuple[float, float, float],
-    std: tuple[float, float, float], n_mels: int, audio: bool, require_audio: bool,
-    audio_path: str | None, max_dimension: int, decoder_threads: int,
-    limits: tuple[str, int, int, int],
-) -> dict[str, object]:
+def media_load_clip(path: str, **options: object) -> dict[str, object]:
     """One clip as a dict of the ``Clip`` fields; raises ``r1omni_fast.media.MediaError``."""
 
-def media_load_batch(
-    paths: list[str], threads: int, num_frames: int, image_size: int, aspect: str,
-    mean: tuple[float, float, float], std: tuple[float, float, float], n_mels: int, audio: bool,
-    require_audio: bool, max_dimension: int, decoder_threads: int,
-    limits: tuple[str, int, int, int],
-) -> list[dict[str, object] | Exception]:
-    """Clips in parallel (GIL released), in order; a failed item is its ``MediaError``."""
+def media_load_batch(paths: list[str], threads: int, **options: object) -> list[dict[str, object] | Exception]:
+    """Clips in parallel (GIL released; threads = 0: all cores), in order; a failed item is
+    its ``MediaError``. ``audio_path`` is not an option here."""
 
 def media_decode_frames(
     path: str, indices: list[int], max_dimension: int, decoder_threads: int

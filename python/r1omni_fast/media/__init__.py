@@ -138,8 +138,15 @@ def _check(num_frames, image_size, aspect, n_mels, max_dimension, std, *, clips=
                          f"the batch, or raise max_output_bytes")
 
 
-def _limits(downmix, max_num_frames, max_image_size, max_output_bytes) -> tuple:
-    return (str(downmix), int(max_num_frames), int(max_image_size), int(max_output_bytes))
+_NATIVE_OPTION_TYPES = dict(num_frames=int, image_size=int, aspect=str, mean=tuple, std=tuple,
+                           n_mels=int, audio=bool, require_audio=bool, max_dimension=int,
+                           decoder_threads=int, downmix=str, max_num_frames=int,
+                           max_image_size=int, max_output_bytes=int)
+
+
+def _native_options(**options) -> dict:
+    """The clip options as the extension's keyword arguments (rust/python.rs ``clip_options``)."""
+    return {k: _NATIVE_OPTION_TYPES[k](v) for k, v in options.items()}
 
 
 def _clip(d: dict) -> Clip:
@@ -174,11 +181,13 @@ def load_clip(path, *, num_frames: int = 8, image_size: int = 224, aspect: str =
                                     aspect=aspect, mean=mean, std=std, n_mels=n_mels, audio=audio,
                                     require_audio=require_audio, audio_path=audio_path,
                                     max_dimension=max_dimension, downmix=downmix)
-    d = native.media_load_clip(path, int(num_frames), int(image_size), aspect, mean, std,
-                               int(n_mels), bool(audio), bool(require_audio),
-                               None if audio_path is None else os.fspath(audio_path),
-                               int(max_dimension), int(decoder_threads),
-                               _limits(downmix, max_num_frames, max_image_size, max_output_bytes))
+    d = native.media_load_clip(
+        path, audio_path=None if audio_path is None else os.fspath(audio_path),
+        **_native_options(num_frames=num_frames, image_size=image_size, aspect=aspect, mean=mean,
+                          std=std, n_mels=n_mels, audio=audio, require_audio=require_audio,
+                          max_dimension=max_dimension, decoder_threads=decoder_threads,
+                          downmix=downmix, max_num_frames=max_num_frames,
+                          max_image_size=max_image_size, max_output_bytes=max_output_bytes))
     return _clip(d)
 
 
@@ -234,11 +243,8 @@ def load_batch(paths, *, threads: Optional[int] = None, num_frames: int = 8,
                                      audio=audio, require_audio=require_audio,
                                      max_dimension=max_dimension, downmix=downmix)
     items = native.media_load_batch(paths, 0 if threads is None else int(threads),
-                                    int(num_frames), int(image_size), aspect, mean, std,
-                                    int(n_mels), bool(audio), bool(require_audio),
-                                    int(max_dimension), int(decoder_threads),
-                                    _limits(downmix, max_num_frames, max_image_size,
-                                            max_output_bytes))
+                                    **_native_options(**{k: v for k, v in same.items()
+                                                         if k != "backend"}))
     return [item if isinstance(item, MediaError) else _clip(item) for item in items]
 
 
