@@ -227,7 +227,8 @@ def test_stub_matches_the_native_module():
 
     def params(fn: ast.FunctionDef) -> list:
         a = fn.args
-        return [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg != "self"]
+        rest = [p for p in (a.vararg, a.kwarg) if p is not None]
+        return [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs + rest if p.arg != "self"]
 
     def native_params(obj) -> list:
         return [p for p in inspect.signature(obj).parameters if p != "self"]
