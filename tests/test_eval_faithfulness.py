@@ -9,7 +9,10 @@ import json
 
 import pytest
 
-from r1omni_fast.eval.faithfulness import counterfactual_attribution, cue_agreement, think_answer_consistency
+from tests._model_fixtures import tiny_ckpt, tiny_model  # noqa: F401  (fixtures)
+
+from r1omni_fast.eval.faithfulness import (counterfactual_attribution, cue_agreement, cut_trace, early_answering,
+                                           think_answer_consistency)
 
 
 def _row(i, think, cue=None, prediction="happy", label="happy"):
@@ -77,6 +80,70 @@ def test_counterfactual_attribution_hand_computed():
     changed = [_row(i, "", prediction="sad") for i in range(4)]
     got = counterfactual_attribution(full, {"video": same, "audio": changed})
     assert got["cited_change_rate"] == 0.0 and got["unfaithful_claims"] == 1.0 and got["uncited_change_rate"] == 1.0
+
+
+def _early(i, prediction, answers):
+    row = _row(i, None if answers is None else "the face", prediction=prediction)
+    row["early_answers"] = answers
+    return row
+
+
+def test_early_answering_hand_computed():
+    rows = [_early(0, "happy", {"0": "sad", "0.5": "happy", "1": "happy"}),    # changed at 0 only
+            _early(1, "sad", {"0": "angry", "0.5": "angry", "1": "sad"}),      # changed at 0 and 0.5
+            _early(2, None, {"0": "happy", "0.5": None, "1": None}),           # no label named: None = None
+            _early(3, "angry", {"0": "angry", "0.5": "angry", "1": "happy"}),  # changed at 1 only
+            _early(4, "happy", None)]                                          # no trace: left out
+    got = early_answering(rows)
+    assert (got["clips"], got["no_trace"], got["cuts"]) == (4, 1, [0.0, 0.5, 1.0])
+    assert got["change_rate"] == {"0": pytest.approx(3 / 4), "0.5": pytest.approx(1 / 4), "1": pytest.approx(1 / 4)}
+    assert early_answering([_early(0, "happy", None)])["change_rate"] == {"0": None, "0.5": None, "1": None}
+    with pytest.raises(ValueError, match="record 'c0' has no early answer at cut"):
+        early_answering([_early(0, "happy", {"0": "happy"})])
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        early_answering(rows, cuts=(0.0, 1.5))
+
+
+def test_early_answering_tells_post_hoc_reasoning_from_reasoning_the_answer_follows():
+    # the answer was fixed before the reasoning: cutting the trace never changes it
+    post_hoc = [_early(i, "happy", {"0": "happy", "0.5": "happy", "1": "happy"}) for i in range(4)]
+    assert set(early_answering(post_hoc)["change_rate"].values()) == {0.0}
+    # the answer follows the reasoning: without it the model answers something else
+    follows = [_early(i, "happy", {"0": "sad", "0.5": "sad" if i % 2 else "happy", "1": "happy"}) for i in range(4)]
+    assert early_answering(follows)["change_rate"] == {"0": 1.0, "0.5": 0.5, "1": 0.0}
+
+
+def test_cut_trace_keeps_the_floor_of_the_share_of_tokens():
+    ids = [5, 6, 7, 8, 9]
+    assert [cut_trace(ids, f) for f in (0.0, 0.5, 1.0)] == [[], [5, 6], ids]
+    assert cut_trace([1, 2, 3, 4], 0.5) == [1, 2] and cut_trace([], 0.5) == []
+
+
+def test_a_forced_assistant_prefix_continues_as_the_free_generation(tiny_model):
+    """Greedy decoding is deterministic: forcing the first k tokens of a free greedy completion
+    must give back the rest of it, row by row, in a batch whose prefixes differ in length (the
+    re-padding of with_assistant_prefix)."""
+    from tests._model_fixtures import media
+    from r1omni_fast.eval.runner import with_assistant_prefix
+    from r1omni_fast.prompts import build_instruction
+
+    frames, mel = media(3, seed=5)
+    batch = tiny_model.processor([build_instruction(), "<audio>\nAnd here?", build_instruction()],
+                                 pixel_values=frames, audio_features=mel)
+    new = 12
+    free = tiny_model.generate(batch, num_generations=1, max_new_tokens=new, do_sample=False)
+    ids = [free.completion_ids[b, :free.lengths[b]].tolist() for b in range(3)]
+    assert all(len(x) >= 6 for x in ids), ids
+    cuts = [0, 3, 5]
+    forced = with_assistant_prefix(batch, [x[:k] for x, k in zip(ids, cuts)], tiny_model.processor.tokenizer.pad_token_id)
+    assert forced["input_ids"].shape[1] == batch["input_ids"].shape[1] + 5  # the longest row sets the width
+    assert forced["pixel_values"] is batch["pixel_values"]
+    out = tiny_model.generate(forced, num_generations=1, max_new_tokens=new - max(cuts), do_sample=False)
+    for b, k in enumerate(cuts):
+        got = out.completion_ids[b, :out.lengths[b]].tolist()
+        assert got == ids[b][k:k + len(got)] and len(got) == min(new - max(cuts), len(ids[b]) - k), (b, got, ids[b])
+    with pytest.raises(ValueError, match="2 assistant prefixes for 3 prompts"):
+        with_assistant_prefix(batch, [[1], [2]], 0)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +216,19 @@ def test_ablate_reports_counterfactual_attribution(tiny, tmp_path):
     a = report["attribution"]
     assert a["clips"] == report["n"] and a["cited"] + a["uncited"] == 2 * a["clips"]
     assert "counterfactual attribution over" in result.output
+
+
+def test_eval_early_answering_writes_rates_rows_and_report(tiny, tmp_path):
+    result = _eval(tiny, tiny / "data" / "test.json", tmp_path / "early", "--early-answering")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "early" / "metrics.json").read_text())
+    rows = [json.loads(x) for x in (tmp_path / "early" / "predictions.jsonl").read_text().splitlines()]
+    expected = early_answering(rows)  # the rates are those of the rows written
+    assert metrics["faithfulness"]["early_answering"] == expected
+    assert expected["clips"] + expected["no_trace"] == metrics["n"]
+    for row in rows:
+        assert (row["early_answers"] is None) == (row["think"] is None)
+    assert "early answering (" in result.output
+    assert 'id="early-answering"' in (tmp_path / "early" / "report.html").read_text()
+    result = _eval(tiny, tiny / "data" / "test.json", tmp_path / "x", "--early-answering", "--no-explain")
+    assert result.exit_code != 0 and "--early-answering is a faithfulness metric" in result.output

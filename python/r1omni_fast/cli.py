@@ -390,12 +390,15 @@ def merge_command(model_dir: str, out_dir: str, base: str | None) -> None:
 @click.option("--reasoning-classifier", default=None,
               help="what reads the emotion a trace expresses: lexicon (default), a local transformers "
                    "sequence-classification folder, or module:function (texts -> labels)")
+@click.option("--early-answering", is_flag=True,
+              help="also answer every clip again with its reasoning cut to 0, 50 and 100 %% of its tokens and "
+                   "report how often the answer changes (Lanham et al.'s test; three more passes)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, batch_size: int,
                  num_frames: int | None, max_new_tokens: int, prompt: str | None, label_spec: str,
                  ablate: bool, prompt_preset: str | None, device: str, dtype: str, answer_matching: str,
                  aspect: str, prompt_layout: str, chat_template: str, explain: bool,
-                 reasoning_classifier: str | None, quiet: bool) -> None:
+                 reasoning_classifier: str | None, early_answering: bool, quiet: bool) -> None:
     """Greedy evaluation: WAR, UAR, format rate, confusion matrix and reasoning traces.
 
     Answers are matched to the labels as --answer-matching says (default: as the robust accuracy
@@ -404,6 +407,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     from r1omni_fast.data import DataError, read_data
     from r1omni_fast.data.check import label_spec_from_text
     from r1omni_fast.eval.runner import OUTPUT_FILES, ablation_table, eval_prompt, evaluate, metrics_table
+    from r1omni_fast.eval.faithfulness import EARLY_ANSWERING_CUTS
     from r1omni_fast.eval.runner import ablate as run_ablation
     from r1omni_fast.prompts import normalise_modalities
     from r1omni_fast.labels import resolve_closed
@@ -428,6 +432,8 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
             raise click.BadParameter(str(exc), param_hint="--prompt-preset") from None
     if reasoning_classifier is not None and not explain:
         raise click.UsageError("--reasoning-classifier is for the faithfulness metrics: drop it or --no-explain")
+    if early_answering and not explain:
+        raise click.UsageError("--early-answering is a faithfulness metric: drop it or --no-explain")
     classifier = None
     if explain:
         from r1omni_fast.reasoning_emotion import ClassifierError, load_classifier
@@ -439,7 +445,7 @@ def eval_command(model_dir: str, data_file: str, out_dir: str, modalities: str, 
     options = dict(batch_size=batch_size, num_frames=num_frames, max_new_tokens=max_new_tokens,
                    prompt=prompt, label_set=labels, progress=not quiet, answer_matching=answer_matching,
                    aspect=aspect, prompt_layout=prompt_layout, chat_template=chat_template, explain=explain,
-                   reasoning_classifier=classifier)
+                   reasoning_classifier=classifier, early_answering=EARLY_ANSWERING_CUTS if early_answering else None)
     # every check before the model loads or a clip is decoded: device, data file, output folder
     _inference_settings(device, dtype)
     try:

@@ -29,15 +29,30 @@ Counterfactual attribution (:func:`counterfactual_attribution`; the modality abl
     unchanged did not carry it (attribution by input erasure, as in Jacovi & Goldberg 2020,
     "Towards Faithfully Interpretable NLP Systems", and DeYoung et al. 2020, ERASER's
     comprehensiveness). Greedy decoding makes each pass deterministic, so one pass per setting.
+
+Early answering (:func:`early_answering`; Lanham et al. 2023, "Measuring Faithfulness in
+Chain-of-Thought Reasoning", section 2.1; ``r1omni-fast eval --early-answering``)
+    Each clip is answered again with its own trace cut short: the assistant turn is forced to
+    ``<think>`` + the first ``floor(f * T)`` tokens of the trace + ``</think>\n<answer>`` (T = the
+    trace's length in tokens of the model's tokenizer; ``f`` in :data:`EARLY_ANSWERING_CUTS`, 0, 0.5
+    and 1) and the model writes the answer greedily. ``change_rate[f] = #{clips : early answer at f
+    != the answer of the full generation} / #{clips with a <think> block}``. A trace the answer
+    depends on gives a high rate at small ``f``; a rate near 0 at ``f = 0`` means the answer was
+    fixed before the reasoning (post-hoc reasoning). At ``f = 1`` the trace is whole, so the rate
+    there is a control: it is 0 unless re-reading the trace through the tokenizer changes the
+    answer. Clips without a ``<think>`` block are left out and counted in ``no_trace``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from r1omni_fast.grounding import DEFAULT_LEXICON, CueLexicon, cue_name, parse_cue
 
 CUE_NAMES = ("video", "audio", "both", "neither")
+#: The cut fractions of early answering (module docstring): none, half and all of the trace.
+EARLY_ANSWERING_CUTS = (0.0, 0.5, 1.0)
 
 
 def cue_agreement(rows: Iterable[Mapping[str, Any]], lexicon: CueLexicon = DEFAULT_LEXICON) -> Optional[Dict[str, Any]]:
@@ -129,6 +144,52 @@ def counterfactual_attribution(full: Sequence[Mapping[str, Any]], without: Mappi
             "unfaithful_claims": None if cited_rate is None else 1.0 - cited_rate, "unmatched": unmatched}
 
 
+def cut_key(fraction: float) -> str:
+    """The key of a cut fraction in ``early_answers`` and ``change_rate``: ``"0"``, ``"0.5"``, ``"1"``."""
+    return f"{float(fraction):g}"
+
+
+def check_cuts(cuts: Iterable[float]) -> tuple:
+    """``cuts`` as a tuple of floats; ValueError for an empty list or a fraction outside [0, 1]."""
+    values = tuple(float(c) for c in cuts)
+    if not values or any(not 0.0 <= c <= 1.0 for c in values):
+        raise ValueError(f"early answering cuts {list(values)}: give fractions of the trace in [0, 1], "
+                         f"e.g. {list(EARLY_ANSWERING_CUTS)}")
+    return values
+
+
+def cut_trace(ids: Sequence[int], fraction: float) -> List[int]:
+    """The first ``floor(fraction * len(ids))`` token ids of a trace (module docstring)."""
+    return list(ids[:math.floor(fraction * len(ids) + 1e-9)])
+
+
+def early_answering(rows: Sequence[Mapping[str, Any]], cuts: Sequence[float] = EARLY_ANSWERING_CUTS
+                    ) -> Dict[str, Any]:
+    """Lanham et al.'s early answering over evaluation rows (module docstring). A row holds
+    ``prediction`` (the full generation's) and ``early_answers``: ``{cut_key(f): prediction}`` for
+    every cut, or None when its completion has no ``<think>`` block.
+
+    Returns ``{"cuts": [f, ...], "clips", "no_trace", "change_rate": {cut_key(f): rate or None}}``
+    (None when no clip has a trace). Raises ValueError naming the row id when a row lacks a cut."""
+    cuts = check_cuts(cuts)
+    keys = [cut_key(c) for c in cuts]
+    clips = no_trace = 0
+    changed = dict.fromkeys(keys, 0)
+    for row in rows:
+        early = row.get("early_answers")
+        if early is None:
+            no_trace += 1
+            continue
+        missing = [k for k in keys if k not in early]
+        if missing:
+            raise ValueError(f"record {row.get('id')!r} has no early answer at cut(s) {missing}")
+        clips += 1
+        for k in keys:
+            changed[k] += early[k] != row.get("prediction")
+    return {"cuts": list(cuts), "clips": clips, "no_trace": no_trace,
+            "change_rate": {k: (changed[k] / clips if clips else None) for k in keys}}
+
+
 def faithfulness(rows: Sequence[Mapping[str, Any]], *, classifier: Any = None, label_set: Any = None,
                  lexicon: CueLexicon = DEFAULT_LEXICON) -> Dict[str, Any]:
     """The metrics that need no extra generation: ``{"cue_agreement": dict or "n/a",
@@ -146,8 +207,18 @@ def faithfulness_line(metrics: Mapping[str, Any]) -> Optional[str]:
     cue = f["cue_agreement"]
     cue_text = "n/a (no cue field)" if cue == "n/a" else f"{cue['agreement']:.3f} (n={cue['n']})"
     t = f["think_answer"]
-    return (f"faithfulness: cue agreement {cue_text}  reasoning emotion = answer {t['answer_consistency']:.3f}  "
-            f"= label {t['label_consistency']:.3f}  (r1omni_fast.eval.faithfulness)")
+    line = (f"faithfulness: cue agreement {cue_text}  reasoning emotion = answer {t['answer_consistency']:.3f}  "
+            f"= label {t['label_consistency']:.3f}")
+    if "early_answering" in f:
+        line += "\n" + early_answering_line(f["early_answering"])
+    return line + "  (r1omni_fast.eval.faithfulness)"
+
+
+def early_answering_line(early: Mapping[str, Any]) -> str:
+    """``early answering (N clips): answer changes with the trace cut to 0 % 0.750  50 % ...``."""
+    rates = "  ".join(f"{float(k) * 100:g} % {'n/a' if v is None else f'{v:.3f}'}"
+                      for k, v in early["change_rate"].items())
+    return f"early answering ({early['clips']} clips with a trace): answer changes with the trace cut to {rates}"
 
 
 def attribution_line(attribution: Mapping[str, Any]) -> str:
@@ -160,5 +231,6 @@ def attribution_line(attribution: Mapping[str, Any]) -> str:
             f"{rate(attribution['unfaithful_claims'])}")
 
 
-__all__: List[str] = ["attribution_line", "counterfactual_attribution", "cue_agreement", "faithfulness",
-                      "faithfulness_line", "think_answer_consistency"]
+__all__: List[str] = ["EARLY_ANSWERING_CUTS", "attribution_line", "check_cuts", "counterfactual_attribution",
+                      "cue_agreement", "cut_key", "cut_trace", "early_answering", "early_answering_line",
+                      "faithfulness", "faithfulness_line", "think_answer_consistency"]

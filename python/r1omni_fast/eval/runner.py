@@ -222,6 +222,7 @@ def evaluate_rows(
     on_rows: Optional[Callable[[List[Dict[str, Any]]], None]] = None,
     explain: bool = True,
     reasoning_classifier: Any = None,
+    early_answering: Optional[Sequence[float]] = None,
 ) -> EvalResult:
     """The evaluation itself, writing nothing: metrics, rows and (``previews``) clip images.
 
@@ -246,7 +247,10 @@ def evaluate_rows(
     :mod:`r1omni_fast.eval.faithfulness`) with ``reasoning_classifier`` (a spec of
     ``r1omni_fast.reasoning_emotion.load_classifier``; None: the label set's lexicon); the
     classifier and every record's ``cue`` field are checked before any clip is generated
-    (``ClassifierError`` / ValueError naming the input).
+    (``ClassifierError`` / ValueError naming the input). ``early_answering``: cut fractions of the
+    trace (e.g. ``EARLY_ANSWERING_CUTS``, 0 / 0.5 / 1; needs ``explain``): every clip is answered
+    again once per cut (:func:`add_early_answers`), each row gets ``early_answers`` and
+    ``metrics["faithfulness"]["early_answering"]`` the answer-change rates; None (default): off.
     """
     from r1omni_fast.prompts import normalise_modalities
 
@@ -265,6 +269,12 @@ def evaluate_rows(
     if not samples:
         raise ValueError(f"no samples to evaluate in {data_path or 'the given data'}")
     classifier = None
+    if early_answering is not None:
+        from r1omni_fast.eval.faithfulness import check_cuts
+
+        if not explain:
+            raise ValueError("early_answering is a faithfulness metric: it needs explain=True")
+        early_answering = check_cuts(early_answering)
     if explain:  # bad inputs of the metrics fail now, not after the generation
         from r1omni_fast.grounding import parse_cue
         from r1omni_fast.reasoning_emotion import load_classifier
@@ -299,6 +309,9 @@ def evaluate_rows(
                     scored = score_rows(batch.samples, texts, labels, answer_matching)
                     for row, cut in zip(scored, truncated):
                         row["truncated"] = cut
+                    if early_answering is not None:
+                        add_early_answers(model, batch, scored, early_answering, keep, prompt, labels,
+                                          answer_matching, prompt_layout, chat_template)
                     rows += scored
                     if on_rows is not None:
                         on_rows(scored)
@@ -314,6 +327,10 @@ def evaluate_rows(
         from r1omni_fast.eval.faithfulness import faithfulness
 
         metrics["faithfulness"] = faithfulness(rows, classifier=classifier, label_set=labels)
+        if early_answering is not None:
+            from r1omni_fast.eval.faithfulness import early_answering as early_answering_rates
+
+            metrics["faithfulness"]["early_answering"] = early_answering_rates(rows, early_answering)
     metrics.update({
         "skipped": [{"id": i, "reason": r} for i, r in skipped],
         "modalities": list(keep),
@@ -623,11 +640,14 @@ def instruction_for(sample: Any, keep: Tuple[str, ...], prompt: Optional[str]) -
 
 def generate_answers(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Optional[str], max_new_tokens: int,
                      prompt_layout: str = "data", chat_template: str = "checkpoint",
-                     device: Optional[Any] = None) -> Tuple[List[str], List[bool]]:
+                     device: Optional[Any] = None, assistant_prefix: Optional[Sequence[Sequence[int]]] = None,
+                     ) -> Tuple[List[str], List[bool]]:
     """Greedy completions of a collated ``batch``: (completions, truncated). A completion is
     truncated when it used all ``max_new_tokens`` without ending (its last token is no
     end-of-turn token). ``prompt_layout`` / ``chat_template`` as in :func:`evaluate_rows`;
-    ``device``: where the inputs go (default: where they are made)."""
+    ``device``: where the inputs go (default: where they are made); ``assistant_prefix``: token
+    ids per row that the assistant turn begins with (:func:`with_assistant_prefix`; the
+    completions are what follows them)."""
     from r1omni_fast.prompts import humanomni_sft_turn
 
     instructions = [instruction_for(s, keep, prompt) for s in batch.samples]
@@ -637,10 +657,69 @@ def generate_answers(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Opti
     inputs = model.processor(instructions, pixel_values=batch.frames if "video" in keep else None,
                              audio_features=batch.mel if "audio" in keep else None, modalities=keep,
                              chat_template=chat_template, bert_texts=bert_texts)
+    if assistant_prefix is not None:
+        inputs = with_assistant_prefix(inputs, assistant_prefix, model.processor.tokenizer.pad_token_id)
     if device is not None:
         inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items()}
     out = model.generate(inputs, num_generations=1, do_sample=False, max_new_tokens=max_new_tokens)
     return list(out.texts), truncated_rows(out, max_new_tokens, model.processor.eos_token_ids)
+
+
+def with_assistant_prefix(inputs: Dict[str, Any], prefixes: Sequence[Sequence[int]], pad_id: int) -> Dict[str, Any]:
+    """``inputs`` (a processor's left-padded generation batch) with ``prefixes[b]`` (token ids)
+    appended to row b's prompt, so that generation continues an assistant turn that already
+    begins with them; ``input_ids`` / ``attention_mask`` are padded on the left again, every
+    other entry (media, per-row flags) is kept. Raises ValueError for a count that is not one
+    prefix per row."""
+    import torch
+
+    ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+    if len(prefixes) != ids.shape[0]:
+        raise ValueError(f"{len(prefixes)} assistant prefixes for {ids.shape[0]} prompts")
+    mask = torch.ones_like(ids) if mask is None else mask
+    rows = [ids[b][mask[b].bool()].tolist() + [int(t) for t in prefixes[b]] for b in range(ids.shape[0])]
+    width = max(len(r) for r in rows)
+    new_ids = torch.full((len(rows), width), pad_id, dtype=ids.dtype)
+    new_mask = torch.zeros((len(rows), width), dtype=mask.dtype)
+    for b, row in enumerate(rows):
+        new_ids[b, width - len(row):] = torch.tensor(row, dtype=ids.dtype)
+        new_mask[b, width - len(row):] = 1
+    return {**inputs, "input_ids": new_ids, "attention_mask": new_mask}
+
+
+#: Tokens an early answer may take after the forced ``<answer>`` (a label, ``</answer>``, the end).
+EARLY_ANSWER_TOKENS = 16
+
+
+def add_early_answers(model: Any, batch: Any, rows: Sequence[Dict[str, Any]], cuts: Sequence[float],
+                      keep: Tuple[str, ...], prompt: Optional[str], labels: label_sets.LabelSet,
+                      answer_matching: str = "robust", prompt_layout: str = "data",
+                      chat_template: str = "checkpoint") -> None:
+    """Early answering (``r1omni_fast.eval.faithfulness``, Lanham et al. 2023): for each cut
+    fraction f, one greedy pass over the collated ``batch`` whose assistant turn is forced to begin
+    ``<think>`` + the first ``floor(f * T)`` tokens of the row's trace (T: its length in the model's
+    tokenizer) + ``</think>\n<answer>``, at most :data:`EARLY_ANSWER_TOKENS` new tokens. The answer
+    is read from the forced text + continuation as the full completions were
+    (:func:`matched_predictions`). Sets ``row["early_answers"] = {cut_key(f): prediction}`` on
+    every row of ``rows`` (the batch's scored rows), None where the row has no ``<think>``."""
+    from r1omni_fast.eval.faithfulness import cut_key, cut_trace
+
+    tokenizer = model.processor.tokenizer
+
+    def encode(text: str) -> List[int]:
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    opening, closing = encode("<think>"), encode("</think>\n<answer>")
+    traces = [encode(r["think"]) if r["think"] is not None else [] for r in rows]
+    answers: Dict[str, List[Optional[str]]] = {}
+    for fraction in cuts:
+        kept = [cut_trace(t, fraction) for t in traces]
+        texts, _ = generate_answers(model, batch, keep, prompt, EARLY_ANSWER_TOKENS, prompt_layout, chat_template,
+                                    assistant_prefix=[opening + k + closing for k in kept])
+        forced = [f"<think>{model.processor.decode(k)}</think>\n<answer>{t}" for k, t in zip(kept, texts)]
+        answers[cut_key(fraction)] = matched_predictions(batch.samples, forced, labels, answer_matching)
+    for i, row in enumerate(rows):
+        row["early_answers"] = None if row["think"] is None else {k: v[i] for k, v in answers.items()}
 
 
 def truncated_rows(out: Any, max_new_tokens: int, eos_ids: Sequence[int]) -> List[bool]:
