@@ -193,3 +193,31 @@ def test_grpo_trains_with_the_grounding_reward_by_name(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     keys = {k for r in rows for k in r if "cue_grounding" in k}
     assert keys, sorted({k for r in rows for k in r})
+
+
+def test_grpo_refuses_an_unknown_cue_value_before_any_step(tmp_path):
+    """A cue field naming no modality stops a cue_grounding run before the model loads or a step runs."""
+    import yaml
+    from click.testing import CliRunner
+
+    from r1omni_fast.cli import main
+    from r1omni_fast.exit_status import EXIT_USAGE
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["data", "synth", str(tmp_path / "data"), "--n", "6"]).exit_code == 0
+    records = json.loads((tmp_path / "data" / "train.json").read_text())
+    records[-1]["cue"] = "smell"
+    (tmp_path / "data" / "bad.json").write_text(json.dumps(records))
+    cfg = dict(stage="grpo", model_name_or_path=str(tmp_path / "no-model-needed"),
+               data_file=str(tmp_path / "data" / "bad.json"), output_dir=str(tmp_path / "run"), max_steps=1,
+               num_generations=2, max_completion_length=4, per_device_train_batch_size=2, num_frames=2, bf16=False,
+               label_set=["happy", "sad", "angry", "neutral"], reward_funcs=["accuracy", "format", "cue_grounding"])
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(main, ["train", "--config", str(tmp_path / "grpo.yaml")])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert f"record {records[-1]['id']}" in result.output and "cue 'smell' names no modality" in result.output
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    cfg["reward_funcs"] = ["accuracy", "format"]  # without the reward nothing reads the field
+    (tmp_path / "grpo.yaml").write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(main, ["train", "--config", str(tmp_path / "grpo.yaml")])
+    assert "cue" not in result.output

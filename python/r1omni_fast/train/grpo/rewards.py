@@ -49,6 +49,21 @@ def resolve_reward_funcs(names: Sequence[str]) -> List[RewardSpec]:
     return out
 
 
+def check_cue_fields(samples: Sequence[Any], reward_names: Sequence[str], where: str) -> None:
+    """Before any step: with ``cue_grounding`` among ``reward_names``, every sample's ``cue`` field
+    must name modalities (``r1omni_fast.grounding.parse_cue``; a missing one is "not scored"), else
+    ConfigError naming the record and the file setting ``where``."""
+    if "cue_grounding" not in reward_names:
+        return
+    from r1omni_fast.grounding import parse_cue
+
+    for s in samples:
+        try:
+            parse_cue(s.extra.get("cue"), where=f"{s.source} (record {s.id}), its cue field")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc} (the cue_grounding reward reads it)") from None
+
+
 def reward_name(spec: RewardSpec) -> str:
     return spec if isinstance(spec, str) else getattr(spec, "__name__", type(spec).__name__)
 

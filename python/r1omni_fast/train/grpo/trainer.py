@@ -33,7 +33,7 @@ from r1omni_fast.train.grpo.metrics import (_finite, _truncate_completions, loss
                                             rollout_metrics)
 from r1omni_fast.train.grpo.reference import (disable_dropout, load_reference_state, reference_state,
                                               sync_reference)
-from r1omni_fast.train.grpo.rewards import (RewardTrainerState, check_rewards, resolve_reward_funcs,
+from r1omni_fast.train.grpo.rewards import (RewardTrainerState, check_cue_fields, check_rewards, resolve_reward_funcs,
                                             reward_inputs, reward_name)
 from r1omni_fast.train.grpo.rollout import (Rollout, completion_mask, micro_batch_plan, prompt_text_length,
                                             resolve_steps_per_generation, sampling_settings)
@@ -86,6 +86,7 @@ class GRPOTrainer:
         self.eval_data = common.read_split(cfg, "eval_file", kind="auto") if cfg.eval_file else None
         self.train_data = recipe.apply_grpo_recipe(self.train_data, cfg)
         recipe.warn_missing_format(self.train_data.samples, self.reward_names, "data_file")
+        check_cue_fields(self.train_data.samples, self.reward_names, "data_file")
         if self.eval_data is not None:
             self.eval_data = recipe.apply_grpo_recipe(self.eval_data, cfg)
 
