@@ -213,6 +213,33 @@ def test_sft_fraction_gives_a_small_reasoning_split_and_a_disjoint_label_only_sp
     assert {s.id for s in read_data(same.test, labels=labels)} == {s.id for s in test}
 
 
+def test_the_cold_start_split_covers_every_cue_and_is_class_balanced_in_order(tmp_path):
+    """sft.json lists the cold start round-robin over the classes with cues video, audio, both, ...;
+    the clips outside it keep the cues (and bytes) they are drawn with."""
+    from r1omni_fast.data.synthetic import CUES, SHORT_REASONING
+
+    ds = make_synth(tmp_path / "d", n=64, seed=2, num_frames=2, test_fraction=0.25, sft_fraction=0.25,
+                    reasoning="short")
+    records = json.loads(ds.sft.read_text())
+    labels = json.loads(ds.manifest.read_text())["labels"]
+    assert len(records) == 12  # 16 clips per class: 4 held out, round(0.25 * 12) = 3 of the rest
+    assert [r["conversations"][1]["value"].rsplit("<answer>", 1)[1] for r in records] == [
+        f"{label}</answer>" for _ in range(3) for label in labels]
+    assert [r["cue"] for r in records] == [CUES[j % 3] for j in range(12)]
+    for r in records:  # the reasoning names the assigned cue
+        assert r["conversations"][1]["value"].startswith(f"<think>{SHORT_REASONING[r['cue']]}</think>")
+    for k in range(3, 13):
+        assert {r["cue"] for r in records[:k]} == set(CUES)
+    # the other clips are those of a generation without a cold start: same cues, same files
+    plain = make_synth(tmp_path / "e", n=64, seed=2, num_frames=2, test_fraction=0.25, reasoning="short")
+    cue_of = {c["id"]: c["cue"] for c in json.loads(plain.manifest.read_text())["clips"]}
+    cold = {r["id"] for r in records}
+    for clip in json.loads(ds.manifest.read_text())["clips"]:
+        if clip["id"] not in cold:
+            assert clip["cue"] == cue_of[clip["id"]]
+            assert (ds.root / clip["video"]).read_bytes() == (plain.root / clip["video"]).read_bytes()
+
+
 def test_cue_examples_are_deterministic_and_carry_their_labels():
     from r1omni_fast.data.synthetic import cue_examples
 

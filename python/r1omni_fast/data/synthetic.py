@@ -21,7 +21,11 @@ with ``(seed, clip index)``, so the same seed writes byte-identical files. Writt
 
 By default the SFT and GRPO splits hold the same clips. ``sft_fraction`` gives R1-Omni's data
 regime instead: a small cold-start split with reasoning (the paper: 580 EMER clips) and a larger,
-disjoint, label-only RL split (the paper: ~15k MAFW/DFEW clips).
+disjoint, label-only RL split (the paper: ~15k MAFW/DFEW clips). The cold-start split covers
+every cue so that SFT can learn to say which one it used: sft.json lists its clips round-robin
+over the classes (the first ``k * len(labels)`` records are ``k`` clips of each class) and the
+j-th record's cue is ``CUES[j % 3]`` (video, audio, both, video, ...), so any three consecutive
+records show all three cues; every other clip's cue is drawn at random.
 
 :func:`cue_examples` draws single pictures and sounds of the same cues in memory, without
 writing files: the data on which ``r1omni_fast.model.tiny`` can pretrain its towers.
@@ -149,7 +153,8 @@ def generate(
     one when the class has two or more). ``sft_fraction`` = None writes every training clip to
     both sft.json (with reasoning) and train.json (bare label); a number in (0, 1) instead puts
     ``round(sft_fraction * count)`` of each class's training clips (at least one) in sft.json
-    only and the rest in train.json only. ``codec`` defaults to libx264, else mpeg4.
+    only (round-robin over the classes, cues cycling through video, audio, both: module
+    docstring) and the rest in train.json only. ``codec`` defaults to libx264, else mpeg4.
     Manifest splits: "sft", "train" or "test" ("train" = both when ``sft_fraction`` is None).
     """
     labels = tuple(str(x).strip().lower() for x in labels)
@@ -224,13 +229,16 @@ def _generate_into(work: Path, root: Path, *, n: int, seed: int, labels: Sequenc
         picked = _stratified_split([clip_labels[i] for i in train_idx], sft_fraction, order_rng)
         for i, sft_clip in zip(train_idx, picked):
             is_sft[i] = sft_clip
+    cold_order = _cold_start_order(clip_labels, is_sft, labels)
+    cold_cue = {i: CUES[j % len(CUES)] for j, i in enumerate(cold_order)}
 
     records = []
     clips = []
     width = max(4, len(str(n - 1)))
     for i, label in enumerate(clip_labels):
         rng = np.random.default_rng([seed, i])
-        cue = CUES[int(rng.integers(len(CUES)))]
+        cue = CUES[int(rng.integers(len(CUES)))]  # drawn for every clip, so other clips keep their draws
+        cue = cold_cue.get(i, cue)
         params = _clip_params(rng, size)
         name = f"{i:0{width}d}"
         video_rel = f"clips/{name}.mp4"
@@ -255,7 +263,7 @@ def _generate_into(work: Path, root: Path, *, n: int, seed: int, labels: Sequenc
 
     train = [r for r in records if r["split"] == "train"]
     test = [r for r in records if r["split"] == "test"]
-    cold = [r for r in records if r["split"] == "sft"] if sft_fraction is not None else train
+    cold = [records[i] for i in cold_order] if sft_fraction is not None else train
     sft = [entry(r, f"<think>{r['reasoning']}</think>\n<answer>{r['label']}</answer>") for r in cold]
     paths = SynthDataset(root, root / "sft.json", root / "train.json", root / "test.json",
                          root / "manifest.json", clips)
@@ -327,6 +335,16 @@ def _default_video_codec() -> str:
     import av
 
     return "libx264" if "libx264" in av.codecs_available else "mpeg4"
+
+
+def _cold_start_order(clip_labels: List[str], is_sft: List[bool], labels: Sequence[str]) -> List[int]:
+    """The cold-start clips in sft.json's order: round-robin over ``labels`` (each class's clips
+    in clip order), so that every prefix of k * len(labels) records is class-balanced."""
+    per_class = [[i for i, (x, sft) in enumerate(zip(clip_labels, is_sft)) if sft and x == label] for label in labels]
+    order = []
+    for rank in range(max((len(c) for c in per_class), default=0)):
+        order += [c[rank] for c in per_class if rank < len(c)]
+    return order
 
 
 def _stratified_split(clip_labels: List[str], fraction: float, rng: np.random.Generator) -> List[bool]:
