@@ -52,16 +52,31 @@ def test_demo_runs_end_to_end(tmp_path, media_module):
 
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "--out", str(out), "--sft-steps", "2", "--grpo-steps", "1",
-                                       "--clips", "16", "--quiet"])
+                                       "--clips", "16", "--grounding", "--quiet"])
     assert result.exit_code == 0, result.output
     table = result.output[result.output.index("stage "):].splitlines()
-    stages = [line.split()[0] for line in table[1:4]]
-    assert stages == ["untrained", "sft", "grpo"]
+    stages = [line.split()[0] for line in table[1:5]]
+    assert stages == ["untrained", "sft", "grpo", "grpo-grounded"]
     for stage in stages:
         metrics = json.loads((out / "eval" / stage / "metrics.json").read_text())
         assert metrics["n"] == 4
-        fmt, war, uar = (float(x) for x in table[1 + stages.index(stage)].split()[1:4])
+        shown = table[1 + stages.index(stage)].split()[1:7]
+        fmt, war, uar, cue = (float(x) for x in shown[:4])
         assert (fmt, war, uar) == tuple(round(metrics[k], 3) for k in ("format_rate", "war", "uar"))
+        assert cue == round(metrics["faithfulness"]["cue_agreement"]["agreement"], 3)
+        if stage == "untrained":
+            assert shown[4:] == ["n/a", "n/a"] and not (out / "eval" / stage / "attribution.json").exists()
+        else:  # the counterfactual attribution from the video-removed and audio-removed passes
+            a = json.loads((out / "eval" / stage / "attribution.json").read_text())
+            assert a["clips"] == 4 and a["cited"] + a["uncited"] == 8
+            assert shown[4:] == [("n/a" if a[k] is None else f"{a[k]:.3f}")
+                                 for k in ("cited_change_rate", "uncited_change_rate")]
+            for kept in ("video", "audio"):
+                assert json.loads((out / "eval" / stage / kept / "metrics.json").read_text())["modalities"] == [kept]
+    cold = json.loads((out / "data" / "sft.json").read_text())
+    assert len(cold) == 4 and {r["cue"] for r in cold} == {"video", "audio", "both"}  # one clip per class, every cue
+    grounded = json.loads((out / "grpo-grounded" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "rewards/cue_grounding/mean" in grounded
     wars = {stage: json.loads((out / "eval" / stage / "metrics.json").read_text())["war"] for stage in stages}
     assert wars["grpo"] >= wars["sft"], wars
     for folder in ("tiny-model", "data", "sft", "grpo"):
