@@ -113,7 +113,9 @@ def test_prompt_embeddings_positions_and_completion_logits(material, arch):
     rope = model.rope_positions(inputs)
     if rope is not None:
         positions, offsets = rope
-        assert positions.shape == (3, b, length) and positions.dtype == torch.int64 and offsets.shape == (b,)
+        # int64, or float32 where temporal positions are fractional (Qwen3-Omni)
+        assert positions.shape == (3, b, length) and positions.dtype in (torch.int64, torch.float32)
+        assert offsets.shape == (b,) and offsets.dtype == positions.dtype
 
     completion = torch.randint(0, 50, (2 * b, 3))
     mask = torch.ones_like(completion, dtype=torch.bool)

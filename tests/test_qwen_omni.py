@@ -161,8 +161,9 @@ def _hf_reference(model, clip_media, text_item_prompt, *, video, audio, interlea
     content = ([{"type": "video", "video": "x"}] if video else []) + \
               ([{"type": "audio", "audio": "x"}] if audio and not interleave else []) + \
               [{"type": "text", "text": text_item_prompt}]
-    messages = [{"role": "system", "content": [{"type": "text", "text": model.processor.system_prompt}]},
-                {"role": "user", "content": content}]
+    messages = [{"role": "user", "content": content}]
+    if model.processor.system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": model.processor.system_prompt}]})
     text = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     kwargs = dict(text=[text], return_tensors="np")  # "pt" trips a numpy deprecation inside transformers
     if video:
@@ -244,17 +245,16 @@ def test_a_record_asking_for_audio_its_file_lacks_is_an_error_or_a_counted_skip(
 
 
 # -------------------------------------------------------------------- generation and the loss
-def test_greedy_prefix_shared_generation_equals_transformers_generate(tiny, model):
-    samples = _three_cases(tiny)
-    batch = model.media_collator(num_frames=4, audio="record")(samples)
-    inputs = model.processor([s.prompt for s in batch.samples], pixel_values=batch.frames, audio_features=batch.mel)
+def assert_generation_equals_transformers(model, batch, inputs):
+    """Greedy prefix-shared generation (and unshared) of ``inputs`` (the processor's rows of
+    ``batch``) equals ``model.thinker.generate`` row by row, token for token."""
     eos = model.processor.eos_token_ids
     ours = model.generate(inputs, num_generations=2, max_new_tokens=12, do_sample=False, eos_token_id=eos)
-    assert model.prefill_rows >= 3
+    assert model.prefill_rows >= len(batch)
     unshared = model.generate(inputs, num_generations=2, max_new_tokens=12, do_sample=False, eos_token_id=eos,
                               share_prefix=False)
     assert torch.equal(ours.completion_ids, unshared.completion_ids)
-    for row in range(3):
+    for row in range(len(batch)):
         one = model.processor([batch.samples[row].prompt], pixel_values=[batch.frames[row]], audio_features=[batch.mel[row]])
         kwargs = {k: v for k, v in one.items() if k not in ("video_rows", "audio_rows", "audio_in_video")}
         reference = model.thinker.generate(**kwargs, use_audio_in_video=bool(one["audio_in_video"][0]), max_new_tokens=12,
@@ -266,21 +266,17 @@ def test_greedy_prefix_shared_generation_equals_transformers_generate(tiny, mode
             assert n == len(expected) or expected[n - 1] in eos
 
 
-def test_completion_logits_and_the_loss_equal_references_on_the_thinker(tiny, model):
-    """Completion logits (prefix shared or not) equal transformers' thinker forward over prompt +
-    completion; the fused GRPO loss and the log-probs equal an fp64 reference on those logits."""
-    from r1omni_fast.kernels import grpo_loss, selective_logprobs
-
-    samples = _three_cases(tiny)
-    batch = model.media_collator(num_frames=4, audio="record")(samples)
-    prompts = model.processor([s.prompt for s in batch.samples], pixel_values=batch.frames, audio_features=batch.mel)
+def assert_completion_logits_equal_the_thinkers(model, batch, prompts):
+    """Completion logits of sampled completions (prefix shared or not) equal transformers' thinker
+    forward over prompt + completion, row by row. Returns (shared logits, ids, mask)."""
     out = model.generate(prompts, num_generations=2, max_new_tokens=6, do_sample=True, seed=0)
     ids = out.completion_ids
     mask = (torch.arange(ids.shape[1])[None] < out.lengths[:, None]).long()
-    shared = model.completion_logits(prompts, ids, mask, 2)
-    plain = model.completion_logits(prompts, ids, mask, 2, share_prefix=False)
+    with torch.no_grad():
+        shared = model.completion_logits(prompts, ids, mask, 2)
+        plain = model.completion_logits(prompts, ids, mask, 2, share_prefix=False)
     assert torch.allclose(shared, plain, atol=2e-5, rtol=1e-4)
-    for row in range(3):  # transformers' own forward, row by row (its use_audio_in_video is per call)
+    for row in range(len(batch)):  # transformers' own forward, row by row (its use_audio_in_video is per call)
         one = model.processor([batch.samples[row].prompt], pixel_values=[batch.frames[row]], audio_features=[batch.mel[row]])
         kwargs = {k: v for k, v in one.items() if k not in ("video_rows", "audio_rows", "audio_in_video", "input_ids",
                                                                "attention_mask")}
@@ -294,6 +290,25 @@ def test_completion_logits_and_the_loss_equal_references_on_the_thinker(tiny, mo
             p = one["input_ids"].shape[1]
             k = int(mask[n].sum())
             assert torch.allclose(shared[n, :k], logits[0, p - 1:p - 1 + k], atol=2e-5, rtol=1e-4)
+    return shared, ids, mask
+
+
+def test_greedy_prefix_shared_generation_equals_transformers_generate(tiny, model):
+    samples = _three_cases(tiny)
+    batch = model.media_collator(num_frames=4, audio="record")(samples)
+    inputs = model.processor([s.prompt for s in batch.samples], pixel_values=batch.frames, audio_features=batch.mel)
+    assert_generation_equals_transformers(model, batch, inputs)
+
+
+def test_completion_logits_and_the_loss_equal_references_on_the_thinker(tiny, model):
+    """Completion logits (prefix shared or not) equal transformers' thinker forward over prompt +
+    completion; the fused GRPO loss and the log-probs equal an fp64 reference on those logits."""
+    from r1omni_fast.kernels import grpo_loss, selective_logprobs
+
+    samples = _three_cases(tiny)
+    batch = model.media_collator(num_frames=4, audio="record")(samples)
+    prompts = model.processor([s.prompt for s in batch.samples], pixel_values=batch.frames, audio_features=batch.mel)
+    shared, ids, mask = assert_completion_logits_equal_the_thinkers(model, batch, prompts)
 
     logp = selective_logprobs(shared, ids, 1.0)
     ref_logp = torch.log_softmax(shared.double(), -1).gather(-1, ids[..., None]).squeeze(-1)
@@ -340,9 +355,10 @@ def _mixed_audio(path: Path, media: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.slow
-def test_cli_sft_grpo_resume_eval_and_predict_on_the_tiny_thinker(tiny, tmp_path):
-    """The CLI on records with audio from the video track, from a separate file and without audio."""
+def cli_sft_grpo_resume_eval_predict(tiny, tmp_path: Path, model_type: str):
+    """SFT (the loss falls), GRPO run straight and stopped + resumed (the same metrics and
+    completions), eval and predict through the CLI on the tiny thinker ``tiny[0]``, on records whose
+    audio comes from the video track, a separate file or nowhere; returns the data files."""
     from types import SimpleNamespace
 
     from r1omni_fast.train.metrics_log import read_jsonl
@@ -358,7 +374,7 @@ def test_cli_sft_grpo_resume_eval_and_predict_on_the_tiny_thinker(tiny, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     losses = [r["loss"] for r in read_jsonl(sft / "metrics.jsonl")]
     assert len(losses) == 6 and all(np.isfinite(losses)) and losses[-1] < losses[0]
-    assert json.loads((sft / "config.json").read_text())["model_type"] == "qwen2_5_omni_thinker"
+    assert json.loads((sft / "config.json").read_text())["model_type"] == model_type
 
     straight, broken = tmp_path / "grpo", tmp_path / "grpo-resumed"
     cfg_a = write_config(tmp_path / "a.yaml", **_fields("grpo", sft, data, straight))
@@ -386,6 +402,13 @@ def test_cli_sft_grpo_resume_eval_and_predict_on_the_tiny_thinker(tiny, tmp_path
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_jsonl(tmp_path / "p.jsonl")
     assert len(rows) == 4 and all(r["error"] is None and r["completion"] is not None for r in rows)
+    return data
+
+
+@pytest.mark.slow
+def test_cli_sft_grpo_resume_eval_and_predict_on_the_tiny_thinker(tiny, tmp_path):
+    """The CLI on records with audio from the video track, from a separate file and without audio."""
+    cli_sft_grpo_resume_eval_predict(tiny, tmp_path, "qwen2_5_omni_thinker")
 
 
 # ------------------------------------------------------------------------------------- LoRA

@@ -293,9 +293,9 @@ def model() -> None:
 @click.option("--pretrain-towers", is_flag=True,
               help="pretrain the vision and audio towers on the synthetic generator's faces and voices "
                    "(seconds on a CPU; the LLM stays untrained), as the demo does")
-@click.option("--arch", type=click.Choice(["humanomni", "qwen2_5_omni"]), default="humanomni", show_default=True,
-              help="the backend (r1omni_fast.model.policy.SPECS): humanomni (HumanOmni / R1-Omni) or "
-                   "qwen2_5_omni (a Qwen2.5-Omni thinker)")
+@click.option("--arch", type=click.Choice(["humanomni", "qwen2_5_omni", "qwen3_omni_moe"]), default="humanomni",
+              show_default=True, help="the backend (r1omni_fast.model.policy.SPECS): humanomni (HumanOmni / R1-Omni), "
+                                      "qwen2_5_omni (a Qwen2.5-Omni thinker) or qwen3_omni_moe (a Qwen3-Omni MoE thinker)")
 def model_tiny(out: str, seed: int, pretrain_towers: bool, arch: str) -> None:
     """Write a tiny checkpoint (config, weights, tokenizers / processor) to OUT (built beside it and
     renamed into place: OUT holds the whole checkpoint or what it held before)."""

@@ -457,19 +457,20 @@ def qwen_video(path, *, fps: float = 2.0, nframes: Optional[int] = None, min_fra
                total_pixels: float = QWEN_VIDEO_TOTAL_PIXELS,
                video_start: Optional[float] = None, video_end: Optional[float] = None,
                max_dimension: int = DEFAULT_MAX_DIMENSION,
-               decoder_threads: int = 0) -> tuple:
+               decoder_threads: int = 0, factor: int = QWEN_IMAGE_FACTOR) -> tuple:
     """A clip's frames as Qwen2.5-Omni's utilities give them (``qwen_omni_utils.fetch_video``).
 
     Returns ``(frames, sample_fps)``: ``frames`` uint8 ``(T, H, W, 3)`` RGB, ``T`` even, ``H``
-    and ``W`` multiples of 28; ``sample_fps`` (float) the rate the frames were sampled at, the
+    and ``W`` multiples of ``factor`` (28: patch 14 x merge 2, Qwen2.5-Omni; 32: patch 16 x
+    merge 2, Qwen3-Omni); ``sample_fps`` (float) the rate the frames were sampled at, the
     processor's ``fps``. The same values as the utilities' float tensor
     ``(T, 3, H, W)`` transposed, which holds whole numbers.
 
     - Frames: those FFmpeg presents (``Clip.num_video_frames``) at the stream's average frame
       rate; picked by :func:`qwen_frame_indices` (``fps``/``nframes``, ``min_frames``,
       ``max_frames``, ``video_start``/``video_end`` in seconds), upright (display matrix applied).
-    - Size: ``qwen_smart_resize`` of the first frame's size with ``min_pixels`` and
-      ``max_pixels = max(min(768*28*28, total_pixels / T * 2), int(min_pixels * 1.05))``,
+    - Size: ``qwen_smart_resize`` (``factor``) of the first frame's size with ``min_pixels`` and
+      ``max_pixels = max(min(768*factor*factor, total_pixels / T * 2), int(min_pixels * 1.05))``,
       lowered to the ``max_pixels`` given.
     - Resize: torchvision's ``resize(uint8 tensor, (H, W), BICUBIC, antialias=True)``,
       reproduced operation for operation (float32 taps and sums, clamp, round half to even):
@@ -501,12 +502,13 @@ def qwen_video(path, *, fps: float = 2.0, nframes: Optional[int] = None, min_fra
         raise MediaError(path, f"{exc} ({info['num_frames']} frames at {info['fps']:.3f} fps)") \
             from None
     t = len(idx)
-    budget = max(min(QWEN_VIDEO_MAX_PIXELS, total_pixels / t * QWEN_FRAME_FACTOR),
+    cap = QWEN_VIDEO_MAX_PIXELS if factor == QWEN_IMAGE_FACTOR else 768 * factor * factor
+    budget = max(min(cap, total_pixels / t * QWEN_FRAME_FACTOR),
                  int(min_pixels * 1.05))
     if max_pixels is not None:
         budget = min(max_pixels, budget)
     try:
-        h, w = qwen_smart_resize(info["height"], info["width"], min_pixels=min_pixels,
+        h, w = qwen_smart_resize(info["height"], info["width"], factor=factor, min_pixels=min_pixels,
                                  max_pixels=budget)
     except ValueError as exc:
         raise MediaError(path, str(exc)) from None

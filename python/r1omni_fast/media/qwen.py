@@ -20,7 +20,8 @@ class QwenMediaSettings:
     """Frame timing and sizing of ``qwen-omni-utils`` (``vision_process.py``): ``fps`` frames per
     second, ``min_frames``/``max_frames`` (rounded to even), per-frame pixels in
     [``min_pixels``, ``max_pixels``] and at most ``total_pixels`` over the clip; ``factor`` 28
-    (patch 14 x merge 2). ``max_audio_seconds``: audio kept (Whisper's 30 s window)."""
+    (patch 14 x merge 2; Qwen3-Omni: 32, patch 16 x merge 2), the multiple frame sides are
+    resized to. ``max_audio_seconds``: audio kept (Whisper's 30 s window; None: the whole track)."""
 
     fps: float = 2.0
     min_frames: int = 4
@@ -29,7 +30,7 @@ class QwenMediaSettings:
     max_pixels: int = 768 * 28 * 28
     total_pixels: float = 128000 * 28 * 28 * 0.9
     factor: int = 28
-    max_audio_seconds: float = 30.0
+    max_audio_seconds: Optional[float] = 30.0
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -43,7 +44,7 @@ class QwenMediaSettings:
 @dataclass
 class QwenClip:
     """One clip's media for Qwen2.5-Omni: ``frames`` uint8 (T, H, W, 3), T even, H and W multiples
-    of 28; ``sample_fps`` frames per second of the sampled frames; ``frame_indices`` (T,) int64;
+    of the settings' ``factor``; ``sample_fps`` frames per second of the sampled frames; ``frame_indices`` (T,) int64;
     ``audio`` float32 (n,) at 16 kHz or None; ``audio_source`` "video" (the file's own track),
     "file" (a separate audio file) or None."""
 
@@ -81,7 +82,8 @@ def load_qwen_clip(video: str | os.PathLike, *, audio_path: str | os.PathLike | 
     # native: decoded, sampled by time and resized as qwen-omni-utils' fetch_video (bit-exact)
     frames, sample_fps = qwen_video(path, fps=settings.fps, min_frames=settings.min_frames,
                                     max_frames=settings.max_frames, min_pixels=settings.min_pixels,
-                                    max_pixels=settings.max_pixels, total_pixels=settings.total_pixels)
+                                    max_pixels=settings.max_pixels, total_pixels=settings.total_pixels,
+                                    factor=settings.factor)
     if len(frames) != len(idx):
         raise MediaError(path, f"{len(frames)} frames decoded where {len(idx)} were sampled")
     wave, source = None, None

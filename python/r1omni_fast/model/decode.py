@@ -14,7 +14,7 @@ graph's private memory pool at capture and reused by every replay; its inputs an
 the static buffers of `DecodeLoop`.
 
 Backends: the step calls what the eager loop calls (``llm.get_input_embeddings()``,
-``llm.model(inputs_embeds=, position_ids=, cache=, attention_mask={layer type: mask})``,
+``llm.model(inputs_embeds=, position_ids=, cache=, attention_mask=layer_masks(config, mask))``,
 ``llm.lm_head``), and takes the step's positions from a buffer of any shape whose entries each
 advance by one per token ((rows, 1) for 1-D rotary; (3, rows, 1) for 3-D rotary).
 
@@ -55,7 +55,7 @@ from typing import Sequence
 
 import torch
 
-from r1omni_fast.model.sampling import GroupKVCache, additive_mask, sampling_logits
+from r1omni_fast.model.sampling import GroupKVCache, additive_mask, layer_masks, sampling_logits
 
 #: Cache widths of the static loop are rounded up to a multiple of this, so that prompts of
 #: nearby lengths share one captured graph.
@@ -122,7 +122,6 @@ class DecodeLoop:
         self._llm = weakref.ref(llm)
         self.rows, self.width, self.sampling = rows, width, sampling
         self.mask_dtype = cache_dtype
-        self.mask_types = set(getattr(cfg, "layer_types", ["full_attention"]))
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.cache = GroupKVCache(cfg.num_hidden_layers, rows, group, cfg.num_key_value_heads, width, head_dim,
                                   cache_dtype, device)
@@ -170,7 +169,7 @@ class DecodeLoop:
         mask = additive_mask(self.column_valid[:, None, None, :], self.mask_dtype)
         hidden = self.llm.model(inputs_embeds=self.llm.get_input_embeddings()(token)[:, None],
                                 position_ids=self.position, cache=self.cache, use_cache=True,
-                                attention_mask={t: mask for t in self.mask_types}).last_hidden_state
+                                attention_mask=layer_masks(self.llm.config, mask)).last_hidden_state
         self.logits.copy_(self.llm.lm_head(hidden[:, -1]))
         self.position += 1
         self.column += 1

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import torch
 import transformers
 
-from r1omni_fast.model.sampling import GroupKVCache, additive_mask, sample_next
+from r1omni_fast.model.sampling import GroupKVCache, additive_mask, layer_masks, sample_next
 
 @dataclass
 class GenerationOutput:
@@ -87,7 +87,7 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     input_ids = batch["input_ids"].to(device)
     attention_mask = batch.get("attention_mask")
     attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
-    embeds = model.embed_prompts(batch)
+    embeds, deepstack = model.prompt_inputs(batch)
     # Left-pack every prompt so that all rows end at the same column.
     valid = attention_mask.bool()
     lengths = valid.sum(1)
@@ -99,6 +99,8 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     src = order.gather(1, (cols - shift).clamp(min=0))
     key_valid = cols >= shift
     embeds = embeds.gather(1, src[..., None].expand(-1, -1, embeds.shape[-1])) * key_valid[..., None]
+    if deepstack is not None:
+        deepstack = deepstack.packed(src, key_valid)
     positions = (cols - shift).clamp(min=0)
     offsets = None
     rope = model.rope_positions(batch)
@@ -111,6 +113,8 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
     if not share_prefix:
         embeds, key_valid = (t.repeat_interleave(g, 0) for t in (embeds, key_valid))
         positions = positions.repeat_interleave(g, positions.dim() - 2)  # (B, W) or (3, B, W)
+        if deepstack is not None:
+            deepstack = deepstack.repeat_rows(g)
     group = g if share_prefix else 1
     total = width + max_new_tokens
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -136,9 +140,9 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
 
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
     prefill_mask = (causal[None] & key_valid[:, None, :]) | torch.eye(width, dtype=torch.bool, device=device)[None]
-    mask_types = set(getattr(cfg, "layer_types", ["full_attention"]))
     hidden = llm.model(inputs_embeds=embeds, position_ids=positions, cache=cache, use_cache=True,
-                       attention_mask={t: additive_mask(prefill_mask[:, None], embeds.dtype) for t in mask_types}).last_hidden_state
+                       attention_mask=layer_masks(cfg, additive_mask(prefill_mask[:, None], embeds.dtype)),
+                       **_deepstack_kwargs(deepstack)).last_hidden_state
     model.prefill_rows += embeds.shape[0]
     logits = llm.lm_head(hidden[:, -1])
     if share_prefix:
@@ -180,7 +184,7 @@ def generate(model, batch: dict, *, num_generations: int = 1, max_new_tokens: in
         cache.write_column = torch.tensor([column], device=device)
         step_mask = additive_mask(column_valid[:, None, None, :], embeds.dtype)
         hidden = llm.model(inputs_embeds=llm.get_input_embeddings()(token)[:, None], position_ids=next_position,
-                           cache=cache, use_cache=True, attention_mask={t: step_mask for t in mask_types}).last_hidden_state
+                           cache=cache, use_cache=True, attention_mask=layer_masks(cfg, step_mask)).last_hidden_state
         logits = llm.lm_head(hidden[:, -1])
         next_position += 1
     out = out[:, :steps]
@@ -207,7 +211,7 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     (and under activation checkpointing, which forbids a cache in training) the prompt embeddings
     are repeated and the N full rows run through the LLM.
     """
-    prompt_embeds = model.embed_prompts(prompts)
+    prompt_embeds, deepstack = model.prompt_inputs(prompts)
     token_embeds = model.llm.get_input_embeddings()(completion_ids).to(prompt_embeds.dtype)
     prompt_valid = prompts["attention_mask"].bool()
     width = completion_ids.shape[1]
@@ -225,12 +229,13 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
         if rope_ids is not None:
             after = (lengths.repeat_interleave(group, 0)[:, None] + steps[None])[None].expand(rope_ids.shape[0], -1, -1)
             extra["position_ids"] = torch.cat([rope_ids.repeat_interleave(group, 1), after], 2)
+        if deepstack is not None:
+            extra["deepstack"] = deepstack.repeat_rows(group).extended(embeds.shape[1])
         return model(inputs_embeds=embeds, attention_mask=attention, logits_to_keep=width + 1, **extra).logits[:, :-1]
 
     from transformers import DynamicCache
 
     llm = model.llm
-    layer_types = set(getattr(llm.config, "layer_types", None) or ["full_attention"])
     b, p = prompt_valid.shape
     positions = (prompt_valid.long().cumsum(-1) - 1).clamp(min=0) if rope_ids is None else rope_ids
     causal = torch.ones(p, p, dtype=torch.bool, device=prompt_valid.device).tril()
@@ -238,17 +243,22 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     prefill_mask = additive_mask(((causal[None] & prompt_valid[:, None, :]) | eye[None])[:, None], prompt_embeds.dtype)
     cache = DynamicCache(config=llm.config)
     prefix = llm.model(inputs_embeds=prompt_embeds, position_ids=positions, cache=cache, use_cache=True,
-                       attention_mask={t: prefill_mask for t in layer_types}).last_hidden_state
+                       attention_mask=layer_masks(llm.config, prefill_mask), **_deepstack_kwargs(deepstack)).last_hidden_state
     cache.batch_repeat_interleave(group)
     keys = torch.cat([prompt_valid.repeat_interleave(group, 0)[:, None, :].expand(-1, width, -1),
                       (steps[None, :] <= steps[:, None])[None].expand(b * group, -1, -1)], 2)
     lengths = lengths.repeat_interleave(group, 0)
     hidden = llm.model(inputs_embeds=token_embeds, position_ids=lengths[:, None] + steps[None], cache=cache,
-                       use_cache=True, attention_mask={t: additive_mask(keys[:, None], token_embeds.dtype)
-                                                       for t in layer_types}).last_hidden_state
+                       use_cache=True, attention_mask=layer_masks(llm.config, additive_mask(keys[:, None], token_embeds.dtype))
+                       ).last_hidden_state
     # the prompt's last position predicts the first completion token
     hidden = torch.cat([prefix[:, -1:].repeat_interleave(group, 0), hidden[:, :-1]], 1)
     return llm.lm_head(hidden)
+
+
+def _deepstack_kwargs(deepstack) -> dict:
+    """The decoder's DeepStack arguments of a prompt pass (none for a backend without them)."""
+    return {} if deepstack is None else deepstack.decoder_kwargs()
 
 
 def _checkpointing(llm) -> bool:
@@ -261,7 +271,13 @@ def _checkpointing(llm) -> bool:
 class PrefixSharedGeneration:
     """The sampling methods of the :class:`r1omni_fast.model.policy.Policy` interface, shared by
     the backends (a backend class lists it among its bases): :meth:`generate` and
-    :meth:`completion_logits` over the backend's ``embed_prompts`` / ``rope_positions`` / ``llm``."""
+    :meth:`completion_logits` over the backend's ``prompt_inputs`` / ``rope_positions`` / ``llm``."""
+
+    def prompt_inputs(self, batch: dict) -> tuple[torch.Tensor, Any]:
+        """``(embeds, deepstack)``: the prompt embeddings (``embed_prompts``) and the
+        `r1omni_fast.model.types.DeepstackFeatures` the decoder adds after its first layers (None:
+        a backend whose decoder takes none; Qwen3-Omni's overrides this)."""
+        return self.embed_prompts(batch), None
 
     def generate(self, batch: dict, **kwargs: Any) -> GenerationOutput:
         """Prefix-shared sampling of completions: :func:`generate` (its arguments)."""

@@ -120,6 +120,12 @@ def target_module_names(model: torch.nn.Module, targets: Optional[Sequence[str]]
         hits = [target] if target in everything and isinstance(everything[target], _ADAPTABLE) else \
             [n for n, _ in llm if n == target or n.endswith("." + target)]
         if not hits:
+            fused = sorted({n for n, _ in model.named_parameters() if _in_llm(n, language_model_names(model))
+                            and (n == target or n.endswith("." + target))})
+            if fused:  # e.g. transformers 5's MoE experts: one (experts, out, in) tensor, no layer per expert
+                raise LoraError(f"lora_target_modules: {target!r} is a parameter of the LLM ({fused[0]}, a fused "
+                                "expert weight), not a layer: LoRA adapters go on linear layers; the experts stay "
+                                "frozen under use_peft")
             endings = sorted({n.rsplit(".", 1)[-1] for n, m in llm if isinstance(m, torch.nn.Linear)})
             raise LoraError(f"lora_target_modules: {target!r} matches no linear, embedding or convolution layer "
                             f"of the LLM (and is no full module path): the LLM's linear layers end in "
@@ -200,8 +206,13 @@ def lora_config(model: torch.nn.Module, cfg: Any):
     if overlap:
         raise LoraError(f"lora_modules_to_save / tunable_parts: {overlap} also hold LoRA targets: a module is "
                         "either adapted or trained in full")
+    llm = language_model_names(model)
+    fused_experts = any(".experts." in n for n, _ in model.named_parameters() if _in_llm(n, llm))
+    # peft rewrites a regex target of a MoE model transformers 5 converts (Qwen3-Omni's) into layer-name
+    # endings, which would reach the towers' layers of the same names: such models get the exact names
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=_full_match(model, targets), modules_to_save=saved or None, bias="none")
+                      target_modules=list(targets) if fused_experts else _full_match(model, targets),
+                      modules_to_save=saved or None, bias="none")
 
 
 # ------------------------------------------------------------------------------ applying

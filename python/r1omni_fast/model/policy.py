@@ -2,8 +2,9 @@
 the registry that picks the backend from a checkpoint's ``config.json`` ``model_type``.
 
 Backends (one folder each, one :data:`SPECS` entry each): ``r1omni_fast.model.humanomni``
-(HumanOmni / R1-Omni, ``OmniModel``) and ``r1omni_fast.model.qwen_omni`` (Qwen2.5-Omni thinker,
-``QwenOmniThinkerPolicy``). :func:`load_policy` reads ``model_type`` and calls the registered
+(HumanOmni / R1-Omni, ``OmniModel``), ``r1omni_fast.model.qwen_omni`` (Qwen2.5-Omni thinker,
+``QwenOmniThinkerPolicy``) and ``r1omni_fast.model.qwen3_omni`` (Qwen3-Omni MoE thinker,
+``Qwen3OmniThinkerPolicy``). :func:`load_policy` reads ``model_type`` and calls the registered
 backend's ``from_pretrained``.
 """
 
@@ -67,8 +68,12 @@ class Policy(Protocol):
     - for ``r1omni_fast.model.generation``: ``llm`` (``.model`` decoder taking ``cache``,
       ``.lm_head``, ``.config``, ``.get_input_embeddings()``), ``embed_prompts(batch)`` -> (B, L, H)
       prompt embeddings with the media features in place, and ``rope_positions(batch)`` -> None
-      (1-D token positions) or ``(positions (3, B, L) int64, offsets (B,))`` (multimodal rotary
-      positions; the first completion token of row b sits at ``tokens_b + offsets[b]``);
+      (1-D token positions) or ``(positions (3, B, L), offsets (B,))`` (multimodal rotary
+      positions, int64 or, for Qwen3-Omni's fractional temporal positions, float32; the first completion
+      token of row b sits at ``tokens_b + offsets[b]``), and ``prompt_inputs(batch)`` ->
+      ``(embed_prompts(batch), DeepstackFeatures | None)`` (``r1omni_fast.model.types``: features the
+      decoder adds after its first layers at the visual positions, as Qwen3-Omni's does; the prompt
+      passes of generation give them to the decoder; ``forward(inputs_embeds=..., deepstack=...)``);
     - ``reference_view(source=None, *, share_frozen=True)`` -> GRPO's reference: a model computing
       like this one with its trainable tensors frozen at their current values (or ``source``'s),
       the frozen ones shared unless not ``share_frozen``;
@@ -101,6 +106,8 @@ class Policy(Protocol):
     def checkpoint_state_dict(self, state_dict: dict | None = None) -> dict: ...
 
     def embed_prompts(self, batch: dict) -> torch.Tensor: ...
+
+    def prompt_inputs(self, batch: dict) -> tuple[torch.Tensor, Any]: ...
 
     def rope_positions(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor] | None: ...
 
@@ -159,6 +166,12 @@ SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (
                 tiny="r1omni_fast.model.qwen_omni.tiny:build_tiny_qwen_model",
                 tunable_parts=("mm_language_model", "mm_vision_tower", "mm_mlp_adapter", "mm_audio_tower",
                                "audio_projector")),
+    BackendSpec(name="qwen3_omni_moe", title="Qwen3-Omni (MoE thinker)",
+                model_types=("qwen3_omni_moe", "qwen3_omni_moe_thinker"),
+                policy="r1omni_fast.model.qwen3_omni.policy:Qwen3OmniThinkerPolicy",
+                tiny="r1omni_fast.model.qwen3_omni.tiny:build_tiny_qwen3_model",
+                tunable_parts=("mm_language_model", "mm_vision_tower", "mm_mlp_adapter", "mm_audio_tower",
+                               "audio_projector")),
 )}
 
 
@@ -197,8 +210,12 @@ def model_type_of(path: str | os.PathLike) -> str:
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{config}: cannot read it as JSON ({exc})") from None
     model_type = data.get("model_type") if isinstance(data, dict) else None
-    if not isinstance(model_type, str):
-        raise CheckpointError(f"{config}: no model_type field; supported: {_supported()}")
+    if not isinstance(model_type, str) or not model_type:
+        found = ""
+        if isinstance(data, dict) and data:  # say what the file is (a sub-model's config, e.g. a talker's)
+            keys = sorted(data)
+            found = f" (it holds {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''}: not a whole model's config)"
+        raise CheckpointError(f"{config}: no model_type field{found}; supported: {_supported()}")
     return model_type
 
 

@@ -54,6 +54,15 @@ class GroupKVCache:
         return 0
 
 
+def layer_masks(config, mask: torch.Tensor):
+    """The decoder's ``attention_mask`` argument for the additive 4-D ``mask``: a dict by layer type
+    when ``config`` lists ``layer_types`` (transformers 5's per-layer-type masks, Qwen2 and
+    Qwen2.5-Omni), else ``mask`` itself (a decoder with one attention kind that takes a prepared
+    4-D mask as is, Qwen3-Omni's)."""
+    types = getattr(config, "layer_types", None)
+    return mask if types is None else {t: mask for t in set(types)}
+
+
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The additive attention mask of a boolean ``mask`` (True: attend): 0 where True, the
     dtype's lowest value where False; same shape, ``dtype``."""

@@ -37,6 +37,19 @@ def corpus() -> list[str]:
 
 
 
+def seeded(seed: int, build: Callable[[], Any]) -> Any:
+    """``build()`` run with the global torch RNG seeded with ``seed`` (its weights' initialisation),
+    the RNG's state restored afterwards."""
+    import torch
+
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        return build()
+    finally:
+        torch.random.set_rng_state(state)
+
+
 def write_checkpoint_folder(out_dir: str | os.PathLike, build: Callable[[], Any]) -> str:
     """``build()``'s model saved (``save_pretrained``) as the folder ``out_dir``: written into a
     temporary sibling created before ``build`` runs (so a read-only or missing parent fails at

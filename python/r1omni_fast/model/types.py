@@ -84,6 +84,44 @@ def lm_output(hidden: torch.Tensor, lm_head: torch.nn.Module, *, labels: torch.T
     return OmniOutput(logits=lm_head(hidden))
 
 
+@dataclass
+class DeepstackFeatures:
+    """Vision features a decoder adds to its hidden states after each of its first layers, at the
+    prompt's visual positions (DeepStack, arXiv 2406.04334, as Qwen3-VL and Qwen3-Omni use it:
+    after decoder layer i, ``hidden[mask] += features[i]``).
+
+    ``mask``: (B, L) bool, the visual positions; ``features``: one (N, H) tensor per layer, N =
+    ``mask.sum()``, its rows in the row-major order of ``mask``'s True entries. The methods follow
+    the prompt rows through generation's rearrangements (packing, repeating, extending)."""
+
+    mask: torch.Tensor
+    features: list
+
+    def packed(self, source: torch.Tensor, valid: torch.Tensor) -> DeepstackFeatures:
+        """The features of the prompt rows rearranged as ``embeds.gather(1, source)`` with the
+        columns ``~valid`` (B, W) emptied. The features stay as they are: packing keeps the order of
+        each row's tokens, so the visual positions keep their row-major order."""
+        return DeepstackFeatures(self.mask.gather(1, source.to(self.mask.device)) & valid.to(self.mask.device),
+                                 self.features)
+
+    def repeat_rows(self, n: int) -> DeepstackFeatures:
+        """Each row repeated ``n`` times in place (``repeat_interleave(n, 0)``), features too."""
+        if n == 1:
+            return self
+        counts = self.mask.sum(1).tolist()
+        features = [torch.cat([part for part in f.split(counts) for _ in range(n)]) for f in self.features]
+        return DeepstackFeatures(self.mask.repeat_interleave(n, 0), features)
+
+    def extended(self, width: int) -> DeepstackFeatures:
+        """The mask widened to ``width`` columns (the appended ones not visual: completion tokens)."""
+        extra = width - self.mask.shape[1]
+        return DeepstackFeatures(F.pad(self.mask, (0, extra), value=False), self.features)
+
+    def decoder_kwargs(self) -> dict:
+        """The keyword arguments of transformers' DeepStack text decoders (Qwen3-VL, Qwen3-Omni)."""
+        return {"visual_pos_masks": self.mask, "deepstack_visual_embeds": list(self.features)}
+
+
 class TagKeepingDecoder:
     """Completion decoding as R1-Omni scores it, shared by the backends' processors (they set
     ``self.tokenizer`` and ``self._skipped_ids = None``): R1-Omni decodes with

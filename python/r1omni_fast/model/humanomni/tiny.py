@@ -22,7 +22,7 @@ from transformers import BertConfig, PreTrainedTokenizerFast, Qwen2Config, Sigli
 
 from r1omni_fast.model.humanomni.config import OmniConfig
 from r1omni_fast.model.humanomni.processor import OmniProcessor
-from r1omni_fast.model.tiny import byte_level_bpe, corpus, write_checkpoint_folder
+from r1omni_fast.model.tiny import byte_level_bpe, corpus, seeded, write_checkpoint_folder
 
 #: Special tokens of the tiny LLM tokenizer, in id order.
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<vi_start>", "<video>", "<vi_end>",
@@ -92,12 +92,7 @@ def build_tiny_model(seed: int = 0, *, pretrain_towers: bool = False):
     tokenizer = build_llm_tokenizer()
     bert_tokenizer = build_bert_tokenizer()
     config = tiny_config(len(tokenizer), len(bert_tokenizer))
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        model = OmniModel(config)
-    finally:
-        torch.random.set_rng_state(state)
+    model = seeded(seed, lambda: OmniModel(config))
     model.processor = OmniProcessor(tokenizer, bert_tokenizer, num_video_tokens=config.num_video_tokens(),
                                     num_audio_tokens=config.num_audio_tokens(),
                                     use_x_start_end=config.mm_use_x_start_end)

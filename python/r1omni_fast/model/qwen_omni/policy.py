@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from r1omni_fast.model.generation import PrefixSharedGeneration
-from r1omni_fast.model.types import CheckpointError, OmniOutput, lm_output
+from r1omni_fast.model.types import CheckpointError, DeepstackFeatures, OmniOutput, lm_output
 
 from r1omni_fast.media.qwen import QwenMediaSettings
 from r1omni_fast.model.qwen_omni.collator import QwenClipCollator
@@ -92,13 +92,24 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
     LORA_LANGUAGE_MODEL = ("thinker.model.language_model", "thinker.lm_head")
     #: transformers' weight-conversion scoping (peft reads it): this wrapper adds no prefix of its own
     base_model_prefix = ""
+    #: the model family (messages); the ``model_type`` of a full checkpoint and of a thinker-only one;
+    #: transformers' classes: the full config, the thinker's config and the thinker
+    FAMILY = "Qwen2.5-Omni"
+    FULL_MODEL_TYPE, THINKER_MODEL_TYPE = MODEL_TYPES
+    HF_CLASSES = ("Qwen2_5OmniConfig", "Qwen2_5OmniThinkerConfig", "Qwen2_5OmniThinkerForConditionalGeneration")
+    PROCESSOR: type = QwenOmniProcessor
+    #: ``tunable_parts`` -> thinker modules; media settings beyond `QwenMediaSettings`' defaults
+    TUNABLE: dict[str, tuple[str, ...]] = TUNABLE_PARTS
+    MEDIA_DEFAULTS: dict[str, Any] = {}
+    #: dtype of the TMRoPE positions (Qwen3-Omni's are fractional: float32)
+    POSITION_DTYPE = torch.long
 
     def __init__(self, thinker: nn.Module, processor: QwenOmniProcessor | None = None,
                  media: QwenMediaSettings | None = None) -> None:
         super().__init__()
         self.thinker = thinker
         self.processor = processor
-        self.media = media or QwenMediaSettings()
+        self.media = media or QwenMediaSettings(**self.MEDIA_DEFAULTS)
         self.preprocessor_configs: dict = {}
         self.prefill_rows = 0
         self.load_report: dict | None = None
@@ -133,7 +144,7 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
     def set_num_frames(self, num_frames: int) -> None:
         """At most ``num_frames`` frames per clip (rounded down to even; at least 2)."""
         if num_frames < 2:
-            raise ValueError(f"num_frames={num_frames}: Qwen2.5-Omni needs at least 2 frames per clip")
+            raise ValueError(f"num_frames={num_frames}: {self.FAMILY} needs at least 2 frames per clip")
         self.media.max_frames = int(num_frames)
 
     @contextlib.contextmanager
@@ -169,16 +180,16 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
         names = [p.strip() for p in (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
         absent = [p for p in names if p in _NO_PART]
         if absent:
-            raise ValueError(f"{absent}: Qwen2.5-Omni has no {' / '.join(_NO_PART[p] for p in absent)}; "
-                             f"choose from {sorted(TUNABLE_PARTS)}")
-        unknown = sorted(set(names) - set(TUNABLE_PARTS))
+            raise ValueError(f"{absent}: {self.FAMILY} has no {' / '.join(_NO_PART[p] for p in absent)}; "
+                             f"choose from {sorted(self.TUNABLE)}")
+        unknown = sorted(set(names) - set(self.TUNABLE))
         if unknown:
-            raise ValueError(f"unknown trainable part(s) {unknown}: choose from {sorted(TUNABLE_PARTS)}")
+            raise ValueError(f"unknown trainable part(s) {unknown}: choose from {sorted(self.TUNABLE)}")
         self.requires_grad_(False)
         for name in names:
-            for module in TUNABLE_PARTS[name]:
-                target = self.thinker.get_submodule(module) if not module.endswith("audio_bos_eos_token") else \
-                    self.thinker.model.audio_tower.audio_bos_eos_token
+            for module in self.TUNABLE[name]:
+                owner, _, attr = module.rpartition(".")
+                target = getattr(self.thinker.get_submodule(owner), attr)  # a module or a parameter
                 target.requires_grad_(True)
         self._parts = names
 
@@ -222,9 +233,16 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
     # --------------------------------------------------------------- inputs
     def embed_prompts(self, batch: dict) -> torch.Tensor:
         """(B, L, H) embeddings of ``batch["input_ids"]`` with the video and audio features in
-        place of their ``<|VIDEO|>`` / ``<|AUDIO|>`` tokens. Raises ValueError when the counts of
-        tokens and features differ."""
+        place of their video / audio tokens (:meth:`prompt_inputs`)."""
+        return self.prompt_inputs(batch)[0]
+
+    def prompt_inputs(self, batch: dict) -> tuple[torch.Tensor, DeepstackFeatures | None]:
+        """``(embeds, deepstack)``: (B, L, H) embeddings of ``batch["input_ids"]`` with the video
+        and audio features in place of their video / audio tokens, and the vision tower's
+        DeepStack features at the video tokens when it makes them (Qwen3-Omni; None for
+        Qwen2.5-Omni). Raises ValueError when the counts of tokens and features differ."""
         inner = self.thinker.model
+        deepstack = None
         ids = batch["input_ids"].to(self.device)
         embeds = inner.get_input_embeddings()(ids)
         video_mask = ids == self.config.video_token_id
@@ -237,6 +255,9 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
             if feats.shape[0] != int(video_mask.sum()):
                 raise ValueError(f"{int(video_mask.sum())} <|VIDEO|> tokens but {feats.shape[0]} video features")
             embeds = embeds.masked_scatter(video_mask[..., None], feats)
+            layers = getattr(out, "deepstack_features", None)
+            if layers:
+                deepstack = DeepstackFeatures(video_mask, [torch.cat(list(f), 0) for f in layers])
         elif video_mask.any():
             raise ValueError("input_ids hold <|VIDEO|> tokens but the batch has no pixel_values_videos")
         if "input_features" in batch:
@@ -249,7 +270,7 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
             embeds = embeds.masked_scatter(audio_mask[..., None], feats)
         elif audio_mask.any():
             raise ValueError("input_ids hold <|AUDIO|> tokens but the batch has no input_features")
-        return embeds
+        return embeds, deepstack
 
     def rope_positions(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """TMRoPE positions of the batch's rows: ``(positions (3, B, L) int64, offsets (B,))``.
@@ -267,8 +288,8 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
         lengths = (batch["feature_attention_mask"].sum(-1).cpu() if "feature_attention_mask" in batch else None)
         grids = batch["video_grid_thw"].cpu() if "video_grid_thw" in batch else None
         seconds = batch["video_second_per_grid"].cpu() if "video_second_per_grid" in batch else None
-        positions = torch.ones(3, b, width, dtype=torch.long)
-        offsets = torch.zeros(b, dtype=torch.long)
+        positions = torch.ones(3, b, width, dtype=self.POSITION_DTYPE)
+        offsets = torch.zeros(b, dtype=self.POSITION_DTYPE)
         vi = ai = 0
         inner = self.thinker.model
         for row in range(b):
@@ -279,8 +300,8 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
             audio_len = lengths[ai:ai + 1] if audio_rows[row] else None
             pos, delta = inner.get_rope_index(row_ids, None, grid, torch.ones_like(row_ids),
                                               bool(interleaved[row]), audio_len, sec)
-            positions[:, row, valid] = pos[:, 0].long()
-            offsets[row] = int(delta.reshape(-1)[0])
+            positions[:, row, valid] = pos[:, 0].to(self.POSITION_DTYPE)
+            offsets[row] = delta.reshape(-1)[0].to(self.POSITION_DTYPE)
             vi += int(video_rows[row])
             ai += int(audio_rows[row])
         return positions.to(ids.device), offsets.to(ids.device)
@@ -289,10 +310,12 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, *,
                 labels: torch.Tensor | None = None, logits_to_keep: int | torch.Tensor = 0,
                 return_hidden_states: bool = False, inputs_embeds: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, **media: Any) -> OmniOutput:
+                position_ids: torch.Tensor | None = None, deepstack: DeepstackFeatures | None = None,
+                **media: Any) -> OmniOutput:
         """Training / scoring forward with `OmniModel.forward`'s contract (packed logits over the
         supervised positions with ``labels``; ``logits_to_keep`` otherwise). ``inputs_embeds``
-        needs ``position_ids`` (3, B, L); with ``input_ids`` the media (``pixel_values_videos``,
+        needs ``position_ids`` (3, B, L) (and ``deepstack``, the rows' `DeepstackFeatures`, for a
+        decoder that takes them); with ``input_ids`` the media (``pixel_values_videos``,
         ``input_features``, ... as the processor returns them) are embedded and the positions
         computed by :meth:`rope_positions`."""
         if (input_ids is None) == (inputs_embeds is None):
@@ -301,16 +324,17 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
             batch = dict(media, input_ids=input_ids)
             if attention_mask is not None:
                 batch["attention_mask"] = attention_mask
-            embeds = self.embed_prompts(batch)
+            embeds, deepstack = self.prompt_inputs(batch)
             if position_ids is None:
                 position_ids = self.rope_positions(batch)[0]
         else:
             embeds = inputs_embeds
             if position_ids is None:
                 raise ValueError("forward with inputs_embeds needs position_ids (3, B, L)")
+        extra = {} if deepstack is None else deepstack.decoder_kwargs()
         hidden = self.thinker.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
                                                    position_ids=position_ids.to(embeds.device),
-                                                   use_cache=False).last_hidden_state
+                                                   use_cache=False, **extra).last_hidden_state
         return lm_output(hidden, self.thinker.lm_head, labels=labels, logits_to_keep=logits_to_keep,
                          return_hidden_states=return_hidden_states)
 
@@ -342,27 +366,29 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, strict: bool = True) -> QwenOmniThinkerPolicy:
-        """Load a Qwen2.5-Omni folder (full, model_type "qwen2_5_omni", its ``thinker.`` weights) or a
-        thinker-only one ("qwen2_5_omni_thinker") with its processor. Raises `CheckpointError`
-        naming the file: another architecture, missing weights or keys (``strict``), missing or
-        unusable processor files, a chat template without the media tokens."""
-        from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+        """Load a :attr:`FAMILY` folder (full, model_type :attr:`FULL_MODEL_TYPE`, its ``thinker.``
+        weights only) or a thinker-only one (:attr:`THINKER_MODEL_TYPE`) with its processor. Raises
+        `CheckpointError` naming the file: another architecture, missing weights or keys
+        (``strict``), missing or unusable processor files, a chat template without the media tokens."""
+        import transformers
 
         from r1omni_fast.model.policy import model_type_of
 
+        full_config, thinker_config, thinker_class = (getattr(transformers, name) for name in cls.HF_CLASSES)
         path = os.fspath(path)
         model_type = model_type_of(path)
         config_file = os.path.join(path, "config.json")
-        if model_type == "qwen2_5_omni":
-            config = Qwen2_5OmniConfig.from_pretrained(path).thinker_config
-        elif model_type == "qwen2_5_omni_thinker":
-            config = Qwen2_5OmniThinkerConfig.from_pretrained(path)
+        if model_type == cls.FULL_MODEL_TYPE:
+            config = full_config.from_pretrained(path).thinker_config
+        elif model_type == cls.THINKER_MODEL_TYPE:
+            config = thinker_config.from_pretrained(path)
         else:
-            raise CheckpointError(f"{config_file}: model_type {model_type!r} is not Qwen2.5-Omni ({' or '.join(MODEL_TYPES)})")
+            raise CheckpointError(f"{config_file}: model_type {model_type!r} is not {cls.FAMILY} "
+                                  f"({cls.FULL_MODEL_TYPE} or {cls.THINKER_MODEL_TYPE})")
         if not any(os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", "model.safetensors.index.json")):
             raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json (the thinker's weights)")
-        processor = QwenOmniProcessor.from_pretrained(path)
-        thinker, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+        processor = cls.PROCESSOR.from_pretrained(path)
+        thinker, info = thinker_class.from_pretrained(
             path, config=config, dtype=torch.float32 if dtype is None else dtype, output_loading_info=True)
         missing = sorted(info.get("missing_keys", []))
         mismatched = info.get("mismatched_keys", [])
@@ -377,9 +403,10 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
                 with open(settings_file, encoding="utf-8") as fh:
                     media = QwenMediaSettings(**json.load(fh))
             elif size.get("shortest_edge") and size.get("longest_edge"):  # the video processor's pixel budget
-                media = QwenMediaSettings(min_pixels=int(size["shortest_edge"]), max_pixels=int(size["longest_edge"]))
+                media = QwenMediaSettings(**{**cls.MEDIA_DEFAULTS, "min_pixels": int(size["shortest_edge"]),
+                                             "max_pixels": int(size["longest_edge"])})
             else:
-                media = QwenMediaSettings()
+                media = QwenMediaSettings(**cls.MEDIA_DEFAULTS)
         except (TypeError, ValueError) as exc:
             files = [settings_file] + [os.path.join(path, f) for f in
                                        ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json")]

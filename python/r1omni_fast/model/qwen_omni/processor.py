@@ -48,17 +48,22 @@ class QwenOmniProcessor(TagKeepingDecoder):
 
     #: ``chat_template`` settings this processor renders (the checkpoint's own template only).
     chat_templates = ("checkpoint",)
+    #: the model family (messages) and transformers' processor class of its checkpoints
+    FAMILY = "Qwen2.5-Omni"
+    HF_PROCESSOR = "Qwen2_5OmniProcessor"
+    #: the system turn of every prompt (None: no system turn)
+    SYSTEM_PROMPT: str | None = QWEN_OMNI_SYSTEM
 
-    def __init__(self, hf_processor: Any, *, system_prompt: str = QWEN_OMNI_SYSTEM, source: str = "") -> None:
+    def __init__(self, hf_processor: Any, *, system_prompt: str | None = None, source: str = "") -> None:
         self.hf = hf_processor
         self.tokenizer = hf_processor.tokenizer
-        self.system_prompt = system_prompt
+        self.system_prompt = self.SYSTEM_PROMPT if system_prompt is None else system_prompt
         self.source = source
         tok = self.tokenizer
         for attr in ("video_token", "audio_token", "vision_bos_token", "audio_bos_token"):
             if getattr(tok, attr, None) is None:
                 raise ProcessorError(f"{source or 'the tokenizer'}: tokenizer_config.json defines no {attr} "
-                                     "(Qwen2.5-Omni's special tokens): use the tokenizer files of a Qwen2.5-Omni checkpoint")
+                                     f"({self.FAMILY}'s special tokens): use the tokenizer files of a {self.FAMILY} checkpoint")
         self.video_token_id = tok.convert_tokens_to_ids(tok.video_token)
         self.audio_token_id = tok.convert_tokens_to_ids(tok.audio_token)
         self.media_token_ids = (self.video_token_id, self.audio_token_id)
@@ -76,12 +81,12 @@ class QwenOmniProcessor(TagKeepingDecoder):
             text = self.render("x", video=True, audio=True)
         except Exception as exc:  # a missing or broken template
             raise ProcessorError(f"{self._template_file()}: cannot render a chat with a video and an audio item ({exc}); "
-                                 "copy chat_template.jinja (or chat_template.json) from a Qwen2.5-Omni checkpoint") from None
+                                 f"copy chat_template.jinja (or chat_template.json) from a {self.FAMILY} checkpoint") from None
         tok = self.tokenizer
         missing = [t for t in (tok.vision_bos_token + tok.video_token, tok.audio_bos_token + tok.audio_token) if t not in text]
         if missing:
             raise ProcessorError(f"{self._template_file()}: the chat template does not write the media tokens {missing} "
-                                 "for video / audio items: use Qwen2.5-Omni's chat template (chat_template.jinja)")
+                                 f"for video / audio items: use {self.FAMILY}'s chat template (chat_template.jinja)")
 
     def _template_file(self) -> str:
         for name in ("chat_template.jinja", "chat_template.json"):
@@ -98,16 +103,18 @@ class QwenOmniProcessor(TagKeepingDecoder):
         return sorted(i for i in ids if i is not None and i != unk)
 
     def render(self, text: str, *, video: bool, audio: bool) -> str:
-        """The chat-templated prompt (Qwen's system turn, then a user turn holding a video item when
-        ``video``, an audio item when ``audio``, then ``text``) with the generation prompt."""
+        """The chat-templated prompt (the system turn, when :attr:`system_prompt` is set, then a
+        user turn holding a video item when ``video``, an audio item when ``audio``, then ``text``)
+        with the generation prompt."""
         content: list[dict] = []
         if video:
             content.append({"type": "video", "video": "clip"})
         if audio:
             content.append({"type": "audio", "audio": "clip"})
         content.append({"type": "text", "text": text})
-        messages = [{"role": "system", "content": [{"type": "text", "text": self.system_prompt}]},
-                    {"role": "user", "content": content}]
+        messages = [{"role": "user", "content": content}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
         return self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     @staticmethod
@@ -133,7 +140,12 @@ class QwenOmniProcessor(TagKeepingDecoder):
         feats, mask = qwen_audio_features(wave, n_mels=fe.feature_size, sampling_rate=SAMPLE_RATE)
         mask = torch.from_numpy(np.asarray(mask, np.int64))[None]
         return {"input_features": torch.from_numpy(np.ascontiguousarray(feats, np.float32))[None],
-                "feature_attention_mask": mask, "num_audio_tokens": int(_audio_output_length(mask.sum(-1))[0])}
+                "feature_attention_mask": mask, "num_audio_tokens": self.audio_tokens(int(mask.sum()))}
+
+    def audio_tokens(self, mel_frames: int) -> int:
+        """Audio tokens the thinker's audio encoder makes of ``mel_frames`` log-mel frames (two
+        stride-2 steps: ``((L - 1) // 2 + 1 - 2) // 2 + 1``)."""
+        return int(_audio_output_length(torch.tensor([mel_frames]))[0])
 
     def _expand(self, prompt: str, video: dict | None, audio: dict | None, interleave: bool) -> str:
         tok = self.tokenizer
@@ -169,7 +181,7 @@ class QwenOmniProcessor(TagKeepingDecoder):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={padding_side!r}: use 'left' or 'right'")
         if chat_template != "checkpoint":
-            raise ValueError(f"chat_template={chat_template!r}: the Qwen2.5-Omni backend uses its checkpoint's template "
+            raise ValueError(f"chat_template={chat_template!r}: the {self.FAMILY} backend uses its checkpoint's template "
                              "(chat_template: checkpoint)")
         keep = normalise_modalities(modalities)
         if targets is not None and len(targets) != len(instructions):
@@ -236,18 +248,21 @@ class QwenOmniProcessor(TagKeepingDecoder):
 
     @classmethod
     def from_pretrained(cls, path: str) -> QwenOmniProcessor:
-        """``Qwen2_5OmniProcessor`` from ``path``; missing files raise `ProcessorError` naming them."""
-        from transformers import Qwen2_5OmniProcessor
+        """:attr:`HF_PROCESSOR` (``Qwen2_5OmniProcessor``) from ``path``; missing files raise
+        `ProcessorError` naming them."""
+        import transformers
 
+        hf_class = getattr(transformers, cls.HF_PROCESSOR)
         missing = [f"{what} ({' or '.join(files)})" for what, files in PROCESSOR_FILES.items()
                    if not any(os.path.isfile(os.path.join(path, f)) for f in files)]
         if missing:
             raise ProcessorError(f"{path}: missing processor file(s): {'; '.join(missing)}. Copy them from the "
-                                 "Qwen2.5-Omni checkpoint the weights come from (Qwen2_5OmniProcessor.save_pretrained writes them)")
+                                 f"{cls.FAMILY} checkpoint the weights come from ({cls.HF_PROCESSOR}.save_pretrained "
+                                 "writes them)")
         try:
-            hf = Qwen2_5OmniProcessor.from_pretrained(path)
+            hf = hf_class.from_pretrained(path)
         except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise ProcessorError(f"{path}: Qwen2_5OmniProcessor cannot load the processor files ({exc})") from None
+            raise ProcessorError(f"{path}: {cls.HF_PROCESSOR} cannot load the processor files ({exc})") from None
         return cls(hf, source=path)
 
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import os
 
-import torch
 
-from r1omni_fast.model.tiny import byte_level_bpe
+from r1omni_fast.model.tiny import byte_level_bpe, seeded
 
 #: Qwen2.5-Omni's special tokens in id order (151643 ... 151656 there; 0 ... 13 here).
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>",
@@ -48,14 +47,16 @@ CHAT_TEMPLATE = (
 TINY_PIXELS = (4 * 28 * 28, 16 * 28 * 28)
 
 
-def build_tokenizer(vocab_size: int = 640):
-    """Byte-level BPE over the tiny corpus with Qwen2.5-Omni's special tokens and media-token
-    attributes; ``<think>``/``</think>``/``<answer>``/``</answer>`` and the emotion labels added."""
+def build_tokenizer(vocab_size: int = 640, special_tokens: list[str] = SPECIAL_TOKENS,
+                    media_tokens: dict[str, str] = EXTRA_SPECIAL_TOKENS):
+    """Byte-level BPE over the tiny corpus with ``special_tokens`` (Qwen2.5-Omni's) and the
+    media-token attributes ``media_tokens``; ``<think>``/``</think>``/``<answer>``/``</answer>``
+    and the emotion labels added."""
     from transformers import PreTrainedTokenizerFast
 
-    tok = byte_level_bpe(SPECIAL_TOKENS, vocab_size, added=("<think>", "</think>", "<answer>", "</answer>"))
+    tok = byte_level_bpe(list(special_tokens), vocab_size, added=("<think>", "</think>", "<answer>", "</answer>"))
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   model_max_length=32768, extra_special_tokens=dict(EXTRA_SPECIAL_TOKENS))
+                                   model_max_length=32768, extra_special_tokens=dict(media_tokens))
 
 
 def build_processor():
@@ -107,12 +108,7 @@ def build_tiny_qwen_model(seed: int = 0):
 
     hf = build_processor()
     config = tiny_thinker_config(hf.tokenizer)
-    state = torch.random.get_rng_state()
-    try:
-        torch.manual_seed(seed)
-        thinker = Qwen2_5OmniThinkerForConditionalGeneration(config)
-    finally:
-        torch.random.set_rng_state(state)
+    thinker = seeded(seed, lambda: Qwen2_5OmniThinkerForConditionalGeneration(config))
     low, high = TINY_PIXELS
     media = QwenMediaSettings(min_pixels=low, max_pixels=high, max_frames=8)
     return QwenOmniThinkerPolicy(thinker.float().eval(), QwenOmniProcessor(hf), media).eval()
