@@ -229,24 +229,6 @@ def test_completion_logits_equal_the_thinkers_forward_and_deepstack_reaches_the_
     assert (bare - shared).abs().max() > 1e-3
 
 
-def test_the_training_forward_equals_the_thinkers_loss(tiny, model):
-    """SFT's forward (packed logits over the targets) equals the thinker's own cross-entropy."""
-    batch = model.media_collator(num_frames=4, audio="record")(_three_cases(tiny)[:2])
-    rows = model.processor([s.prompt for s in batch.samples], ["<answer>happy</answer>"] * 2, pixel_values=batch.frames,
-                           audio_features=batch.mel, padding_side="right")
-    ours = model(**rows).loss
-    for row in range(2):
-        one = model.processor([batch.samples[row].prompt], ["<answer>happy</answer>"], pixel_values=[batch.frames[row]],
-                              audio_features=[batch.mel[row]])
-        kwargs = {k: v for k, v in one.items() if k not in ("video_rows", "audio_rows", "audio_in_video")}
-        model.thinker.model.rope_deltas = None
-        with torch.no_grad():
-            ref = model.thinker(**kwargs, use_audio_in_video=bool(one["audio_in_video"][0])).loss
-        alone = model(**one).loss
-        assert abs(float(alone) - float(ref)) < 1e-5
-    assert torch.isfinite(ours)
-
-
 # ------------------------------------------------------------------------------------- LoRA
 def test_lora_adapts_the_attention_projections_and_leaves_the_fused_experts_frozen(tiny, tmp_path):
     """use_peft on the MoE thinker: transformers 5 holds each MoE layer's experts as two fused
@@ -311,3 +293,98 @@ def test_cli_sft_grpo_resume_eval_predict_and_lora_merge_on_the_tiny_moe_thinker
                       "--max-new-tokens", "6", "--num-frames", "4"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(read_jsonl(tmp_path / "m.jsonl")) == 4
+
+
+# ------------------------------------------------------------------------------ MoE routing
+def test_the_router_record_gives_transformers_aux_loss_and_the_expert_load(tiny, model):
+    """Inside ``routing()``: the training forward's load-balancing loss equals the thinker's own
+    ``aux_loss`` (output_router_logits) row by row (and its cross-entropy the thinker's loss), and transformers' ``load_balancing_loss_func``
+    on a padded batch with its attention mask; the expert load equals a count over the top-k
+    choices; completion_logits' shared passes pair the prompt and completion masks."""
+    from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import load_balancing_loss_func
+
+    batch = model.media_collator(num_frames=4, audio="record")(_three_cases(tiny))
+    rows = model.processor([s.prompt for s in batch.samples], ["<answer>happy</answer>", "<answer>sad</answer>", "x"],
+                           pixel_values=batch.frames, audio_features=batch.mel, padding_side="right")
+    assert not rows["attention_mask"].all()  # padded rows: the padding is left out
+    with model.routing() as record:
+        model(**rows)
+    text = model.config.text_config
+    logits = tuple(record._calls)
+    assert len(logits) == text.num_hidden_layers
+    expected = load_balancing_loss_func(logits, text.num_experts, text.num_experts_per_tok, rows["attention_mask"])
+    assert torch.allclose(record.aux_loss(), expected, atol=1e-6)
+    valid = rows["attention_mask"].reshape(-1).bool()
+    shares = []
+    for layer in logits:
+        counts = torch.bincount(layer[valid].topk(2, -1).indices.reshape(-1), minlength=4).float()
+        shares.append(4 * counts.max() / counts.sum())
+    assert record.expert_load()["expert_load_imbalance"] == pytest.approx(float(torch.stack(shares).mean()), abs=1e-6)
+    for row in range(2):
+        one = model.processor([batch.samples[row].prompt], ["<answer>happy</answer>"], pixel_values=[batch.frames[row]],
+                              audio_features=[batch.mel[row]])
+        kwargs = {k: v for k, v in one.items() if k not in ("video_rows", "audio_rows", "audio_in_video")}
+        model.thinker.model.rope_deltas = None
+        with torch.no_grad():
+            ref = model.thinker(**kwargs, use_audio_in_video=bool(one["audio_in_video"][0]), output_router_logits=True)
+        with model.routing() as record, torch.no_grad():
+            ours = model(**one)
+        assert abs(float(record.aux_loss()) - float(ref.aux_loss)) < 1e-6
+        # SFT's forward (packed logits over the targets): the thinker's loss, which adds its own
+        # config's coefficient times the aux loss when given labels
+        expected = float(ours.loss) + text.router_aux_loss_coef * float(record.aux_loss())
+        assert abs(expected - float(ref.loss)) < 1e-5
+
+    prompts = model.processor([s.prompt for s in batch.samples], pixel_values=batch.frames, audio_features=batch.mel)
+    ids = torch.randint(20, 200, (6, 4))
+    mask = torch.ones_like(ids)
+    mask[0, 2:] = 0
+    for share in (True, False):
+        with model.routing() as record, torch.no_grad():
+            model.completion_logits(prompts, ids, mask, 2, share_prefix=share)
+        real = (torch.cat([prompts["attention_mask"].reshape(-1), mask.reshape(-1)]) if share else
+                torch.cat([prompts["attention_mask"].repeat_interleave(2, 0), mask], 1).reshape(-1))
+        expected = load_balancing_loss_func(tuple(record._layers()[i][0] for i in range(2)), 4, 2, real[None])
+        assert torch.allclose(record.aux_loss(), expected, atol=1e-6)
+    # the record refuses masks that do not fit its passes: one too many, or of the wrong size
+    with model.routing() as record, torch.no_grad():
+        record.expect([torch.ones(3)])
+        model.completion_logits(prompts, ids, mask, 2)
+    with pytest.raises(ValueError, match=r"3 token masks given for 2 decoder passes"):
+        record.aux_loss()
+    record._masks = [torch.ones(3)]
+    with pytest.raises(ValueError, match=r"decoder pass 0: a token mask of 3 entries for \d+ routed tokens"):
+        record.aux_loss()
+
+
+@pytest.mark.slow
+def test_router_aux_loss_coef_enters_the_sft_and_grpo_losses_and_is_logged(tiny, tmp_path):
+    """aux_loss and expert_load_imbalance in metrics.jsonl; with router_aux_loss_coef the first
+    step's loss is the loss without it plus coef * aux_loss (same weights, same rollouts); a dense
+    model refuses a coefficient."""
+    from r1omni_fast.config import ConfigError, GRPOConfig
+    from r1omni_fast.train.grpo import GRPOTrainer
+    from r1omni_fast.train.metrics_log import read_jsonl
+
+    model_dir, data, _, _ = tiny
+    for stage in ("sft", "grpo"):
+        runs = {}
+        for coef in (0.0, 0.5):
+            out = tmp_path / f"{stage}-{coef}"
+            cfg = write_config(tmp_path / f"{stage}-{coef}.yaml", **_fields(stage, model_dir, data, out, max_steps=1,
+                                                                            save_steps=1, router_aux_loss_coef=coef))
+            result = run_cli(["train", "--config", str(cfg)])
+            assert result.returncode == 0, result.stderr[-3000:]
+            runs[coef] = read_jsonl(out / "metrics.jsonl")[0]
+        first, with_aux = runs[0.0], runs[0.5]
+        assert first["aux_loss"] == with_aux["aux_loss"] > 0 and 1.0 <= first["expert_load_imbalance"] <= 4.0
+        assert with_aux["loss"] == pytest.approx(first["loss"] + 0.5 * first["aux_loss"], rel=1e-5, abs=1e-6)
+
+    from _train_fixtures import grpo_fields
+
+    dense = tmp_path / "dense"
+    assert run_cli(["model", "tiny", "--arch", "qwen2_5_omni", str(dense)]).returncode == 0
+    fields = grpo_fields(dense, data, tmp_path / "dense-run", router_aux_loss_coef=0.1, num_frames=4)
+    fields.pop("stage")
+    with pytest.raises(ConfigError, match=r"router_aux_loss_coef=0.1: QwenOmniThinkerPolicy has no MoE router"):
+        GRPOTrainer(GRPOConfig(**fields), progress=False)

@@ -140,6 +140,8 @@ class _TrainConfig(_RunConfig):
     per_device_train_batch_size: int = _f(1, "samples per micro-batch")
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimizer step")
     max_grad_norm: float = _f(1.0, "clip the global gradient norm to this; 0 = no clipping")
+    router_aux_loss_coef: float = _f(0.0, "MoE models (Qwen3-Omni): weight of the router load-balancing loss "
+                                          "added to the loss; 0 = not added (aux_loss is logged either way)")
     gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory")
     tunable_parts: List[str] = _f(["mm_language_model", "mm_mlp_adapter", "audio_projector"],
                                   "parts trained, others frozen (HumanOmni's mm_tunable_parts): "
@@ -211,6 +213,7 @@ class _TrainConfig(_RunConfig):
         _at_least(self, "per_device_train_batch_size", 1)
         _at_least(self, "gradient_accumulation_steps", 1)
         _at_least(self, "max_grad_norm", 0.0)
+        _at_least(self, "router_aux_loss_coef", 0.0)
         bad = [p for p in self.tunable_parts if p not in MODEL_PARTS]
         if bad:
             raise ConfigError(

@@ -222,7 +222,7 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     if rope is not None:  # the backend's multimodal rotary positions: (3, B, P) and each row's offset
         rope_ids, offsets = rope
         lengths = lengths + offsets.to(lengths.device)
-    if not share_prefix or _checkpointing(model.llm):
+    if not shares_prefix(model, share_prefix):
         embeds = torch.cat([prompt_embeds.repeat_interleave(group, 0), token_embeds], 1)
         attention = torch.cat([prompt_valid.long().repeat_interleave(group, 0), mask.long()], 1)
         extra = {}
@@ -256,6 +256,12 @@ def completion_logits(model, prompts: dict, completion_ids: torch.Tensor,
     return llm.lm_head(hidden)
 
 
+def shares_prefix(model, share_prefix: bool = True) -> bool:
+    """Whether :func:`completion_logits` runs a prompt pass then a completion pass (True) or one
+    pass over the full rows (``share_prefix`` off, or activation checkpointing on)."""
+    return share_prefix and not _checkpointing(model.llm)
+
+
 def _deepstack_kwargs(deepstack) -> dict:
     """The decoder's DeepStack arguments of a prompt pass (none for a backend without them)."""
     return {} if deepstack is None else deepstack.decoder_kwargs()
@@ -272,6 +278,13 @@ class PrefixSharedGeneration:
     """The sampling methods of the :class:`r1omni_fast.model.policy.Policy` interface, shared by
     the backends (a backend class lists it among its bases): :meth:`generate` and
     :meth:`completion_logits` over the backend's ``prompt_inputs`` / ``rope_positions`` / ``llm``."""
+
+    def routing(self):
+        """A context recording the MoE routers of a training forward
+        (`r1omni_fast.model.routing.RouterRecord`): none here (a dense decoder)."""
+        from r1omni_fast.model.routing import RouterRecord
+
+        return RouterRecord()
 
     def prompt_inputs(self, batch: dict) -> tuple[torch.Tensor, Any]:
         """``(embeds, deepstack)``: the prompt embeddings (``embed_prompts``) and the

@@ -77,6 +77,9 @@ class Policy(Protocol):
     - ``reference_view(source=None, *, share_frozen=True)`` -> GRPO's reference: a model computing
       like this one with its trainable tensors frozen at their current values (or ``source``'s),
       the frozen ones shared unless not ``share_frozen``;
+    - ``routing()`` -> a context manager yielding a `r1omni_fast.model.routing.RouterRecord`: the MoE
+      routers of the forward passes run inside it (none for a dense decoder), for the trainers'
+      ``router_aux_loss_coef`` and expert-load metric;
     - class attribute ``LORA_LANGUAGE_MODEL`` (dotted paths of the modules forming the LLM, where
       LoRA adapters go) and ``processor.chat_templates`` (the ``chat_template`` settings it supports).
     """
@@ -108,6 +111,8 @@ class Policy(Protocol):
     def embed_prompts(self, batch: dict) -> torch.Tensor: ...
 
     def prompt_inputs(self, batch: dict) -> tuple[torch.Tensor, Any]: ...
+
+    def routing(self) -> Any: ...
 
     def rope_positions(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor] | None: ...
 

@@ -25,6 +25,7 @@ import torch
 from r1omni_fast.config import ConfigError, SFTConfig
 from r1omni_fast.model import IGNORE_INDEX
 from r1omni_fast.train import common, distributed, faults
+from r1omni_fast.train.routing import RouterTerms
 from r1omni_fast.train.stream import make_stream, preflight_decode
 from r1omni_fast.train.evaluation import eval_due, run_evaluation
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
@@ -92,6 +93,7 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
     params = common.trainable_parameters(model)
     optimizer = common.build_optimizer(model, cfg)
     collate = common.make_collator(cfg, model, loader)
+    router = RouterTerms(model, cfg)
     batches_per_epoch = -(-len(train_data) // (cfg.per_device_train_batch_size * dist.world_size))
     last_step = common.total_steps(cfg, batches_per_epoch)
     scheduler = build_scheduler(optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, last_step)
@@ -133,8 +135,9 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                     if dist.enabled:
                         weight = local * dist.world_size / max(dist.sum([local])[0], 1.0)
                     with distributed.accumulating(step_module, dist, last=micro == accumulation - 1):
-                        with common.autocast(cfg, device):
+                        with common.autocast(cfg, device), model.routing() as routes:
                             loss = step_module(**inputs).loss
+                        loss = router.add(loss, routes, counted=not shard.ghost)
                         (loss * weight / accumulation).backward()
                     loss_sum += float(loss.detach()) * weight / dist.world_size
                     seen += 0 if shard.ghost else int(inputs["attention_mask"].sum())
@@ -151,7 +154,7 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
                     "step": step, "epoch": stream.epoch, "loss": loss_sum / accumulation,
                     "learning_rate": lr, "grad_norm": grad_norm, "num_tokens": num_tokens,
                     "nonfinite_steps": guard.total, "skipped_samples": stream.skipped_samples,
-                    "step_time": time.perf_counter() - t0}
+                    "step_time": time.perf_counter() - t0, **router.metrics(dist)}
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
                 bar.update(1)
                 if step == last_step:  # logged after the final model is written and evaluated

@@ -22,6 +22,7 @@ from r1omni_fast.model import GenerationOutput, lora
 from r1omni_fast.rewards import score_batch
 from r1omni_fast.train import common, distributed, faults, modality_dropout, recipe
 from r1omni_fast.train.checkpoint import read_trainer_state
+from r1omni_fast.train.routing import RouterTerms
 from r1omni_fast.train.stream import BatchStream, Shard, make_stream, preflight_decode
 from r1omni_fast.train.evaluation import eval_due, run_evaluation
 from r1omni_fast.train.metrics_log import MetricsLog, plot_curves, read_jsonl
@@ -118,6 +119,7 @@ class GRPOTrainer:
         self.params = common.trainable_parameters(self.model)
         self.optimizer = common.build_optimizer(self.model, cfg)
         self.collate = common.make_collator(cfg, self.model, loader)
+        self.router = RouterTerms(self.model, cfg)
         batches_per_epoch = -(-len(self.train_data) // (cfg.per_device_train_batch_size * self.dist.world_size))
         self.last_step = common.total_steps(cfg, batches_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, self.last_step)
@@ -307,7 +309,9 @@ class GRPOTrainer:
         module = self.policy_logits if isinstance(self.policy_logits, torch.nn.Module) else self.model
         divisor = accumulation_divisor(self.cfg.loss_type, self.cfg.gradient_accumulation_steps)
         with distributed.accumulating(module, self.dist, last=last):
-            loss, metrics = self.policy_loss(rollout, entropy=entropy)
+            with self.model.routing() as routes:  # closed before the backward (checkpointing reruns the routers)
+                loss, metrics = self.policy_loss(rollout, entropy=entropy)
+            loss = self.router.add(loss, routes, counted=not rollout.ghost)
             (loss * rollout.weight / divisor).backward()
         return float(loss.detach()) * rollout.weight / self.dist.world_size, metrics
 
@@ -333,6 +337,7 @@ class GRPOTrainer:
         cfg = self.cfg
         record = {"step": step, "epoch": self.stream.epoch, "learning_rate": lr, "grad_norm": grad_norm}
         record.update(loss_metrics(losses, parts, self.rollouts, cfg, self.dist))
+        record.update(self.router.metrics(self.dist))
         record.update(self.rollout_metrics(self.rollouts))
         if cfg.modality_dropout:
             record.update(modality_dropout.dropout_metrics(
