@@ -475,19 +475,25 @@ def test_a_damaged_sharded_checkpoint_is_an_error_naming_it(sft_runs, tmp_path, 
     assert "delete" in proc.stderr.splitlines()[-1]
 
 
-# --------------------------------------------------------------------------- the Qwen2.5-Omni backend
+# --------------------------------------------------------------------------- the Qwen backends
+#: the Qwen thinker backends and their tiny checkpoint builders
+QWEN_BACKENDS = {"qwen2_5_omni": "r1omni_fast.model.qwen_omni.tiny:build_tiny_qwen_checkpoint",
+                 "qwen3_omni_moe": "r1omni_fast.model.qwen3_omni.tiny:build_tiny_qwen3_checkpoint"}
 
 
-@pytest.fixture(scope="module")
-def qwen_runs(assets, tmp_path_factory):
-    """The tiny Qwen2.5-Omni thinker: SFT and GRPO, one process against DDP and FSDP2 on 2 ranks."""
-    from r1omni_fast.model.qwen_omni.tiny import build_tiny_qwen_checkpoint
+@pytest.fixture(scope="module", params=sorted(QWEN_BACKENDS))
+def qwen_runs(request, assets, tmp_path_factory):
+    """A tiny Qwen thinker (Qwen2.5-Omni; Qwen3-Omni's MoE thinker): SFT and GRPO, one process
+    against DDP and FSDP2 on 2 ranks."""
+    import importlib
 
+    module, name = QWEN_BACKENDS[request.param].split(":")
+    build = getattr(importlib.import_module(module), name)
     _, data, sft5, train3 = assets
-    root = tmp_path_factory.mktemp("dist-qwen")
+    root = tmp_path_factory.mktemp(f"dist-{request.param}")
     (root / "sft").mkdir()
     (root / "grpo").mkdir()
-    model = Path(build_tiny_qwen_checkpoint(root / "tiny-qwen", seed=0))
+    model = Path(build(root / "tiny-qwen", seed=0))
     parts = dict(tunable_parts=["mm_language_model", "mm_mlp_adapter", "audio_projector"], num_frames=2)
     sft = lambda out, **over: sft_fields(model, data, out, data_file=str(sft5), max_steps=2, save_steps=2,  # noqa: E731
                                          lr_scheduler_type="constant", warmup_ratio=0.0, **dict(parts, **over))
@@ -497,7 +503,8 @@ def qwen_runs(assets, tmp_path_factory):
     variants = [("single", dict(per_device_train_batch_size=2)),
                 ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
                 ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp"))]
-    return {"sft": _run_variants(root / "sft", variants, sft), "grpo": _run_variants(root / "grpo", variants, grpo)}
+    return {"sft": _run_variants(root / "sft", variants, sft), "grpo": _run_variants(root / "grpo", variants, grpo),
+            "arch": request.param}
 
 
 @pytest.mark.parametrize("stage,name", [("sft", "ddp"), ("sft", "fsdp"), ("grpo", "ddp"), ("grpo", "fsdp")])
@@ -517,3 +524,5 @@ def test_qwen_on_two_ranks_matches_one_process(qwen_runs, stage, name):
     # so the weights are held to 5 % of the run's largest update (2 steps x lr 1e-3 = 2e-3)
     update = max_weight_difference(single, runs["single"][0].parent.parent / "tiny-qwen")
     assert update > 0 and max_weight_difference(single, multi) < 0.05 * update
+    if qwen_runs["arch"] == "qwen3_omni_moe":  # the MoE thinker logs its routing on every rank count
+        assert all(m["aux_loss"] > 0 and 1.0 <= m["expert_load_imbalance"] <= 4.0 for m in a + b)
