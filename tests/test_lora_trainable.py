@@ -33,6 +33,14 @@ def qwen(tmp_path_factory):
     return Path(build_tiny_qwen_checkpoint(root / "tinyq", seed=0)), make_data(root / "data", n=8), None
 
 
+@pytest.fixture(scope="module")
+def qwen3(tmp_path_factory):
+    from r1omni_fast.model.qwen3_omni.tiny import build_tiny_qwen3_checkpoint
+
+    root = tmp_path_factory.mktemp("qwen3-lora")
+    return Path(build_tiny_qwen3_checkpoint(root / "tiny3", seed=0)), make_data(root / "data", n=8), None
+
+
 def _train(assets, num_frames, steps=3, **over):
     """(policy, its tensors before, its tensors after ``steps`` SFT optimizer steps, the optimizer)."""
     from r1omni_fast.config import SFTConfig
@@ -133,13 +141,16 @@ def test_a_tower_trains_in_full_under_lora_only_when_asked(qwen):
     assert modules_to_save(full) == ["thinker.model.visual.blocks.0.attn.proj"]
 
 
-def test_the_memory_of_a_lora_run_is_the_readmes_rule(qwen):
+@pytest.mark.parametrize("backend", ["qwen", "qwen3"])
+def test_the_memory_of_a_lora_run_is_the_readmes_rule(request, backend):
     """The adapter-run figures of docs/models.md: the tensors held after LoRA optimizer steps are exactly
     4 B x the base model's parameters (frozen, fp32) + 16 B x the trainable ones (adapters and
-    copies: weight, gradient, two AdamW moments); GRPO's reference (the adapters disabled) adds none."""
+    copies: weight, gradient, two AdamW moments); GRPO's reference (the adapters disabled) adds none.
+    Both Qwen thinkers: Qwen2.5-Omni's and Qwen3-Omni's MoE one (its fused experts frozen)."""
     from r1omni_fast.model.lora import AdapterDisabled
     from r1omni_fast.model.policy import load_policy
 
+    qwen = request.getfixturevalue(backend)
     model, _, _, optimizer = _train(qwen, 4, steps=1, use_peft=True, lora_r=4, tunable_parts=DEFAULT_PARTS)
     seen: set = set()
 
