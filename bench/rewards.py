@@ -3,13 +3,20 @@
 100k completions of 50-2000 characters, half well formed and half malformed in the ways
 models fail (no tags, unclosed or multi-line answers, text around the blocks, nested tags).
 The text is English, as the model writes it; 10% of the completions hold a non-ASCII character
-(a curly quote, an accent, an em dash). Native scoring reads an ASCII str in place but must
-encode any other str to UTF-8 first, so a last row scores a batch where every completion is
-non-ASCII. Each repetition scores fresh str objects (CPython caches a str's UTF-8, which would
-flatter repeats). Both columns (accuracy + format) are scored; every native result is checked
+(a curly quote, an accent, an em dash). A str that is not ASCII is stored as Latin-1, UCS-2 or
+UCS-4 and has no UTF-8 of its own, so a last row scores a batch where every completion is
+non-ASCII. Each repetition scores fresh str objects (CPython caches a str's UTF-8 once made,
+which would flatter repeats of any path that asks for it). Both columns (accuracy + format) are scored; every native result is checked
 against the reference before any time is printed.
 
-    PYTHONPATH=python python bench/rewards.py [--n 100000] [--repeat 3]
+``--profile`` then shows where the all-non-ASCII batch's time goes: the native score of it
+against that of its ASCII twin (every non-ASCII character replaced by "?": the same units, one
+byte each), and what encoding every str to UTF-8 under the GIL costs, which the native hand-off
+avoids by reading each str's own code units (Latin-1, UCS-2, UCS-4) and encoding them in the
+scoring threads. The Rust side of that encoding has its own timing loop:
+``cargo test --release --lib text -- --ignored --nocapture``.
+
+    PYTHONPATH=python python bench/rewards.py [--n 100000] [--repeat 3] [--profile]
 """
 
 from __future__ import annotations
@@ -83,6 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="where the all-non-ASCII batch's time goes")
     args = ap.parse_args()
     print(f"{args.n} completions of 50-2000 characters, {os.cpu_count()} CPUs, best of {args.repeat}")
     print(f"{'batch':22} {'mode':7} {'python re (s)':>14} {'native batch (s)':>17} {'speed-up':>9} "
@@ -105,6 +113,23 @@ def main() -> None:
         np.testing.assert_array_equal(out["format"], fmt)
         print(f"{name:22} {mode:7} {t_ref:14.3f} {t_nat:17.3f} {t_ref / t_nat:8.1f}x "
               f"{np.mean(fmt):9.2f} {np.mean(acc):11.2f}", flush=True)
+    if args.profile:
+        profile(args.n, args.repeat)
+
+
+def profile(n: int, repeat: int) -> None:
+    comps, sols = make_batch(n, 1.0)
+    twin = [c.encode("ascii", "replace").decode("ascii") for c in comps]
+
+    def native(batch):
+        return R.score_batch(batch, sols, mode="r1omni")
+
+    t_nat, _ = best_of(repeat, comps, native)
+    t_twin, _ = best_of(repeat, twin, native)
+    t_enc, _ = best_of(repeat, comps, lambda batch: [c.encode("utf-8", "surrogatepass") for c in batch])
+    print(f"\nevery one non-ASCII, r1omni: native {t_nat:.3f} s, its ASCII twin {t_twin:.3f} s "
+          f"(the code-unit hand-off and encoding cost {t_nat - t_twin:+.3f} s); encoding every str "
+          f"to UTF-8 under the GIL alone would take {t_enc:.3f} s")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ mod reward_bindings {
     use pyo3::prelude::*;
     use pyo3::types::{PyBytes, PyDict, PyString};
 
-    use crate::reward::{self, Accuracy, LabelMatcher, Prediction, RewardError};
+    use crate::reward::{self, Accuracy, LabelMatcher, Prediction, RewardError, Text};
 
     /// The one adapter from reward errors to Python exceptions.
     fn to_py_err(e: RewardError) -> PyErr {
@@ -109,6 +109,135 @@ mod reward_bindings {
             )?
         };
         Ok(Utf8::Encoded(bytes.cast_into::<PyBytes>()?))
+    }
+
+    /// Reading a str's code units in place (PEP 393), so that the scorer's threads encode them
+    /// without the GIL. The limited API has no call for it, so the layout of CPython's str
+    /// objects is written here for the versions it is known for, and checked against known strs
+    /// once per process; any other version, or a str that is not compact (a str subclass), takes
+    /// the `PyUnicode_AsUTF8AndSize` path.
+    mod pep393 {
+        use std::sync::OnceLock;
+
+        use pyo3::prelude::*;
+        use pyo3::types::PyString;
+
+        use crate::reward::Text;
+
+        /// Offsets in a str object (64-bit CPython, default build).
+        struct Layout {
+            /// Of the data of a compact ASCII str (`sizeof(PyASCIIObject)`).
+            ascii_data: usize,
+            /// Of the data of any other compact str (`sizeof(PyCompactUnicodeObject)`).
+            compact_data: usize,
+            /// Whether `state` has the `ready` bit (before 3.12).
+            has_ready_bit: bool,
+        }
+
+        /// `PyASCIIObject.length` and `.state` (after the object header and the hash).
+        const LENGTH_OFFSET: usize = 16;
+        const STATE_OFFSET: usize = 32;
+
+        fn known_layout(py: Python<'_>) -> Option<Layout> {
+            if !cfg!(all(target_pointer_width = "64", target_endian = "little")) {
+                return None;
+            }
+            let v = py.version_info();
+            match (v.major, v.minor) {
+                // `wchar_t *wstr` in PyASCIIObject, `wstr_length` in PyCompactUnicodeObject.
+                (3, 9..=11) => Some(Layout { ascii_data: 48, compact_data: 72, has_ready_bit: true }),
+                (3, 12..=14) => Some(Layout { ascii_data: 40, compact_data: 56, has_ready_bit: false }),
+                _ => None,
+            }
+        }
+
+        /// The layout, once it has read known strs of every kind back correctly.
+        fn layout(py: Python<'_>) -> Option<&'static Layout> {
+            static LAYOUT: OnceLock<Option<Layout>> = OnceLock::new();
+            LAYOUT
+                .get_or_init(|| {
+                    let layout = known_layout(py)?;
+                    let probes = ["plain ascii", "caf\u{e9}", "\u{201c}x\u{2014}", "a\u{1f642}b"];
+                    probes
+                        .iter()
+                        .all(|&p| {
+                            let s = PyString::new(py, p);
+                            // Safety: `s` is a live str, read under the GIL.
+                            let text = unsafe { read(&s, &layout) };
+                            text.is_some_and(|t| code_points(t) == p.chars().map(u32::from).collect::<Vec<_>>())
+                        })
+                        .then_some(layout)
+                })
+                .as_ref()
+        }
+
+        fn code_points(t: Text<'_>) -> Vec<u32> {
+            match t {
+                Text::Utf8(b) => std::str::from_utf8(b).map_or_else(|_| vec![u32::MAX], |s| s.chars().map(u32::from).collect()),
+                Text::Latin1(u) => u.iter().map(|&c| c.into()).collect(),
+                Text::Ucs2(u) => u.iter().map(|&c| c.into()).collect(),
+                Text::Ucs4(u) => u.to_vec(),
+            }
+        }
+
+        /// The code units of `s` in place, or None when it is not a compact str.
+        ///
+        /// # Safety
+        /// `layout` must be this interpreter's (as [`layout`] returns it). The slice lives as
+        /// long as the borrow of `s`: a compact str's data is part of the object, and a str
+        /// another reference is held to is never changed.
+        unsafe fn read<'a>(s: &'a Bound<'_, PyString>, layout: &Layout) -> Option<Text<'a>> {
+            let base = s.as_ptr().cast::<u8>();
+            let state = base.add(STATE_OFFSET).cast::<u32>().read();
+            let (kind, compact, ascii, ready) = ((state >> 2) & 7, state >> 5 & 1 == 1, state >> 6 & 1 == 1, state >> 7 & 1 == 1);
+            if !compact || (layout.has_ready_bit && !ready) {
+                return None;
+            }
+            let len = base.add(LENGTH_OFFSET).cast::<isize>().read() as usize;
+            let data = base.add(if ascii { layout.ascii_data } else { layout.compact_data });
+            Some(match (kind, ascii) {
+                (1, true) => Text::Utf8(std::slice::from_raw_parts(data, len)),
+                (1, false) => Text::Latin1(std::slice::from_raw_parts(data, len)),
+                (2, false) => Text::Ucs2(std::slice::from_raw_parts(data.cast::<u16>(), len)),
+                (4, false) => Text::Ucs4(std::slice::from_raw_parts(data.cast::<u32>(), len)),
+                _ => return None,
+            })
+        }
+
+        /// The code units of `s` when this interpreter's layout is known and `s` is compact.
+        pub fn code_units<'a>(s: &'a Bound<'_, PyString>) -> Option<Text<'a>> {
+            let layout = layout(s.py())?;
+            // Safety: `layout` comes from `layout()`; the borrow of `s` bounds the slice.
+            unsafe { read(s, layout) }
+        }
+    }
+
+    /// A text handed to the scorer: its code units in place, or UTF-8 from CPython.
+    enum Handed<'a, 'py> {
+        Units(Text<'a>),
+        Utf8(Utf8<'a, 'py>),
+    }
+
+    impl Handed<'_, '_> {
+        fn text(&self) -> Text<'_> {
+            match self {
+                Self::Units(t) => *t,
+                Self::Utf8(u) => Text::Utf8(u.as_bytes()),
+            }
+        }
+    }
+
+    /// The texts of `texts` for the scorer, code units read in place where possible (no UTF-8
+    /// encoding under the GIL); errors as [`utf8_of`]'s.
+    fn hand_all<'a, 'py>(texts: &'a [Bound<'py, PyAny>], what: &str) -> PyResult<Vec<Handed<'a, 'py>>> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.cast::<PyString>().ok().and_then(pep393::code_units) {
+                Some(units) => Ok(Handed::Units(units)),
+                None => utf8_of(t, what, Some(i)).map(Handed::Utf8),
+            })
+            .collect()
     }
 
     fn utf8_all<'a, 'py>(
@@ -197,15 +326,15 @@ mod reward_bindings {
             format: bool,
             accuracy: bool,
         ) -> PyResult<Bound<'py, PyDict>> {
-            let completions = utf8_all(&completions, "completions")?;
+            let completions = hand_all(&completions, "completions")?;
             let solutions = solutions
                 .as_deref()
-                .map(|s| utf8_all(s, "solution"))
+                .map(|s| hand_all(s, "solution"))
                 .transpose()?;
-            let completion_bytes: Vec<&[u8]> = completions.iter().map(|b| b.as_bytes()).collect();
-            let solution_bytes: Option<Vec<&[u8]>> = solutions
+            let completion_bytes: Vec<Text> = completions.iter().map(Handed::text).collect();
+            let solution_bytes: Option<Vec<Text>> = solutions
                 .as_ref()
-                .map(|s| s.iter().map(|b| b.as_bytes()).collect());
+                .map(|s| s.iter().map(Handed::text).collect());
             let mode = accuracy.then_some(&self.accuracy);
             let columns = py
                 .detach(|| {

@@ -251,3 +251,24 @@ def test_stub_matches_the_native_module():
     public = {n for n in dir(_native) if not n.startswith("_") and callable(getattr(_native, n))}
     assert public == stubbed
     assert checked >= len(stubbed) - 2  # all functions but build_info, plus RewardScorer's methods
+
+
+class _Str(str):
+    """A str subclass: CPython stores it apart from its object, so the scorer encodes it."""
+
+
+@given(st.lists(st.tuples(st.lists(piece, min_size=20, max_size=60).map("".join), solutions), max_size=8),
+       st.sampled_from(["", "\xe9", "\u2014", "\U0001f642", "\ud800"]), st.booleans())
+def test_long_texts_of_every_width_match_reference(pairs, wide, subclass):
+    # Texts long enough for the scorer's 32-unit blocks, stored as Latin-1, UCS-2 or UCS-4 (the
+    # character appended sets the width), as they are and as a str subclass.
+    comps = [(_Str if subclass else str)(c + wide) for c, _ in pairs]
+    sols = [s for _, s in pairs]
+    out = R.score_batch(comps, sols, mode="r1omni")
+    assert out["format"].tolist() == [ref.format_reward(c) for c in comps]
+    assert out["accuracy"].tolist() == [ref.accuracy_r1omni(c, s) for c, s in zip(comps, sols)]
+    try:
+        expected = [ref.accuracy_robust(c, s, R.ALL_LABELS) for c, s in zip(comps, sols)]
+    except ValueError:
+        return
+    assert R.accuracy_reward(comps, sols, mode="robust") == expected

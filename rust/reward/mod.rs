@@ -19,6 +19,7 @@
 
 mod labels;
 mod scan;
+mod text;
 
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,6 +28,7 @@ use rayon::prelude::*;
 
 pub use labels::{is_trimmed, LabelMatcher, EXTRA_TRIM_PUNCTUATION};
 pub use scan::{is_py_space, py_strip};
+pub use text::{Text, Utf8Source};
 
 /// Items handed to one rayon task at a time: scoring one completion takes well under a
 /// microsecond, so smaller tasks would cost more in scheduling than in work.
@@ -151,11 +153,21 @@ where
     T: Send,
     F: Fn(usize) -> Result<T, RewardError> + Sync + Send,
 {
+    guarded_with(n, || (), |_, i| f(i))
+}
+
+/// [`guarded`] where each worker thread has scratch state of its own, made by `init`.
+pub fn guarded_with<T, S, I, F>(n: usize, init: I, f: F) -> Result<Vec<T>, RewardError>
+where
+    T: Send,
+    I: Fn() -> S + Sync + Send,
+    F: Fn(&mut S, usize) -> Result<T, RewardError> + Sync + Send,
+{
     catch_unwind(AssertUnwindSafe(|| {
         (0..n)
             .into_par_iter()
             .with_min_len(MIN_ITEMS_PER_TASK)
-            .map(&f)
+            .map_init(&init, &f)
             .collect()
     }))
     .unwrap_or_else(|payload| {
@@ -177,8 +189,9 @@ pub struct Columns {
 
 /// Scores a batch in parallel: the format column when `format` is set, the accuracy column
 /// when `accuracy` is given (then `solutions` is required, one per completion). In robust mode
-/// every solution must name a label; the first that does not is reported by index.
-pub fn score_batch<S: AsRef<[u8]> + Sync>(
+/// every solution must name a label; the first that does not is reported by index. A text
+/// without UTF-8 of its own ([`Text`]) is encoded by the worker thread that scores it.
+pub fn score_batch<S: Utf8Source>(
     completions: &[S],
     solutions: Option<&[S]>,
     format: bool,
@@ -196,13 +209,15 @@ pub fn score_batch<S: AsRef<[u8]> + Sync>(
         }
         (Some(_), Some(s)) => Some(s),
     };
-    let rows = guarded(n, |i| {
-        let text = completions[i].as_ref();
+    // Per worker: the UTF-8 of the completion and of the solution being scored.
+    let buffers = || (Vec::new(), Vec::new());
+    let rows = guarded_with(n, buffers, |(text_buf, solution_buf), i| {
+        let text = completions[i].utf8(text_buf);
         let fmt = if format { format_reward(text) } else { 0.0 };
         let acc = match (accuracy, solutions) {
-            (Some(Accuracy::R1Omni), Some(s)) => accuracy_r1omni(text, s[i].as_ref()),
+            (Some(Accuracy::R1Omni), Some(s)) => accuracy_r1omni(text, s[i].utf8(solution_buf)),
             (Some(Accuracy::Robust(m)), Some(s)) => {
-                m.accuracy(text, m.solution_label(s[i].as_ref(), i)?)
+                m.accuracy(text, m.solution_label(s[i].utf8(solution_buf), i)?)
             }
             _ => 0.0,
         };
