@@ -201,6 +201,11 @@ struct MelInputs<'a> {
     log_zero: f32,
 }
 
+thread_local! {
+    /// Each thread's buffers of pass 1, made on its first chunk and kept for later calls.
+    static SCRATCH: std::cell::RefCell<Option<ChunkScratch>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Per-worker buffers of pass 1.
 struct ChunkScratch {
     frame: Vec<f64>,
@@ -400,9 +405,17 @@ pub fn log_mel(samples: &[f32], n_mels: usize, n_samples: usize, frames: usize) 
 
     // Pass 1: per chunk of frames, FFT power (bin-major), mel projection and log10, written into
     // the chunk's columns of the output; each chunk's largest value (None: all silent).
+    // One chunk per task: the loud chunks are one run (the non-zero span), which rayon's halving
+    // of the whole range would leave to one thread for a short signal.
     let chunk_max: Vec<Option<f32>> = (0..frames.div_ceil(CHUNK))
         .into_par_iter()
-        .map_init(|| ChunkScratch::new(plan), |scratch, c| chunk_log_mel(&inputs, c, scratch, &shared))
+        .with_max_len(1)
+        .map(|c| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                let scratch = scratch.get_or_insert_with(|| ChunkScratch::new(plan));
+                chunk_log_mel(&inputs, c, scratch, &shared)
+            })
+        })
         .collect();
     let max = chunk_max.iter().flatten().copied().fold(log_zero, f32::max);
 
@@ -609,5 +622,30 @@ mod tests {
     fn rejects_bad_n_mels() {
         assert!(whisper_log_mel(&[0.0; 10], 0).is_err());
         assert!(whisper_log_mel(&[0.0; 10], 100_000).is_err());
+    }
+}
+
+/// A timing loop, not a test: how long the 1500 FFTs of a 30 s signal take alone against the
+/// whole log-mel of 30/10/3 s and of silence (best of 40), for the account in docs/benchmarks.md.
+/// `RAYON_NUM_THREADS=1 cargo test --release --lib mel::timing -- --ignored --nocapture`
+#[cfg(test)]
+mod timing {
+    use super::*;
+    fn best(mut f: impl FnMut()) -> std::time::Duration {
+        (0..40).map(|_| { let t = std::time::Instant::now(); f(); t.elapsed() }).min().unwrap()
+    }
+    #[test]
+    #[ignore = "a timing loop"]
+    fn mel_timing() {
+        let x: Vec<f32> = (0..480_000).map(|n| ((n * 7919 % 1000) as f32 / 500.0 - 1.0) * 0.1).collect();
+        let plan = stft_plan();
+        let mut buf = vec![Complex::<f64>::default(); N_FFT];
+        let mut scratch = vec![Complex::<f64>::default(); plan.fft.get_inplace_scratch_len()];
+        let fft = best(|| for _ in 0..1500 { plan.fft.process_with_scratch(&mut buf, &mut scratch); });
+        let t30 = best(|| { log_mel(&x, 128, N_SAMPLES, N_FRAMES).unwrap(); });
+        let t10 = best(|| { log_mel(&x[..160_000], 128, N_SAMPLES, N_FRAMES).unwrap(); });
+        let t3 = best(|| { log_mel(&x[..48_000], 128, N_SAMPLES, N_FRAMES).unwrap(); });
+        let t0 = best(|| { log_mel(&[], 128, N_SAMPLES, N_FRAMES).unwrap(); });
+        println!("1500 ffts {fft:?} log_mel 30s {t30:?} 10s {t10:?} 3s {t3:?} silent {t0:?}");
     }
 }
