@@ -270,6 +270,25 @@ def print_floor(rows: dict, results: dict, n_clips: int) -> None:
                   f"{r['ms'] / native:5.2f}x")
 
 
+def print_account(rows: dict, results: dict, n_clips: int) -> None:
+    """Where the native CPU time goes beyond the floor: the stages the floor leaves out (all
+    needed for the outputs: demux counts the frames, convert is FFmpeg's exact YUV -> RGB, resize
+    the Pillow-exact bicubic, normalise, audio and mel the features), as shares of the per-stage
+    total, and what share of the floor the native batch reaches against the most any pipeline
+    doing that work on the same cores could (the decode share)."""
+    if not rows or not results.get("native load_batch"):
+        return
+    stages = ("demux", "decode", "convert", "resize", "normalise", "audio", "mel")
+    sums = {k: sum(r[k] for r in rows.values()) for k in stages}
+    total = sum(sums.values())
+    floor = sums["decode"] / (os.cpu_count() or 1) / n_clips
+    reached = floor / results["native load_batch"]["ms"]
+    shares = ", ".join(f"{k} {100 * v / total:.1f} %" for k, v in sums.items())
+    print(f"\nnative stage shares, summed over the fixtures ({total:.0f} core-ms): {shares}")
+    print(f"  the native batch runs at {100 * reached:.0f} % of the floor's speed; with the other stages "
+          f"at their measured cost, exact decoding allows at most {100 * sums['decode'] / total:.0f} %")
+
+
 def measure(name, folder, repeats):
     out = subprocess.run([sys.executable, __file__, "--child", name, "--folder", folder,
                           "--repeats", str(repeats)], capture_output=True, text=True)
@@ -332,6 +351,7 @@ def main() -> None:
     print_floor(rows, results, len(clips))
     if args.profile:
         print_profile(rows)
+        print_account(rows, results, len(clips))
 
 
 if __name__ == "__main__":
