@@ -168,7 +168,7 @@ def test_cli_glob_folder_prompt_preset_and_separate_audio(tiny_ckpt, synth_eval,
     # the default preset is R1-Omni's inference example, spaced as its README passes it to inference.py
     assert seen["instructions"] == [
         "<video>\n<audio>\nAs an emotional recognition expert; throughout the video, which emotion conveyed by the "
-        "characters is the most obvious to you?  Output the thinking process in <think> </think> and final emotion "
+        "characters is the most obvious to you? Output the thinking process in <think> </think> and final emotion "
         "in <answer> </answer> tags."]
     assert _rows(out)[0]["audio"] == str(odd_media["sound"])
     expected = whisper_log_mel(load_audio(odd_media["sound"]), _mels(tiny_ckpt))
@@ -335,3 +335,16 @@ def test_predict_on_cuda_in_bf16(tiny_ckpt, synth_eval):
     assert model.device.type == "cuda" and model.dtype in (torch.bfloat16, torch.float16)
     rows = predict(model, [ClipInput(video=c) for c in _clips(synth_eval, 3)], max_new_tokens=6, batch_size=2)
     assert all(r["error"] is None and isinstance(r["completion"], str) for r in rows)
+
+
+def test_the_default_prompt_is_the_instruction_the_data_files_train_on(synth_eval):
+    """predict's default instruction equals the synthetic data's (R1-Omni's question, one space,
+    the format suffix), so a model trained here reasons in its answers; R1-Omni's inference.py
+    text (two spaces) is the r1omni-infer preset."""
+    from r1omni_fast.eval.predict import DEFAULT_PRESET, PROMPT_PRESETS
+    from r1omni_fast.prompts import R1OMNI_INFER_INSTRUCTION
+
+    record = json.loads(Path(synth_eval.test).read_text())[0]
+    human = record["conversations"][0]["value"]
+    assert human.replace("<video>\n", "").replace("<audio>\n", "") == PROMPT_PRESETS[DEFAULT_PRESET]
+    assert PROMPT_PRESETS["r1omni-infer"] == R1OMNI_INFER_INSTRUCTION and "  Output" in R1OMNI_INFER_INSTRUCTION

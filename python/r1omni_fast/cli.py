@@ -526,7 +526,7 @@ def _load_model(model_dir: str, device: str, dtype: str, quiet: bool = False):
 @click.option("--modalities", default="video,audio", show_default=True,
               help="inputs given to the model: video,audio | video | audio")
 @click.option("--prompt", default=None, help="instruction replacing the default / the records' ones")
-@click.option("--prompt-preset", default=None, help="named instruction: r1omni (default), r1omni-labels, question")
+@click.option("--prompt-preset", default=None, help="named instruction: r1omni (default), r1omni-infer, r1omni-labels, question")
 @click.option("--num-generations", default=1, show_default=True, type=click.IntRange(min=1),
               help="1: greedy; N > 1: N sampled answers and their vote share")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),

@@ -32,9 +32,11 @@ from r1omni_fast.eval import runner
 
 #: Instructions selectable by name (``--prompt-preset``); ``{labels}`` is the label set.
 PROMPT_PRESETS: Dict[str, str] = {
-    # R1-Omni's inference prompt, as its README runs inference.py: its question, two spaces, the
-    # output-format suffix (the synthetic data joins them with one space).
-    "r1omni": R1OMNI_INFER_INSTRUCTION,
+    # R1-Omni's question and output-format suffix joined as the data files (and so training and
+    # eval) join them: one space.
+    "r1omni": f"{R1_OMNI_QUESTION} {FORMAT_SUFFIX}",
+    # R1-Omni's inference prompt, as its README runs inference.py: the same with two spaces.
+    "r1omni-infer": R1OMNI_INFER_INSTRUCTION,
     # The same, naming the classes to choose from.
     "r1omni-labels": f"{R1_OMNI_QUESTION} Answer with one of: {{labels}}. {FORMAT_SUFFIX}",
     # HumanOmni's evaluation question, without the format suffix.
