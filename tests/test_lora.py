@@ -365,8 +365,31 @@ def test_merge_errors_name_the_folder(assets, tmp_path):
     folder = tmp_path / "orphan"
     folder.mkdir()
     (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
-    with pytest.raises(LoraError, match=r"gone .*does not exist: pass the base model folder \(--base DIR\)"):
+    with pytest.raises(LoraError, match=r"gone .*does not exist: point base_model_name_or_path at the base model "
+                                        r"folder \(merge also takes --base DIR\)"):
         merge(folder, tmp_path / "m")
+
+
+def test_an_adapter_of_another_base_is_one_error_naming_a_tensor(assets, tmp_path):
+    """Adapter tensors whose shapes do not fit the base (the adapter of another-size model) are
+    one LoraError naming the first tensor and both shapes, not torch's list of size mismatches."""
+    from safetensors.torch import save_file
+
+    from r1omni_fast.config import SFTConfig
+    from r1omni_fast.model.lora import ADAPTER_WEIGHTS, LoraError, load_with_adapter
+    from r1omni_fast.train.sft import run_sft
+
+    model_dir, data = assets
+    out = tmp_path / "lora"
+    run_sft(SFTConfig(**{k: v for k, v in sft_fields(model_dir, data, out, use_peft=True, lora_r=2, lora_alpha=4,
+                                                     max_steps=1, save_steps=1).items() if k != "stage"}),
+            loader=clip_loader(), progress=False)
+    weights = load_file(str(out / ADAPTER_WEIGHTS))
+    name = sorted(k for k in weights if "lora_A" in k)[0]
+    weights[name] = torch.zeros(weights[name].shape[0], weights[name].shape[1] + 3)
+    save_file(weights, str(out / ADAPTER_WEIGHTS))
+    with pytest.raises(LoraError, match=rf"do not fit the base model's shapes \(first: {name} is"):
+        load_with_adapter(out)
 
 
 # ------------------------------------------------------------------------- CLI runs

@@ -363,7 +363,7 @@ def save_adapter(model: torch.nn.Module, folder: str | os.PathLike, dist: Any = 
 def load_adapter_weights(model: torch.nn.Module, folder: str | os.PathLike) -> None:
     """Load ``folder/adapter_model.safetensors`` into the adapters of ``model`` (every tensor must
     match; else :class:`LoraError` naming the file)."""
-    from peft.utils import set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     path = os.path.join(os.fspath(folder), ADAPTER_WEIGHTS)
@@ -376,6 +376,12 @@ def load_adapter_weights(model: torch.nn.Module, folder: str | os.PathLike) -> N
     if missing or unexpected:
         raise LoraError(f"{path}: {len(missing)} missing and {len(unexpected)} unexpected adapter tensor(s) "
                         f"(first: {(missing + unexpected)[0]}): it does not belong to this model and these settings")
+    shapes = dict(get_peft_model_state_dict(wrapper, save_embedding_layers=False))
+    wrong = [k for k in sorted(weights) if tuple(weights[k].shape) != tuple(shapes[k].shape)]
+    if wrong:  # another base model (other sizes): one line, not torch's list of size mismatches
+        raise LoraError(f"{path}: {len(wrong)} adapter tensor(s) do not fit the base model's shapes (first: {wrong[0]} "
+                        f"is {tuple(weights[wrong[0]].shape)}, the model's {tuple(shapes[wrong[0]].shape)}): the "
+                        "adapter was trained on another base model; load it with the base it was trained on")
     set_peft_model_state_dict(wrapper, weights)
 
 
@@ -393,12 +399,12 @@ def base_model_path(folder: str | os.PathLike, base: Optional[str | os.PathLike]
         return os.fspath(base)
     recorded = read_adapter_config(folder).get("base_model_name_or_path")
     if not recorded:
-        raise LoraError(f"{folder}/{ADAPTER_CONFIG} names no base_model_name_or_path: pass the base model "
-                        "folder (--base DIR)")
+        raise LoraError(f"{folder}/{ADAPTER_CONFIG} names no base_model_name_or_path: point it at the base model "
+                        "folder (merge also takes --base DIR)")
     path = recorded if os.path.isabs(recorded) else os.path.join(os.fspath(folder), recorded)
     if not os.path.isdir(path):
         raise LoraError(f"{folder}: its base model {path} (base_model_name_or_path in {ADAPTER_CONFIG}) does not "
-                        "exist: pass the base model folder (--base DIR)")
+                        "exist: point base_model_name_or_path at the base model folder (merge also takes --base DIR)")
     return path
 
 
@@ -414,7 +420,7 @@ def adapter_chain(folder: str | os.PathLike) -> List[Path]:
             cycle = " -> ".join(str(p) for p in chain[chain.index(base):] + [base])
             raise LoraError(f"{folder}: the adapter's base model folders form a cycle ({cycle}; base_model_name_or_path "
                             f"in {ADAPTER_CONFIG}): point base_model_name_or_path at the full model the adapter was "
-                            "trained on, or pass it with --base")
+                            "trained on (merge also takes --base DIR)")
         chain.append(base)
     return chain
 
