@@ -98,6 +98,14 @@ def test_audio_alone_skips_a_video_only_record_and_counts_it(material, tmp_path)
     assert summary["settings"]["audio"]["n"] == 1 and summary["settings"]["video"]["n"] == 2
     attribution = summary["attribution"]
     assert attribution["clips"] == 1 and attribution["unmatched"] == 1, attribution
+    assert summary["settings"]["audio"]["skipped"] == 1 and "skipped (not evaluated" in result.stdout
+    assert "audio 1" in result.stdout and "counterfactual attribution" in result.stdout
+    result = run_cli(["eval", "--model", str(models["humanomni"]), "--data", str(files["mixed"]),
+                      "--out", str(tmp_path / "ablate-plain"), "--ablate", "--no-explain", "--num-frames", "2",
+                      "--max-new-tokens", "8", "--labels", ",".join(LABELS), "--device", "cpu", "--batch-size", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "attribution" not in json.loads((tmp_path / "ablate-plain" / "modalities.json").read_text())
+    assert "counterfactual attribution" not in result.stdout
 
     for modalities, given in (("audio", [["audio"], []]), ("video,audio", [["video", "audio"], ["video"]])):
         out = tmp_path / f"predict-{modalities}.jsonl"
@@ -110,6 +118,7 @@ def test_audio_alone_skips_a_video_only_record_and_counts_it(material, tmp_path)
         assert (rows[1]["error"] is not None) == (modalities == "audio")
         if modalities == "audio":
             assert "nothing to give the model" in rows[1]["error"] and "predict it with video" in rows[1]["error"]
+            assert rows[1]["error"].startswith(f"{rows[1]['video']}: ")
 
 
 def test_the_eval_summary_names_the_skipped_records():

@@ -117,6 +117,7 @@ def test_cli_bad_inputs_one_line_each(tiny_ckpt, synth_eval, odd_media, tmp_path
     assert result.exit_code == 2 and "no clips" in result.output
     result = _cli("--model", tiny_ckpt, "--glob", str(tmp_path / "nothing" / "*.mp4"))
     assert result.exit_code == 2 and "no clips to predict" in result.output and "matches no file" in result.output
+    assert len([line for line in result.output.splitlines() if "matches no file" in line]) == 1
     same = tmp_path / "rows.jsonl"
     result = _cli("--model", tiny_ckpt, good, "--out", same, "--report", same)
     assert result.exit_code == 2 and "would overwrite the predictions" in result.output and not same.exists()

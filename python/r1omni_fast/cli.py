@@ -600,10 +600,10 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
         raise bad_input(str(exc)) from None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if not items:  # nothing to try: the paths and patterns themselves are the bad input (one line)
+        raise bad_input("no clips to predict" + (f": {'; '.join(problems)}" if problems else ""))
     for line in problems:
         click.echo(f"error: {line}", err=True)
-    if not items:  # nothing to try: the paths and patterns themselves are the bad input
-        raise bad_input("no clips to predict" + (f": {'; '.join(problems)}" if problems else ""))
     want_report = not no_report and (report_file is not None or (data_file is not None and out_file is not None))
     if want_report and report_file is None:
         report_file = str(Path(out_file).with_name("report.html"))
@@ -646,7 +646,7 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
     if metrics is not None:  # the summary is the result: --quiet drops only the per-clip lines
         from r1omni_fast.eval.runner import metrics_table
 
-        click.echo(metrics_table(metrics))
+        click.echo(metrics_table(metrics, listed_in="the rows' error field" + (f" of {out_file}" if out_file else "")))
     if want_report and done:
         from r1omni_fast.eval.report import write_report
 

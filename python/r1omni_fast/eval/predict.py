@@ -253,7 +253,7 @@ def predict_iter(
             collate.media_kwargs["require_audio"] = True
         # an item's own error, or a video-only record under audio alone (nothing to give the model)
         errors = [item.error if item.error is not None else
-                  None if runner.record_modalities(s, keep) else runner.nothing_to_give(keep).replace(
+                  None if runner.record_modalities(s, keep) else f"{item.video}: " + runner.nothing_to_give(keep).replace(
                       "evaluate it with video", "predict it with video")
                   for s, item in zip(samples, items)]
         loadable = [s for s, error in zip(samples, errors) if error is None]

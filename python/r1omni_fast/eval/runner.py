@@ -389,9 +389,10 @@ def ablate(
     Writes each setting's artefacts to ``out_dir/<setting>/`` (``video+audio`` as
     ``video_audio``), then ``out_dir/modalities.json`` —
     ``{"labels", "n", "settings": {name: {modalities, war, uar, format_rate, per_class_recall,
-    outside_label_set, cue_mentions, by_cue?, dir}}, "attribution"?}`` (``attribution``: the
-    counterfactual attribution of :mod:`r1omni_fast.eval.faithfulness`, when the settings include
-    video+audio, video and audio) — and ``out_dir/modalities.png`` (per-class
+    outside_label_set, cue_mentions, by_cue?, skipped, dir}}, "attribution"?}`` (``skipped``: how
+    many records the setting skipped; ``attribution``: the counterfactual attribution of
+    :mod:`r1omni_fast.eval.faithfulness`, when the settings include video+audio, video and audio
+    and ``explain`` is not False) — and ``out_dir/modalities.png`` (per-class
     recall, WAR and UAR per setting); with ``report``, ``out_dir/report.html`` holds every setting's
     rows (filterable by setting) and the chart. Returns the modalities.json dict. ``kwargs`` go to
     :func:`evaluate_rows`.
@@ -419,6 +420,7 @@ def ablate(
                                    "outside_label_set", "unparsable", "cue_mentions", "n")}
         if "by_cue" in m:
             entry["by_cue"] = m["by_cue"]
+        entry["skipped"] = len(m["skipped"])
         entry["dir"] = str(folder)
         summary["settings"][name] = entry
         all_rows += [dict(r, setting=name) for r in result.rows]
@@ -428,7 +430,7 @@ def ablate(
                 previews[key] = preview
     summary["n"] = next(iter(summary["settings"].values()))["n"]
     full = by_modalities.get(("audio", "video"))
-    if full is not None and ("audio",) in by_modalities and ("video",) in by_modalities:
+    if kwargs.get("explain", True) and full is not None and ("audio",) in by_modalities and ("video",) in by_modalities:
         from r1omni_fast.eval.faithfulness import counterfactual_attribution
 
         # removing video leaves the audio-only pass, removing audio the video-only one
@@ -450,7 +452,7 @@ def ablate(
 # ---------------------------------------------------------------------------- terminal tables
 
 
-def metrics_table(metrics: Dict[str, Any]) -> str:
+def metrics_table(metrics: Dict[str, Any], listed_in: str = "metrics.json") -> str:
     """Per-class recall with support, then WAR / UAR / format rate on one line."""
     support = {name: sum(row) for name, row in zip(metrics["labels"], metrics["confusion_matrix"])}
     width = max(8, *(len(x) for x in metrics["labels"]))
@@ -473,7 +475,7 @@ def metrics_table(metrics: Dict[str, Any]) -> str:
         skipped = metrics["skipped"]
         shown = "; ".join(f"{s['id']}: {s['reason']}" for s in skipped[:3])
         lines.append(f"skipped (not evaluated, not in n): {len(skipped)} — {shown}"
-                     f"{'; ...' if len(skipped) > 3 else ''} (all in metrics.json)")
+                     f"{'; ...' if len(skipped) > 3 else ''} (all in {listed_in})")
     return "\n".join(lines)
 
 
@@ -486,6 +488,10 @@ def ablation_table(report: Dict[str, Any]) -> str:
                      f"{cues['visual']:6.3f}  {cues['auditory']:6.3f}")
     lines.append("visual / audio: share of reasoning traces that mention a visual / auditory cue "
                  "(r1omni_fast.eval.cues)")
+    skips = [f"{name} {s['skipped']}" for name, s in report["settings"].items() if s.get("skipped")]
+    if skips:
+        lines.append(f"skipped (not evaluated, not in that setting's n): {', '.join(skips)} (ids and reasons in each "
+                     "setting's metrics.json)")
     if "attribution" in report:
         from r1omni_fast.eval.faithfulness import attribution_line
 
