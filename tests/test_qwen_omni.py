@@ -130,6 +130,28 @@ def test_bad_checkpoints_fail_at_load_time_naming_the_file(tiny, tmp_path):
     with pytest.raises(CheckpointError, match=r"chat_template.jinja: the chat template does not write the media tokens"):
         load_policy(bare_template)
 
+    # a self-made tokenizer without the multimodal special tokens; a config whose media token ids
+    # are not the tokenizer's: one error each at load time, not a traceback at the first prompt
+    no_special = tmp_path / "no_special"
+    shutil.copytree(tiny[0], no_special)
+    tok = json.loads((no_special / "tokenizer_config.json").read_text())
+    for key in ("image_token", "audio_token", "video_token", "vision_bos_token", "vision_eos_token",
+                "audio_bos_token", "audio_eos_token"):
+        tok.pop(key, None)
+    (no_special / "tokenizer_config.json").write_text(json.dumps(tok))
+    with pytest.raises(CheckpointError, match=r"no_special: .*tokenizer_config.json must name .*special tokens"):
+        load_policy(no_special)
+    proc = run_cli(["predict", "--model", str(no_special), str(tmp_path / "x.mp4")])
+    assert proc.returncode == 2 and "special tokens" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+    other_ids = tmp_path / "other_ids"
+    shutil.copytree(tiny[0], other_ids)
+    config = json.loads((other_ids / "config.json").read_text())
+    config["video_token_index"] = config["video_token_index"] + 1
+    (other_ids / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config.json: video_token_id is \d+, but the tokenizer's video token"):
+        load_policy(other_ids)
+
 
 def test_settings_the_thinker_lacks_are_config_errors_at_load_time(tiny, tmp_path):
     from r1omni_fast.config import ConfigError, GRPOConfig

@@ -388,6 +388,13 @@ class QwenOmniThinkerPolicy(PrefixSharedGeneration, nn.Module):
         if not any(os.path.isfile(os.path.join(path, f)) for f in ("model.safetensors", "model.safetensors.index.json")):
             raise CheckpointError(f"{path}: no model.safetensors or model.safetensors.index.json (the thinker's weights)")
         processor = cls.PROCESSOR.from_pretrained(path)
+        for what, ids, token in (("video", ("video_token_id", "video_token_index"), processor.video_token_id),
+                                 ("audio", ("audio_token_id", "audio_token_index"), processor.audio_token_id)):
+            configured = next((getattr(config, n) for n in ids if getattr(config, n, None) is not None), None)
+            if configured is not None and configured != token:  # else the model finds no media token in a prompt
+                raise CheckpointError(f"{config_file}: {ids[0]} is {configured}, but the tokenizer's {what} token "
+                                      f"is id {token}: the config and the tokenizer files come from different "
+                                      "checkpoints; use both from the same one")
         thinker, info = thinker_class.from_pretrained(
             path, config=config, dtype=torch.float32 if dtype is None else dtype, output_loading_info=True)
         missing = sorted(info.get("missing_keys", []))

@@ -261,6 +261,11 @@ class QwenOmniProcessor(TagKeepingDecoder):
                                  "writes them)")
         try:
             hf = hf_class.from_pretrained(path)
+        except AttributeError as exc:  # the processor reads the tokenizer's multimodal special tokens
+            raise ProcessorError(f"{path}: {cls.HF_PROCESSOR} cannot load the processor files ({exc}): "
+                                 f"tokenizer_config.json must name {cls.FAMILY}'s special tokens (image_token, "
+                                 "audio_token, video_token, vision_bos_token, ...): use the tokenizer files of a "
+                                 f"{cls.FAMILY} checkpoint") from None
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise ProcessorError(f"{path}: {cls.HF_PROCESSOR} cannot load the processor files ({exc})") from None
         return cls(hf, source=path)
