@@ -290,7 +290,7 @@ def demo_table(rows: Sequence[StageResult], out: Optional[Union[str, Path]] = No
                      f"{r.model}  {r.eval_dir}")
     n = rows[0].metrics["n"] if rows else 0
     lines.append(f"(synthetic test split, n={n}; each evaluation folder holds metrics.json, "
-                 "predictions.jsonl and confusion_matrix.png)")
+                 "predictions.jsonl, confusion_matrix.png and report.html)")
     lines.append("cue: share of clips whose reasoning claims exactly the modalities that carry the label; cited / "
                  "uncit.: how often removing a modality the reasoning cites / does not cite changes the answer "
                  "(r1omni_fast.eval.faithfulness; attribution.json)")
