@@ -277,6 +277,17 @@ def test_a_run_refused_for_its_model_leaves_no_empty_output_dir(assets, tmp_path
         run_sft(_sft(assets, out, model_name_or_path=str(tmp_path / "missing")), loader=clip_loader(),
                 progress=False)
     assert not (tmp_path / "new").exists()
+    # refused by the pre-flight decode (no clip loads): no run_config.yaml, metrics.jsonl or folder left
+    model, data = assets
+    source = Path(sft_fields(model, data, tmp_path)["data_file"])
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    records = [dict(r, video=str(garbage)) for r in json.loads(source.read_text())]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(records))
+    with pytest.raises(ConfigError, match="none of the .* clips decoded before step 1"):
+        run_sft(_sft(assets, out, data_file=str(bad)), loader=None, progress=False)
+    assert not (tmp_path / "new").exists()
 
 
 def _writable(folder: Path) -> bool:

@@ -99,10 +99,10 @@ def _run(cfg: SFTConfig, dist: distributed.Dist, loader: Optional[Callable], pro
     scheduler = build_scheduler(optimizer, cfg.lr_scheduler_type, cfg.warmup_ratio, last_step)
     start = common.restore(resume_from, optimizer, scheduler, model, dist, cfg=cfg)  # RNGs too: after every seeding
     main = dist.is_main
+    preflight_decode(cfg, train_data, collate)  # before the run's files: a refusal leaves none
     if main:
         common.write_run_config(cfg)
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=start.step if start.folder else None) if main else None
-    preflight_decode(cfg, train_data, collate)
     stream = make_stream(cfg, train_data, collate, start.state, dist)
     guard = faults.NonFiniteGuard(cfg.max_nonfinite_steps, int((start.state or {}).get("nonfinite_steps", 0)))
     bar = common.progress_bar(last_step, start.step, "sft", progress and main)

@@ -427,11 +427,11 @@ class GRPOTrainer:
     def _train(self) -> Path:
         cfg, start, main = self.cfg, self.start, self.dist.is_main
         metrics = None
+        preflight_decode(cfg, self.train_data, self.collate)  # before the run's files: a refusal leaves none
         if main:
             common.write_run_config(cfg)
             metrics = MetricsLog(self.out / "metrics.jsonl", resume_step=start.step if start.folder else None)
             _truncate_completions(self.out / "completions.jsonl", start.step if start.folder else None)
-        preflight_decode(cfg, self.train_data, self.collate)
         self.stream = make_stream(cfg, self.train_data, self.collate, start.state, self.dist)
         bar = common.progress_bar(self.last_step, start.step, "grpo", self.progress and main)
         save_pending = False
