@@ -107,6 +107,14 @@ def test_cli_bad_inputs_one_line_each(tiny_ckpt, synth_eval, odd_media, tmp_path
     assert "no audio" in silent["error"] and "--audio FILE" in silent["error"] and "--modalities video" in silent["error"]
     assert ok["error"] is None and ok["modalities"] == ["audio"]
 
+    # video + audio on a clip without sound: HumanOmni hears silence, and the row and stderr say so
+    out = tmp_path / "silent.jsonl"
+    result = _cli("--model", tiny_ckpt, odd_media["silent"], good, "--max-new-tokens", 2, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    silent, ok = _rows(out)
+    assert silent["error"] is None and silent["silent_audio"] is True and ok["silent_audio"] is False
+    assert f"note: {odd_media['silent']} has no audio track: the model heard silence" in result.stderr
+
     for args, flag in ((["--modalities", "smell"], "--modalities"), (["--labels", "nope"], "--labels"),
                        (["--dtype", "int8"], "--dtype"), (["--prompt", "x", "--prompt-preset", "r1omni"], "--prompt"),
                        (["--prompt-preset", "poem"], "poem"), (["--audio", odd_media["sound"], "--audio",

@@ -636,6 +636,9 @@ def predict_command(clips: tuple, model_dir: str, data_file: str | None, globs: 
                 sink.flush()
             if row["error"] is not None:
                 click.echo(f"error: {row['error']}", err=True)
+            elif row["silent_audio"]:
+                click.echo(f"note: {row['video']} has no audio track: the model heard silence for it "
+                           "(--modalities video leaves the audio out, --audio FILE gives it sound)", err=True)
             elif not quiet:
                 click.echo(_format_prediction(row, len(rows), len(items)))
     finally:

@@ -49,7 +49,7 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpe
 
 #: The keys of every prediction row, in order (``--out`` JSONL).
 ROW_KEYS = ("id", "video", "audio", "label", "answer", "prediction", "correct", "think", "completion",
-            "well_formed", "votes", "completions", "modalities", "elapsed_s", "error")
+            "well_formed", "votes", "completions", "modalities", "silent_audio", "elapsed_s", "error")
 
 
 @dataclasses.dataclass
@@ -230,7 +230,9 @@ def predict_iter(
     completion when it has no ``<answer>`` block, as the accuracy reward reads it; else None),
     ``think``, ``completion``, ``well_formed`` (the format reward), ``votes`` ({answer: share},
     N > 1 only), ``completions`` (all N, N > 1 only), ``elapsed_s`` (the batch's generation time
-    divided by its clips), ``error`` (why the clip could not be predicted, else None).
+    divided by its clips), ``silent_audio`` (the model was given audio but the clip has no audio
+    stream, so it heard silence: HumanOmni pads it), ``error`` (why the clip could not be predicted,
+    else None).
     """
 
     from r1omni_fast.prompts import normalise_modalities
@@ -382,7 +384,10 @@ def _generate_rows(model: Any, batch: Any, keep: Tuple[str, ...], prompt: Option
         j = span[keys.index(winner)]
         row = _blank_row(sample, keep)
         row.update(answer=parsed[j].answer, prediction=matched[j], think=parsed[j].think, completion=texts[j],
-                   well_formed=parsed[j].well_formed, elapsed_s=round(elapsed, 4))
+                   well_formed=parsed[j].well_formed, elapsed_s=round(elapsed, 4),
+                   # given audio from a clip without an audio stream: the backend padded silence
+                   silent_audio="audio" in row["modalities"] and batch.has_audio is not None
+                   and not bool(batch.has_audio[b]))
         if sample.label is not None:
             row["correct"] = matched[j] == sample.label
         if sampling:
