@@ -270,7 +270,10 @@ def test_data_check_decode_reports_clips_that_fail(tmp_path):
                                        "happy,sad,angry,neutral", "--decode", "3"])
     assert result.exit_code == 1, result.output
     assert "decoded     2 of 3 clips checked loaded (1 failed)" in result.output
-    assert "clips that failed to decode:" in result.output and records[-1]["video"] in result.output
+    # listed once: under "unreadable media" (its duration could not be read) and not again below
+    assert "unreadable media:" in result.output and records[-1]["video"] in result.output
+    assert "clips that failed to decode" not in result.output
+    assert len([line for line in result.output.splitlines() if records[-1]["video"] in line]) == 1
 
 
 # ------------------------------------------------------------------------------ non-finite rewards and losses

@@ -151,9 +151,12 @@ def format_summary(summary: DataSummary) -> str:
     if summary.unreadable:
         lines.append("unreadable media:")
         lines.extend(f"  {where}: {why}" for where, why in summary.unreadable)
-    if summary.undecodable:
-        lines.append("clips that failed to decode:")
-        lines.extend(f"  {where}: {why}" for where, why in summary.undecodable)
+    listed = {where for where, _ in summary.unreadable}
+    others = [(where, why) for where, why in summary.undecodable if where not in listed]
+    if others:  # a clip already under "unreadable media" is not listed twice
+        lines.append("clips that failed to decode" + (" (the unreadable ones above too)" if len(others) <
+                                                       len(summary.undecodable) else "") + ":")
+        lines.extend(f"  {where}: {why}" for where, why in others)
     if summary.lacking:
         lines.append(f"records whose prompt asks for a modality the clip lacks ({len(summary.lacking)}):")
         lines.extend(f"  {where}: {why}" for where, why in summary.lacking)
