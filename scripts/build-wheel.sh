@@ -5,7 +5,8 @@
 # wheel carries no other shared library; compiled and linked with zig against glibc 2.17, so it is
 # tagged manylinux_2_17 (manylinux2014) and installs on any x86-64 Linux with glibc >= 2.17.
 #
-#   1. a tools environment (maturin, ziglang, auditwheel, wheel), pinned, in the cache;
+#   1. the system packages it needs (nasm, zlib1g-dev, dpkg-dev; apt-get as root, else named)
+#      and a tools environment (maturin, ziglang, auditwheel, wheel), pinned, in the cache;
 #   2. FFmpeg's source: Debian's source package of the FFmpeg the development set-up links
 #      (the same version and patches, so both decode alike), fetched with a private apt state
 #      that adds the deb-src entries (the system's apt configuration is not touched);
@@ -54,12 +55,25 @@ fi
 # --- 1. tools -------------------------------------------------------------------------------
 STEP="1/4 tools"
 TOOLS_PINS=(maturin==1.16.0 ziglang==0.15.2 auditwheel==6.8.2 wheel==0.48.0)
-for cmd in nasm ar ranlib; do
-  if ! command -v "$cmd" >/dev/null; then
-    say "$cmd is required to build FFmpeg: install it with  sudo apt-get install -y nasm binutils"
+# FFmpeg's assembler, zlib's header, dpkg-source and the binutils; installed with apt-get as
+# scripts/setup.sh installs its packages (as root), otherwise named.
+APT_PACKAGES=(nasm zlib1g-dev dpkg-dev binutils)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ $status == *"install ok installed"* ]] || missing+=("$p")
+done
+if ((${#missing[@]} > 0)); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    say "installing system packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    say "missing system packages: ${missing[*]}"
+    say "install them with:  sudo apt-get update && sudo apt-get install -y ${missing[*]}"
     exit 1
   fi
-done
+fi
 tools_key=$(printf '%s ' "${TOOLS_PINS[@]}" "$("$PYTHON" -c 'import platform; print(platform.python_version())')" \
             | sha256sum | cut -c1-12)
 TOOLS=$CACHE/wheel-tools-$tools_key
