@@ -52,7 +52,7 @@ def test_demo_runs_end_to_end(tmp_path, media_module):
 
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "--out", str(out), "--sft-steps", "2", "--grpo-steps", "1",
-                                       "--clips", "16", "--grounding", "--quiet"])
+                                       "--clips", "16", "--quiet"])
     assert result.exit_code == 0, result.output
     table = result.output[result.output.index("stage "):].splitlines()
     stages = [line.split()[0] for line in table[1:5]]
