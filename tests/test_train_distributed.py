@@ -308,9 +308,16 @@ def test_without_a_launcher_the_collective_timeout_ends_the_surviving_rank(asset
 def test_grpo_two_rank_checkpoint_resumes_in_one_process(grpo_runs, tmp_path, name):
     """Per-prompt sampling makes the resumed step sample the same completions on 1 rank; the
     synced reference (which sets step 2's KL) comes back from the sharded checkpoint."""
+    straight, fields = grpo_runs[name]
+    out = _resume_step_2_in_one_process(straight, fields, tmp_path)
+    assert max_weight_difference(out, straight) < WEIGHT_ATOL
+
+
+def _resume_step_2_in_one_process(straight: Path, fields: dict, tmp_path: Path) -> Path:
+    """Resume the 2-rank GRPO run ``straight`` from its sharded checkpoint-1 in one process: the
+    same completions and step-2 loss, reward and KL. Returns the resumed run's folder."""
     import shutil
 
-    straight, fields = grpo_runs[name]
     out = tmp_path / "resume"
     out.mkdir()
     shutil.copytree(straight / "checkpoint-1", out / "checkpoint-1")
@@ -325,7 +332,7 @@ def test_grpo_two_rank_checkpoint_resumes_in_one_process(grpo_runs, tmp_path, na
     assert [m["step"] for m in resumed] == [1, 2]
     for key in ("loss", "reward", "kl"):
         assert resumed[1][key] == pytest.approx(expected[1][key], rel=1e-5, abs=1e-7), key
-    assert max_weight_difference(out, straight) < WEIGHT_ATOL
+    return out
 
 
 # --------------------------------------------------------------------------- LoRA
@@ -483,8 +490,8 @@ QWEN_BACKENDS = {"qwen2_5_omni": "r1omni_fast.model.qwen_omni.tiny:build_tiny_qw
 
 @pytest.fixture(scope="module", params=sorted(QWEN_BACKENDS))
 def qwen_runs(request, assets, tmp_path_factory):
-    """A tiny Qwen thinker (Qwen2.5-Omni; Qwen3-Omni's MoE thinker): SFT and GRPO, one process
-    against DDP and FSDP2 on 2 ranks."""
+    """A tiny Qwen thinker (Qwen2.5-Omni; Qwen3-Omni's MoE thinker): SFT and GRPO (a checkpoint
+    every step), one process against DDP and FSDP2 on 2 ranks."""
     import importlib
 
     module, name = QWEN_BACKENDS[request.param].split(":")
@@ -499,7 +506,7 @@ def qwen_runs(request, assets, tmp_path_factory):
                                          lr_scheduler_type="constant", warmup_ratio=0.0, **dict(parts, **over))
     grpo = lambda out, **over: grpo_fields(model, data, out, data_file=str(train3), per_prompt_sampling=True,  # noqa: E731
                                            reward_funcs=["_train_fixtures.answer_length_reward", "format"],
-                                           **dict(parts, **over))
+                                           save_steps=1, **dict(parts, **over))
     variants = [("single", dict(per_device_train_batch_size=2)),
                 ("ddp", dict(per_device_train_batch_size=1, parallelism="ddp")),
                 ("fsdp", dict(per_device_train_batch_size=1, parallelism="fsdp"))]
@@ -526,3 +533,14 @@ def test_qwen_on_two_ranks_matches_one_process(qwen_runs, stage, name):
     assert update > 0 and max_weight_difference(single, multi) < 0.05 * update
     if qwen_runs["arch"] == "qwen3_omni_moe":  # the MoE thinker logs its routing on every rank count
         assert all(m["aux_loss"] > 0 and 1.0 <= m["expert_load_imbalance"] <= 4.0 for m in a + b)
+
+
+def test_qwen_fsdp_grpo_checkpoint_resumes_in_one_process(qwen_runs, tmp_path):
+    """The Qwen thinker's sharded GRPO checkpoint (FSDP2, 2 ranks) resumes in one process: the same
+    completions and step-2 metrics; the weights within 5 % of the run's update (the all-reduce
+    order, as above)."""
+    straight, fields = qwen_runs["grpo"]["fsdp"]
+    out = _resume_step_2_in_one_process(straight, fields, tmp_path)
+    update = max_weight_difference(straight, straight.parent.parent / "tiny-qwen")
+    assert update > 0 and max_weight_difference(out, straight) < 0.05 * update
+
