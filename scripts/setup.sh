@@ -61,7 +61,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 if ! command -v "$PYTHON" >/dev/null; then
-  say "$PYTHON not found: set PYTHON to a CPython >= 3.9 interpreter"
+  say "$PYTHON not found: set PYTHON to a CPython >= 3.10 interpreter"
   exit 1
 fi
 
