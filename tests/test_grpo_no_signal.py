@@ -37,6 +37,10 @@ def test_the_warning_comes_once_per_streak_of_steps_without_signal(caplog):
     assert "frac_reward_zero_std 1.0" in message and CAUSE in message and "reward_funcs and label_set" in message
     assert no_signal_streak(0, {"step": 1, "frac_reward_zero_std": 1.0}, steps=1, say=False) == 1
     assert len(_said(caplog)) == 2  # say=False (another rank) logs nothing
+    # every completion right (mean reward above 0): the cause named is a solved prompt, not a missing answer
+    no_signal_streak(0, {"step": 1, "frac_reward_zero_std": 1.0, "reward": 2.0}, steps=1)
+    solved = _said(caplog)[-1]
+    assert CAUSE not in solved and "same non-zero reward" in solved and "reward_funcs and label_set" in solved
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,16 @@ def no_signal_streak(streak: int, record: Dict[str, Any], *, steps: int = NO_SIG
         return 0
     streak += 1
     if streak == steps and say:
+        reward = record.get("reward", float("nan"))
+        cause = ("no completion is a well-formed answer (an untrained model never writes <answer>...</answer> with "
+                 "a label): start from an SFT model (model_name_or_path)" if not reward > 0 else
+                 "every completion of a group earns the same non-zero reward (all right, or all equally partly "
+                 "right): these prompts are solved for the policy; more varied completions (temperature, "
+                 "num_generations) or harder prompts give signal")
         log.warning("GRPO: no learning signal for %d steps in a row (steps %d-%d): in every group all completions got "
                     "the same reward (frac_reward_zero_std 1.0, mean reward %.3g), so every advantage is 0 and the "
-                    "rewards teach nothing. Likely cause: no completion is a well-formed answer (an untrained "
-                    "model never writes <answer>...</answer> with a label): start from an SFT model "
-                    "(model_name_or_path), or check reward_funcs and label_set", steps, record["step"] - steps + 1,
-                    record["step"], record.get("reward", float("nan")))
+                    "rewards teach nothing. Likely cause: %s; or check reward_funcs and label_set", steps,
+                    record["step"] - steps + 1, record["step"], reward, cause)
     return streak
 
 
