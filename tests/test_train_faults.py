@@ -249,7 +249,7 @@ def test_unloadable_clips_stop_the_run_before_step_1_or_after_max_skipped_batche
     cfg = _config(SFTConfig, sft_fields(model_dir, data, tmp_path / "a", max_steps=3))
     with pytest.raises(ConfigError, match=r"data_file: none of the 4 clips decoded before step 1 could be loaded"):
         run_sft(cfg, loader=loader, progress=False)
-    assert not (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert not (tmp_path / "a").exists()  # refused before the run wrote anything: no files, no folder
     cfg = _config(SFTConfig, sft_fields(model_dir, data, tmp_path / "b", max_steps=3, preflight_clips=0, max_skipped_fraction=1.0,
                                         max_skipped_batches=3))
     with pytest.raises(faults.TrainingError, match=r"no clip could be loaded for 3 batches in a row"):
