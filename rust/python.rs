@@ -42,7 +42,7 @@ mod reward_bindings {
 
     extern "C" {
         // In the stable ABI since 3.10, and exported with this signature by every CPython 3,
-        // so the abi3-py39 build may call it. Reads the str's UTF-8 without copying when it is
+        // so the abi3 build (abi3-py310) may call it. Reads the str's UTF-8 without copying when it is
         // ASCII, and otherwise encodes it once and caches the result in the str.
         fn PyUnicode_AsUTF8AndSize(
             unicode: *mut ffi::PyObject,
