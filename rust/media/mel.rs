@@ -249,13 +249,24 @@ fn power_of_pair(
     scratch: &mut ChunkScratch,
     group_slot: usize,
 ) {
-    fill_frame(samples, n_samples, t, &plan.window, &mut scratch.frame);
-    match u {
-        Some(u) => fill_frame(samples, n_samples, u, &plan.window, &mut scratch.frame_b),
-        None => scratch.frame_b.fill(0.0),
-    }
-    for ((z, &re), &im) in scratch.spectrum.iter_mut().zip(&scratch.frame).zip(&scratch.frame_b) {
-        *z = Complex::new(re, im);
+    match (inside(samples, n_samples, t), u.and_then(|u| inside(samples, n_samples, u))) {
+        // Both windows lie inside the input: windowed straight into the FFT buffer, one pass.
+        (Some(a), Some(b)) => {
+            let finite = |x: f32| if x.is_finite() { x as f64 } else { 0.0 };
+            for (((z, &w), &x), &y) in scratch.spectrum.iter_mut().zip(&plan.window).zip(a).zip(b) {
+                *z = Complex::new(finite(x) * w, finite(y) * w);
+            }
+        }
+        _ => {
+            fill_frame(samples, n_samples, t, &plan.window, &mut scratch.frame);
+            match u {
+                Some(u) => fill_frame(samples, n_samples, u, &plan.window, &mut scratch.frame_b),
+                None => scratch.frame_b.fill(0.0),
+            }
+            for ((z, &re), &im) in scratch.spectrum.iter_mut().zip(&scratch.frame).zip(&scratch.frame_b) {
+                *z = Complex::new(re, im);
+            }
+        }
     }
     plan.fft.process_with_scratch(&mut scratch.spectrum, &mut scratch.fft_scratch);
     let z = &scratch.spectrum[..];
@@ -313,6 +324,17 @@ fn max_of(values: &[f32]) -> f32 {
     }
     let rest = blocks.remainder().iter().copied();
     lanes.into_iter().chain(rest).fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The `N_FFT` samples of frame `t` when its window lies inside the input (no reflection, no
+/// padding zeros), else `None`.
+#[inline(always)]
+fn inside(samples: &[f32], n_samples: usize, t: usize) -> Option<&[f32; N_FFT]> {
+    let start = (t * HOP).checked_sub(N_FFT / 2)?;
+    if start + N_FFT > n_samples.min(samples.len()) {
+        return None;
+    }
+    samples[start..start + N_FFT].try_into().ok()
 }
 
 /// The windowed frame `t` of the signal zero-padded/cut to `n_samples` and reflect-padded,
@@ -444,13 +466,26 @@ pub fn log_mel(samples: &[f32], n_mels: usize, n_samples: usize, frames: usize) 
 
 /// Pass 1 of [`whisper_log_mel`] for frames `c * CHUNK ..`: writes the chunk's columns and
 /// returns their largest value, or writes nothing and returns `None` when every frame is silent.
-/// The same arithmetic compiled twice, for AVX2 (chosen at run time) and for the baseline CPU.
+/// The same arithmetic compiled three times, for AVX-512 or AVX2 (chosen at run time) and for
+/// the baseline CPU; all three give the same bits (`tests::every_instruction_set_gives_the_same_bits`).
 fn chunk_log_mel(inputs: &MelInputs, c: usize, scratch: &mut ChunkScratch, out: &SharedOut) -> Option<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+        // SAFETY: the CPU supports AVX-512 F and VL, checked just above.
+        return unsafe { chunk_log_mel_avx512(inputs, c, scratch, out) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
         return unsafe { chunk_log_mel_avx2(inputs, c, scratch, out) };
     }
+    chunk_log_mel_any(inputs, c, scratch, out)
+}
+
+/// [`chunk_log_mel_any`] with 16-wide vectors (float32; 8-wide float64), again without FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl")]
+unsafe fn chunk_log_mel_avx512(inputs: &MelInputs, c: usize, scratch: &mut ChunkScratch, out: &SharedOut) -> Option<f32> {
     chunk_log_mel_any(inputs, c, scratch, out)
 }
 
@@ -616,6 +651,47 @@ mod tests {
         assert_eq!(frames_touching(10 * n_samples, n_samples), all);
         assert!(log_mel(&[0.0; 4], 8, 16_001, 1).is_err());
         assert!(log_mel(&[0.0; 4], 8, 1600, 11).is_err());
+    }
+
+    #[test]
+    fn every_instruction_set_gives_the_same_bits() {
+        // A tone plus noise with a silent start and end, so that every kind of chunk occurs.
+        let x: Vec<f32> = (0..100_000)
+            .map(|n| if (5_000..90_000).contains(&n) {
+                (n as f32 * 0.0731).sin() * 0.5 + ((n * 7919 % 1000) as f32 / 500.0 - 1.0) * 1e-3
+            } else { 0.0 })
+            .collect();
+        let (n_mels, frames) = (128, N_FRAMES);
+        let filters = cached_filters(n_mels);
+        let nonzero = Some((5_000, 89_999));
+        let inputs = MelInputs { samples: &x, n_samples: N_SAMPLES, frames, nonzero, filters: &filters,
+                                 plan: stft_plan(), log_zero: 1e-10f32.log10() };
+        type Variant = unsafe fn(&MelInputs, usize, &mut ChunkScratch, &SharedOut) -> Option<f32>;
+        let mut variants: Vec<(&str, Variant)> = vec![("baseline", |i, c, s, o| chunk_log_mel_any(i, c, s, o))];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                variants.push(("avx2", chunk_log_mel_avx2));
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl") {
+                variants.push(("avx512", chunk_log_mel_avx512));
+            }
+        }
+        let run = |f: Variant| {
+            let mut out = vec![0f32; n_mels * frames];
+            let shared = SharedOut { ptr: out.as_mut_ptr(), n_mels, frames };
+            let mut scratch = ChunkScratch::new(stft_plan());
+            // SAFETY: each variant runs only where the CPU has its instructions (checked above).
+            let maxima: Vec<Option<u32>> = (0..frames.div_ceil(CHUNK))
+                .map(|c| unsafe { f(&inputs, c, &mut scratch, &shared) }.map(f32::to_bits))
+                .collect();
+            (out.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), maxima)
+        };
+        let reference = run(variants[0].1);
+        assert!(reference.1.iter().any(Option::is_some) && reference.1.iter().any(Option::is_none));
+        for &(name, f) in &variants[1..] {
+            assert!(run(f) == reference, "{name} differs from the baseline build");
+        }
     }
 
     #[test]
