@@ -156,7 +156,9 @@ def apply_orientation(rgb: np.ndarray, o) -> np.ndarray:
 def _display_matrix(frame):
     import av
 
-    for sd in frame.side_data:
+    side_data = frame.side_data
+    # PyAV 18 made the container a mapping (type -> side data); earlier ones iterate the side data.
+    for sd in side_data.values() if hasattr(side_data, "values") else side_data:
         if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
             return np.frombuffer(bytes(sd), dtype=np.int32)[:9]
     return None
