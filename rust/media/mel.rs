@@ -159,8 +159,8 @@ fn log10_fast(x: f32) -> f32 {
 /// Frames per parallel work item. The mel projection runs across the frames of a chunk, as
 /// 64-wide vector multiply-adds over a bin-major power matrix.
 const CHUNK: usize = 64;
-/// Frames whose power spectra are computed frame-major, then stored into the bin-major matrix
-/// together: one 8-wide store per bin instead of 8 scattered ones.
+/// Frames whose spectra are computed one after the other, then read together bin by bin into
+/// the bin-major power matrix: one 8-wide store per bin, no transpose.
 const GROUP: usize = 8;
 
 /// The `(n_mels, frames)` output, written by the chunks of pass 1 in parallel: chunk `c` writes
@@ -210,10 +210,9 @@ thread_local! {
 struct ChunkScratch {
     frame: Vec<f64>,
     frame_b: Vec<f64>,
-    spectrum: Vec<Complex<f64>>,
+    /// The spectra of one group: `GROUP / 2` pairs of frames, `N_FFT` bins each.
+    spectra: Vec<Complex<f64>>,
     fft_scratch: Vec<Complex<f64>>,
-    /// Frame-major power `(GROUP, N_BINS)` of one group of frames.
-    group: Vec<f32>,
     /// Bin-major power `(N_BINS, frames)` of the chunk.
     power: Vec<f32>,
     /// Log10 energies of one mel filter over the chunk's frames.
@@ -225,35 +224,32 @@ impl ChunkScratch {
         ChunkScratch {
             frame: vec![0f64; N_FFT],
             frame_b: vec![0f64; N_FFT],
-            spectrum: vec![Complex::default(); N_FFT],
+            spectra: vec![Complex::default(); GROUP / 2 * N_FFT],
             fft_scratch: vec![Complex::default(); plan.fft.get_inplace_scratch_len()],
-            group: vec![0f32; GROUP * N_BINS],
             power: vec![0f32; N_BINS * CHUNK],
             mel: vec![0f32; CHUNK],
         }
     }
 }
 
-/// Power spectra of frames `t` and `u` (when given) into `pa` and `pb` (`N_BINS` each), from one
-/// complex FFT of `z = x_t + i x_u`: `X_t[k] = (Z[k] + conj Z[N-k]) / 2` and
-/// `X_u[k] = (Z[k] - conj Z[N-k]) / 2i`, so `|X_t[k]|^2 = |Z[k] + conj Z[N-k]|^2 / 4` and
-/// `|X_u[k]|^2 = |Z[k] - conj Z[N-k]|^2 / 4`. All in float64; the powers are stored as float32
-/// (sums of positive terms follow: no cancellation is left to lose precision in).
+/// The DFT of `z = x_t + i x_u`, frames `t` and `u` (when given; else zeros) windowed, into pair
+/// slot `slot` of the group's spectra.
 #[inline(always)]
-fn power_of_pair(
+fn spectrum_of_pair(
     samples: &[f32],
     n_samples: usize,
     t: usize,
     u: Option<usize>,
     plan: &StftPlan,
     scratch: &mut ChunkScratch,
-    group_slot: usize,
+    slot: usize,
 ) {
+    let spectrum = &mut scratch.spectra[slot * N_FFT..][..N_FFT];
     match (inside(samples, n_samples, t), u.and_then(|u| inside(samples, n_samples, u))) {
         // Both windows lie inside the input: windowed straight into the FFT buffer, one pass.
         (Some(a), Some(b)) => {
             let finite = |x: f32| if x.is_finite() { x as f64 } else { 0.0 };
-            for (((z, &w), &x), &y) in scratch.spectrum.iter_mut().zip(&plan.window).zip(a).zip(b) {
+            for (((z, &w), &x), &y) in spectrum.iter_mut().zip(&plan.window).zip(a).zip(b) {
                 *z = Complex::new(finite(x) * w, finite(y) * w);
             }
         }
@@ -263,52 +259,34 @@ fn power_of_pair(
                 Some(u) => fill_frame(samples, n_samples, u, &plan.window, &mut scratch.frame_b),
                 None => scratch.frame_b.fill(0.0),
             }
-            for ((z, &re), &im) in scratch.spectrum.iter_mut().zip(&scratch.frame).zip(&scratch.frame_b) {
+            for ((z, &re), &im) in spectrum.iter_mut().zip(&scratch.frame).zip(&scratch.frame_b) {
                 *z = Complex::new(re, im);
             }
         }
     }
-    plan.fft.process_with_scratch(&mut scratch.spectrum, &mut scratch.fft_scratch);
-    let z = &scratch.spectrum[..];
-    let (pa, rest) = scratch.group[group_slot * N_BINS..].split_at_mut(N_BINS);
-    let pb = &mut rest[..N_BINS];
-    let pair = |p: Complex<f64>, q: Complex<f64>| {
-        let (sum_re, sum_im) = (p.re + q.re, p.im - q.im);
-        let (diff_re, diff_im) = (p.re - q.re, p.im + q.im);
-        (
-            ((sum_re * sum_re + sum_im * sum_im) * 0.25) as f32,
-            ((diff_re * diff_re + diff_im * diff_im) * 0.25) as f32,
-        )
-    };
-    (pa[0], pb[0]) = pair(z[0], z[0]);
-    // Bins 1..=200 against 399..=200: the upper half of the spectrum read backwards.
-    let upper = z[N_FFT - (N_BINS - 1)..].iter().rev();
-    for (((a, b), &p), &q) in pa[1..].iter_mut().zip(pb[1..].iter_mut()).zip(&z[1..N_BINS]).zip(upper) {
-        (*a, *b) = pair(p, q);
-    }
+    plan.fft.process_with_scratch(spectrum, &mut scratch.fft_scratch);
 }
 
-/// Stores the frame-major power of a group of `g` frames, `group[j * N_BINS + k]`, into columns
-/// `g0 .. g0 + g` of the bin-major `power[k * frames + f]`. A full group goes through 8x8
-/// register transposes (8 bins at a time), so that each bin row gets one 8-wide store.
+/// The power spectra of the group's `g` frames (pair slot `s` holds frames `2s` and `2s + 1`)
+/// into columns `g0 .. g0 + g` of the bin-major `power[k * frames + f]`, one row of `GROUP`
+/// values per bin. With `z = x_a + i x_b`: `X_a[k] = (Z[k] + conj Z[N-k]) / 2` and
+/// `X_b[k] = (Z[k] - conj Z[N-k]) / 2i`, so `|X_a[k]|^2 = |Z[k] + conj Z[N-k]|^2 / 4` and
+/// `|X_b[k]|^2 = |Z[k] - conj Z[N-k]|^2 / 4`. All in float64; the powers are stored as float32
+/// (sums of positive terms follow: no cancellation is left to lose precision in).
 #[inline(always)]
-fn store_group(group: &[f32], g: usize, power: &mut [f32], frames: usize, g0: usize) {
-    let mut k0 = 0;
-    if g == GROUP {
-        while k0 + 8 <= N_BINS {
-            let block: [[f32; 8]; GROUP] =
-                std::array::from_fn(|j| group[j * N_BINS + k0..][..8].try_into().expect("8 bins"));
-            for kk in 0..8 {
-                let column: [f32; GROUP] = std::array::from_fn(|j| block[j][kk]);
-                power[(k0 + kk) * frames + g0..][..GROUP].copy_from_slice(&column);
-            }
-            k0 += 8;
+fn store_power(spectra: &[Complex<f64>], g: usize, power: &mut [f32], frames: usize, g0: usize) {
+    let spectra = &spectra[..GROUP / 2 * N_FFT];
+    for k in 0..N_BINS {
+        let nk = (N_FFT - k) % N_FFT;
+        let mut row = [0f32; GROUP];
+        for (s, pair) in row.chunks_exact_mut(2).enumerate() {
+            let (p, q) = (spectra[s * N_FFT + k], spectra[s * N_FFT + nk]);
+            let (sum_re, sum_im) = (p.re + q.re, p.im - q.im);
+            let (diff_re, diff_im) = (p.re - q.re, p.im + q.im);
+            pair[0] = ((sum_re * sum_re + sum_im * sum_im) * 0.25) as f32;
+            pair[1] = ((diff_re * diff_re + diff_im * diff_im) * 0.25) as f32;
         }
-    }
-    for k in k0..N_BINS {
-        for (j, dst) in power[k * frames + g0..][..g].iter_mut().enumerate() {
-            *dst = group[j * N_BINS + k];
-        }
+        power[k * frames + g0..][..g].copy_from_slice(&row[..g]);
     }
 }
 
@@ -522,9 +500,9 @@ fn chunk_log_mel_any(inputs: &MelInputs, c: usize, scratch: &mut ChunkScratch, o
         let g = GROUP.min(end - g0);
         for (slot, f) in (g0..g0 + g).step_by(2).enumerate() {
             let partner = (f + 1 < g0 + g).then_some(t0 + f + 1);
-            power_of_pair(samples, n_samples, t0 + f, partner, plan, scratch, 2 * slot);
+            spectrum_of_pair(samples, n_samples, t0 + f, partner, plan, scratch, slot);
         }
-        store_group(&scratch.group, g, &mut scratch.power[..N_BINS * frames], frames, g0);
+        store_power(&scratch.spectra, g, &mut scratch.power[..N_BINS * frames], frames, g0);
     }
     // mel[m][f] = sum over the filter's bins k (ascending) of power[k][f] * w[m][k]; then log10,
     // written into row m of the output, one filter at a time.
