@@ -8,6 +8,10 @@ a table and asserts nothing about speed.
 
     PYTHONPATH=python python bench/media.py [--repeats 3] [--folder DIR] [--profile]
 
+The log-mel table has a third row, the float64 FFTs of the native log-mel alone (the same
+windowed frames on the same threads, nothing else): the floor that this FFT sets under the
+features' time, printed with the largest ratio to transformers it allows.
+
 It also prints the exact-decoding floor: the time FFmpeg's decoder alone needs for the pictures
 that the sampled frames require (the targets and the reference pictures they are predicted
 from), one clip at a time on one thread, summed over the fixtures. Divided over the machine's
@@ -166,7 +170,17 @@ PIPELINES = {
     "decord + PIL + transformers": run_decord,
     "torchcodec + PIL + transformers": run_torchcodec,
 }
-MEL = {"native whisper_log_mel": run_mel_native, "transformers extractor": run_mel_transformers}
+
+
+def run_mel_fft_floor(signals):
+    from r1omni_fast import _native
+
+    for s in signals:
+        _native.media_mel_fft_floor(s)
+
+
+MEL = {"native whisper_log_mel": run_mel_native, "transformers extractor": run_mel_transformers,
+       "native float64 FFTs alone": run_mel_fft_floor}
 
 
 def run_frame_native(pictures):
@@ -248,6 +262,16 @@ def print_profile(rows: dict) -> None:
     for name, r in rows.items():
         stages = " ".join(f"{k} {v:.2f}" for k, v in r.items() if k not in ("pictures", "frames"))
         print(f"  {name}: {stages}; decoded {r['pictures']} of {r['frames']} pictures")
+
+
+def print_mel_floor(results: dict) -> None:
+    """The floor the float64 FFTs set under the native log-mel (see the module docstring)."""
+    mel, extractor, fft = (results.get(k) for k in MEL)
+    if mel and fft and extractor:
+        print(f"  floor: the native log-mel's float64 FFTs alone (the same windowed frames and threads; no power, "
+              f"mel, log or output) take {fft['ms']:.2f} ms/call, {100 * fft['ms'] / mel['ms']:.0f} % of the "
+              f"native call; the extractor is at most {extractor['ms'] / fft['ms']:.1f}x that FFT, native "
+              f"reaches {extractor['ms'] / mel['ms']:.2f}x")
 
 
 def print_floor(rows: dict, results: dict, n_clips: int) -> None:
@@ -347,6 +371,7 @@ def main() -> None:
                 rows[fixture] = row
     print_table("pipeline", "ms/clip", PIPELINES, results, "native load_batch", digits=1)
     print_table("log-mel (128, 3 s/10 s/30 s)", "ms/call", MEL, results, "native whisper_log_mel", digits=2)
+    print_mel_floor(results)
     print_table("picture to 224, pad (720p/360p/portrait)", "ms/call", FRAME, results, "native preprocess_frame", digits=2)
     print_floor(rows, results, len(clips))
     if args.profile:

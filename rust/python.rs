@@ -609,6 +609,14 @@ fn media_whisper_log_mel<'py>(
     Ok(PyArray1::from_vec(py, mel).reshape([n_mels, media::mel::N_FRAMES])?.into_any())
 }
 
+/// `fft_floor` of rust/media/mel.rs: the float64 FFTs alone of `whisper_log_mel(samples)`
+/// (for the benchmark's account); returns how many ran.
+#[pyfunction]
+fn media_mel_fft_floor(py: Python<'_>, samples: PyReadonlyArray1<'_, f32>) -> PyResult<usize> {
+    let slice = samples.as_slice().map_err(|_| pyo3::exceptions::PyValueError::new_err("samples must be contiguous"))?;
+    Ok(py.detach(|| media::mel::fft_floor(slice)))
+}
+
 /// `log_mel` of rust/media/mel.rs: the Whisper log-mel of `samples` padded/cut to `n_samples`,
 /// its first `frames` frames: float32 (n_mels, frames).
 #[pyfunction]
@@ -768,6 +776,7 @@ fn register_media(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(media_whisper_log_mel, m)?)?;
     m.add_function(wrap_pyfunction!(media_probe_video, m)?)?;
     m.add_function(wrap_pyfunction!(media_log_mel, m)?)?;
+    m.add_function(wrap_pyfunction!(media_mel_fft_floor, m)?)?;
     m.add_function(wrap_pyfunction!(media_decode_resized, m)?)?;
     m.add_function(wrap_pyfunction!(media_resize_bicubic_antialias, m)?)?;
     Ok(())

@@ -76,6 +76,9 @@ def media_log_mel(
 ) -> npt.NDArray[np.float32]:
     """Whisper log-mel of the signal padded/cut to n_samples, its first frames: (n_mels, frames)."""
 
+def media_mel_fft_floor(samples: npt.NDArray[np.float32]) -> int:
+    """The float64 FFTs alone of media_whisper_log_mel(samples) (the benchmark's floor); how many ran."""
+
 def media_probe_video(path: str, max_dimension: int) -> dict[str, object]:
     """num_frames, declared_frames, fps, width, height (upright) of the first video stream."""
 

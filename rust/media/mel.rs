@@ -442,6 +442,34 @@ pub fn log_mel(samples: &[f32], n_mels: usize, n_samples: usize, frames: usize) 
     Ok(unsafe { Vec::from_raw_parts(ptr, len, cap) })
 }
 
+/// The float64 FFTs alone of [`whisper_log_mel`] on `samples`: one 400-point complex FFT per
+/// pair of loud frames, spread over the threads in chunks as the full computation spreads them,
+/// on the same windowed frames; no power, mel projection, log or output. Its time is the floor
+/// under the features' time that this FFT sets (`bench/media.py --profile`). Returns the number
+/// of FFTs run.
+pub fn fft_floor(samples: &[f32]) -> usize {
+    let samples = &samples[..samples.len().min(N_SAMPLES)];
+    let plan = stft_plan();
+    let loud = frames_touching(samples.len(), N_SAMPLES);
+    (0..loud.div_ceil(CHUNK))
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|c| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                let scratch = scratch.get_or_insert_with(|| ChunkScratch::new(plan));
+                let (t0, t1) = (c * CHUNK, ((c + 1) * CHUNK).min(loud));
+                let mut ffts = 0;
+                for t in (t0..t1).step_by(2) {
+                    let partner = (t + 1 < t1).then_some(t + 1);
+                    spectrum_of_pair(samples, N_SAMPLES, t, partner, plan, scratch, 0);
+                    ffts += 1;
+                }
+                ffts
+            })
+        })
+        .sum()
+}
+
 /// Pass 1 of [`whisper_log_mel`] for frames `c * CHUNK ..`: writes the chunk's columns and
 /// returns their largest value, or writes nothing and returns `None` when every frame is silent.
 /// The same arithmetic compiled three times, for AVX-512 or AVX2 (chosen at run time) and for
