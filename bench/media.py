@@ -20,7 +20,10 @@ so PyAV's time over it is the largest ratio to PyAV that such a pipeline can rea
 
 ``--profile`` also prints the per-stage times of the native path for each fixture (one
 ``load_clip`` each, ``R1OMNI_MEDIA_PROFILE=1``): demux, decode, colour conversion, resize,
-normalise, audio decode + resample, log-mel, and how many pictures were decoded.
+normalise, audio decode + resample, log-mel, and how many pictures were decoded; then each
+stage's share of their sum (the decode share is the most of the floor that a pipeline doing all
+of this work can reach) and the batch's core time against that sum, one clip at a time (the rest
+is clips decoding side by side on shared caches and memory, and the last clip's wait).
 
 The log-mel calls take about a millisecond each, so their best time is taken over
 ``max(repeats, 30)`` runs, for both the native and the transformers side; so is the picture
@@ -311,6 +314,11 @@ def print_account(rows: dict, results: dict, n_clips: int) -> None:
     print(f"\nnative stage shares, summed over the fixtures ({total:.0f} core-ms): {shares}")
     print(f"  the native batch runs at {100 * reached:.0f} % of the floor's speed; with the other stages "
           f"at their measured cost, exact decoding allows at most {100 * sums['decode'] / total:.0f} %")
+    cores = os.cpu_count() or 1
+    batch = results["native load_batch"]["ms"] * cores * n_clips
+    print(f"  the batch keeps {cores} cores for {batch:.0f} core-ms against the {total:.0f} core-ms of the "
+          f"same stages one clip at a time: {100 * total / batch:.0f} % of its core time is the stages' own "
+          f"work, the rest clips running side by side (shared caches and memory) and the wait at the end")
 
 
 def measure(name, folder, repeats):
