@@ -316,9 +316,13 @@ def print_account(rows: dict, results: dict, n_clips: int) -> None:
           f"at their measured cost, exact decoding allows at most {100 * sums['decode'] / total:.0f} %")
     cores = os.cpu_count() or 1
     batch = results["native load_batch"]["ms"] * cores * n_clips
+    share = total / batch
+    rest = (f"{100 * share:.0f} % of it is the stages' own work, the rest clips running side by side (shared "
+            f"caches and memory) and the last clip's wait" if share < 1 else
+            "no cost of running clips side by side shows in this run (the two are measured apart: the host's "
+            "drift between them is larger)")
     print(f"  the batch keeps {cores} cores for {batch:.0f} core-ms against the {total:.0f} core-ms of the "
-          f"same stages one clip at a time: {100 * total / batch:.0f} % of its core time is the stages' own "
-          f"work, the rest clips running side by side (shared caches and memory) and the wait at the end")
+          f"same stages one clip at a time: {rest}")
 
 
 def measure(name, folder, repeats):
