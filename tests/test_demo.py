@@ -52,7 +52,7 @@ def test_demo_runs_end_to_end(tmp_path, media_module):
 
     out = tmp_path / "demo"
     result = CliRunner().invoke(main, ["demo", "--out", str(out), "--sft-steps", "2", "--grpo-steps", "1",
-                                       "--clips", "16", "--quiet"])
+                                       "--clips", "16", "--grounding", "--quiet"])
     assert result.exit_code == 0, result.output
     table = result.output[result.output.index("stage "):].splitlines()
     stages = [line.split()[0] for line in table[1:5]]
@@ -100,3 +100,16 @@ def test_answer_budget_covers_every_sft_target(tiny_ckpt, synth_eval):
     lengths = [len(tokenizer.encode(s.target + "<|im_end|>", add_special_tokens=False))
                for s in read_data(synth_eval.sft, labels=list(SYNTH_LABELS))]
     assert max(lengths) < budget <= 2 * max(lengths)
+
+
+def test_the_grounded_row_is_behind_a_flag():
+    """The demo's main path (untrained, SFT, GRPO) leaves the second GRPO run to `--grounding`, so
+    that it stays within minutes on the 2-core machine (docs/benchmarks.md#demo)."""
+    import inspect
+
+    from r1omni_fast.cli import main
+    from r1omni_fast.demo import run_demo
+
+    assert inspect.signature(run_demo).parameters["grounding"].default is False
+    option = next(p for p in main.commands["demo"].params if p.name == "grounding")
+    assert option.default is False and "--grounding" in option.opts
