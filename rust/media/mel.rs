@@ -443,8 +443,10 @@ pub fn log_mel(samples: &[f32], n_mels: usize, n_samples: usize, frames: usize) 
 }
 
 /// The float64 FFTs alone of [`whisper_log_mel`] on `samples`: one 400-point complex FFT per
-/// pair of loud frames, spread over the threads in chunks as the full computation spreads them,
-/// on the same windowed frames; no power, mel projection, log or output. Its time is the floor
+/// pair of the frames that touch the input (silent stretches inside it included; the full
+/// computation skips all-zero windows, so on a signal with them this does more), spread over the
+/// threads in chunks as the full computation spreads them, on the same windowed frames; no power,
+/// mel projection, log or output. Its time is the floor
 /// under the features' time that this FFT sets (`bench/media.py --profile`). Returns the number
 /// of FFTs run.
 pub fn fft_floor(samples: &[f32]) -> usize {
@@ -698,6 +700,16 @@ mod tests {
         for &(name, f) in &variants[1..] {
             assert!(run(f) == reference, "{name} differs from the baseline build");
         }
+    }
+
+    #[test]
+    fn fft_floor_runs_one_fft_per_pair_of_frames_in_each_chunk() {
+        // 30 s: 3000 frames in chunks of 64 (the last one 56) -> 46 * 32 + 28 FFTs.
+        assert_eq!(fft_floor(&vec![0.1f32; N_SAMPLES]), 1500);
+        // 3 s: the frames touching 48,000 samples, ceil(48,200 / 160) = 302 -> 4 * 32 + 23 (the last chunk: 46 frames).
+        assert_eq!(fft_floor(&vec![0.1f32; 48_000]), 151);
+        // Longer than 30 s: cut to 30 s, as whisper_log_mel does.
+        assert_eq!(fft_floor(&vec![0.1f32; N_SAMPLES + 16_000]), 1500);
     }
 
     #[test]
