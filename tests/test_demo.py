@@ -113,3 +113,26 @@ def test_the_grounded_row_is_behind_a_flag():
     assert inspect.signature(run_demo).parameters["grounding"].default is False
     option = next(p for p in main.commands["demo"].params if p.name == "grounding")
     assert option.default is False and "--grounding" in option.opts
+
+
+@pytest.mark.parametrize("earlier", ["sft", "summary.png"])
+def test_a_folder_holding_a_demo_run_is_refused_before_anything_is_written(tmp_path, earlier):
+    """`r1omni-fast demo --out` into a used folder: a usage error naming the folder and the way out;
+    the earlier files are as they were and nothing is added."""
+    from click.testing import CliRunner
+
+    from r1omni_fast.cli import main
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    if earlier == "summary.png":
+        (out / earlier).write_bytes(b"png")
+    else:
+        (out / earlier).mkdir()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    result = CliRunner().invoke(main, ["demo", "--out", str(out), "--clips", "16", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert str(out) in result.output and earlier in result.output and "--out DIR" in result.output
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    if earlier == "summary.png":
+        assert (out / earlier).read_bytes() == b"png"

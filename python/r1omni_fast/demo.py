@@ -61,6 +61,10 @@ DEMO_GRPO: Dict[str, Any] = {
 DEMO_GRPO_GROUNDED: Dict[str, Any] = {**DEMO_GRPO, "reward_funcs": ["accuracy", "format", "cue_grounding"]}
 
 
+#: What :func:`run_demo` writes under its folder; a folder holding any of them is refused.
+DEMO_OUTPUTS = ("tiny-model", "data", "eval", "sft", "grpo", "grpo-grounded", "summary.png")
+
+
 def answer_budget(model_dir: Union[str, Path], sft_file: Union[str, Path], labels: Sequence[str]) -> int:
     """Tokens an evaluation may generate: 1.5 x the longest SFT target (with its end token) under
     the checkpoint's tokenizer, so that a model that learned the targets' length is never cut off
@@ -112,11 +116,21 @@ def run_demo(
     ``sft_steps`` / ``grpo_steps`` default to the demo settings (100 / 120, both GRPO runs);
     ``clips`` to ``DEMO_DATA["n"]`` (256). ``loader`` replaces ``r1omni_fast.media.load_batch``
     everywhere. ``echo`` receives one line per step.
+
+    Raises ``r1omni_fast.config.ConfigError`` before writing anything when ``out`` already holds
+    any of a demo's files (``DEMO_OUTPUTS``): each run builds its checkpoint and data anew, so it
+    never writes over an earlier one.
     """
     from r1omni_fast.data.synthetic import generate
     from r1omni_fast.model.humanomni.tiny import build_tiny_checkpoint
 
     out = Path(out)
+    earlier = [name for name in DEMO_OUTPUTS if (out / name).exists()]
+    if earlier:
+        from r1omni_fast.config import ConfigError
+
+        raise ConfigError(f"the demo's folder {out} already holds a demo run ({', '.join(earlier)}): choose "
+                          f"another folder (r1omni-fast demo --out DIR) or delete this one; nothing was written")
     labels = list(labels)
     total = 6 if grounding else 5
     echo(f"[1/{total}] tiny checkpoint, towers pretrained on the generator's cues -> {out / 'tiny-model'}")
@@ -296,7 +310,7 @@ def demo_table(rows: Sequence[StageResult], out: Optional[Union[str, Path]] = No
                  "(r1omni_fast.eval.faithfulness; attribution.json)")
     if out is not None:
         out = Path(out)
-        lines.append(f"summary: {out / 'summary.png'} (WAR, UAR and per-class recall of each stage)")
+        lines.append(f"summary: {out / 'summary.png'} (WAR, UAR, cue agreement and per-class recall of each stage)")
         lines.append(f"GRPO curves: {out / 'grpo' / 'grpo_curves.png'} (reward, accuracy reward, KL, "
                      "reward std, completion length)")
     return "\n".join(lines)
